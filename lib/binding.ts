@@ -1,0 +1,195 @@
+/**
+ * The native boundary, typed in one place. native/addon/*.cpp implements exactly this; the
+ * values passed in are already validated and normalised (see classifier.ts), so the native
+ * side trusts them.
+ */
+
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { RuntimeLoadError } from './errors.js';
+import { cudaDecision, findLibtorch, formatSteps, type LibtorchLocation, type LookupStep } from './libtorch.js';
+
+export interface NativeBuildInfo {
+  torchVersion: string;
+  cxx11Abi: boolean;
+  buildSystem: string;
+  compiler: string;
+  napiVersion: number;
+  /** Empty until the runtime is open. */
+  engineLibrary: string;
+}
+
+export interface NativeLoadOptions {
+  modelPath: string;
+  device: 'cpu' | 'cuda';
+  deviceIndex: number;
+  dtype: 'float32' | 'float16' | 'bfloat16';
+  threads: number;
+  freeze: boolean;
+}
+
+export interface NativeModelInfo {
+  loader: string;
+  device: string;
+  dtype: string;
+  outputKind: 'tensor' | 'tuple' | 'dict';
+  logitsDtype: string;
+  numLabels: number;
+  frozen: boolean;
+  /** -1 where the module has no such embedding table. */
+  vocabRows: number;
+  positionRows: number;
+  typeVocabRows: number;
+}
+
+export interface NativeInferRequest {
+  /** [rows * seqLen] token ids, row-major; copied by the addon before the call returns. */
+  ids: Int32Array;
+  mask: Uint8Array;
+  typeIds: Uint8Array;
+  rows: number;
+  seqLen: number;
+  temperature: number;
+  /** 1 <= topK <= min(64, labels). */
+  topK: number;
+  wantLogits: boolean;
+  wantLogProbs: boolean;
+}
+
+/** Views over native memory, handed over without a copy. */
+export interface NativeInferResult {
+  rows: number;
+  cols: number;
+  topK: number;
+  topIndex: Int32Array;
+  topLogProb: Float32Array;
+  margin: Float32Array;
+  entropy: Float32Array;
+  energy: Float32Array;
+  valid: Uint8Array;
+  /** Empty unless wantLogits. */
+  logits: Float32Array;
+  /** Empty unless wantLogProbs. */
+  logProbs: Float32Array;
+  forwardMs: number;
+}
+
+export interface NativeRuntimeInfo {
+  torchVersion: string;
+  cxx11Abi: boolean;
+  cudaAvailable: boolean;
+  cudaDeviceCount: number;
+  intraOpThreads: number;
+  interopThreads: number;
+  parallelInfo: string;
+}
+
+export interface NativeEngineHandle {
+  load(options: NativeLoadOptions): Promise<NativeModelInfo>;
+  infer(request: NativeInferRequest): Promise<NativeInferResult>;
+  runtime(): Promise<NativeRuntimeInfo>;
+  close(): Promise<void>;
+}
+
+export interface NativeAddon {
+  openRuntime(preload: string[], engineLibrary: string): Promise<void>;
+  buildInfo(): NativeBuildInfo;
+  EngineHandle: new () => NativeEngineHandle;
+}
+
+export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** `BERTGATE_ADDON` (a .node file) when set, else the build output. */
+export function addonPath(env: NodeJS.ProcessEnv = process.env): string {
+  return env['BERTGATE_ADDON'] ?? join(PACKAGE_ROOT, 'build', 'Release', 'bertgate.node');
+}
+
+let addon: NativeAddon | undefined;
+
+/** The addon alone: it has no libtorch dependency, so this works even where libtorch is missing. */
+export function loadAddon(): NativeAddon {
+  if (addon) return addon;
+  const path = addonPath();
+  if (!existsSync(path)) {
+    throw new RuntimeLoadError(
+      'ERR_ADDON_LOAD',
+      `the native addon is not built: ${path} does not exist (run "npm run build:native", or reinstall bertgate)`,
+    );
+  }
+  try {
+    addon = createRequire(import.meta.url)(path) as NativeAddon;
+  } catch (error) {
+    throw new RuntimeLoadError('ERR_ADDON_LOAD', `the native addon at ${path} failed to load: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  return addon;
+}
+
+export interface Runtime {
+  addon: NativeAddon;
+  libtorch: LibtorchLocation;
+  steps: LookupStep[];
+  cuda: { loaded: boolean; reason: string };
+}
+
+let opening: Promise<Runtime> | undefined;
+
+/**
+ * Finds libtorch, checks it is the version the addon was built for, preloads it and opens
+ * the engine library. Once per process; later calls share the first result.
+ */
+export function openRuntime(): Promise<Runtime> {
+  opening ??= open().catch((error: unknown) => {
+    opening = undefined; // a fixed environment may succeed on the next try
+    throw error;
+  });
+  return opening;
+}
+
+async function open(): Promise<Runtime> {
+  const native = loadAddon();
+  const built = native.buildInfo();
+  const { location, steps } = await findLibtorch();
+  if (!location) {
+    throw new RuntimeLoadError(
+      'ERR_LIBTORCH_NOT_FOUND',
+      `libtorch ${built.torchVersion} was not found. Looked at, in order:\n${formatSteps(steps)}\n` +
+        `Install torch==${built.torchVersion} into the active Python, or set LIBTORCH to a libtorch directory.`,
+    );
+  }
+  if (location.version !== built.torchVersion) {
+    throw new RuntimeLoadError(
+      'ERR_LIBTORCH_VERSION',
+      `bertgate was built for libtorch ${built.torchVersion}, but the libtorch found at ${location.dir} ` +
+        `(via ${location.source}) is ${location.version ?? 'of unknown version (no include/torch/headeronly/version.h)'}. ` +
+        `Point LIBTORCH or BERTGATE_PYTHON at a ${built.torchVersion} install, or rebuild bertgate against this one.`,
+    );
+  }
+  const decision = cudaDecision(location);
+  const engine = join(dirname(addonPath()), 'libbertgate_engine.so');
+  let cuda = { loaded: false, reason: decision.reason };
+  if (decision.load) {
+    try {
+      await native.openRuntime([...location.preload, ...location.cudaPreload], engine);
+      cuda = { loaded: true, reason: decision.reason };
+    } catch (error) {
+      // The CPU half may still load; CUDA requests will then say why CUDA is missing.
+      cuda = { loaded: false, reason: `loading libtorch's CUDA libraries failed: ${(error as Error).message}` };
+    }
+  }
+  if (!cuda.loaded) {
+    try {
+      await native.openRuntime(location.preload, engine);
+    } catch (error) {
+      const code = (error as { code?: string }).code === 'ERR_ENGINE_LOAD' ? 'ERR_ENGINE_LOAD' : 'ERR_LIBTORCH_LOAD';
+      throw new RuntimeLoadError(code, `opening libtorch from ${location.dir} failed: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+  return { addon: native, libtorch: location, steps, cuda };
+}

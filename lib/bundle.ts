@@ -1,0 +1,209 @@
+/**
+ * A model bundle on disk (see DESIGN.md, "The model bundle"): read, checked against itself,
+ * and later against what the loaded model reports. Every error names the file and field.
+ */
+
+import { access, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import type { NativeModelInfo } from './binding.js';
+import { BundleError } from './errors.js';
+import { isPlainObject } from './validate.js';
+
+export const BUNDLE_FILES = {
+  model: 'model.pt',
+  config: 'config.json',
+  tokenizer: 'tokenizer.json',
+  tokenizerConfig: 'tokenizer_config.json',
+  calibration: 'calibration.json',
+  manifest: 'bundle.json',
+} as const;
+
+export interface Calibration {
+  temperature?: number;
+  threshold?: number;
+  thresholds?: Record<string, number>;
+}
+
+/** Written by the export tool: where the bundle came from. */
+export interface Manifest {
+  random_weights?: boolean;
+  [key: string]: unknown;
+}
+
+export interface Bundle {
+  dir: string;
+  modelPath: string;
+  tokenizerPath: string;
+  /** Index i holds id2label[i]. */
+  labels: string[];
+  /** Longest token sequence the model accepts (tokenizer truncates to it). */
+  maxLength: number;
+  vocabSize: number;
+  typeVocabSize: number;
+  calibration: Calibration | null;
+  manifest: Manifest | null;
+}
+
+async function readJson(dir: string, file: string, required: boolean): Promise<unknown> {
+  const path = join(dir, file);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !required) return null;
+    throw new BundleError(file, undefined, `${path} could not be read: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    throw new BundleError(file, undefined, `${path} is not valid JSON: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+function positiveInteger(file: string, object: Record<string, unknown>, field: string, fallback?: number): number {
+  const value = object[field] ?? fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+    throw new BundleError(file, field, `${file}: "${field}" must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function readLabels(config: Record<string, unknown>): string[] {
+  const file = BUNDLE_FILES.config;
+  const id2label = config['id2label'];
+  if (!isPlainObject(id2label)) {
+    throw new BundleError(file, 'id2label', `${file}: "id2label" must be an object mapping "0".."n-1" to label names`);
+  }
+  const n = Object.keys(id2label).length;
+  const labels: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const label = id2label[String(i)];
+    if (typeof label !== 'string' || label.length === 0) {
+      throw new BundleError(file, 'id2label', `${file}: "id2label" has no non-empty label for id ${i}`);
+    }
+    labels.push(label);
+  }
+  const seen = new Set<string>();
+  for (const label of labels) {
+    if (seen.has(label)) throw new BundleError(file, 'id2label', `${file}: "id2label" names ${JSON.stringify(label)} twice`);
+    seen.add(label);
+  }
+  if (labels.length < 2) throw new BundleError(file, 'id2label', `${file}: "id2label" must name at least 2 labels`);
+  if (config['num_labels'] !== undefined && config['num_labels'] !== labels.length) {
+    throw new BundleError(
+      file,
+      'num_labels',
+      `${file}: "num_labels" is ${JSON.stringify(config['num_labels'])} but "id2label" names ${labels.length} labels`,
+    );
+  }
+  return labels;
+}
+
+function readCalibration(value: unknown, labels: readonly string[]): Calibration | null {
+  if (value === null) return null;
+  const file = BUNDLE_FILES.calibration;
+  if (!isPlainObject(value)) throw new BundleError(file, undefined, `${file} must hold a JSON object`);
+  const calibration: Calibration = {};
+  const t = value['temperature'];
+  if (t !== undefined) {
+    if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
+      throw new BundleError(file, 'temperature', `${file}: "temperature" must be a finite number > 0, got ${JSON.stringify(t)}`);
+    }
+    calibration.temperature = t;
+  }
+  const p = value['threshold'];
+  if (p !== undefined) {
+    if (typeof p !== 'number' || !(p >= 0 && p <= 1)) {
+      throw new BundleError(file, 'threshold', `${file}: "threshold" must be a number in [0, 1], got ${JSON.stringify(p)}`);
+    }
+    calibration.threshold = p;
+  }
+  const per = value['thresholds'];
+  if (per !== undefined) {
+    if (!isPlainObject(per)) throw new BundleError(file, 'thresholds', `${file}: "thresholds" must map labels to numbers`);
+    for (const [label, q] of Object.entries(per)) {
+      if (!labels.includes(label)) {
+        throw new BundleError(file, 'thresholds', `${file}: "thresholds" names ${JSON.stringify(label)}, which is not a label of this model`);
+      }
+      if (typeof q !== 'number' || !(q >= 0 && q <= 1)) {
+        throw new BundleError(file, 'thresholds', `${file}: "thresholds.${label}" must be a number in [0, 1], got ${JSON.stringify(q)}`);
+      }
+    }
+    calibration.thresholds = per as Record<string, number>;
+  }
+  return calibration;
+}
+
+export async function readBundle(dir: string): Promise<Bundle> {
+  const modelPath = join(dir, BUNDLE_FILES.model);
+  const tokenizerPath = join(dir, BUNDLE_FILES.tokenizer);
+  for (const [file, path] of [
+    [BUNDLE_FILES.model, modelPath],
+    [BUNDLE_FILES.tokenizer, tokenizerPath],
+  ] as const) {
+    try {
+      await access(path);
+    } catch {
+      throw new BundleError(file, undefined, `the bundle at ${dir} has no ${file}`);
+    }
+  }
+  const config = await readJson(dir, BUNDLE_FILES.config, true);
+  if (!isPlainObject(config)) throw new BundleError(BUNDLE_FILES.config, undefined, `${BUNDLE_FILES.config} must hold a JSON object`);
+  const labels = readLabels(config);
+  const maxPositions = positiveInteger(BUNDLE_FILES.config, config, 'max_position_embeddings');
+
+  // The tokenizer may declare a shorter limit (model_max_length); HF uses a huge sentinel
+  // for "none", so only a value below the position table counts.
+  const tokenizerConfig = await readJson(dir, BUNDLE_FILES.tokenizerConfig, false);
+  const declared = isPlainObject(tokenizerConfig) ? tokenizerConfig['model_max_length'] : undefined;
+  const maxLength = typeof declared === 'number' && declared > 0 && declared < maxPositions ? declared : maxPositions;
+
+  const manifest = await readJson(dir, BUNDLE_FILES.manifest, false);
+  return {
+    dir,
+    modelPath,
+    tokenizerPath,
+    labels,
+    maxLength,
+    vocabSize: positiveInteger(BUNDLE_FILES.config, config, 'vocab_size'),
+    typeVocabSize: positiveInteger(BUNDLE_FILES.config, config, 'type_vocab_size', 2),
+    calibration: readCalibration(await readJson(dir, BUNDLE_FILES.calibration, false), labels),
+    manifest: isPlainObject(manifest) ? (manifest as Manifest) : null,
+  };
+}
+
+/** The bundle against the weights actually loaded and the tokenizer actually read. */
+export function checkAgainstModel(bundle: Bundle, model: NativeModelInfo, tokenizerVocabSize: number): void {
+  const { config, model: modelFile, tokenizer } = BUNDLE_FILES;
+  if (model.numLabels !== bundle.labels.length) {
+    throw new BundleError(
+      config,
+      'id2label',
+      `${config} "id2label" names ${bundle.labels.length} labels, but ${modelFile} outputs ${model.numLabels} logits per text`,
+    );
+  }
+  if (model.vocabRows >= 0 && model.vocabRows !== bundle.vocabSize) {
+    throw new BundleError(
+      config,
+      'vocab_size',
+      `${config} "vocab_size" is ${bundle.vocabSize}, but ${modelFile} has ${model.vocabRows} word embeddings`,
+    );
+  }
+  if (model.positionRows >= 0 && model.positionRows < bundle.maxLength) {
+    throw new BundleError(
+      config,
+      'max_position_embeddings',
+      `${config} allows ${bundle.maxLength} tokens, but ${modelFile} has only ${model.positionRows} position embeddings`,
+    );
+  }
+  const rows = model.vocabRows >= 0 ? model.vocabRows : bundle.vocabSize;
+  if (tokenizerVocabSize > rows) {
+    // An id past the embedding table would fail inside the model (on CUDA, fatally).
+    throw new BundleError(
+      tokenizer,
+      'model.vocab',
+      `${tokenizer} has ${tokenizerVocabSize} tokens, but the model has only ${rows} word embeddings`,
+    );
+  }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+// bertgate command line: classify, doctor, demo.
+
+import { BertgateError } from '../errors.js';
+import { classifyCommand } from './classify.js';
+import { demoCommand } from './demo.js';
+import { doctorCommand } from './doctor.js';
+
+const USAGE = `Usage: bertgate <command> [options]
+
+Commands:
+  classify [--model DIR] [--threshold P] [texts...]
+      Classify the texts given, or else each line of stdin (plain text, or JSONL with a
+      "text" field; blank lines are skipped). Prints one JSON decision per line, in order.
+      Without --model, the bundled default model is used.
+      Options: --device cpu|cuda|cuda:N  --dtype float32|float16|bfloat16  --temperature T
+               --other-label NAME  --top-k K  --threads N  --batch-size N
+  doctor [--json]
+      Report the addon, the libtorch lookup, CUDA and threads; exit 1 if anything is missing.
+  demo
+      Classify a few sample texts with the bundled default model.
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'classify':
+      return classifyCommand(rest);
+    case 'doctor':
+      return doctorCommand(rest);
+    case 'demo':
+      return demoCommand(rest);
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`bertgate: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    const message = error instanceof BertgateError ? `${error.code}: ${error.message}` : String((error as Error)?.stack ?? error);
+    process.stderr.write(`bertgate: ${message}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,141 @@
+/**
+ * Every failure bertgate reports is a BertgateError subclass with a stable `code`. Native
+ * failures arrive as `{ message, code }` and are rebuilt here with the caller's stack, so a
+ * user sees where *they* called, not an anonymous native frame.
+ */
+
+export type ErrorCode =
+  | 'ERR_INVALID_ARGUMENT'
+  | 'ERR_BUNDLE'
+  | 'ERR_MODEL_LOAD'
+  | 'ERR_MODEL_OUTPUT'
+  | 'ERR_DEVICE_UNAVAILABLE'
+  | 'ERR_OUT_OF_MEMORY'
+  | 'ERR_INFERENCE'
+  | 'ERR_CLOSED'
+  | 'ERR_LIBTORCH_NOT_FOUND'
+  | 'ERR_LIBTORCH_VERSION'
+  | 'ERR_LIBTORCH_LOAD'
+  | 'ERR_ADDON_LOAD'
+  | 'ERR_ENGINE_LOAD'
+  | 'ERR_INTERNAL';
+
+export class BertgateError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A value passed to bertgate has the wrong type or is out of range. */
+export class InvalidArgumentError extends BertgateError {
+  constructor(message: string) {
+    super('ERR_INVALID_ARGUMENT', message);
+  }
+}
+
+/** A bundle file is missing, unreadable, or disagrees with another part of the bundle. */
+export class BundleError extends BertgateError {
+  readonly file: string;
+  readonly field: string | undefined;
+  constructor(file: string, field: string | undefined, message: string, options?: ErrorOptions) {
+    super('ERR_BUNDLE', message, options);
+    this.file = file;
+    this.field = field;
+  }
+}
+
+/** model.pt could not be loaded, or its output is not classification logits. */
+export class ModelLoadError extends BertgateError {
+  constructor(code: 'ERR_MODEL_LOAD' | 'ERR_MODEL_OUTPUT', message: string) {
+    super(code, message);
+  }
+}
+
+/** The requested device does not exist in this process (no CUDA, no such index). */
+export class DeviceUnavailableError extends BertgateError {
+  constructor(message: string) {
+    super('ERR_DEVICE_UNAVAILABLE', message);
+  }
+}
+
+/** The device ran out of memory; a smaller batch may fit. */
+export class OutOfMemoryError extends BertgateError {
+  constructor(message: string) {
+    super('ERR_OUT_OF_MEMORY', message);
+  }
+}
+
+/** The forward pass failed. */
+export class InferenceError extends BertgateError {
+  constructor(code: 'ERR_INFERENCE' | 'ERR_INTERNAL', message: string) {
+    super(code, message);
+  }
+}
+
+/** The classifier was used after close(). */
+export class ClosedError extends BertgateError {
+  constructor(message = 'the classifier is closed') {
+    super('ERR_CLOSED', message);
+  }
+}
+
+/** libtorch or the native addon could not be found or loaded; the message says what was tried. */
+export class RuntimeLoadError extends BertgateError {
+  constructor(
+    code: 'ERR_LIBTORCH_NOT_FOUND' | 'ERR_LIBTORCH_VERSION' | 'ERR_LIBTORCH_LOAD' | 'ERR_ADDON_LOAD' | 'ERR_ENGINE_LOAD',
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(code, message, options);
+  }
+}
+
+/** The stack of whoever called into bertgate, captured before any await. */
+export function callerStack(below: (...args: never[]) => unknown): string {
+  const holder: { stack?: string } = {};
+  Error.captureStackTrace(holder, below);
+  return holder.stack ?? '';
+}
+
+/** Gives `error` the caller's stack frames in place of the ones it was created with. */
+export function restack<E extends Error>(error: E, stack: string): E {
+  const frames = stack.split('\n').slice(1).join('\n');
+  error.stack = `${error.name}: ${error.message}\n${frames}`;
+  return error;
+}
+
+/** Turns a native `{ message, code }` rejection into the typed error for its code. */
+export function fromNative(error: unknown, stack: string): BertgateError {
+  if (error instanceof BertgateError) return restack(error, stack);
+  const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  let typed: BertgateError;
+  switch (code) {
+    case 'ERR_MODEL_LOAD':
+    case 'ERR_MODEL_OUTPUT':
+      typed = new ModelLoadError(code, message);
+      break;
+    case 'ERR_DEVICE_UNAVAILABLE':
+      typed = new DeviceUnavailableError(message);
+      break;
+    case 'ERR_OUT_OF_MEMORY':
+      typed = new OutOfMemoryError(message);
+      break;
+    case 'ERR_CLOSED':
+      typed = new ClosedError(message);
+      break;
+    case 'ERR_LIBTORCH_LOAD':
+    case 'ERR_ENGINE_LOAD':
+      typed = new RuntimeLoadError(code, message);
+      break;
+    case 'ERR_INFERENCE':
+      typed = new InferenceError('ERR_INFERENCE', message);
+      break;
+    default:
+      typed = new InferenceError('ERR_INTERNAL', message);
+  }
+  return restack(typed, stack);
+}

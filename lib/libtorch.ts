@@ -1,0 +1,214 @@
+/**
+ * Where libtorch comes from, decided at run time in a fixed, documented order:
+ *
+ *   1. `LIBTORCH`: a directory with `include/` and `lib/` (a libtorch distribution, or the
+ *      `torch` folder of a pip install). When set, it is the only place looked at.
+ *   2. The `torch` package of a Python: `BERTGATE_PYTHON` when set (and then only it), else
+ *      the active virtualenv's python (`VIRTUAL_ENV`), else `python3` on PATH.
+ *   3. The system: /usr/local/libtorch, /opt/libtorch, /usr/local, /usr.
+ *
+ * The result says which libraries to preload, in order, so that the engine library's
+ * dependencies (libc10.so, libtorch_cpu.so) resolve to this copy: a pip torch's libraries
+ * have no RUNPATH to the nvidia-* wheels they need, so those are preloaded first, as
+ * torch/__init__.py itself does.
+ */
+
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export type LookupSource = 'LIBTORCH' | 'python' | 'system';
+
+export interface LookupStep {
+  source: LookupSource;
+  /** What was looked at: a directory, or a python executable. */
+  candidate: string;
+  outcome: 'found' | 'not-found' | 'unusable';
+  detail: string;
+}
+
+export interface LibtorchLocation {
+  source: LookupSource;
+  /** Holds include/ and lib/. */
+  dir: string;
+  /** major.minor.patch from the headers, or null when they are absent. */
+  version: string | null;
+  /** CPU runtime, in load order: dependencies, then libc10.so and libtorch_cpu.so. */
+  preload: string[];
+  /** What CUDA additionally needs, in load order; empty for a CPU-only libtorch. */
+  cudaPreload: string[];
+  /** Directories of libtorch's own dependencies (linking and running the engine tests). */
+  dependencyDirs: string[];
+}
+
+export interface LookupResult {
+  location: LibtorchLocation | null;
+  steps: LookupStep[];
+}
+
+const SYSTEM_DIRS = ['/usr/local/libtorch', '/opt/libtorch', '/usr/local', '/usr'];
+
+// The nvidia-* wheel libraries, in the order torch/__init__.py preloads them (cublasLt before
+// cublas, so cublas cannot pick up a system cublasLt). libtorch_cpu itself needs only the
+// first group: the CUDA runtime and CUPTI, referenced by its profiler.
+const NVIDIA_CPU_DEPS: Array<[string, string]> = [
+  ['cuda_runtime', 'libcudart.so.'],
+  ['cuda_cupti', 'libcupti.so.'],
+];
+const NVIDIA_CUDA_DEPS: Array<[string, string]> = [
+  ['cublas', 'libcublasLt.so.'],
+  ['cublas', 'libcublas.so.'],
+  ['cudnn', 'libcudnn.so.'],
+  ['cuda_nvrtc', 'libnvrtc.so.'],
+  ['cufft', 'libcufft.so.'],
+  ['curand', 'libcurand.so.'],
+  ['nvjitlink', 'libnvJitLink.so.'],
+  ['cusparse', 'libcusparse.so.'],
+  ['cusparselt', 'libcusparseLt.so.'],
+  ['cusolver', 'libcusolver.so.'],
+  ['nccl', 'libnccl.so.'],
+  ['nvshmem', 'libnvshmem_host.so.'],
+  ['cufile', 'libcufile.so.'],
+];
+
+/** Reads major.minor.patch from libtorch's headers (present in both layouts). */
+export function readVersion(dir: string): string | null {
+  const header = join(dir, 'include', 'torch', 'headeronly', 'version.h');
+  if (!existsSync(header)) return null;
+  const text = readFileSync(header, 'utf8');
+  const part = (name: string): string | undefined => new RegExp(`#define TORCH_VERSION_${name} (\\d+)`).exec(text)?.[1];
+  const [major, minor, patch] = [part('MAJOR'), part('MINOR'), part('PATCH')];
+  return major && minor && patch ? `${major}.${minor}.${patch}` : null;
+}
+
+// A pip torch keeps its CUDA dependencies in sibling nvidia/<component>/lib folders, or in
+// nvidia/cu<major>/lib since CUDA 13.
+function nvidiaLibrary(sitePackages: string, folder: string, prefix: string): string | null {
+  const nvidia = join(sitePackages, 'nvidia');
+  if (!existsSync(nvidia)) return null;
+  const dirs = [join(nvidia, folder, 'lib')];
+  for (const entry of readdirSync(nvidia)) if (/^cu\d+$/.test(entry)) dirs.push(join(nvidia, entry, 'lib'));
+  for (const dir of dirs) {
+    if (!existsSync(dir)) continue;
+    const match = readdirSync(dir).find((name) => name.startsWith(prefix) && /\.so\.\d+$/.test(name));
+    if (match) return join(dir, match);
+  }
+  return null;
+}
+
+function describeLayout(dir: string): Omit<LibtorchLocation, 'source'> | string {
+  const lib = join(dir, 'lib');
+  for (const name of ['libc10.so', 'libtorch_cpu.so']) {
+    if (!existsSync(join(lib, name))) return `no lib/${name}`;
+  }
+  const sitePackages = dirname(dir);
+  const deps = (list: Array<[string, string]>): string[] =>
+    list.map(([folder, prefix]) => nvidiaLibrary(sitePackages, folder, prefix)).filter((p): p is string => p !== null);
+  const gomp = join(lib, 'libgomp.so.1');
+  const preload = [
+    ...deps(NVIDIA_CPU_DEPS),
+    // libtorch_cpu needs libgomp.so.1 without a RUNPATH: use the copy the wheel ships.
+    ...(existsSync(gomp) ? [gomp] : []),
+    join(lib, 'libc10.so'),
+    join(lib, 'libtorch_cpu.so'),
+  ];
+  const cuda = join(lib, 'libtorch_cuda.so');
+  // libtorch_cuda.so brings libc10_cuda and the rest of its own folder along by itself.
+  const cudaPreload = existsSync(cuda) ? [...deps(NVIDIA_CUDA_DEPS), cuda] : [];
+  const dependencyDirs = [...new Set([...preload, ...cudaPreload].map((p) => dirname(p)))].filter((d) => d !== lib);
+  return { dir, version: readVersion(dir), preload, cudaPreload, dependencyDirs };
+}
+
+function inspect(source: LookupSource, dir: string, steps: LookupStep[], via = dir): LibtorchLocation | null {
+  if (!existsSync(dir)) {
+    steps.push({ source, candidate: via, outcome: 'not-found', detail: `${dir} does not exist` });
+    return null;
+  }
+  const layout = describeLayout(dir);
+  if (typeof layout === 'string') {
+    steps.push({ source, candidate: via, outcome: 'unusable', detail: `${dir}: ${layout}` });
+    return null;
+  }
+  steps.push({
+    source,
+    candidate: via,
+    outcome: 'found',
+    detail: `${dir} (libtorch ${layout.version ?? 'of unknown version'})`,
+  });
+  return { source, ...layout };
+}
+
+async function torchOfPython(python: string): Promise<string | null> {
+  // find_spec locates the package without importing it (importing torch takes seconds).
+  const code = "import importlib.util as u; s = u.find_spec('torch'); print(s.submodule_search_locations[0] if s else '')";
+  const { stdout } = await run(python, ['-c', code], { timeout: 20_000, env: { ...process.env, PYTHONNOUSERSITE: '' } });
+  return stdout.trim() || null;
+}
+
+function pythonCandidates(env: NodeJS.ProcessEnv): string[] {
+  if (env['BERTGATE_PYTHON']) return [env['BERTGATE_PYTHON']];
+  const list: string[] = [];
+  if (env['VIRTUAL_ENV']) list.push(join(env['VIRTUAL_ENV'], 'bin', 'python'));
+  list.push('python3');
+  return list;
+}
+
+/** Walks the lookup order; the steps say what was tried, for errors and `bertgate doctor`. */
+export async function findLibtorch(env: NodeJS.ProcessEnv = process.env): Promise<LookupResult> {
+  const steps: LookupStep[] = [];
+  const explicit = env['LIBTORCH'];
+  if (explicit) return { location: inspect('LIBTORCH', explicit, steps), steps };
+
+  for (const python of pythonCandidates(env)) {
+    let dir: string | null;
+    try {
+      dir = await torchOfPython(python);
+    } catch (error) {
+      const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (error as Error).message;
+      steps.push({ source: 'python', candidate: python, outcome: 'not-found', detail: `${python}: ${reason}` });
+      continue;
+    }
+    if (dir === null) {
+      steps.push({ source: 'python', candidate: python, outcome: 'not-found', detail: `${python} has no torch package` });
+      continue;
+    }
+    const location = inspect('python', dir, steps, python);
+    if (location) return { location, steps };
+  }
+  if (env['BERTGATE_PYTHON']) return { location: null, steps };
+
+  for (const dir of SYSTEM_DIRS) {
+    if (!existsSync(join(dir, 'lib', 'libtorch_cpu.so'))) {
+      steps.push({ source: 'system', candidate: dir, outcome: 'not-found', detail: `${dir}/lib has no libtorch_cpu.so` });
+      continue;
+    }
+    const location = inspect('system', dir, steps);
+    if (location) return { location, steps };
+  }
+  return { location: null, steps };
+}
+
+export function formatSteps(steps: LookupStep[]): string {
+  return steps.map((s, i) => `  ${i + 1}. [${s.source}] ${s.outcome}: ${s.detail}`).join('\n');
+}
+
+/**
+ * Whether to load libtorch's CUDA half. libtorch decides once per process whether CUDA
+ * exists (the first question about CUDA fixes the answer), so this is settled before the
+ * engine opens: `BERTGATE_CUDA=1` or `0` forces it; otherwise CUDA is loaded when this
+ * libtorch has it and an NVIDIA driver is visible. Skipping it saves ~265 MB of resident
+ * memory on machines without a GPU.
+ */
+export function cudaDecision(location: LibtorchLocation, env: NodeJS.ProcessEnv = process.env): { load: boolean; reason: string } {
+  if (location.cudaPreload.length === 0) return { load: false, reason: `the libtorch at ${location.dir} has no CUDA support` };
+  const forced = env['BERTGATE_CUDA'];
+  if (forced === '0') return { load: false, reason: 'BERTGATE_CUDA=0' };
+  if (forced === '1') return { load: true, reason: 'BERTGATE_CUDA=1' };
+  if (existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidiactl')) {
+    return { load: true, reason: 'an NVIDIA driver is present' };
+  }
+  return { load: false, reason: 'no NVIDIA driver found (/proc/driver/nvidia/version); set BERTGATE_CUDA=1 to load CUDA anyway' };
+}

@@ -1,0 +1,152 @@
+#include "engine_handle.h"
+
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "engine_loader.h"
+#include "js_values.h"
+
+namespace bertgate {
+
+struct EngineHandle::Completion {
+  Napi::Promise::Deferred deferred;
+  Settlement settlement;
+};
+
+Napi::Function EngineHandle::Define(Napi::Env env) {
+  return DefineClass(env, "EngineHandle",
+                     {InstanceMethod<&EngineHandle::Load>("load"), InstanceMethod<&EngineHandle::Infer>("infer"),
+                      InstanceMethod<&EngineHandle::Runtime>("runtime"), InstanceMethod<&EngineHandle::Close>("close")});
+}
+
+EngineHandle::EngineHandle(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<EngineHandle>(info), library_(LoadedEngineLibrary()) {
+  Napi::Env env = info.Env();
+  if (library_ == nullptr) {
+    throw MakeError(env, "ERR_ENGINE_NOT_OPEN", "the engine library is not open: call openRuntime() first");
+  }
+  worker_ = std::make_unique<WorkerThread>("bertgate-infer");
+  channel_ = Channel::New(env, "bertgate", 0, 1, this);
+  channel_.Unref(env);
+  // Runs before the environment frees its thread-safe functions (hooks run in reverse order
+  // of registration), so a worker still inside a forward pass is waited for, not orphaned.
+  cleanup_hook_ = env.AddCleanupHook(std::function<void()>([this] { Teardown(); }));
+}
+
+EngineHandle::~EngineHandle() {
+  if (torn_down_) return;
+  cleanup_hook_.Remove(Env());
+  Teardown();
+}
+
+void EngineHandle::Teardown() {
+  torn_down_ = true;
+  worker_->Abandon();
+  worker_->Join();
+  engine_.reset();
+  if (!channel_released_) {
+    channel_released_ = true;
+    channel_.Release();
+  }
+}
+
+Napi::Promise EngineHandle::Submit(Napi::Env env, std::function<Settlement()> work) {
+  auto deferred = Napi::Promise::Deferred::New(env);
+  if (closing_) {
+    deferred.Reject(MakeError(env, "ERR_CLOSED", "the engine is closed").Value());
+    return deferred.Promise();
+  }
+  if (pending_++ == 0) {
+    channel_.Ref(env);  // pending work keeps the process alive, as any I/O would
+    Ref();              // and keeps this handle from being collected under it
+  }
+  worker_->Post([this, deferred, work = std::move(work)] {
+    auto* completion = new Completion{deferred, {}};
+    try {
+      completion->settlement = work();
+    } catch (const std::exception& e) {
+      completion->settlement.failure = Failure{ErrorCode::kInternal, e.what()};
+    }
+    if (channel_.NonBlockingCall(completion) != napi_ok) delete completion;
+  });
+  return deferred.Promise();
+}
+
+void EngineHandle::Deliver(Napi::Env env, Napi::Function, EngineHandle* self, Completion* raw) {
+  std::unique_ptr<Completion> completion(raw);
+  if (env == nullptr) return;  // the environment is going away; nobody is left to tell
+  Napi::HandleScope scope(env);
+  const Settlement& s = completion->settlement;
+  if (s.failure) {
+    completion->deferred.Reject(MakeError(env, ErrorCodeName(s.failure->code), s.failure->message).Value());
+  } else {
+    try {
+      completion->deferred.Resolve(s.value(env));
+    } catch (const Napi::Error& e) {
+      completion->deferred.Reject(e.Value());
+    }
+  }
+  self->Settled(env);
+}
+
+void EngineHandle::Settled(Napi::Env env) {
+  if (--pending_ > 0) return;
+  if (closing_ && !channel_released_) {
+    // The close job was the last one: the worker has finished its queue.
+    worker_->Join();
+    channel_released_ = true;
+    channel_.Release();
+  } else if (!channel_released_) {
+    channel_.Unref(env);
+  }
+  Unref();
+}
+
+Napi::Value EngineHandle::Load(const Napi::CallbackInfo& info) {
+  const LoadOptions options = LoadOptionsFromJs(info[0].As<Napi::Object>());
+  return Submit(info.Env(), [this, options]() -> Settlement {
+    auto outcome = library_->Load(options);
+    if (!outcome.ok()) return {nullptr, outcome.failure()};
+    engine_ = std::move(outcome.value());
+    const ModelInfo model = engine_->info();
+    return {[model](Napi::Env env) -> Napi::Value { return ToJs(env, model); }, std::nullopt};
+  });
+}
+
+Napi::Value EngineHandle::Infer(const Napi::CallbackInfo& info) {
+  std::shared_ptr<InferInput> input = InferInputFromJs(info[0].As<Napi::Object>());
+  return Submit(info.Env(), [this, input]() -> Settlement {
+    if (!engine_) return {nullptr, Failure{ErrorCode::kInternal, "infer() before a model was loaded"}};
+    auto outcome = engine_->Infer(*input);
+    if (!outcome.ok()) return {nullptr, outcome.failure()};
+    std::shared_ptr<InferOutput> output = std::move(outcome.value());
+    return {[output](Napi::Env env) -> Napi::Value { return ToJs(env, output); }, std::nullopt};
+  });
+}
+
+Napi::Value EngineHandle::Runtime(const Napi::CallbackInfo& info) {
+  return Submit(info.Env(), [this]() -> Settlement {
+    const RuntimeInfo runtime = library_->Runtime();
+    return {[runtime](Napi::Env env) -> Napi::Value { return ToJs(env, runtime); }, std::nullopt};
+  });
+}
+
+Napi::Value EngineHandle::Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (closing_) {
+    auto deferred = Napi::Promise::Deferred::New(env);
+    deferred.Resolve(env.Undefined());
+    return deferred.Promise();
+  }
+  // Queued behind any work already submitted, so close() lets it finish first.
+  Napi::Promise promise = Submit(env, [this]() -> Settlement {
+    engine_.reset();
+    return {[](Napi::Env env) -> Napi::Value { return env.Undefined(); }, std::nullopt};
+  });
+  closing_ = true;
+  worker_->Stop();
+  return promise;
+}
+
+}  // namespace bertgate

@@ -1,0 +1,55 @@
+#pragma once
+// A JavaScript handle on one engine: its model, and the native thread that runs every
+// load and inference for it. Each call returns a Promise that a thread-safe function settles
+// on the JS thread; the handle keeps the event loop alive only while work is pending.
+
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+
+#include "../engine/engine_api.h"
+#include "worker_thread.h"
+
+namespace bertgate {
+
+class EngineHandle : public Napi::ObjectWrap<EngineHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit EngineHandle(const Napi::CallbackInfo& info);
+  ~EngineHandle() override;
+
+  // What a job hands back from the worker: a value to build on the JS thread, or a failure.
+  struct Settlement {
+    std::function<Napi::Value(Napi::Env)> value;
+    std::optional<Failure> failure;
+  };
+  struct Completion;
+
+ private:
+  Napi::Value Load(const Napi::CallbackInfo& info);
+  Napi::Value Infer(const Napi::CallbackInfo& info);
+  Napi::Value Runtime(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  Napi::Promise Submit(Napi::Env env, std::function<Settlement()> work);
+  static void Deliver(Napi::Env env, Napi::Function, EngineHandle* self, Completion* completion);
+  void Settled(Napi::Env env);
+  void Teardown();
+
+  using Channel = Napi::TypedThreadSafeFunction<EngineHandle, Completion, &EngineHandle::Deliver>;
+
+  EngineLibrary* library_;
+  std::unique_ptr<WorkerThread> worker_;
+  // Touched only on the worker thread, and destroyed after it has been joined.
+  std::unique_ptr<Engine> engine_;
+  Channel channel_;
+  Napi::Env::CleanupHook<std::function<void()>> cleanup_hook_;
+  int pending_ = 0;
+  bool closing_ = false;
+  bool channel_released_ = false;
+  bool torn_down_ = false;
+};
+
+}  // namespace bertgate

@@ -1,0 +1,149 @@
+#pragma once
+// The whole contract between the Node addon and the engine library.
+//
+// Free of torch and of N-API on purpose: the addon compiles against this header alone and
+// reaches the engine through one C entry point, after the TypeScript side has located and
+// preloaded libtorch. That keeps the addon loadable (and `doctor` able to explain) on a
+// machine where libtorch is missing, and lets another model loader (AOTInductor `.pt2`)
+// sit beside the TorchScript one without the addon noticing.
+//
+// Nothing here throws across the library boundary: every call returns an Outcome.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace bertgate {
+
+enum class ErrorCode : int {
+  kModelLoad,          // the model file is missing, corrupt or not a usable TorchScript module
+  kModelOutput,        // the model ran but its output is not classification logits
+  kDeviceUnavailable,  // the requested device does not exist in this process
+  kOutOfMemory,        // the allocator of the model's device ran out
+  kInference,          // the forward pass failed for another reason
+  kInternal,           // a bug: an exception nobody expected
+};
+
+// The codes cross into JavaScript as these strings; lib/errors.ts maps each to a class.
+inline const char* ErrorCodeName(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kModelLoad: return "ERR_MODEL_LOAD";
+    case ErrorCode::kModelOutput: return "ERR_MODEL_OUTPUT";
+    case ErrorCode::kDeviceUnavailable: return "ERR_DEVICE_UNAVAILABLE";
+    case ErrorCode::kOutOfMemory: return "ERR_OUT_OF_MEMORY";
+    case ErrorCode::kInference: return "ERR_INFERENCE";
+    case ErrorCode::kInternal: return "ERR_INTERNAL";
+  }
+  return "ERR_INTERNAL";
+}
+
+struct Failure {
+  ErrorCode code;
+  std::string message;
+};
+
+template <class T>
+class Outcome {
+ public:
+  Outcome(T value) : state_(std::move(value)) {}  // NOLINT: implicit by design
+  Outcome(Failure failure) : state_(std::move(failure)) {}  // NOLINT
+  bool ok() const { return state_.index() == 0; }
+  T& value() { return std::get<0>(state_); }
+  const Failure& failure() const { return std::get<1>(state_); }
+
+ private:
+  std::variant<T, Failure> state_;
+};
+
+enum class DeviceKind { kCpu, kCuda };
+enum class DType { kFloat32, kFloat16, kBFloat16 };
+
+struct LoadOptions {
+  std::string model_path;
+  DeviceKind device = DeviceKind::kCpu;
+  int device_index = 0;
+  DType dtype = DType::kFloat32;
+  // Intra-op threads of the calling thread; the addon loads and infers on one worker
+  // thread, so this is the engine's thread count.
+  int threads = 1;
+  bool freeze = true;
+};
+
+struct ModelInfo {
+  std::string loader;        // "torchscript"
+  std::string device;        // "cpu", "cuda:0"
+  std::string dtype;         // weights: "float32" | "float16" | "bfloat16"
+  std::string output_kind;   // "tensor" | "tuple" | "dict": where the logits were found
+  std::string logits_dtype;  // dtype of the logits the model returns
+  int64_t num_labels = 0;    // output width, probed with a forward pass at load
+  bool frozen = false;
+  // Embedding table sizes read from the module's parameters (-1 when not found), so the
+  // bundle's config and tokenizer can be checked against the weights actually shipped.
+  int64_t vocab_rows = -1;
+  int64_t position_rows = -1;
+  int64_t type_vocab_rows = -1;
+};
+
+// Token ids arrive as int32 (every BERT vocabulary fits) and masks as bytes; the engine
+// widens them to the int64 the model wants.
+struct InferInput {
+  std::vector<int32_t> ids;  // [rows * seq_len], row-major
+  std::vector<uint8_t> mask;
+  std::vector<uint8_t> type_ids;
+  int64_t rows = 0;
+  int64_t seq_len = 0;
+  float temperature = 1.0f;
+  int top_k = 1;
+  bool want_logits = false;     // raw fp32 logits [rows * cols]
+  bool want_log_probs = false;  // temperature-scaled log-probabilities [rows * cols]
+};
+
+// Compact per-row results of the fused log-softmax (see fused_log_softmax.h).
+struct InferOutput {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t top_k = 0;
+  std::vector<int32_t> top_index;  // [rows * top_k], best first; -1 in invalid rows
+  std::vector<float> top_log_prob;
+  std::vector<float> margin;
+  std::vector<float> entropy;
+  std::vector<float> energy;
+  std::vector<uint8_t> valid;  // 0 where the logits held NaN or +-inf
+  std::vector<float> logits;
+  std::vector<float> log_probs;
+  double forward_ms = 0;  // model forward + device transfers, measured by the engine
+};
+
+struct RuntimeInfo {
+  std::string torch_version;  // the headers the engine was compiled against
+  bool cxx11_abi = true;
+  bool cuda_available = false;
+  int cuda_device_count = 0;
+  int intra_op_threads = 0;  // of the calling thread
+  int interop_threads = 0;
+  std::string parallel_info;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual const ModelInfo& info() const = 0;
+  virtual Outcome<std::shared_ptr<InferOutput>> Infer(const InferInput& input) noexcept = 0;
+};
+
+class EngineLibrary {
+ public:
+  virtual ~EngineLibrary() = default;
+  virtual Outcome<std::unique_ptr<Engine>> Load(const LoadOptions& options) noexcept = 0;
+  virtual RuntimeInfo Runtime() noexcept = 0;
+};
+
+}  // namespace bertgate
+
+// The one symbol the addon looks up. Versioned so that an addon and an engine library from
+// different builds refuse each other instead of misreading these structs.
+#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v1"
+extern "C" bertgate::EngineLibrary* bertgate_engine_library_v1();

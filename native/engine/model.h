@@ -1,0 +1,26 @@
+#pragma once
+// One small interface for "a thing that turns token tensors into logits", so that an
+// AOTInductor (.pt2) loader can later sit beside the TorchScript one; LoadModel picks the
+// loader from the file name.
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+
+#include "engine_api.h"
+
+namespace bertgate {
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  // int64 [B, T] inputs already on the model's device; returns logits [B, C] on that device.
+  virtual at::Tensor Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) = 0;
+  virtual const ModelInfo& info() const = 0;
+  virtual const c10::Device& device() const = 0;
+};
+
+// Throws EngineError.
+std::unique_ptr<Model> LoadModel(const LoadOptions& options);
+
+}  // namespace bertgate

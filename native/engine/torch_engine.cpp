@@ -1,0 +1,105 @@
+#include "torch_engine.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/Exception.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include "engine_error.h"
+#include "fused_log_softmax.h"
+
+namespace bertgate {
+namespace {
+
+LogitsType ToLogitsType(c10::ScalarType type) {
+  if (type == c10::kHalf) return LogitsType::kFloat16;
+  if (type == c10::kBFloat16) return LogitsType::kBFloat16;
+  return LogitsType::kFloat32;
+}
+
+std::string Brief(const c10::Error& e) {
+  std::string message = e.what_without_backtrace();
+  const auto newline = message.find('\n');
+  return newline == std::string::npos ? message : message.substr(0, newline);
+}
+
+}  // namespace
+
+std::shared_ptr<InferOutput> TorchEngine::Run(const InferInput& in) {
+  c10::InferenceMode guard;
+  const auto start = std::chrono::steady_clock::now();
+  const c10::Device device = model_->device();
+  const std::vector<int64_t> shape{in.rows, in.seq_len};
+  // from_blob borrows the input vectors; .to() makes the int64 copies the model reads, so
+  // nothing refers to the caller's memory after this point.
+  auto widen = [&](const void* data, c10::ScalarType type) {
+    return at::from_blob(const_cast<void*>(data), shape, at::TensorOptions().dtype(type)).to(device, at::kLong);
+  };
+  const at::Tensor ids = widen(in.ids.data(), at::kInt);
+  const at::Tensor mask = widen(in.mask.data(), at::kByte);
+  const at::Tensor type_ids = widen(in.type_ids.data(), at::kByte);
+
+  at::Tensor logits = model_->Forward(ids, mask, type_ids);
+  if (logits.dim() != 2 || logits.size(0) != in.rows) {
+    throw EngineError(ErrorCode::kModelOutput, "the model returned logits of shape " + c10::str(logits.sizes()) +
+                                                   " for a batch of " + std::to_string(in.rows));
+  }
+  // The CPU kernel reads fp16/bf16 directly, so half-precision logits cross as they are.
+  const at::Tensor host = logits.to(at::kCPU).contiguous();
+  const auto forward_end = std::chrono::steady_clock::now();
+
+  auto out = std::make_shared<InferOutput>();
+  const int64_t rows = in.rows;
+  const int64_t cols = host.size(1);
+  const int64_t k = in.top_k;
+  out->rows = rows;
+  out->cols = cols;
+  out->top_k = k;
+  out->top_index.resize(rows * k);
+  out->top_log_prob.resize(rows * k);
+  out->margin.resize(rows);
+  out->entropy.resize(rows);
+  out->energy.resize(rows);
+  out->valid.resize(rows);
+  if (in.want_log_probs) out->log_probs.resize(rows * cols);
+
+  SoftmaxOptions options;
+  options.temperature = in.temperature;
+  options.top_k = in.top_k;
+  const SoftmaxOutputs views{out->top_index.data(), out->top_log_prob.data(), out->margin.data(),
+                             out->entropy.data(),   out->energy.data(),       out->valid.data(),
+                             in.want_log_probs ? out->log_probs.data() : nullptr};
+  FusedLogSoftmaxCpu(host.const_data_ptr(), ToLogitsType(host.scalar_type()), rows, cols, options, views);
+
+  if (in.want_logits) {
+    const at::Tensor f32 = host.to(at::kFloat).contiguous();
+    out->logits.resize(rows * cols);
+    std::memcpy(out->logits.data(), f32.const_data_ptr<float>(), sizeof(float) * rows * cols);
+  }
+  out->forward_ms = std::chrono::duration<double, std::milli>(forward_end - start).count();
+  return out;
+}
+
+Outcome<std::shared_ptr<InferOutput>> TorchEngine::Infer(const InferInput& input) noexcept {
+  try {
+    return Run(input);
+  } catch (const EngineError& e) {
+    return Failure{e.code(), e.what()};
+  } catch (const c10::OutOfMemoryError& e) {
+    return Failure{ErrorCode::kOutOfMemory, "out of memory on " + model_->device().str() + " for a batch of " +
+                                                std::to_string(input.rows) + " x " + std::to_string(input.seq_len) +
+                                                " tokens: " + Brief(e)};
+  } catch (const c10::Error& e) {
+    return Failure{ErrorCode::kInference, "inference failed: " + Brief(e)};
+  } catch (const std::bad_alloc&) {
+    return Failure{ErrorCode::kOutOfMemory, "out of host memory for a batch of " + std::to_string(input.rows) +
+                                                " x " + std::to_string(input.seq_len) + " tokens"};
+  } catch (const std::exception& e) {
+    return Failure{ErrorCode::kInternal, std::string("unexpected engine error: ") + e.what()};
+  }
+}
+
+}  // namespace bertgate

@@ -1,0 +1,163 @@
+#include "torchscript_model.h"
+
+#include <ATen/core/Dict.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/jit/passes/freeze_module.h>
+#include <torch/cuda.h>
+
+#include <string>
+#include <vector>
+
+#include "engine_error.h"
+
+namespace bertgate {
+namespace {
+
+// c10::Error::what() carries a C++ backtrace; users need the first sentence.
+std::string Brief(const c10::Error& e) {
+  std::string message = e.what_without_backtrace();
+  const auto newline = message.find('\n');
+  return newline == std::string::npos ? message : message.substr(0, newline);
+}
+
+c10::Device ResolveDevice(const LoadOptions& options) {
+  if (options.device == DeviceKind::kCpu) return c10::Device(c10::kCPU);
+  const std::string name = "cuda:" + std::to_string(options.device_index);
+  if (!torch::cuda::is_available()) {
+    throw EngineError(ErrorCode::kDeviceUnavailable,
+                      "device '" + name + "' was requested but libtorch sees no CUDA device in this process");
+  }
+  const auto count = static_cast<int>(torch::cuda::device_count());
+  if (options.device_index >= count) {
+    throw EngineError(ErrorCode::kDeviceUnavailable, "device '" + name + "' was requested but only " +
+                                                         std::to_string(count) + " CUDA device(s) exist");
+  }
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(options.device_index));
+}
+
+c10::ScalarType ToScalarType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16: return c10::kHalf;
+    case DType::kBFloat16: return c10::kBFloat16;
+    case DType::kFloat32: break;
+  }
+  return c10::kFloat;
+}
+
+std::string DTypeName(c10::ScalarType type) {
+  switch (type) {
+    case c10::kFloat: return "float32";
+    case c10::kHalf: return "float16";
+    case c10::kBFloat16: return "bfloat16";
+    default: return c10::toString(type);
+  }
+}
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Freezing folds parameters into constants, so the embedding sizes are read first.
+void ReadEmbeddingSizes(const torch::jit::Module& module, ModelInfo& info) {
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) {
+    if (p.value.dim() != 2) continue;
+    if (EndsWith(p.name, "word_embeddings.weight")) info.vocab_rows = p.value.size(0);
+    if (EndsWith(p.name, "position_embeddings.weight")) info.position_rows = p.value.size(0);
+    if (EndsWith(p.name, "token_type_embeddings.weight")) info.type_vocab_rows = p.value.size(0);
+  }
+}
+
+}  // namespace
+
+TorchScriptModel::TorchScriptModel(const LoadOptions& options) : device_(ResolveDevice(options)) {
+  const std::string& path = options.model_path;
+  try {
+    module_ = torch::jit::load(path, device_);
+  } catch (const c10::Error& e) {
+    throw EngineError(ErrorCode::kModelLoad, "'" + path + "' is not a loadable TorchScript module: " + Brief(e));
+  }
+  module_.eval();
+  info_.loader = "torchscript";
+  info_.device = device_.str();
+  ReadEmbeddingSizes(module_, info_);
+
+  const c10::ScalarType weights = ToScalarType(options.dtype);
+  info_.dtype = DTypeName(weights);
+  if (weights != c10::kFloat) module_.to(weights);
+
+  if (options.freeze) {
+    // Freezing inlines weights and attributes so the graph executor can fold and fuse;
+    // a module that cannot be frozen still runs, just unoptimised, and says so in info.
+    try {
+      module_ = torch::jit::freeze(module_);
+      info_.frozen = true;
+    } catch (const c10::Error&) {
+      info_.frozen = false;
+    }
+  }
+
+  // Probe with the smallest input BERT accepts ([CLS] [SEP]-shaped): this checks the module's
+  // signature and output, measures the label count, and runs the executor's first
+  // (profiling) pass here rather than on a user's first request.
+  const auto ids = at::zeros({1, 2}, at::TensorOptions().dtype(at::kLong).device(device_));
+  at::Tensor logits;
+  try {
+    c10::InferenceMode guard;
+    std::vector<c10::IValue> inputs{ids, at::ones_like(ids), at::zeros_like(ids)};
+    logits = Logits(module_.forward(inputs), &info_.output_kind);
+  } catch (const EngineError&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw EngineError(ErrorCode::kModelLoad, "'" + path +
+                                                 "' does not run on (input_ids, attention_mask, token_type_ids) "
+                                                 "int64 [B, T]: " +
+                                                 Brief(e));
+  }
+  if (logits.dim() != 2 || logits.size(0) != 1 || logits.size(1) < 2 || !at::isFloatingType(logits.scalar_type())) {
+    throw EngineError(ErrorCode::kModelOutput, "'" + path + "' returned logits of shape " +
+                                                   c10::str(logits.sizes()) + " and dtype " +
+                                                   DTypeName(logits.scalar_type()) +
+                                                   " for one input; expected floating [1, C] with C >= 2");
+  }
+  info_.num_labels = logits.size(1);
+  info_.logits_dtype = DTypeName(logits.scalar_type());
+}
+
+at::Tensor TorchScriptModel::Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) {
+  std::vector<c10::IValue> inputs{ids, mask, type_ids};
+  return Logits(module_.forward(inputs), nullptr);
+}
+
+// Accepts what a traced BertForSequenceClassification can return: the logits, a tuple or
+// list whose first item is the logits (return_dict=False), or a dict with "logits".
+at::Tensor TorchScriptModel::Logits(const c10::IValue& output, std::string* kind) {
+  const auto found = [kind](const char* name, at::Tensor logits) {
+    if (kind) *kind = name;
+    return logits;
+  };
+  if (output.isTensor()) return found("tensor", output.toTensor());
+  if (output.isTuple()) {
+    const auto& items = output.toTupleRef().elements();
+    if (!items.empty() && items[0].isTensor()) return found("tuple", items[0].toTensor());
+  } else if (output.isList()) {
+    const auto items = output.toList();
+    if (items.size() > 0 && items.get(0).isTensor()) return found("tuple", items.get(0).toTensor());
+  } else if (output.isGenericDict()) {
+    const auto dict = output.toGenericDict();
+    for (const auto& entry : dict) {
+      if (entry.key().isString() && entry.key().toStringRef() == "logits" && entry.value().isTensor()) {
+        return found("dict", entry.value().toTensor());
+      }
+    }
+  }
+  throw EngineError(ErrorCode::kModelOutput, "the model returned " + output.tagKind() +
+                                                 "; expected logits, a tuple whose first item is the logits, "
+                                                 "or a dict with a 'logits' tensor");
+}
+
+std::unique_ptr<Model> LoadModel(const LoadOptions& options) {
+  // Every file name goes to TorchScript today; an AOTInductor package (.pt2) would branch here.
+  return std::make_unique<TorchScriptModel>(options);
+}
+
+}  // namespace bertgate

@@ -1,0 +1,191 @@
+// Loading and running TorchScript modules written here in TorchScript source: every output
+// shape the engine accepts, and every way a model file can be wrong.
+
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "../engine/engine_api.h"
+
+namespace bertgate {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TorchScriptModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("bertgate-engine-test-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Saves a module whose forward is `body` (TorchScript) over (ids, mask, types).
+  std::string Save(const std::string& name, const std::string& body, const std::string& returns) {
+    torch::jit::Module m("Model");
+    m.define("def forward(self, ids: Tensor, mask: Tensor, types: Tensor) -> " + returns + ":\n" + body);
+    const std::string path = (dir_ / (name + ".pt")).string();
+    m.save(path);
+    return path;
+  }
+
+  Outcome<std::unique_ptr<Engine>> Load(const std::string& path, DeviceKind device = DeviceKind::kCpu) {
+    LoadOptions options;
+    options.model_path = path;
+    options.device = device;
+    options.threads = 1;
+    return bertgate_engine_library_v1()->Load(options);
+  }
+
+  fs::path dir_;
+};
+
+// Each row's logits are (sum ids, sum mask, sum types): easy to predict from the inputs.
+const char* kSums =
+    "    return torch.stack([ids.sum(1).float(), mask.sum(1).float(), types.sum(1).float()], 1)\n";
+
+InferInput TwoRows() {
+  InferInput in;
+  in.rows = 2;
+  in.seq_len = 3;
+  in.ids = {1, 2, 3, 4, 5, 0};
+  in.mask = {1, 1, 1, 1, 1, 0};
+  in.type_ids = {0, 0, 1, 0, 1, 1};
+  in.top_k = 3;
+  in.want_logits = true;
+  in.want_log_probs = true;
+  return in;
+}
+
+TEST_F(TorchScriptModelTest, AcceptsPlainTupleAndDictOutputs) {
+  const std::string tuple_body =
+      "    x = torch.stack([ids.sum(1).float(), mask.sum(1).float(), types.sum(1).float()], 1)\n"
+      "    return (x, ids)\n";
+  const std::string dict_body =
+      "    x = torch.stack([ids.sum(1).float(), mask.sum(1).float(), types.sum(1).float()], 1)\n"
+      "    return {'hidden': ids.float(), 'logits': x}\n";
+  const struct {
+    std::string path, kind;
+  } cases[] = {
+      {Save("plain", kSums, "Tensor"), "tensor"},
+      {Save("tuple", tuple_body, "Tuple[Tensor, Tensor]"), "tuple"},
+      {Save("dict", dict_body, "Dict[str, Tensor]"), "dict"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.kind);
+    auto engine = Load(c.path);
+    ASSERT_TRUE(engine.ok()) << engine.failure().message;
+    EXPECT_EQ(engine.value()->info().output_kind, c.kind);
+    EXPECT_EQ(engine.value()->info().num_labels, 3);
+    EXPECT_EQ(engine.value()->info().device, "cpu");
+    auto result = engine.value()->Infer(TwoRows());
+    ASSERT_TRUE(result.ok()) << result.failure().message;
+    const InferOutput& out = *result.value();
+    const std::vector<float> expected{6, 3, 1, 9, 2, 2};  // widened int64 sums of each row
+    EXPECT_EQ(out.logits, expected);
+    EXPECT_EQ(out.top_index[0], 0);  // row 0: 6 > 3 > 1
+    EXPECT_EQ(out.top_index[3], 0);  // row 1: 9 > 2 == 2, tie keeps index 1 before 2
+    EXPECT_EQ(out.top_index[4], 1);
+    EXPECT_EQ(out.top_index[5], 2);
+    EXPECT_EQ(out.valid[0], 1);
+    const double lse = std::log(std::exp(6.0) + std::exp(3.0) + std::exp(1.0));
+    EXPECT_NEAR(out.log_probs[1], 3.0 - lse, 1e-5);
+  }
+}
+
+TEST_F(TorchScriptModelTest, ReadsEmbeddingSizesBeforeFreezing) {
+  torch::jit::Module words("Words"), embeddings("Embeddings"), m("Model");
+  words.register_parameter("weight", torch::zeros({123, 4}), false);
+  embeddings.register_module("word_embeddings", words);
+  m.register_module("embeddings", embeddings);
+  m.define(std::string("def forward(self, ids: Tensor, mask: Tensor, types: Tensor) -> Tensor:\n") + kSums);
+  const std::string path = (dir_ / "embeddings.pt").string();
+  m.save(path);
+  auto engine = Load(path);
+  ASSERT_TRUE(engine.ok()) << engine.failure().message;
+  EXPECT_EQ(engine.value()->info().vocab_rows, 123);
+  EXPECT_EQ(engine.value()->info().position_rows, -1);
+  EXPECT_TRUE(engine.value()->info().frozen);
+}
+
+TEST_F(TorchScriptModelTest, MarksRowsWithNonFiniteLogitsInvalid) {
+  auto engine = Load(Save("nan",
+                          "    x = torch.stack([ids.sum(1).float(), mask.sum(1).float(), types.sum(1).float()], 1)\n"
+                          "    return torch.where(ids[:, :1] == 4, torch.full_like(x, float('nan')), x)\n",
+                          "Tensor"));
+  ASSERT_TRUE(engine.ok()) << engine.failure().message;
+  auto result = engine.value()->Infer(TwoRows());
+  ASSERT_TRUE(result.ok()) << result.failure().message;
+  EXPECT_EQ(result.value()->valid[0], 1);
+  EXPECT_EQ(result.value()->valid[1], 0);
+  EXPECT_EQ(result.value()->top_index[3], -1);
+}
+
+TEST_F(TorchScriptModelTest, RejectsOutputsThatAreNotLogits) {
+  auto not_tensor = Load(Save("str", "    return 'hello'\n", "str"));
+  ASSERT_FALSE(not_tensor.ok());
+  EXPECT_EQ(not_tensor.failure().code, ErrorCode::kModelOutput);
+  EXPECT_NE(not_tensor.failure().message.find("returned String"), std::string::npos) << not_tensor.failure().message;
+
+  auto one_label = Load(Save("narrow", "    return ids.sum(1, keepdim=True).float()\n", "Tensor"));
+  ASSERT_FALSE(one_label.ok());
+  EXPECT_EQ(one_label.failure().code, ErrorCode::kModelOutput);
+  EXPECT_NE(one_label.failure().message.find("[1, 1]"), std::string::npos) << one_label.failure().message;
+
+  auto no_logits = Load(Save("dict", "    return {'scores': ids.float()}\n", "Dict[str, Tensor]"));
+  ASSERT_FALSE(no_logits.ok());
+  EXPECT_EQ(no_logits.failure().code, ErrorCode::kModelOutput);
+}
+
+TEST_F(TorchScriptModelTest, RejectsModulesWithAnotherSignature) {
+  torch::jit::Module m("Model");
+  m.define("def forward(self, ids: Tensor) -> Tensor:\n    return ids.float()\n");
+  const std::string path = (dir_ / "one_input.pt").string();
+  m.save(path);
+  auto engine = Load(path);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.failure().code, ErrorCode::kModelLoad);
+  EXPECT_NE(engine.failure().message.find("does not run on (input_ids, attention_mask, token_type_ids)"),
+            std::string::npos)
+      << engine.failure().message;
+}
+
+TEST_F(TorchScriptModelTest, RejectsMissingAndCorruptFiles) {
+  auto missing = Load((dir_ / "nope.pt").string());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.failure().code, ErrorCode::kModelLoad);
+  EXPECT_NE(missing.failure().message.find("nope.pt"), std::string::npos);
+
+  const std::string corrupt = (dir_ / "corrupt.pt").string();
+  std::ofstream(corrupt) << "this is not a zip archive";
+  auto bad = Load(corrupt);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.failure().code, ErrorCode::kModelLoad);
+  EXPECT_NE(bad.failure().message.find("is not a loadable TorchScript module"), std::string::npos);
+
+  // A real archive cut short, as an interrupted copy leaves it.
+  const std::string good = Save("whole", kSums, "Tensor");
+  const std::string truncated = (dir_ / "truncated.pt").string();
+  fs::copy_file(good, truncated);
+  fs::resize_file(truncated, fs::file_size(good) / 2);
+  auto cut = Load(truncated);
+  ASSERT_FALSE(cut.ok());
+  EXPECT_EQ(cut.failure().code, ErrorCode::kModelLoad);
+}
+
+TEST_F(TorchScriptModelTest, CudaWithoutCudaIsDeviceUnavailable) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "this machine has CUDA";
+  auto engine = Load(Save("plain", kSums, "Tensor"), DeviceKind::kCuda);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.failure().code, ErrorCode::kDeviceUnavailable);
+  EXPECT_NE(engine.failure().message.find("'cuda:0'"), std::string::npos) << engine.failure().message;
+}
+
+}  // namespace
+}  // namespace bertgate

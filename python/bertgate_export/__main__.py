@@ -1,0 +1,29 @@
+"""python -m bertgate_export MODEL_DIR OUT_DIR [--max-length N] [--tolerance T]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .export import ExportError, export_bundle
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bertgate_export", description=__doc__)
+    parser.add_argument("model_dir", help="a Hugging Face model directory (save_pretrained output) with a fast tokenizer")
+    parser.add_argument("out_dir", help="where to write the bundle")
+    parser.add_argument("--max-length", type=int, default=None, help="cap on tokens per text (default: the model's)")
+    parser.add_argument("--tolerance", type=float, default=1e-5, help="max |trace - eager| accepted (default 1e-5)")
+    args = parser.parse_args(argv)
+    try:
+        manifest = export_bundle(args.model_dir, args.out_dir, max_length=args.max_length, tolerance=args.tolerance)
+    except ExportError as error:
+        print(f"bertgate_export: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Test fixtures: small random-weight bundles exported with the real tool, and for each, the
+Python reference (HF tokenizer ids and transformers eager logits, one text at a time) that
+the Node tests must reproduce.
+
+    python -m bertgate_export.fixtures OUT_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, BertForSequenceClassification
+
+from .export import export_bundle
+from .testmodels import ModelSpec, build_model_dir, corpus_lines
+
+SPECS: dict[str, ModelSpec] = {
+    "labels2": ModelSpec(labels=["negative", "positive"], hidden=32, heads=2, max_positions=64, seed=1),
+    "labels7": ModelSpec(
+        labels=["admin", "devel", "games", "graphics", "net", "sound", "text"],
+        hidden=48,
+        heads=4,
+        max_positions=96,
+        lowercase=False,
+        seed=2,
+    ),
+    "labels50": ModelSpec(labels=[f"section_{i:02d}" for i in range(50)], hidden=64, heads=4, max_positions=128, seed=3),
+    # Big enough that one batch takes a noticeable time on a CPU: the event-loop test.
+    "long": ModelSpec(labels=["a", "b"], hidden=128, heads=4, layers=2, max_positions=512, vocab_size=2000, seed=4),
+}
+
+SPECIAL_TEXTS = [
+    "",
+    "   ",
+    "Hello",
+    "THE QUICK Brown fox",
+    "Café naïve résumé Zürich Ångström",
+    "İstanbul ILIK ılık Iğdır IŞIK",
+    "パッケージ管理ツール 用于管理软件包 패키지",
+    "ship it 🚀🎉 👍🏽 🇩🇪",
+    "zero\u200bwidth\u200djoiner\ufeffbom",
+    "bell\x07 tab\t newline\n carriage\r end",
+    "word " * 3000,
+]
+
+
+def parity_texts(max_positions: int) -> list[str]:
+    """Texts whose token counts run from 2 ([CLS] [SEP]) past the maximum (truncated)."""
+    words = " ".join(corpus_lines()).split()
+    step = max(1, max_positions // 24)
+    prefixes = [" ".join(words[:n]) for n in range(1, max_positions + 12, step)]
+    return SPECIAL_TEXTS + prefixes
+
+
+def reference(model_dir: Path, bundle_dir: Path, texts: list[str]) -> dict:
+    tokenizer = AutoTokenizer.from_pretrained(bundle_dir)
+    model = BertForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    max_length = tokenizer.model_max_length
+    ids, logits, truncated = [], [], []
+    with torch.no_grad():
+        for text in texts:
+            full = tokenizer(text)["input_ids"]
+            enc = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+            out = model(
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                token_type_ids=torch.zeros_like(enc["input_ids"]),
+            ).logits
+            ids.append(enc["input_ids"][0].tolist())
+            logits.append(out[0].tolist())
+            truncated.append(len(full) > max_length)
+    return {"texts": texts, "input_ids": ids, "logits": logits, "truncated": truncated, "max_length": max_length}
+
+
+def build(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, spec in SPECS.items():
+            model_dir = build_model_dir(spec, Path(tmp) / name)
+            bundle = out / name
+            export_bundle(model_dir, bundle, random_weights=True)
+            expected = reference(model_dir, bundle, parity_texts(spec.max_positions))
+            (out / f"{name}.expected.json").write_text(json.dumps(expected))
+            print(f"fixtures: {name} ({len(spec.labels)} labels, {len(expected['texts'])} reference texts)")
+
+
+if __name__ == "__main__":
+    build(Path(sys.argv[1]))

@@ -1,0 +1,84 @@
+"""Small random-weight BertForSequenceClassification models with a locally trained WordPiece
+tokenizer, saved as ordinary Hugging Face model directories. No hub access anywhere: the
+vocabulary is trained on corpus.txt beside this file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+CORPUS = Path(__file__).with_name("corpus.txt")
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def corpus_lines() -> list[str]:
+    return [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def wordpiece_tokenizer(vocab_size: int, lowercase: bool, max_length: int) -> PreTrainedTokenizerFast:
+    """A BERT-style WordPiece tokenizer (BertNormalizer, BertPreTokenizer, [CLS] A [SEP] B [SEP])."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(corpus_lines(), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
+
+
+@dataclass
+class ModelSpec:
+    labels: list[str]
+    hidden: int = 32
+    layers: int = 2
+    heads: int = 2
+    max_positions: int = 64
+    vocab_size: int = 1200
+    lowercase: bool = True
+    seed: int = 0
+    # Multiplies the classifier head's weights: random BERTs are near-uniform, and a larger
+    # head spreads their probabilities so thresholds have something to separate.
+    head_scale: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+
+def build_model_dir(spec: ModelSpec, out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
+    tokenizer = wordpiece_tokenizer(spec.vocab_size, spec.lowercase, spec.max_positions)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        intermediate_size=spec.hidden * 4,
+        max_position_embeddings=spec.max_positions,
+        num_labels=len(spec.labels),
+        id2label=dict(enumerate(spec.labels)),
+        label2id={label: i for i, label in enumerate(spec.labels)},
+        pad_token_id=tokenizer.pad_token_id,
+        **spec.extra,
+    )
+    torch.manual_seed(spec.seed)
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(spec.head_scale)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
