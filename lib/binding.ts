@@ -10,7 +10,14 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { RuntimeLoadError } from './errors.js';
-import { cudaDecision, findLibtorch, formatSteps, type LibtorchLocation, type LookupStep } from './libtorch.js';
+import {
+  cudaDecision,
+  findLibtorch,
+  formatSteps,
+  readCxx11Abi,
+  type LibtorchLocation,
+  type LookupStep,
+} from './libtorch.js';
 
 export interface NativeBuildInfo {
   torchVersion: string;
@@ -122,9 +129,13 @@ export function loadAddon(): NativeAddon {
   try {
     addon = createRequire(import.meta.url)(path) as NativeAddon;
   } catch (error) {
-    throw new RuntimeLoadError('ERR_ADDON_LOAD', `the native addon at ${path} failed to load: ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw new RuntimeLoadError(
+      'ERR_ADDON_LOAD',
+      `the native addon at ${path} failed to load: ${(error as Error).message}`,
+      {
+        cause: error,
+      },
+    );
   }
   return addon;
 }
@@ -167,6 +178,13 @@ async function open(): Promise<Runtime> {
       `bertgate was built for libtorch ${built.torchVersion}, but the libtorch found at ${location.dir} ` +
         `(via ${location.source}) is ${location.version ?? 'of unknown version (no include/torch/headeronly/version.h)'}. ` +
         `Point LIBTORCH or BERTGATE_PYTHON at a ${built.torchVersion} install, or rebuild bertgate against this one.`,
+    );
+  }
+  if ((await readCxx11Abi(location.dir)) !== built.cxx11Abi) {
+    throw new RuntimeLoadError(
+      'ERR_LIBTORCH_VERSION',
+      `bertgate was built with the C++11 string ABI ${built.cxx11Abi ? 'on' : 'off'}, but the libtorch at ${location.dir} ` +
+        `uses it ${built.cxx11Abi ? 'off' : 'on'}; they cannot share a process. Rebuild bertgate against this libtorch.`,
     );
   }
   const decision = cudaDecision(location);

@@ -86,7 +86,8 @@ function readLabels(config: Record<string, unknown>): string[] {
   }
   const seen = new Set<string>();
   for (const label of labels) {
-    if (seen.has(label)) throw new BundleError(file, 'id2label', `${file}: "id2label" names ${JSON.stringify(label)} twice`);
+    if (seen.has(label))
+      throw new BundleError(file, 'id2label', `${file}: "id2label" names ${JSON.stringify(label)} twice`);
     seen.add(label);
   }
   if (labels.length < 2) throw new BundleError(file, 'id2label', `${file}: "id2label" must name at least 2 labels`);
@@ -108,26 +109,43 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
   const t = value['temperature'];
   if (t !== undefined) {
     if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
-      throw new BundleError(file, 'temperature', `${file}: "temperature" must be a finite number > 0, got ${JSON.stringify(t)}`);
+      throw new BundleError(
+        file,
+        'temperature',
+        `${file}: "temperature" must be a finite number > 0, got ${JSON.stringify(t)}`,
+      );
     }
     calibration.temperature = t;
   }
   const p = value['threshold'];
   if (p !== undefined) {
     if (typeof p !== 'number' || !(p >= 0 && p <= 1)) {
-      throw new BundleError(file, 'threshold', `${file}: "threshold" must be a number in [0, 1], got ${JSON.stringify(p)}`);
+      throw new BundleError(
+        file,
+        'threshold',
+        `${file}: "threshold" must be a number in [0, 1], got ${JSON.stringify(p)}`,
+      );
     }
     calibration.threshold = p;
   }
   const per = value['thresholds'];
   if (per !== undefined) {
-    if (!isPlainObject(per)) throw new BundleError(file, 'thresholds', `${file}: "thresholds" must map labels to numbers`);
+    if (!isPlainObject(per))
+      throw new BundleError(file, 'thresholds', `${file}: "thresholds" must map labels to numbers`);
     for (const [label, q] of Object.entries(per)) {
       if (!labels.includes(label)) {
-        throw new BundleError(file, 'thresholds', `${file}: "thresholds" names ${JSON.stringify(label)}, which is not a label of this model`);
+        throw new BundleError(
+          file,
+          'thresholds',
+          `${file}: "thresholds" names ${JSON.stringify(label)}, which is not a label of this model`,
+        );
       }
       if (typeof q !== 'number' || !(q >= 0 && q <= 1)) {
-        throw new BundleError(file, 'thresholds', `${file}: "thresholds.${label}" must be a number in [0, 1], got ${JSON.stringify(q)}`);
+        throw new BundleError(
+          file,
+          'thresholds',
+          `${file}: "thresholds.${label}" must be a number in [0, 1], got ${JSON.stringify(q)}`,
+        );
       }
     }
     calibration.thresholds = per as Record<string, number>;
@@ -149,7 +167,8 @@ export async function readBundle(dir: string): Promise<Bundle> {
     }
   }
   const config = await readJson(dir, BUNDLE_FILES.config, true);
-  if (!isPlainObject(config)) throw new BundleError(BUNDLE_FILES.config, undefined, `${BUNDLE_FILES.config} must hold a JSON object`);
+  if (!isPlainObject(config))
+    throw new BundleError(BUNDLE_FILES.config, undefined, `${BUNDLE_FILES.config} must hold a JSON object`);
   const labels = readLabels(config);
   const maxPositions = positiveInteger(BUNDLE_FILES.config, config, 'max_position_embeddings');
 

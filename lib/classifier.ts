@@ -21,7 +21,16 @@ import {
   restack,
 } from './errors.js';
 import { TextTokenizer, type Encoded } from './tokenizer.js';
-import { integerIn, invalid, isPlainObject, knownKeys, oneOf, option, positiveFinite, probability } from './validate.js';
+import {
+  integerIn,
+  invalid,
+  isPlainObject,
+  knownKeys,
+  oneOf,
+  option,
+  positiveFinite,
+  probability,
+} from './validate.js';
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 export type DType = 'float32' | 'float16' | 'bfloat16';
@@ -122,14 +131,17 @@ function parseOptions(options: unknown): Settings {
   if (!isPlainObject(options)) throw invalid('the options', 'an object', options);
   knownKeys('the options', options, OPTION_NAMES);
   const o = options as Record<(typeof OPTION_NAMES)[number], unknown>;
-  const { device, deviceIndex } = o.device === undefined ? { device: 'cpu' as const, deviceIndex: 0 } : parseDevice(o.device);
-  const dtype = o.dtype === undefined ? 'float32' : oneOf(option('dtype'), o.dtype, ['float32', 'float16', 'bfloat16'] as const);
+  const { device, deviceIndex } =
+    o.device === undefined ? { device: 'cpu' as const, deviceIndex: 0 } : parseDevice(o.device);
+  const dtype =
+    o.dtype === undefined ? 'float32' : oneOf(option('dtype'), o.dtype, ['float32', 'float16', 'bfloat16'] as const);
   if (dtype !== 'float32' && device === 'cpu') {
     throw new InvalidArgumentError(`The "dtype" option "${dtype}" needs a CUDA device; on "cpu" use "float32"`);
   }
   const thresholds: Record<string, number> = {};
   if (o.thresholds !== undefined) {
-    if (!isPlainObject(o.thresholds)) throw invalid(option('thresholds'), 'an object mapping labels to numbers', o.thresholds);
+    if (!isPlainObject(o.thresholds))
+      throw invalid(option('thresholds'), 'an object mapping labels to numbers', o.thresholds);
     for (const [label, value] of Object.entries(o.thresholds)) {
       thresholds[label] = probability(`the threshold for label ${JSON.stringify(label)}`, value);
     }
@@ -154,7 +166,10 @@ function parseOptions(options: unknown): Settings {
     otherLabel: (o.otherLabel as string | undefined) ?? 'Other',
     temperature: o.temperature === undefined ? undefined : positiveFinite(option('temperature'), o.temperature),
     topK: o.topK === undefined ? undefined : integerIn(option('topK'), o.topK, 1, MAX_TOP_K),
-    threads: o.threads === undefined ? Math.max(1, availableParallelism() - 1) : integerIn(option('threads'), o.threads, 1, 1024),
+    threads:
+      o.threads === undefined
+        ? Math.max(1, availableParallelism() - 1)
+        : integerIn(option('threads'), o.threads, 1, 1024),
     labels,
     maxBatchSize: o.maxBatchSize === undefined ? 32 : integerIn(option('maxBatchSize'), o.maxBatchSize, 1, 65536),
     maxTextLength:
@@ -164,7 +179,10 @@ function parseOptions(options: unknown): Settings {
 }
 
 /** Applies the caller's expectations and the bundle's calibration to the settings. */
-function resolveAgainstBundle(settings: Settings, bundle: Bundle): { threshold: number; temperature: number; topK: number } {
+function resolveAgainstBundle(
+  settings: Settings,
+  bundle: Bundle,
+): { threshold: number; temperature: number; topK: number } {
   if (settings.labels) {
     const expected = [...settings.labels].sort();
     const actual = [...bundle.labels].sort();
@@ -189,7 +207,11 @@ function resolveAgainstBundle(settings: Settings, bundle: Bundle): { threshold: 
     );
   }
   if (settings.topK !== undefined && settings.topK > bundle.labels.length) {
-    throw invalid(option('topK'), `an integer in [1, ${bundle.labels.length}] (the model's label count)`, settings.topK);
+    throw invalid(
+      option('topK'),
+      `an integer in [1, ${bundle.labels.length}] (the model's label count)`,
+      settings.topK,
+    );
   }
   const calibration = bundle.calibration ?? {};
   return {
@@ -206,6 +228,8 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   readonly #tokenizer: TextTokenizer;
   readonly #policy: DecisionPolicy<L, O>;
   readonly #info: ClassifierInfo;
+  // Calls accepted before close(): close() waits for them, including those still tokenizing.
+  readonly #inflight = new Set<Promise<unknown>>();
   #closed = false;
 
   private constructor(
@@ -241,14 +265,18 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   ): Promise<Classifier<L, O>> {
     const stack = callerStack(Classifier.load);
     try {
-      if (typeof bundleDir !== 'string' || bundleDir.length === 0) throw invalid('bundleDir', 'a directory path', bundleDir);
+      if (typeof bundleDir !== 'string' || bundleDir.length === 0)
+        throw invalid('bundleDir', 'a directory path', bundleDir);
       return await Classifier.#load<L, O>(bundleDir, parseOptions(options));
     } catch (error) {
       throw error instanceof BertgateError ? restack(error, stack) : fromNative(error, stack);
     }
   }
 
-  static async #load<L extends string, O extends string>(bundleDir: string, settings: Settings): Promise<Classifier<L, O>> {
+  static async #load<L extends string, O extends string>(
+    bundleDir: string,
+    settings: Settings,
+  ): Promise<Classifier<L, O>> {
     const runtime = await openRuntime();
     const bundle = await readBundle(bundleDir);
     const resolved = resolveAgainstBundle(settings, bundle);
@@ -275,12 +303,10 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       await handle.close();
       throw error;
     }
-    const policy = new DecisionPolicy<L, O>(
-      bundle.labels as L[],
-      settings.otherLabel as O,
-      resolved.threshold,
-      { ...bundle.calibration?.thresholds, ...settings.thresholds } as Partial<Record<L, number>>,
-    );
+    const policy = new DecisionPolicy<L, O>(bundle.labels as L[], settings.otherLabel as O, resolved.threshold, {
+      ...bundle.calibration?.thresholds,
+      ...settings.thresholds,
+    } as Partial<Record<L, number>>);
     const info: ClassifierInfo = {
       bundleDir,
       labels: bundle.labels,
@@ -339,15 +365,22 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     return single ? (out[0] as Float32Array) : out;
   }
 
-  /** Finishes work already submitted, then frees the model. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.#handle.close();
+  /**
+   * Refuses new calls, lets every call already made finish, then frees the model.
+   * Idempotent: a second call waits for the same end.
+   */
+  close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#closing = Promise.allSettled(this.#inflight).then(() => this.#handle.close());
+    }
+    return this.#closing;
   }
+  #closing: Promise<void> = Promise.resolve();
 
   #texts(input: readonly TextInput[], single: boolean): string[] {
-    if (input.length === 0) throw new InvalidArgumentError('Expected texts to be a non-empty array, got an empty array');
+    if (input.length === 0)
+      throw new InvalidArgumentError('Expected texts to be a non-empty array, got an empty array');
     return input.map((item, i) => {
       const name = single ? 'text' : `texts[${i}]`;
       let text: string;
@@ -371,14 +404,26 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     });
   }
 
-  async #run(
+  #run(
+    input: readonly TextInput[],
+    single: boolean,
+    stack: string,
+    wantLogits: boolean,
+  ): Promise<Array<{ result: NativeInferResult; row: number; truncated: boolean }>> {
+    if (this.#closed) return Promise.reject(restack(new ClosedError(), stack));
+    const call = this.#runOpen(input, single, stack, wantLogits);
+    this.#inflight.add(call);
+    void call.finally(() => this.#inflight.delete(call)).catch(() => {});
+    return call;
+  }
+
+  async #runOpen(
     input: readonly TextInput[],
     single: boolean,
     stack: string,
     wantLogits: boolean,
   ): Promise<Array<{ result: NativeInferResult; row: number; truncated: boolean }>> {
     try {
-      if (this.#closed) throw new ClosedError();
       const texts = this.#texts(input, single);
       const encoded = await this.#tokenizer.encode(texts);
       const rows: Array<{ result: NativeInferResult; row: number; truncated: boolean }> = [];

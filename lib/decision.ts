@@ -111,6 +111,13 @@ export class DecisionPolicy<L extends string, O extends string> {
     const common = { probability: best.probability, logProbability: best.logProbability, top, truncated, scores };
     const threshold = this.thresholdFor(bestIndex);
     if (best.probability >= threshold) return { accepted: true, label: best.label, ...common };
-    return { accepted: false, label: this.otherLabel, best: best.label, reason: 'below-threshold', threshold, ...common };
+    return {
+      accepted: false,
+      label: this.otherLabel,
+      best: best.label,
+      reason: 'below-threshold',
+      threshold,
+      ...common,
+    };
   }
 }

@@ -85,7 +85,8 @@ export class ClosedError extends BertgateError {
 /** libtorch or the native addon could not be found or loaded; the message says what was tried. */
 export class RuntimeLoadError extends BertgateError {
   constructor(
-    code: 'ERR_LIBTORCH_NOT_FOUND' | 'ERR_LIBTORCH_VERSION' | 'ERR_LIBTORCH_LOAD' | 'ERR_ADDON_LOAD' | 'ERR_ENGINE_LOAD',
+    code:
+      'ERR_LIBTORCH_NOT_FOUND' | 'ERR_LIBTORCH_VERSION' | 'ERR_LIBTORCH_LOAD' | 'ERR_ADDON_LOAD' | 'ERR_ENGINE_LOAD',
     message: string,
     options?: ErrorOptions,
   ) {

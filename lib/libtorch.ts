@@ -15,6 +15,7 @@
 
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -84,6 +85,15 @@ export function readVersion(dir: string): string | null {
   return major && minor && patch ? `${major}.${minor}.${patch}` : null;
 }
 
+/**
+ * Whether libtorch was built with the C++11 std::string ABI (all torch >= 2.7 wheels; older
+ * or custom builds may differ). Its symbols say so. The addon must match, since strings
+ * cross from it into the engine, and the engine must match libtorch.
+ */
+export async function readCxx11Abi(dir: string): Promise<boolean> {
+  return (await readFile(join(dir, 'lib', 'libc10.so'))).includes('__cxx11');
+}
+
 // A pip torch keeps its CUDA dependencies in sibling nvidia/<component>/lib folders, or in
 // nvidia/cu<major>/lib since CUDA 13.
 function nvidiaLibrary(sitePackages: string, folder: string, prefix: string): string | null {
@@ -143,8 +153,12 @@ function inspect(source: LookupSource, dir: string, steps: LookupStep[], via = d
 
 async function torchOfPython(python: string): Promise<string | null> {
   // find_spec locates the package without importing it (importing torch takes seconds).
-  const code = "import importlib.util as u; s = u.find_spec('torch'); print(s.submodule_search_locations[0] if s else '')";
-  const { stdout } = await run(python, ['-c', code], { timeout: 20_000, env: { ...process.env, PYTHONNOUSERSITE: '' } });
+  const code =
+    "import importlib.util as u; s = u.find_spec('torch'); print(s.submodule_search_locations[0] if s else '')";
+  const { stdout } = await run(python, ['-c', code], {
+    timeout: 20_000,
+    env: { ...process.env, PYTHONNOUSERSITE: '' },
+  });
   return stdout.trim() || null;
 }
 
@@ -172,7 +186,12 @@ export async function findLibtorch(env: NodeJS.ProcessEnv = process.env): Promis
       continue;
     }
     if (dir === null) {
-      steps.push({ source: 'python', candidate: python, outcome: 'not-found', detail: `${python} has no torch package` });
+      steps.push({
+        source: 'python',
+        candidate: python,
+        outcome: 'not-found',
+        detail: `${python} has no torch package`,
+      });
       continue;
     }
     const location = inspect('python', dir, steps, python);
@@ -182,7 +201,12 @@ export async function findLibtorch(env: NodeJS.ProcessEnv = process.env): Promis
 
   for (const dir of SYSTEM_DIRS) {
     if (!existsSync(join(dir, 'lib', 'libtorch_cpu.so'))) {
-      steps.push({ source: 'system', candidate: dir, outcome: 'not-found', detail: `${dir}/lib has no libtorch_cpu.so` });
+      steps.push({
+        source: 'system',
+        candidate: dir,
+        outcome: 'not-found',
+        detail: `${dir}/lib has no libtorch_cpu.so`,
+      });
       continue;
     }
     const location = inspect('system', dir, steps);
@@ -202,13 +226,20 @@ export function formatSteps(steps: LookupStep[]): string {
  * libtorch has it and an NVIDIA driver is visible. Skipping it saves ~265 MB of resident
  * memory on machines without a GPU.
  */
-export function cudaDecision(location: LibtorchLocation, env: NodeJS.ProcessEnv = process.env): { load: boolean; reason: string } {
-  if (location.cudaPreload.length === 0) return { load: false, reason: `the libtorch at ${location.dir} has no CUDA support` };
+export function cudaDecision(
+  location: LibtorchLocation,
+  env: NodeJS.ProcessEnv = process.env,
+): { load: boolean; reason: string } {
+  if (location.cudaPreload.length === 0)
+    return { load: false, reason: `the libtorch at ${location.dir} has no CUDA support` };
   const forced = env['BERTGATE_CUDA'];
   if (forced === '0') return { load: false, reason: 'BERTGATE_CUDA=0' };
   if (forced === '1') return { load: true, reason: 'BERTGATE_CUDA=1' };
   if (existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidiactl')) {
     return { load: true, reason: 'an NVIDIA driver is present' };
   }
-  return { load: false, reason: 'no NVIDIA driver found (/proc/driver/nvidia/version); set BERTGATE_CUDA=1 to load CUDA anyway' };
+  return {
+    load: false,
+    reason: 'no NVIDIA driver found (/proc/driver/nvidia/version); set BERTGATE_CUDA=1 to load CUDA anyway',
+  };
 }

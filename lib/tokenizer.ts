@@ -56,9 +56,14 @@ export class TextTokenizer {
     try {
       tokenizer = Tokenizer.fromString(await readFile(path, 'utf8'));
     } catch (error) {
-      throw new BundleError('tokenizer.json', undefined, `${path} is not a usable tokenizer: ${(error as Error).message}`, {
-        cause: error,
-      });
+      throw new BundleError(
+        'tokenizer.json',
+        undefined,
+        `${path} is not a usable tokenizer: ${(error as Error).message}`,
+        {
+          cause: error,
+        },
+      );
     }
     // The padding a tokenizer.json may carry is the caller's business here: batches are
     // padded to their own longest row below.

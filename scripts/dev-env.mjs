@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
-import { ROOT } from './paths.mjs';
+import { ROOT, isMain } from './paths.mjs';
 
 export function devEnv(env = process.env) {
   const venv = join(ROOT, '.venv');
@@ -25,7 +25,7 @@ export function devEnv(env = process.env) {
   return out;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (isMain(import.meta.url)) {
   const [command, ...args] = process.argv.slice(2);
   const result = spawnSync(command, args, { stdio: 'inherit', env: devEnv(), cwd: ROOT });
   if (result.error) throw result.error;

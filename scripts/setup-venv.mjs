@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ROOT, VENV_PYTHON } from './paths.mjs';
+import { ROOT, VENV_PYTHON, isMain } from './paths.mjs';
 import { run } from './run.mjs';
 
 export function setupVenv() {
@@ -19,4 +19,4 @@ export function setupVenv() {
   writeFileSync(stamp, want);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) setupVenv();
+if (isMain(import.meta.url)) setupVenv();

@@ -20,7 +20,8 @@ function textOfLine(line: string, number: number): string {
     return line; // plain text that happens to start with a brace
   }
   const text = (parsed as { text?: unknown }).text;
-  if (typeof text !== 'string') throw new InvalidArgumentError(`stdin line ${number}: a JSON line needs a string "text" field`);
+  if (typeof text !== 'string')
+    throw new InvalidArgumentError(`stdin line ${number}: a JSON line needs a string "text" field`);
   return text;
 }
 

@@ -9,7 +9,9 @@ import { DEFAULT_BUNDLE } from './options.js';
 
 export async function demoCommand(argv: string[]): Promise<number> {
   parseArgs({ args: argv, options: {}, strict: true });
-  const texts = (await readFile(join(DEFAULT_BUNDLE, '..', 'demo-texts.txt'), 'utf8')).split('\n').filter((t) => t.trim());
+  const texts = (await readFile(join(DEFAULT_BUNDLE, '..', 'demo-texts.txt'), 'utf8'))
+    .split('\n')
+    .filter((t) => t.trim());
   const classifier = await Classifier.load(DEFAULT_BUNDLE);
   try {
     const { info } = classifier;
@@ -19,7 +21,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
       out.push('NOTE    this default model has RANDOM WEIGHTS: a stand-in made at set-up until a trained default');
       out.push('        model ships. Its labels and confidences are meaningless; the mechanics are real.');
     }
-    out.push(`rule    accept the best label when p >= ${info.threshold} (temperature ${info.temperature}), else "${info.otherLabel}"`);
+    out.push(
+      `rule    accept the best label when p >= ${info.threshold} (temperature ${info.temperature}), else "${info.otherLabel}"`,
+    );
     out.push('');
     const decisions = await classifier.classify(texts);
     decisions.forEach((d, i) => {

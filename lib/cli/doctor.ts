@@ -23,9 +23,12 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   lines.push('libtorch lookup');
   lines.push(report.libtorch.steps.length > 0 ? formatSteps(report.libtorch.steps) : '  (not reached)');
   if (report.libtorch.dir) {
-    lines.push(`libtorch         ${report.libtorch.dir} (version ${report.libtorch.version}, via ${report.libtorch.source})`);
+    lines.push(
+      `libtorch         ${report.libtorch.dir} (version ${report.libtorch.version}, via ${report.libtorch.source})`,
+    );
   }
-  if (report.cuda) lines.push(`CUDA libraries   ${report.cuda.loaded ? 'loaded' : 'not loaded'}: ${report.cuda.reason}`);
+  if (report.cuda)
+    lines.push(`CUDA libraries   ${report.cuda.loaded ? 'loaded' : 'not loaded'}: ${report.cuda.reason}`);
   if (report.runtime) {
     const r = report.runtime;
     lines.push(`engine           ${build?.engineLibrary ?? ''}`);

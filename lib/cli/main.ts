@@ -47,7 +47,8 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    const message = error instanceof BertgateError ? `${error.code}: ${error.message}` : String((error as Error)?.stack ?? error);
+    const message =
+      error instanceof BertgateError ? `${error.code}: ${error.message}` : String((error as Error)?.stack ?? error);
     process.stderr.write(`bertgate: ${message}\n`);
     process.exitCode = 1;
   },

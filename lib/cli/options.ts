@@ -25,7 +25,8 @@ export const MODEL_FLAGS = {
 function number(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (value.trim() === '' || Number.isNaN(n)) throw new InvalidArgumentError(`Expected --${flag} to be a number, got ${JSON.stringify(value)}`);
+  if (value.trim() === '' || Number.isNaN(n))
+    throw new InvalidArgumentError(`Expected --${flag} to be a number, got ${JSON.stringify(value)}`);
   return n;
 }
 
@@ -34,7 +35,10 @@ type Values = ReturnType<typeof parseArgs<{ options: typeof MODEL_FLAGS; allowPo
 /** Only the flags given become options, so the Classifier's own defaults and checks apply. */
 export function classifierOptions(values: Values): { bundle: string; options: ClassifierOptions<string, string> } {
   const options: ClassifierOptions<string, string> = {};
-  const set = <K extends keyof ClassifierOptions<string, string>>(key: K, value: ClassifierOptions<string, string>[K] | undefined) => {
+  const set = <K extends keyof ClassifierOptions<string, string>>(
+    key: K,
+    value: ClassifierOptions<string, string>[K] | undefined,
+  ) => {
     if (value !== undefined) options[key] = value;
   };
   set('threshold', number('threshold', values.threshold));

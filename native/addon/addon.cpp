@@ -17,7 +17,9 @@ namespace {
 class OpenRuntimeWorker : public Napi::AsyncWorker {
  public:
   OpenRuntimeWorker(Napi::Env env, std::vector<std::string> preload, std::string engine)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), preload_(std::move(preload)),
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        preload_(std::move(preload)),
         engine_(std::move(engine)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
 
@@ -82,5 +84,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }  // namespace bertgate
 
 // NODE_API_MODULE pastes the function's name into an identifier, so it must be unqualified.
-static Napi::Object InitBertgate(Napi::Env env, Napi::Object exports) { return bertgate::Init(env, exports); }
+static Napi::Object InitBertgate(Napi::Env env, Napi::Object exports) {
+  return bertgate::Init(env, exports);
+}
 NODE_API_MODULE(bertgate, InitBertgate)

@@ -15,9 +15,10 @@ struct EngineHandle::Completion {
 };
 
 Napi::Function EngineHandle::Define(Napi::Env env) {
-  return DefineClass(env, "EngineHandle",
-                     {InstanceMethod<&EngineHandle::Load>("load"), InstanceMethod<&EngineHandle::Infer>("infer"),
-                      InstanceMethod<&EngineHandle::Runtime>("runtime"), InstanceMethod<&EngineHandle::Close>("close")});
+  return DefineClass(
+      env, "EngineHandle",
+      {InstanceMethod<&EngineHandle::Load>("load"), InstanceMethod<&EngineHandle::Infer>("infer"),
+       InstanceMethod<&EngineHandle::Runtime>("runtime"), InstanceMethod<&EngineHandle::Close>("close")});
 }
 
 EngineHandle::EngineHandle(const Napi::CallbackInfo& info)

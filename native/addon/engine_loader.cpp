@@ -39,14 +39,17 @@ void OpenEngineLibrary(const std::string& path) {
   if (handle == nullptr) throw std::runtime_error(LastError());
   auto entry = reinterpret_cast<EngineLibrary* (*)()>(dlsym(handle, BERTGATE_ENGINE_ENTRY));
   if (entry == nullptr) {
-    throw std::runtime_error("'" + path + "' has no " BERTGATE_ENGINE_ENTRY
+    throw std::runtime_error("'" + path +
+                             "' has no " BERTGATE_ENGINE_ENTRY
                              "; it belongs to another bertgate build (rebuild with npm run build:native)");
   }
   library_path = path;
   library.store(entry());
 }
 
-EngineLibrary* LoadedEngineLibrary() { return library.load(); }
+EngineLibrary* LoadedEngineLibrary() {
+  return library.load();
+}
 
 std::string LoadedEngineLibraryPath() {
   std::lock_guard<std::mutex> lock(mutex);

@@ -30,12 +30,18 @@ enum class ErrorCode : int {
 // The codes cross into JavaScript as these strings; lib/errors.ts maps each to a class.
 inline const char* ErrorCodeName(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kModelLoad: return "ERR_MODEL_LOAD";
-    case ErrorCode::kModelOutput: return "ERR_MODEL_OUTPUT";
-    case ErrorCode::kDeviceUnavailable: return "ERR_DEVICE_UNAVAILABLE";
-    case ErrorCode::kOutOfMemory: return "ERR_OUT_OF_MEMORY";
-    case ErrorCode::kInference: return "ERR_INFERENCE";
-    case ErrorCode::kInternal: return "ERR_INTERNAL";
+    case ErrorCode::kModelLoad:
+      return "ERR_MODEL_LOAD";
+    case ErrorCode::kModelOutput:
+      return "ERR_MODEL_OUTPUT";
+    case ErrorCode::kDeviceUnavailable:
+      return "ERR_DEVICE_UNAVAILABLE";
+    case ErrorCode::kOutOfMemory:
+      return "ERR_OUT_OF_MEMORY";
+    case ErrorCode::kInference:
+      return "ERR_INFERENCE";
+    case ErrorCode::kInternal:
+      return "ERR_INTERNAL";
   }
   return "ERR_INTERNAL";
 }
@@ -48,7 +54,7 @@ struct Failure {
 template <class T>
 class Outcome {
  public:
-  Outcome(T value) : state_(std::move(value)) {}  // NOLINT: implicit by design
+  Outcome(T value) : state_(std::move(value)) {}            // NOLINT: implicit by design
   Outcome(Failure failure) : state_(std::move(failure)) {}  // NOLINT
   bool ok() const { return state_.index() == 0; }
   T& value() { return std::get<0>(state_); }

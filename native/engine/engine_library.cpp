@@ -24,7 +24,8 @@ class TorchLibrary : public EngineLibrary {
     } catch (const EngineError& e) {
       return Failure{e.code(), e.what()};
     } catch (const c10::OutOfMemoryError& e) {
-      return Failure{ErrorCode::kOutOfMemory, std::string("out of memory while loading: ") + e.what_without_backtrace()};
+      return Failure{ErrorCode::kOutOfMemory,
+                     std::string("out of memory while loading: ") + e.what_without_backtrace()};
     } catch (const c10::Error& e) {
       return Failure{ErrorCode::kModelLoad, e.what_without_backtrace()};
     } catch (const std::exception& e) {

@@ -41,9 +41,15 @@ inline float ExpNonPositive(float d) {
   return poly * scale;
 }
 
-inline float ToFloat(float v) { return v; }
-inline float ToFloat(c10::Half v) { return static_cast<float>(v); }
-inline float ToFloat(c10::BFloat16 v) { return static_cast<float>(v); }
+inline float ToFloat(float v) {
+  return v;
+}
+inline float ToFloat(c10::Half v) {
+  return static_cast<float>(v);
+}
+inline float ToFloat(c10::BFloat16 v) {
+  return static_cast<float>(v);
+}
 
 // The k best (value, index) pairs seen so far, best first.
 struct TopK {
@@ -67,8 +73,7 @@ struct TopK {
 };
 
 template <class T>
-void Row(const T* z, int64_t cols, const SoftmaxOptions& options, int64_t row,
-         const SoftmaxOutputs& out) {
+void Row(const T* z, int64_t cols, const SoftmaxOptions& options, int64_t row, const SoftmaxOutputs& out) {
   const float temperature = options.temperature;
   const int top_k = options.top_k;
   TopK top(std::min<int>(std::max(top_k, 2), static_cast<int>(std::min<int64_t>(cols, kMaxTopK))));
@@ -152,15 +157,14 @@ void Row(const T* z, int64_t cols, const SoftmaxOptions& options, int64_t row,
 }
 
 template <class T>
-void Rows(const T* logits, int64_t rows, int64_t cols, const SoftmaxOptions& options,
-          const SoftmaxOutputs& out) {
+void Rows(const T* logits, int64_t rows, int64_t cols, const SoftmaxOptions& options, const SoftmaxOutputs& out) {
   for (int64_t r = 0; r < rows; ++r) Row(logits + r * cols, cols, options, r, out);
 }
 
 }  // namespace
 
-void FusedLogSoftmaxCpu(const void* logits, LogitsType type, int64_t rows, int64_t cols,
-                        const SoftmaxOptions& options, const SoftmaxOutputs& out) {
+void FusedLogSoftmaxCpu(const void* logits, LogitsType type, int64_t rows, int64_t cols, const SoftmaxOptions& options,
+                        const SoftmaxOutputs& out) {
   switch (type) {
     case LogitsType::kFloat32:
       Rows(static_cast<const float*>(logits), rows, cols, options, out);

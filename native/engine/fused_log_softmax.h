@@ -25,17 +25,17 @@ struct SoftmaxOptions {
 
 // Caller-owned output arrays, row-major.
 struct SoftmaxOutputs {
-  int32_t* top_index;    // [rows * top_k]
-  float* top_log_prob;   // [rows * top_k]
-  float* margin;         // [rows]
-  float* entropy;        // [rows]
-  float* energy;         // [rows]
-  uint8_t* valid;        // [rows]
-  float* log_probs;      // [rows * cols], or nullptr when not wanted
+  int32_t* top_index;   // [rows * top_k]
+  float* top_log_prob;  // [rows * top_k]
+  float* margin;        // [rows]
+  float* entropy;       // [rows]
+  float* energy;        // [rows]
+  uint8_t* valid;       // [rows]
+  float* log_probs;     // [rows * cols], or nullptr when not wanted
 };
 
 // `logits` points at rows * cols contiguous values of `type`. Requires cols >= 2.
-void FusedLogSoftmaxCpu(const void* logits, LogitsType type, int64_t rows, int64_t cols,
-                        const SoftmaxOptions& options, const SoftmaxOutputs& out);
+void FusedLogSoftmaxCpu(const void* logits, LogitsType type, int64_t rows, int64_t cols, const SoftmaxOptions& options,
+                        const SoftmaxOutputs& out);
 
 }  // namespace bertgate

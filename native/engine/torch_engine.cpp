@@ -69,8 +69,12 @@ std::shared_ptr<InferOutput> TorchEngine::Run(const InferInput& in) {
   SoftmaxOptions options;
   options.temperature = in.temperature;
   options.top_k = in.top_k;
-  const SoftmaxOutputs views{out->top_index.data(), out->top_log_prob.data(), out->margin.data(),
-                             out->entropy.data(),   out->energy.data(),       out->valid.data(),
+  const SoftmaxOutputs views{out->top_index.data(),
+                             out->top_log_prob.data(),
+                             out->margin.data(),
+                             out->entropy.data(),
+                             out->energy.data(),
+                             out->valid.data(),
                              in.want_log_probs ? out->log_probs.data() : nullptr};
   FusedLogSoftmaxCpu(host.const_data_ptr(), ToLogitsType(host.scalar_type()), rows, cols, options, views);
 
@@ -95,8 +99,8 @@ Outcome<std::shared_ptr<InferOutput>> TorchEngine::Infer(const InferInput& input
   } catch (const c10::Error& e) {
     return Failure{ErrorCode::kInference, "inference failed: " + Brief(e)};
   } catch (const std::bad_alloc&) {
-    return Failure{ErrorCode::kOutOfMemory, "out of host memory for a batch of " + std::to_string(input.rows) +
-                                                " x " + std::to_string(input.seq_len) + " tokens"};
+    return Failure{ErrorCode::kOutOfMemory, "out of host memory for a batch of " + std::to_string(input.rows) + " x " +
+                                                std::to_string(input.seq_len) + " tokens"};
   } catch (const std::exception& e) {
     return Failure{ErrorCode::kInternal, std::string("unexpected engine error: ") + e.what()};
   }

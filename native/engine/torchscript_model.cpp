@@ -37,19 +37,26 @@ c10::Device ResolveDevice(const LoadOptions& options) {
 
 c10::ScalarType ToScalarType(DType dtype) {
   switch (dtype) {
-    case DType::kFloat16: return c10::kHalf;
-    case DType::kBFloat16: return c10::kBFloat16;
-    case DType::kFloat32: break;
+    case DType::kFloat16:
+      return c10::kHalf;
+    case DType::kBFloat16:
+      return c10::kBFloat16;
+    case DType::kFloat32:
+      break;
   }
   return c10::kFloat;
 }
 
 std::string DTypeName(c10::ScalarType type) {
   switch (type) {
-    case c10::kFloat: return "float32";
-    case c10::kHalf: return "float16";
-    case c10::kBFloat16: return "bfloat16";
-    default: return c10::toString(type);
+    case c10::kFloat:
+      return "float32";
+    case c10::kHalf:
+      return "float16";
+    case c10::kBFloat16:
+      return "bfloat16";
+    default:
+      return c10::toString(type);
   }
 }
 
@@ -114,9 +121,8 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options) : device_(Resolve
                                                  Brief(e));
   }
   if (logits.dim() != 2 || logits.size(0) != 1 || logits.size(1) < 2 || !at::isFloatingType(logits.scalar_type())) {
-    throw EngineError(ErrorCode::kModelOutput, "'" + path + "' returned logits of shape " +
-                                                   c10::str(logits.sizes()) + " and dtype " +
-                                                   DTypeName(logits.scalar_type()) +
+    throw EngineError(ErrorCode::kModelOutput, "'" + path + "' returned logits of shape " + c10::str(logits.sizes()) +
+                                                   " and dtype " + DTypeName(logits.scalar_type()) +
                                                    " for one input; expected floating [1, C] with C >= 2");
   }
   info_.num_labels = logits.size(1);

@@ -53,11 +53,21 @@ at::Tensor RandomLogits(int64_t rows, int64_t cols, at::Generator& gen) {
   at::Tensor z = at::randn({rows, cols}, gen, at::kDouble) * 4.0;
   for (int64_t r = 0; r < rows; ++r) {
     switch (r % 5) {
-      case 1: z[r][r % cols] = 1e4; break;
-      case 2: z[r][(r * 7) % cols] = -1e4; break;
-      case 3: z[r] = z[r] - 1e4; break;  // every logit near -1e4
-      case 4: z[r][0] = 50.0; z[r][cols - 1] = 50.0; break;  // a tie at the top
-      default: break;
+      case 1:
+        z[r][r % cols] = 1e4;
+        break;
+      case 2:
+        z[r][(r * 7) % cols] = -1e4;
+        break;
+      case 3:
+        z[r] = z[r] - 1e4;
+        break;  // every logit near -1e4
+      case 4:
+        z[r][0] = 50.0;
+        z[r][cols - 1] = 50.0;
+        break;  // a tie at the top
+      default:
+        break;
     }
   }
   return z;
@@ -80,11 +90,13 @@ void ExpectMatchesReference(const at::Tensor& z_in, float temperature, int top_k
   const auto ref_top = top_t.accessor<double, 2>();
   const auto ref_entropy = entropy_t.accessor<double, 1>();
   const auto ref_energy = energy_t.accessor<double, 1>();
-  const auto near = [tol](double got, double want) { return std::abs(got - want) <= tol * std::max(1.0, std::abs(want)); };
+  const auto near = [tol](double got, double want) {
+    return std::abs(got - want) <= tol * std::max(1.0, std::abs(want));
+  };
 
   for (int64_t i = 0; i < rows; ++i) {
-    SCOPED_TRACE("row " + std::to_string(i) + " of " + std::to_string(rows) + "x" + std::to_string(cols) +
-                 ", T " + std::to_string(temperature) + ", seed " + std::to_string(Seed()));
+    SCOPED_TRACE("row " + std::to_string(i) + " of " + std::to_string(rows) + "x" + std::to_string(cols) + ", T " +
+                 std::to_string(temperature) + ", seed " + std::to_string(Seed()));
     ASSERT_EQ(r.valid[i], 1);
     for (int64_t j = 0; j < cols; ++j) {
       ASSERT_PRED2(near, r.log_probs[i * cols + j], ref[i][j]) << "class " << j;
@@ -143,7 +155,7 @@ TEST(FusedLogSoftmax, MarksNonFiniteRowsInvalidAndLeavesOthersAlone) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   at::Tensor z = at::randn({6, 300});
   z[1][7] = nan;
-  z[2][299] = inf;   // in the second block: invalid even though the first block was fine
+  z[2][299] = inf;  // in the second block: invalid even though the first block was fine
   z[3][0] = -inf;
   z[4].fill_(nan);
   const Result r = RunKernel(z, 1.0f, 3);

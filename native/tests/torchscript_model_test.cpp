@@ -47,8 +47,7 @@ class TorchScriptModelTest : public ::testing::Test {
 };
 
 // Each row's logits are (sum ids, sum mask, sum types): easy to predict from the inputs.
-const char* kSums =
-    "    return torch.stack([ids.sum(1).float(), mask.sum(1).float(), types.sum(1).float()], 1)\n";
+const char* kSums = "    return torch.stack([ids.sum(1).float(), mask.sum(1).float(), types.sum(1).float()], 1)\n";
 
 InferInput TwoRows() {
   InferInput in;

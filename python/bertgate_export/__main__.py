@@ -11,7 +11,9 @@ from .export import ExportError, export_bundle
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bertgate_export", description=__doc__)
-    parser.add_argument("model_dir", help="a Hugging Face model directory (save_pretrained output) with a fast tokenizer")
+    parser.add_argument(
+        "model_dir", help="a Hugging Face model directory (save_pretrained output) with a fast tokenizer"
+    )
     parser.add_argument("out_dir", help="where to write the bundle")
     parser.add_argument("--max-length", type=int, default=None, help="cap on tokens per text (default: the model's)")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max |trace - eager| accepted (default 1e-5)")

@@ -103,10 +103,14 @@ def check_parity(
             want = eager(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
             got = _logits(traced(ids, mask, types))
             if got.shape != want.shape:
-                raise ExportError(f"trace returned shape {tuple(got.shape)} for batch {batch}x{t}; eager gave {tuple(want.shape)}")
+                raise ExportError(
+                    f"trace returned shape {tuple(got.shape)} for batch {batch}x{t}; eager gave {tuple(want.shape)}"
+                )
             diff = (got - want).abs().max().item()
             if not math.isfinite(diff) or diff > tolerance:
-                raise ExportError(f"trace differs from eager by {diff:.3g} on a {batch}x{t} batch (tolerance {tolerance:g})")
+                raise ExportError(
+                    f"trace differs from eager by {diff:.3g} on a {batch}x{t} batch (tolerance {tolerance:g})"
+                )
             worst = max(worst, diff)
     return ParityReport(max_abs_diff=worst, cases=len(shapes), tolerance=tolerance)
 
@@ -143,7 +147,7 @@ def export_bundle(
     manifest = {
         "format": BUNDLE_FORMAT,
         "exporter": f"bertgate_export {__version__}",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "source": str(model_dir),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -8,6 +8,7 @@ the Node tests must reproduce.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +29,9 @@ SPECS: dict[str, ModelSpec] = {
         lowercase=False,
         seed=2,
     ),
-    "labels50": ModelSpec(labels=[f"section_{i:02d}" for i in range(50)], hidden=64, heads=4, max_positions=128, seed=3),
+    "labels50": ModelSpec(
+        labels=[f"section_{i:02d}" for i in range(50)], hidden=64, heads=4, max_positions=128, seed=3
+    ),
     # Big enough that one batch takes a noticeable time on a CPU: the event-loop test.
     "long": ModelSpec(labels=["a", "b"], hidden=128, heads=4, layers=2, max_positions=512, vocab_size=2000, seed=4),
 }
@@ -76,6 +79,27 @@ def reference(model_dir: Path, bundle_dir: Path, texts: list[str]) -> dict:
     return {"texts": texts, "input_ids": ids, "logits": logits, "truncated": truncated, "max_length": max_length}
 
 
+class NanOnUnknown(torch.nn.Module):
+    """Wraps a traced model: NaN logits for any text holding [UNK], plain-tensor output."""
+
+    def __init__(self, inner: torch.jit.ScriptModule, unk_id: int):
+        super().__init__()
+        self.inner = inner
+        self.unk_id = unk_id
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(ids, mask, types)["logits"]
+        bad = (ids == self.unk_id).any(dim=1, keepdim=True)
+        return torch.where(bad, torch.full_like(logits, float("nan")), logits)
+
+
+def build_nan_bundle(source: Path, out: Path) -> None:
+    """The labels2 bundle with a model whose logits are NaN on unknown tokens."""
+    shutil.copytree(source, out, dirs_exist_ok=True)
+    unk = AutoTokenizer.from_pretrained(source).unk_token_id
+    torch.jit.save(torch.jit.script(NanOnUnknown(torch.jit.load(str(source / "model.pt")), unk)), str(out / "model.pt"))
+
+
 def build(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,6 +110,7 @@ def build(out: Path) -> None:
             expected = reference(model_dir, bundle, parity_texts(spec.max_positions))
             (out / f"{name}.expected.json").write_text(json.dumps(expected))
             print(f"fixtures: {name} ({len(spec.labels)} labels, {len(expected['texts'])} reference texts)")
+    build_nan_bundle(out / "labels2", out / "nan")
 
 
 if __name__ == "__main__":

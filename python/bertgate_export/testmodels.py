@@ -24,7 +24,9 @@ def wordpiece_tokenizer(vocab_size: int, lowercase: bool, max_length: int) -> Pr
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(corpus_lines(), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS))
+    tok.train_from_iterator(
+        corpus_lines(), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    )
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -53,9 +55,7 @@ class ModelSpec:
     vocab_size: int = 1200
     lowercase: bool = True
     seed: int = 0
-    # Multiplies the classifier head's weights: random BERTs are near-uniform, and a larger
-    # head spreads their probabilities so thresholds have something to separate.
-    head_scale: float = 1.0
+    # Further BertConfig fields.
     extra: dict = field(default_factory=dict)
 
 
@@ -77,8 +77,6 @@ def build_model_dir(spec: ModelSpec, out_dir: str | Path) -> Path:
     )
     torch.manual_seed(spec.seed)
     model = BertForSequenceClassification(config).eval()
-    with torch.no_grad():
-        model.classifier.weight.mul_(spec.head_scale)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

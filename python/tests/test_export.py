@@ -1,0 +1,57 @@
+"""The export tool: what it writes, and that its parity check can fail."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertForSequenceClassification
+
+from bertgate_export.__main__ import main
+from bertgate_export.export import ExportError, check_parity, export_bundle, random_batch, trace
+from bertgate_export.testmodels import ModelSpec, build_model_dir
+
+
+def test_writes_a_complete_bundle(model_dir, tmp_path):
+    manifest = export_bundle(model_dir, tmp_path / "bundle", max_length=40)
+    files = {p.name for p in (tmp_path / "bundle").iterdir()}
+    assert {"model.pt", "config.json", "tokenizer.json", "tokenizer_config.json", "bundle.json"} <= files
+    assert manifest["max_length"] == 40
+    assert manifest["num_labels"] == 3
+    assert manifest["parity"]["max_abs_diff"] <= 1e-5
+    assert manifest["random_weights"] is False
+    assert json.loads((tmp_path / "bundle" / "bundle.json").read_text()) == manifest
+    config = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    assert config["id2label"] == {"0": "a", "1": "b", "2": "c"}
+    assert AutoTokenizer.from_pretrained(tmp_path / "bundle").model_max_length == 40
+
+
+def test_saved_trace_matches_eager_on_new_shapes(model_dir, tmp_path):
+    export_bundle(model_dir, tmp_path / "bundle")
+    traced = torch.jit.load(str(tmp_path / "bundle" / "model.pt"))
+    eager = BertForSequenceClassification.from_pretrained(model_dir).eval()
+    generator = torch.Generator().manual_seed(123)
+    ids, mask, types = random_batch(generator, 7, 29, eager.config.vocab_size, 2)
+    with torch.no_grad():
+        got = traced(ids, mask, types)["logits"]
+        want = eager(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    assert (got - want).abs().max().item() <= 1e-5
+
+
+def test_parity_check_catches_a_wrong_trace(model_dir, tmp_path):
+    eager = BertForSequenceClassification.from_pretrained(model_dir).eval()
+    other_spec = ModelSpec(labels=["a", "b", "c"], hidden=32, heads=2, max_positions=48, seed=12)
+    other = BertForSequenceClassification.from_pretrained(build_model_dir(other_spec, tmp_path / "other")).eval()
+    other.resize_token_embeddings(eager.config.vocab_size)
+    with pytest.raises(ExportError, match="trace differs from eager by"):
+        check_parity(eager, trace(other, 48), 48, 1e-5)
+
+
+def test_rejects_a_single_label_model(tmp_path):
+    spec = ModelSpec(labels=["only"], hidden=32, heads=2, max_positions=16)
+    with pytest.raises(ExportError, match="num_labels is 1"):
+        export_bundle(build_model_dir(spec, tmp_path / "hf"), tmp_path / "bundle")
+
+
+def test_command_line(model_dir, tmp_path, capsys):
+    assert main([str(model_dir), str(tmp_path / "bundle"), "--max-length", "32"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_length"] == 32

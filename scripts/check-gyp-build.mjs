@@ -1,0 +1,34 @@
+// Builds the addon a second way, with node-gyp from binding.gyp, then runs the parity tests
+// against that build (BERTGATE_ADDON), so binding.gyp cannot rot unnoticed.
+// node-gyp always builds into ./build, which cmake-js owns here, so it runs in .gyp-check/,
+// a directory of links to the sources.
+import { mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+
+import { devEnv } from './dev-env.mjs';
+import { ROOT } from './paths.mjs';
+import { run } from './run.mjs';
+
+const dir = join(ROOT, '.gyp-check');
+rmSync(dir, { recursive: true, force: true });
+mkdirSync(dir);
+for (const entry of ['binding.gyp', 'native', 'node_modules', 'package.json', 'scripts', 'dist']) {
+  symlinkSync(join(ROOT, entry), join(dir, entry));
+}
+const nodeGyp = createRequire(import.meta.url).resolve('node-gyp/bin/node-gyp.js');
+// The headers of the running Node, so node-gyp does not try to download any.
+const nodedir = resolve(dirname(process.execPath), '..');
+run(
+  process.execPath,
+  [nodeGyp, 'rebuild', `--nodedir=${nodedir}`, `--jobs=${availableParallelism()}`, '--loglevel=warn'],
+  {
+    cwd: dir,
+    env: devEnv(),
+  },
+);
+run(process.execPath, ['--test', join(ROOT, 'dist', 'test', 'parity.test.js')], {
+  cwd: ROOT,
+  env: { ...devEnv(), BERTGATE_ADDON: join(dir, 'build', 'Release', 'bertgate.node') },
+});

@@ -1,0 +1,37 @@
+// Brings a checkout to a testable state (npm test runs it first, as `pretest`). Idempotent,
+// and quick when nothing changed: node_modules (npm ci, which also builds, see install.mjs),
+// the .venv, the TypeScript and native builds, the test fixtures, the default model.
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { buildNative } from './build-native.mjs';
+import { devEnv } from './dev-env.mjs';
+import { ROOT, VENV_PYTHON } from './paths.mjs';
+import { run } from './run.mjs';
+import { setupVenv } from './setup-venv.mjs';
+import { buildIfStale } from './stamp.mjs';
+
+const npm = process.env.npm_execpath ? [process.execPath, process.env.npm_execpath] : ['npm'];
+
+if (!existsSync(join(ROOT, 'node_modules', '.package-lock.json'))) {
+  run(npm[0], [...npm.slice(1), 'ci'], { cwd: ROOT });
+}
+setupVenv();
+run(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')]);
+await buildNative({ tests: true });
+
+const python = (args) => run(VENV_PYTHON, args, { cwd: ROOT, env: devEnv() });
+const exporter = join(ROOT, 'python', 'bertgate_export');
+const inputs = [exporter, join(ROOT, 'requirements.txt')];
+
+const fixtures = join(ROOT, '.fixtures');
+buildIfStale(fixtures, inputs, () => {
+  rmSync(fixtures, { recursive: true, force: true });
+  python(['-m', 'bertgate_export.fixtures', fixtures]);
+});
+const defaultModel = join(ROOT, 'models', 'default');
+const demoTexts = join(ROOT, 'models', 'demo-texts.txt');
+buildIfStale(defaultModel, [...inputs, demoTexts], () => {
+  rmSync(defaultModel, { recursive: true, force: true });
+  python(['-m', 'bertgate_export.default_model', defaultModel, demoTexts]);
+});

@@ -1,0 +1,131 @@
+// Inference is really asynchronous: it runs on a native thread the addon owns, so the event
+// loop keeps turning during a long forward pass and a saturated libuv pool does not stall it.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { openSync, closeSync, readdirSync, readFileSync } from 'node:fs';
+import { open, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+import { openRuntime, type NativeInferRequest } from '../lib/binding.js';
+import { Classifier } from '../lib/index.js';
+import { bundle } from './helpers.js';
+
+/** A padded batch of random ids, built without the tokenizer (which uses the libuv pool). */
+function randomBatch(rows: number, seqLen: number, vocab: number): NativeInferRequest {
+  const ids = new Int32Array(rows * seqLen).map(() => 5 + Math.floor(Math.random() * (vocab - 5)));
+  return {
+    ids,
+    mask: new Uint8Array(rows * seqLen).fill(1),
+    typeIds: new Uint8Array(rows * seqLen),
+    rows,
+    seqLen,
+    temperature: 1,
+    topK: 1,
+    wantLogits: true,
+    wantLogProbs: false,
+  };
+}
+
+function threadsNamed(name: string): number {
+  return readdirSync('/proc/self/task').filter((tid) => {
+    try {
+      return readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === name;
+    } catch {
+      return false; // the thread ended while we looked
+    }
+  }).length;
+}
+
+describe('asynchronous inference', () => {
+  it('keeps a 1 ms timer firing during a long inference, and reports the worst delay', async (t) => {
+    const runtime = await openRuntime();
+    const handle = new runtime.addon.EngineHandle();
+    const info = await handle.load({
+      modelPath: join(bundle('long'), 'model.pt'),
+      device: 'cpu',
+      deviceIndex: 0,
+      dtype: 'float32',
+      threads: 1,
+      freeze: true,
+    });
+    try {
+      const request = randomBatch(48, 512, info.vocabRows);
+      await handle.infer(randomBatch(1, 8, info.vocabRows)); // warm-up
+      let ticks = 0;
+      let worst = 0;
+      let last = performance.now();
+      const timer = setInterval(() => {
+        const now = performance.now();
+        worst = Math.max(worst, now - last);
+        last = now;
+        ticks++;
+      }, 1);
+      const start = performance.now();
+      const result = await handle.infer(request);
+      const elapsed = performance.now() - start;
+      clearInterval(timer);
+      t.diagnostic(
+        `48 x 512 tokens: ${elapsed.toFixed(0)} ms (forward ${result.forwardMs.toFixed(0)} ms); ` +
+          `the 1 ms timer fired ${ticks} times, worst gap ${worst.toFixed(1)} ms`,
+      );
+      assert.equal(result.rows, 48);
+      // A call that blocked the JS thread would resolve before any timer could run.
+      assert.ok(ticks > 0, 'the timer never fired while inference ran');
+    } finally {
+      await handle.close();
+    }
+  });
+
+  // Were inference on the pool, it would wait behind the blocked threads: fail, not hang.
+  it('completes while every libuv pool thread is blocked', { timeout: 60_000 }, async () => {
+    const runtime = await openRuntime();
+    const handle = new runtime.addon.EngineHandle();
+    const dir = await mkdtemp(join(tmpdir(), 'bertgate-pool-'));
+    const poolSize = Number(process.env['UV_THREADPOOL_SIZE'] ?? 4);
+    const fifos = Array.from({ length: poolSize }, (_, i) => join(dir, `fifo${i}`));
+    try {
+      const info = await handle.load({
+        modelPath: join(bundle('labels2'), 'model.pt'),
+        device: 'cpu',
+        deviceIndex: 0,
+        dtype: 'float32',
+        threads: 1,
+        freeze: true,
+      });
+      for (const fifo of fifos) execFileSync('mkfifo', [fifo]);
+      // Opening a FIFO for reading blocks its pool thread until a writer appears.
+      const blocked = fifos.map((fifo) => open(fifo, 'r'));
+      let poolFree = false;
+      const probe = open(__filename(), 'r').then((f) => {
+        poolFree = true;
+        return f.close();
+      });
+      const result = await handle.infer(randomBatch(2, 16, info.vocabRows));
+      assert.equal(result.rows, 2);
+      assert.equal(poolFree, false, 'the pool was not saturated, so this proves nothing');
+      for (const fifo of fifos) closeSync(openSync(fifo, 'w'));
+      for (const f of await Promise.all(blocked)) await f.close();
+      await probe;
+    } finally {
+      await handle.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('runs each model on one named native thread, joined on close()', async () => {
+    const before = threadsNamed('bertgate-infer');
+    const a = await Classifier.load(bundle('labels2'));
+    const b = await Classifier.load(bundle('labels2'));
+    assert.equal(threadsNamed('bertgate-infer'), before + 2);
+    await a.close();
+    await b.close();
+    assert.equal(threadsNamed('bertgate-infer'), before);
+  });
+});
+
+function __filename(): string {
+  return new URL(import.meta.url).pathname;
+}

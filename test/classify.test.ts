@@ -1,0 +1,243 @@
+// Decisions: thresholds, "Other", temperature, scores, calibration.json, invalid rows, and
+// the promises' behaviour around close().
+
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { BundleError, Classifier, type Decision } from '../lib/index.js';
+import { bundle, copyBundle, expected, type Expected } from './helpers.js';
+
+const LABELS7 = ['admin', 'devel', 'games', 'graphics', 'net', 'sound', 'text'] as const;
+
+/** Reference maths in fp64, from raw logits. */
+function softmax(logits: ArrayLike<number>, temperature: number): { p: number[]; lse: number } {
+  const x = Array.from(logits, (z) => z / temperature);
+  const m = Math.max(...x);
+  const lse = m + Math.log(x.reduce((s, v) => s + Math.exp(v - m), 0));
+  return { p: x.map((v) => Math.exp(v - lse)), lse };
+}
+
+describe('classify', () => {
+  let ref: Expected;
+  let clf: Classifier<(typeof LABELS7)[number]>;
+  let texts: string[];
+
+  before(async () => {
+    ref = await expected('labels7');
+    texts = ref.texts.slice(0, 20);
+    clf = await Classifier.load(bundle('labels7'), { labels: LABELS7 });
+  });
+  after(() => clf?.close());
+
+  it('reports what it loaded', () => {
+    const { info } = clf;
+    assert.deepEqual(info.labels, LABELS7);
+    assert.equal(info.device, 'cpu');
+    assert.equal(info.dtype, 'float32');
+    assert.equal(info.model.numLabels, 7);
+    assert.equal(info.model.outputKind, 'dict');
+    assert.equal(info.frozen, true);
+    assert.equal(info.maxLength, 96);
+    assert.equal(info.threshold, 0);
+    assert.equal(info.temperature, 1);
+    assert.equal(info.topK, 5);
+    assert.equal(info.randomWeights, true);
+  });
+
+  it('with the default threshold 0, accepts every text with its best label', async () => {
+    const decisions = await clf.classify(texts);
+    const logits = await clf.logits(texts);
+    decisions.forEach((d, i) => {
+      assert.equal(d.accepted, true);
+      const row = logits[i] as Float32Array;
+      const argmax = row.indexOf(Math.max(...row));
+      assert.equal(d.label, LABELS7[argmax]);
+    });
+  });
+
+  it('gives probabilities equal to softmax(logits / T), top-k sorted, with margin, entropy and energy', async () => {
+    for (const temperature of [1, 0.25, 3]) {
+      const c = await Classifier.load(bundle('labels7'), { temperature, topK: 7 });
+      try {
+        const [decisions, logits] = await Promise.all([c.classify(texts), c.logits(texts)]);
+        decisions.forEach((d, i) => {
+          const { p, lse } = softmax(logits[i] as Float32Array, temperature);
+          const sorted = [...p].sort((a, b) => b - a);
+          assert.equal(d.top.length, 7);
+          d.top.forEach((entry, j) => {
+            assert.ok(
+              Math.abs(entry.probability - (sorted[j] as number)) < 1e-5,
+              `T=${temperature} text ${i} rank ${j}`,
+            );
+            assert.ok(Math.abs(entry.probability - (p[LABELS7.indexOf(entry.label as never)] as number)) < 1e-5);
+            assert.ok(Math.abs(Math.exp(entry.logProbability) - entry.probability) < 1e-12);
+          });
+          assert.ok(d.scores !== null);
+          assert.ok(Math.abs(d.scores.margin - ((sorted[0] as number) - (sorted[1] as number))) < 1e-5);
+          const entropy = -p.reduce((s, q) => s + (q > 0 ? q * Math.log(q) : 0), 0);
+          assert.ok(Math.abs(d.scores.entropy - entropy) < 1e-5, `entropy ${d.scores.entropy} vs ${entropy}`);
+          assert.ok(Math.abs(d.scores.energy - -temperature * lse) < 1e-4 * Math.max(1, Math.abs(lse)));
+        });
+      } finally {
+        await c.close();
+      }
+    }
+  });
+
+  it('sends texts below the threshold to "Other", naming the best label and the threshold', async () => {
+    const c = await Classifier.load(bundle('labels7'), { threshold: 1 });
+    try {
+      const d = await c.classify(texts[3] as string);
+      assert.equal(d.accepted, false);
+      assert.equal(d.label, 'Other');
+      if (d.accepted || d.reason !== 'below-threshold') throw new Error('expected below-threshold');
+      assert.equal(d.threshold, 1);
+      assert.equal(d.best, d.top[0]?.label);
+      assert.ok(d.probability < 1);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('applies per-label thresholds over the global one, and a custom "Other" label', async () => {
+    const decisions = await clf.classify(texts);
+    const firstBest = decisions[0]?.label as (typeof LABELS7)[number];
+    const c = await Classifier.load(bundle('labels7'), {
+      labels: LABELS7,
+      threshold: 0,
+      thresholds: { [firstBest]: 1 },
+      otherLabel: 'Unclassified',
+    });
+    try {
+      const again = await c.classify(texts);
+      let rejected = 0;
+      again.forEach((d, i) => {
+        const before = decisions[i] as Decision<string>;
+        if (before.label === firstBest) {
+          assert.equal(d.accepted, false);
+          assert.equal(d.label, 'Unclassified');
+          rejected++;
+        } else {
+          assert.equal(d.accepted, true);
+          assert.equal(d.label, before.label);
+        }
+      });
+      assert.ok(rejected > 0);
+      assert.equal(c.info.thresholds[firstBest], 1);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('applies calibration.json, and explicit options override it', async () => {
+    const copy = await copyBundle('labels7');
+    try {
+      await writeFile(
+        join(copy.dir, 'calibration.json'),
+        JSON.stringify({ temperature: 2.5, threshold: 0.9, thresholds: { net: 0.2 } }),
+      );
+      const calibrated = await Classifier.load(copy.dir);
+      const overridden = await Classifier.load(copy.dir, { temperature: 1, threshold: 0.1 });
+      try {
+        assert.equal(calibrated.info.temperature, 2.5);
+        assert.equal(calibrated.info.threshold, 0.9);
+        assert.equal(calibrated.info.thresholds['net'], 0.2);
+        assert.equal(calibrated.info.thresholds['admin'], 0.9);
+        assert.equal(overridden.info.temperature, 1);
+        assert.equal(overridden.info.threshold, 0.1);
+        const [a, b] = await Promise.all([
+          calibrated.classify(texts[5] as string),
+          overridden.classify(texts[5] as string),
+        ]);
+        assert.ok(a.probability < b.probability, 'a higher temperature flattens the distribution');
+      } finally {
+        await calibrated.close();
+        await overridden.close();
+      }
+    } finally {
+      await copy.cleanup();
+    }
+  });
+
+  it('checks the expected labels against the bundle', async () => {
+    await assert.rejects(
+      Classifier.load(bundle('labels7'), { labels: ['admin', 'devel'] }),
+      (e: unknown) =>
+        e instanceof BundleError &&
+        e.message ===
+          'The "labels" option lists ["admin","devel"], but config.json "id2label" names ["admin","devel","games","graphics","net","sound","text"]',
+    );
+  });
+
+  it('classifies the empty string and whitespace like any text ([CLS] [SEP])', async () => {
+    const [empty, blank] = await clf.classify(['', '   ']);
+    assert.equal(empty?.accepted, true);
+    assert.equal(empty?.truncated, false);
+    assert.deepEqual(await clf.logits(''), await clf.logits('   '));
+    assert.equal(blank?.label, empty?.label);
+  });
+
+  it('takes UTF-8 bytes as text', async () => {
+    const text = 'Café naïve İstanbul 🚀';
+    const [fromString, fromBytes] = await Promise.all([clf.logits(text), clf.logits(Buffer.from(text, 'utf8'))]);
+    assert.deepEqual(fromBytes, fromString);
+  });
+
+  it('flags truncation of an over-long text and still classifies it', async () => {
+    const d = await clf.classify('word '.repeat(5000));
+    assert.equal(d.truncated, true);
+    assert.equal(d.accepted, true);
+  });
+
+  it('answers concurrent calls in order, each as if alone', async () => {
+    const alone = await Promise.all(texts.map((t) => clf.logits(t)));
+    const together = await Promise.all([clf.logits(texts), ...texts.map((t) => clf.logits(t))]);
+    const [batch, ...singles] = together;
+    texts.forEach((_, i) => {
+      assert.deepEqual(singles[i], alone[i]);
+      const b = (batch as Float32Array[])[i] as Float32Array;
+      assert.ok(b.every((v, j) => Math.abs(v - ((alone[i] as Float32Array)[j] as number)) < 1e-5));
+    });
+  });
+});
+
+describe('invalid logits', () => {
+  it('turns NaN rows into "Other" with reason "invalid", leaving the other rows alone', async () => {
+    const c = await Classifier.load(bundle('nan'), { otherLabel: 'Unclassified' });
+    try {
+      // The nan fixture's model returns NaN for texts holding an unknown token.
+      const [ok, bad] = await c.classify(['install the package', 'hieroglyph 𓀀 here']);
+      assert.equal(ok?.accepted, true);
+      assert.equal(c.info.model.outputKind, 'tensor');
+      assert.deepEqual(bad, {
+        accepted: false,
+        label: 'Unclassified',
+        best: null,
+        reason: 'invalid',
+        probability: 0,
+        logProbability: Number.NEGATIVE_INFINITY,
+        top: [],
+        truncated: false,
+        scores: null,
+      });
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('close', () => {
+  it('lets submitted work finish, then frees the model; closing twice is harmless', async () => {
+    const c = await Classifier.load(bundle('labels2'));
+    // Both calls are still tokenizing when close() is called: they finish all the same.
+    const first = c.classify('first');
+    const rest = c.classify(['second', 'third']);
+    const closed = c.close();
+    assert.equal((await first).accepted, true);
+    assert.equal((await rest).length, 2);
+    await closed;
+    await c.close();
+  });
+});

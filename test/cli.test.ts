@@ -1,0 +1,151 @@
+// The bertgate command line, run as users run it: a child process.
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+import { findLibtorch } from '../lib/libtorch.js';
+import { CLI, bundle } from './helpers.js';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function bertgate(args: string[], options: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: { ...process.env, ...options.env }, timeout: 120_000 },
+      (error, stdout, stderr) =>
+        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+    child.stdin?.end(options.input ?? '');
+  });
+}
+
+function jsonLines(text: string): Array<Record<string, unknown>> {
+  return text
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+describe('bertgate classify', () => {
+  it('classifies the texts given as arguments, one JSON decision per line', async () => {
+    const r = await bertgate([
+      'classify',
+      '--model',
+      bundle('labels7'),
+      '--threshold',
+      '0.2',
+      'install a package',
+      'a game',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const decisions = jsonLines(r.stdout);
+    assert.equal(decisions.length, 2);
+    for (const d of decisions) {
+      assert.equal(typeof d['accepted'], 'boolean');
+      assert.ok(d['accepted'] ? d['label'] !== 'Other' : d['label'] === 'Other');
+    }
+  });
+
+  it('reads stdin lines, plain or JSONL, skipping blank ones', async () => {
+    const r = await bertgate(['classify', '--model', bundle('labels2')], {
+      input: 'first line\n\n{"text": "second"}\nthird\n',
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(jsonLines(r.stdout).length, 3);
+  });
+
+  it('fails with a typed message for a bad flag value', async () => {
+    const r = await bertgate(['classify', '--model', bundle('labels2'), '--threshold', 'abc', 'x']);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, 'bertgate: ERR_INVALID_ARGUMENT: Expected --threshold to be a number, got "abc"\n');
+    const range = await bertgate(['classify', '--model', bundle('labels2'), '--threshold', '2', 'x']);
+    assert.equal(
+      range.stderr,
+      'bertgate: ERR_INVALID_ARGUMENT: Expected the "threshold" option to be a number in [0, 1], got 2\n',
+    );
+  });
+
+  it('names the problem when CUDA is loaded but there is no GPU', async (t) => {
+    if ((await bertgate(['doctor', '--json'])).stdout.includes('"cudaAvailable": true'))
+      return t.skip('this machine has a GPU');
+    const r = await bertgate(['classify', '--model', bundle('labels2'), '--device', 'cuda', 'x'], {
+      env: { BERTGATE_CUDA: '1' },
+    });
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr,
+      "bertgate: ERR_DEVICE_UNAVAILABLE: device 'cuda:0' was requested but libtorch sees no CUDA device in this process\n",
+    );
+  });
+});
+
+describe('bertgate doctor', () => {
+  it('reports libtorch, its version, CUDA and threads', async () => {
+    const r = await bertgate(['doctor']);
+    assert.equal(r.code, 0, r.stderr);
+    const { location } = await findLibtorch();
+    assert.ok(location);
+    assert.ok(r.stdout.includes(`libtorch         ${location.dir} (version 2.11.0, via python)`), r.stdout);
+    assert.match(r.stdout, /built for {6}libtorch 2\.11\.0, cxx11 ABI on, cmake-js/);
+    assert.match(r.stdout, /CUDA libraries {3}(loaded|not loaded): /);
+    assert.match(r.stdout, /threads {8}\d+ intra-op per model by default/);
+    assert.match(r.stdout, /\nok\n$/);
+  });
+
+  it('exits 1 naming what was tried when libtorch is missing', async () => {
+    const r = await bertgate(['doctor'], { env: { LIBTORCH: '/nonexistent/libtorch' } });
+    assert.equal(r.code, 1);
+    assert.match(r.stdout + r.stderr, /\[LIBTORCH\] not-found: \/nonexistent\/libtorch does not exist/);
+    assert.match(r.stderr, /PROBLEM: libtorch 2\.11\.0 was not found\. Looked at, in order:/);
+  });
+
+  it('exits 1 when the libtorch found is another version', async () => {
+    const { location } = await findLibtorch();
+    assert.ok(location);
+    const fake = await mkdtemp(join(tmpdir(), 'bertgate-libtorch-'));
+    try {
+      await mkdir(join(fake, 'include', 'torch', 'headeronly'), { recursive: true });
+      await writeFile(
+        join(fake, 'include', 'torch', 'headeronly', 'version.h'),
+        '#define TORCH_VERSION_MAJOR 2\n#define TORCH_VERSION_MINOR 10\n#define TORCH_VERSION_PATCH 0\n',
+      );
+      await symlink(join(location.dir, 'lib'), join(fake, 'lib'));
+      const r = await bertgate(['doctor'], { env: { LIBTORCH: fake } });
+      assert.equal(r.code, 1);
+      assert.ok(
+        r.stderr.includes(
+          `PROBLEM: bertgate was built for libtorch 2.11.0, but the libtorch found at ${fake} (via LIBTORCH) is 2.10.0.`,
+        ),
+        r.stderr,
+      );
+    } finally {
+      await rm(fake, { recursive: true, force: true });
+    }
+  });
+
+  it('exits 1 when the addon itself cannot be loaded', async () => {
+    const r = await bertgate(['doctor'], { env: { BERTGATE_ADDON: '/nonexistent/bertgate.node' } });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /PROBLEM: the native addon is not built: \/nonexistent\/bertgate\.node does not exist/);
+  });
+});
+
+describe('bertgate demo', () => {
+  it('classifies the sample texts with the default model, "Other" included, and says the weights are random', async () => {
+    const r = await bertgate(['demo']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /RANDOM WEIGHTS/);
+    assert.match(r.stdout, /-> Other \(best \w+, p=0\.\d+ < 0\.5\)/);
+    assert.match(r.stdout, /-> (?!Other)\w+ \(p=/);
+  });
+});

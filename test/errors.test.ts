@@ -1,0 +1,323 @@
+// Bad input: each case is a typed error with an exact message, the caller's stack, and a
+// process that carries on (the last test classifies again).
+
+import assert from 'node:assert/strict';
+import { readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import {
+  BertgateError,
+  BundleError,
+  Classifier,
+  ClosedError,
+  DeviceUnavailableError,
+  InvalidArgumentError,
+  ModelLoadError,
+} from '../lib/index.js';
+import { bundle, copyBundle } from './helpers.js';
+
+type ErrorClass = new (...args: never[]) => BertgateError;
+
+async function rejectsWith(
+  promise: Promise<unknown>,
+  type: ErrorClass,
+  message: string | RegExp,
+): Promise<BertgateError> {
+  let caught: unknown;
+  await assert.rejects(promise, (e: unknown) => {
+    caught = e;
+    return true;
+  });
+  assert.ok(
+    caught instanceof type,
+    `expected ${type.name}, got ${(caught as Error)?.name}: ${(caught as Error)?.message}`,
+  );
+  if (typeof message === 'string') assert.equal(caught.message, message);
+  else assert.match(caught.message, message);
+  return caught;
+}
+
+/** For tests that need nothing of the error beyond the checks. */
+async function expectRejects(promise: Promise<unknown>, type: ErrorClass, message: string | RegExp): Promise<void> {
+  await rejectsWith(promise, type, message);
+}
+
+describe('bad options', () => {
+  const labels2 = bundle('labels2');
+  const cases: Array<[string, unknown, string]> = [
+    ['threshold NaN', { threshold: NaN }, 'Expected the "threshold" option to be a number in [0, 1], got NaN'],
+    ['threshold above 1', { threshold: 1.5 }, 'Expected the "threshold" option to be a number in [0, 1], got 1.5'],
+    ['threshold below 0', { threshold: -0.1 }, 'Expected the "threshold" option to be a number in [0, 1], got -0.1'],
+    ['threshold as text', { threshold: '0.5' }, 'Expected the "threshold" option to be a number in [0, 1], got "0.5"'],
+    [
+      'per-label threshold out of range',
+      { thresholds: { positive: 2 } },
+      'Expected the threshold for label "positive" to be a number in [0, 1], got 2',
+    ],
+    [
+      'thresholds not an object',
+      { thresholds: [0.5] },
+      'Expected the "thresholds" option to be an object mapping labels to numbers, got an array of 1',
+    ],
+    [
+      'temperature 0',
+      { temperature: 0 },
+      'Expected the "temperature" option to be a finite number greater than 0, got 0',
+    ],
+    [
+      'temperature infinite',
+      { temperature: Infinity },
+      'Expected the "temperature" option to be a finite number greater than 0, got Infinity',
+    ],
+    ['device misspelt', { device: 'gpu' }, 'Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "gpu"'],
+    ['device cpu:1', { device: 'cpu:1' }, 'Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "cpu:1"'],
+    [
+      'dtype unknown',
+      { dtype: 'int8' },
+      'Expected the "dtype" option to be one of "float32", "float16", "bfloat16", got "int8"',
+    ],
+    [
+      'half precision on cpu',
+      { dtype: 'float16' },
+      'The "dtype" option "float16" needs a CUDA device; on "cpu" use "float32"',
+    ],
+    ['topK 0', { topK: 0 }, 'Expected the "topK" option to be an integer in [1, 64], got 0'],
+    ['threads 1.5', { threads: 1.5 }, 'Expected the "threads" option to be an integer in [1, 1024], got 1.5'],
+    ['otherLabel empty', { otherLabel: '' }, 'Expected the "otherLabel" option to be a non-empty string, got ""'],
+    [
+      'a misspelt option',
+      { treshold: 0.5 },
+      'Unknown option "treshold" in the options; known options: device, dtype, threshold, thresholds, otherLabel, temperature, topK, threads, labels, maxBatchSize, maxTextLength, freeze',
+    ],
+    ['options not an object', 'fast', 'Expected the options to be an object, got "fast"'],
+  ];
+  for (const [name, options, message] of cases) {
+    it(name, () => expectRejects(Classifier.load(labels2, options as never), InvalidArgumentError, message));
+  }
+
+  it('an unknown label in per-label thresholds', () =>
+    expectRejects(
+      Classifier.load(labels2, { thresholds: { neutral: 0.5 } }),
+      InvalidArgumentError,
+      'Unknown label "neutral" in the "thresholds" option; the model\'s labels are ["negative","positive"]',
+    ));
+
+  it('an "Other" label that is one of the model\'s labels', () =>
+    expectRejects(
+      Classifier.load(labels2, { otherLabel: 'positive' }),
+      InvalidArgumentError,
+      'The "otherLabel" "positive" is also one of the model\'s labels; choose a label the model does not have',
+    ));
+
+  it('topK above the label count', () =>
+    expectRejects(
+      Classifier.load(labels2, { topK: 3 }),
+      InvalidArgumentError,
+      'Expected the "topK" option to be an integer in [1, 2] (the model\'s label count), got 3',
+    ));
+
+  it('a bundle path that is not a string', () =>
+    expectRejects(
+      Classifier.load(42 as never),
+      InvalidArgumentError,
+      'Expected bundleDir to be a directory path, got 42',
+    ));
+
+  it('cuda on a machine without a GPU names the reason', async () => {
+    if (process.env['BERTGATE_CUDA'] === '1') return;
+    await rejectsWith(
+      Classifier.load(labels2, { device: 'cuda:1' }),
+      DeviceUnavailableError,
+      /^device 'cuda:1' was requested but libtorch's CUDA libraries are not loaded: no NVIDIA driver found/,
+    );
+  });
+});
+
+describe('broken bundles', () => {
+  let copy: { dir: string; cleanup: () => Promise<void> };
+  before(async () => {
+    copy = await copyBundle('labels7');
+  });
+  after(() => copy.cleanup());
+
+  async function withFile(
+    file: string,
+    edit: (path: string) => Promise<void>,
+    check: () => Promise<unknown>,
+  ): Promise<void> {
+    const path = join(copy.dir, file);
+    const original = await readFile(path);
+    try {
+      await edit(path);
+      await check();
+    } finally {
+      await writeFile(path, original);
+    }
+  }
+
+  it('a missing model.pt', () =>
+    withFile(
+      'model.pt',
+      (p) => rm(p),
+      async () => {
+        const e = await rejectsWith(
+          Classifier.load(copy.dir),
+          BundleError,
+          `the bundle at ${copy.dir} has no model.pt`,
+        );
+        assert.equal((e as BundleError).file, 'model.pt');
+      },
+    ));
+
+  it('a model.pt that is not TorchScript', () =>
+    withFile(
+      'model.pt',
+      (p) => writeFile(p, 'not a zip archive at all'),
+      () =>
+        expectRejects(
+          Classifier.load(copy.dir),
+          ModelLoadError,
+          new RegExp(`^'${join(copy.dir, 'model.pt')}' is not a loadable TorchScript module: `),
+        ),
+    ));
+
+  it('a model.pt cut short', () =>
+    withFile(
+      'model.pt',
+      async (p) => truncate(p, 100_000),
+      () => expectRejects(Classifier.load(copy.dir), ModelLoadError, /is not a loadable TorchScript module/),
+    ));
+
+  it('a config.json that is not JSON', () =>
+    withFile(
+      'config.json',
+      (p) => writeFile(p, '{"id2label": '),
+      () =>
+        expectRejects(
+          Classifier.load(copy.dir),
+          BundleError,
+          new RegExp(`^${join(copy.dir, 'config.json')} is not valid JSON: `),
+        ),
+    ));
+
+  it('config.json naming fewer labels than the model outputs', () =>
+    withFile(
+      'config.json',
+      async (p) => {
+        const config = JSON.parse(await readFile(p, 'utf8'));
+        delete config.id2label['6'];
+        delete config.label2id;
+        delete config.num_labels;
+        await writeFile(p, JSON.stringify(config));
+      },
+      async () => {
+        const e = await rejectsWith(
+          Classifier.load(copy.dir),
+          BundleError,
+          'config.json "id2label" names 6 labels, but model.pt outputs 7 logits per text',
+        );
+        assert.equal((e as BundleError).field, 'id2label');
+      },
+    ));
+
+  it('config.json whose num_labels disagrees with id2label', () =>
+    withFile(
+      'config.json',
+      async (p) => writeFile(p, JSON.stringify({ ...JSON.parse(await readFile(p, 'utf8')), num_labels: 9 })),
+      () =>
+        expectRejects(
+          Classifier.load(copy.dir),
+          BundleError,
+          'config.json: "num_labels" is 9 but "id2label" names 7 labels',
+        ),
+    ));
+
+  it('config.json with another vocabulary size than the weights', () =>
+    withFile(
+      'config.json',
+      async (p) => writeFile(p, JSON.stringify({ ...JSON.parse(await readFile(p, 'utf8')), vocab_size: 30522 })),
+      () =>
+        expectRejects(
+          Classifier.load(copy.dir),
+          BundleError,
+          'config.json "vocab_size" is 30522, but model.pt has 1200 word embeddings',
+        ),
+    ));
+
+  it('a tokenizer.json that is not a tokenizer', () =>
+    withFile(
+      'tokenizer.json',
+      (p) => writeFile(p, '{"version": "1.0"}'),
+      () =>
+        expectRejects(
+          Classifier.load(copy.dir),
+          BundleError,
+          new RegExp(`^${join(copy.dir, 'tokenizer.json')} is not a usable tokenizer`),
+        ),
+    ));
+
+  it('a calibration.json with a threshold out of range', () =>
+    withFile(
+      'bundle.json',
+      async () => writeFile(join(copy.dir, 'calibration.json'), JSON.stringify({ threshold: 7 })),
+      async () => {
+        try {
+          await rejectsWith(
+            Classifier.load(copy.dir),
+            BundleError,
+            'calibration.json: "threshold" must be a number in [0, 1], got 7',
+          );
+        } finally {
+          await rm(join(copy.dir, 'calibration.json'));
+        }
+      },
+    ));
+});
+
+describe('bad texts', () => {
+  let clf: Classifier;
+  before(async () => {
+    clf = await Classifier.load(bundle('labels2'), { maxTextLength: 1000 });
+  });
+  after(() => clf.close());
+
+  const cases: Array<[string, unknown, string]> = [
+    ['a number', 42, 'Expected text to be a string or a Uint8Array of UTF-8, got 42'],
+    ['null', null, 'Expected text to be a string or a Uint8Array of UTF-8, got null'],
+    ['an object', { text: 'hi' }, 'Expected text to be a string or a Uint8Array of UTF-8, got an instance of Object'],
+    ['a number among strings', ['fine', 7], 'Expected texts[1] to be a string or a Uint8Array of UTF-8, got 7'],
+    ['an empty array', [], 'Expected texts to be a non-empty array, got an empty array'],
+    ['invalid UTF-8', Buffer.from([0x61, 0xff, 0xfe]), 'Expected text to be valid UTF-8, got bytes that are not'],
+    [
+      'invalid UTF-8 in a list',
+      ['ok', Buffer.from([0xc3, 0x28])],
+      'Expected texts[1] to be valid UTF-8, got bytes that are not',
+    ],
+    [
+      'a text over maxTextLength',
+      'x'.repeat(1001),
+      'Expected text to be at most 1000 characters (the "maxTextLength" option), got 1001',
+    ],
+  ];
+  for (const [name, input, message] of cases) {
+    it(`classify: ${name}`, () => expectRejects(clf.classify(input as never), InvalidArgumentError, message));
+    it(`logits: ${name}`, () => expectRejects(clf.logits(input as never), InvalidArgumentError, message));
+  }
+
+  it("reports the caller's stack, not bertgate's", async () => {
+    const e = await rejectsWith(clf.classify(42 as never), InvalidArgumentError, /Expected text/);
+    const frames = (e.stack ?? '').split('\n').slice(1);
+    assert.match(frames[0] ?? '', /errors\.test\.js/);
+    assert.equal(e.code, 'ERR_INVALID_ARGUMENT');
+  });
+
+  it('use after close() is a ClosedError, and the process carries on', async () => {
+    const c = await Classifier.load(bundle('labels2'));
+    await c.close();
+    await rejectsWith(c.classify('hello'), ClosedError, 'the classifier is closed');
+    await rejectsWith(c.logits(['hello']), ClosedError, 'the classifier is closed');
+    const d = await clf.classify('still alive');
+    assert.equal(d.accepted, true);
+  });
+});
