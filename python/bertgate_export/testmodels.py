@@ -55,6 +55,9 @@ class ModelSpec:
     vocab_size: int = 1200
     lowercase: bool = True
     seed: int = 0
+    # Embedding rows; by default the tokenizer's size. Larger reproduces a real model's
+    # geometry (BERT-base: 30522) with the small local vocabulary.
+    model_vocab_size: int | None = None
     # Further BertConfig fields.
     extra: dict = field(default_factory=dict)
 
@@ -63,7 +66,7 @@ def build_model_dir(spec: ModelSpec, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     tokenizer = wordpiece_tokenizer(spec.vocab_size, spec.lowercase, spec.max_positions)
     config = BertConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=spec.model_vocab_size or len(tokenizer),
         hidden_size=spec.hidden,
         num_hidden_layers=spec.layers,
         num_attention_heads=spec.heads,
