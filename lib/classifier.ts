@@ -231,6 +231,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   // Calls accepted before close(): close() waits for them, including those still tokenizing.
   readonly #inflight = new Set<Promise<unknown>>();
   #closed = false;
+  #closing: Promise<void> = Promise.resolve();
 
   private constructor(
     handle: NativeEngineHandle,
@@ -376,7 +377,6 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     }
     return this.#closing;
   }
-  #closing: Promise<void> = Promise.resolve();
 
   #texts(input: readonly TextInput[], single: boolean): string[] {
     if (input.length === 0)

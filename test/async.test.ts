@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { openRuntime, type NativeInferRequest } from '../lib/binding.js';
+import { openRuntime, type NativeEngineHandle, type NativeInferRequest } from '../lib/binding.js';
 import { Classifier } from '../lib/index.js';
 import { bundle } from './helpers.js';
 
@@ -29,6 +29,20 @@ function randomBatch(rows: number, seqLen: number, vocab: number): NativeInferRe
   };
 }
 
+async function loadHandle(name: string): Promise<{ handle: NativeEngineHandle; vocab: number }> {
+  const runtime = await openRuntime();
+  const handle = new runtime.addon.EngineHandle();
+  const info = await handle.load({
+    modelPath: join(bundle(name), 'model.pt'),
+    device: 'cpu',
+    deviceIndex: 0,
+    dtype: 'float32',
+    threads: 1,
+    freeze: true,
+  });
+  return { handle, vocab: info.vocabRows };
+}
+
 function threadsNamed(name: string): number {
   return readdirSync('/proc/self/task').filter((tid) => {
     try {
@@ -41,19 +55,10 @@ function threadsNamed(name: string): number {
 
 describe('asynchronous inference', () => {
   it('keeps a 1 ms timer firing during a long inference, and reports the worst delay', async (t) => {
-    const runtime = await openRuntime();
-    const handle = new runtime.addon.EngineHandle();
-    const info = await handle.load({
-      modelPath: join(bundle('long'), 'model.pt'),
-      device: 'cpu',
-      deviceIndex: 0,
-      dtype: 'float32',
-      threads: 1,
-      freeze: true,
-    });
+    const { handle, vocab } = await loadHandle('long');
     try {
-      const request = randomBatch(48, 512, info.vocabRows);
-      await handle.infer(randomBatch(1, 8, info.vocabRows)); // warm-up
+      const request = randomBatch(48, 512, vocab);
+      await handle.infer(randomBatch(1, 8, vocab)); // warm-up
       let ticks = 0;
       let worst = 0;
       let last = performance.now();
@@ -81,20 +86,11 @@ describe('asynchronous inference', () => {
 
   // Were inference on the pool, it would wait behind the blocked threads: fail, not hang.
   it('completes while every libuv pool thread is blocked', { timeout: 60_000 }, async () => {
-    const runtime = await openRuntime();
-    const handle = new runtime.addon.EngineHandle();
+    const { handle, vocab } = await loadHandle('labels2');
     const dir = await mkdtemp(join(tmpdir(), 'bertgate-pool-'));
     const poolSize = Number(process.env['UV_THREADPOOL_SIZE'] ?? 4);
     const fifos = Array.from({ length: poolSize }, (_, i) => join(dir, `fifo${i}`));
     try {
-      const info = await handle.load({
-        modelPath: join(bundle('labels2'), 'model.pt'),
-        device: 'cpu',
-        deviceIndex: 0,
-        dtype: 'float32',
-        threads: 1,
-        freeze: true,
-      });
       for (const fifo of fifos) execFileSync('mkfifo', [fifo]);
       // Opening a FIFO for reading blocks its pool thread until a writer appears.
       const blocked = fifos.map((fifo) => open(fifo, 'r'));
@@ -103,7 +99,7 @@ describe('asynchronous inference', () => {
         poolFree = true;
         return f.close();
       });
-      const result = await handle.infer(randomBatch(2, 16, info.vocabRows));
+      const result = await handle.infer(randomBatch(2, 16, vocab));
       assert.equal(result.rows, 2);
       assert.equal(poolFree, false, 'the pool was not saturated, so this proves nothing');
       for (const fifo of fifos) closeSync(openSync(fifo, 'w'));
@@ -112,6 +108,21 @@ describe('asynchronous inference', () => {
     } finally {
       await handle.close();
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('copies the inputs before returning, so the caller may reuse its arrays at once', async () => {
+    const { handle, vocab } = await loadHandle('labels2');
+    try {
+      const request = randomBatch(4, 24, vocab);
+      const reference = await handle.infer({ ...request, ids: request.ids.slice() });
+      const pending = handle.infer(request);
+      request.ids.fill(1);
+      request.mask.fill(0);
+      const result = await pending;
+      assert.deepEqual(result.logits, reference.logits);
+    } finally {
+      await handle.close();
     }
   });
 

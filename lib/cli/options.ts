@@ -1,11 +1,11 @@
 // Command-line flags to Classifier options; shared by the commands that load a model.
 
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import type { ClassifierOptions, Device, DType } from '../classifier.js';
 import { PACKAGE_ROOT } from '../binding.js';
+import type { ClassifierOptions, Device, DType } from '../classifier.js';
 import { InvalidArgumentError } from '../errors.js';
-import { join } from 'node:path';
 
 /** The model `npm run demo` and `bertgate classify` use when no --model is given. */
 export const DEFAULT_BUNDLE = join(PACKAGE_ROOT, 'models', 'default');

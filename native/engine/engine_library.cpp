@@ -24,10 +24,9 @@ class TorchLibrary : public EngineLibrary {
     } catch (const EngineError& e) {
       return Failure{e.code(), e.what()};
     } catch (const c10::OutOfMemoryError& e) {
-      return Failure{ErrorCode::kOutOfMemory,
-                     std::string("out of memory while loading: ") + e.what_without_backtrace()};
+      return Failure{ErrorCode::kOutOfMemory, "out of memory while loading: " + Brief(e)};
     } catch (const c10::Error& e) {
-      return Failure{ErrorCode::kModelLoad, e.what_without_backtrace()};
+      return Failure{ErrorCode::kModelLoad, Brief(e)};
     } catch (const std::exception& e) {
       return Failure{ErrorCode::kInternal, std::string("unexpected engine error: ") + e.what()};
     }

@@ -20,12 +20,6 @@ LogitsType ToLogitsType(c10::ScalarType type) {
   return LogitsType::kFloat32;
 }
 
-std::string Brief(const c10::Error& e) {
-  std::string message = e.what_without_backtrace();
-  const auto newline = message.find('\n');
-  return newline == std::string::npos ? message : message.substr(0, newline);
-}
-
 }  // namespace
 
 std::shared_ptr<InferOutput> TorchEngine::Run(const InferInput& in) {

@@ -13,13 +13,6 @@
 namespace bertgate {
 namespace {
 
-// c10::Error::what() carries a C++ backtrace; users need the first sentence.
-std::string Brief(const c10::Error& e) {
-  std::string message = e.what_without_backtrace();
-  const auto newline = message.find('\n');
-  return newline == std::string::npos ? message : message.substr(0, newline);
-}
-
 c10::Device ResolveDevice(const LoadOptions& options) {
   if (options.device == DeviceKind::kCpu) return c10::Device(c10::kCPU);
   const std::string name = "cuda:" + std::to_string(options.device_index);
