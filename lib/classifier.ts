@@ -7,20 +7,30 @@
 
 import { availableParallelism } from 'node:os';
 
+import { Batcher, type BatcherStats } from './batcher.js';
 import { openRuntime, type NativeEngineHandle, type NativeInferResult, type NativeModelInfo } from './binding.js';
 import { checkAgainstModel, readBundle, type Bundle } from './bundle.js';
 import { DecisionPolicy, type Decision } from './decision.js';
 import {
+  AbortedError,
   BertgateError,
   BundleError,
   ClosedError,
   DeviceUnavailableError,
   InvalidArgumentError,
+  OverloadedError,
+  TimeoutError,
   callerStack,
   fromNative,
   restack,
 } from './errors.js';
-import { TextTokenizer, type Encoded } from './tokenizer.js';
+import {
+  TextTokenizer,
+  type Encoded,
+  type TokenizerInput,
+  type TruncationSide,
+  type TruncationStrategy,
+} from './tokenizer.js';
 import {
   integerIn,
   invalid,
@@ -34,10 +44,39 @@ import {
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 export type DType = 'float32' | 'float16' | 'bfloat16';
-/** A text, or its UTF-8 bytes (checked: invalid UTF-8 is an error, never silently replaced). */
-export type TextInput = string | Uint8Array;
+/** A text as a string or its UTF-8 bytes (checked: invalid UTF-8 is an error, never replaced). */
+export type Text = string | Uint8Array;
+/** Two texts classified together, as sentence-pair models take them (type ids 0 and 1). */
+export interface TextPair {
+  text: Text;
+  pair: Text;
+}
+export type TextInput = Text | TextPair;
 
-export interface ClassifierOptions<L extends string = string, O extends string = 'Other'> {
+/** Per call: cancel it, or give it a deadline. Cancelled texts never reach the device. */
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Deadline for the whole call, tokenizing included; then it rejects with TimeoutError. */
+  timeoutMs?: number;
+}
+
+/** How the classifier forms batches; see lib/batcher.ts for the semantics. */
+export interface BatchingOptions {
+  /** Texts per batch; default 32. */
+  maxBatchSize?: number;
+  /** Padded tokens per batch (longest row x rows); default maxBatchSize x the model's maximum length. */
+  maxBatchTokens?: number;
+  /** How long a partial batch may wait while the device is busy; default 2 ms. Never when idle. */
+  maxDelayMs?: number;
+  /** Texts allowed to wait; beyond, calls are refused at once with OverloadedError. Default 10,000. */
+  maxQueue?: number;
+  /** Batches handed to the device at once, so host preparation overlaps device work; default 2. */
+  batchesInFlight?: number;
+  /** Group texts of similar length to cut padding (the oldest text always goes first); default true. */
+  lengthAware?: boolean;
+}
+
+export interface ClassifierOptions<L extends string = string, O extends string = 'Other'> extends BatchingOptions {
   /** 'cpu' (default), 'cuda' (= 'cuda:0') or 'cuda:N'. */
   device?: Device;
   /** Weights precision: 'float32' (default); 'float16' and 'bfloat16' on CUDA only. */
@@ -56,8 +95,10 @@ export interface ClassifierOptions<L extends string = string, O extends string =
   threads?: number;
   /** The labels the caller expects: checked against the bundle, and they type the decisions. */
   labels?: readonly L[];
-  /** Texts per forward pass when classifying an array; default 32. */
-  maxBatchSize?: number;
+  /** HF truncation strategy for texts over the model's maximum length; default 'longest_first'. */
+  truncation?: TruncationStrategy;
+  /** Which end is cut; default 'right'. */
+  truncationSide?: TruncationSide;
   /** Longest text accepted, in UTF-16 code units; default 1,000,000. Longer texts are an error. */
   maxTextLength?: number;
   /** Freeze the TorchScript module for inference (default true). */
@@ -74,9 +115,16 @@ const OPTION_NAMES = [
   'topK',
   'threads',
   'labels',
-  'maxBatchSize',
   'maxTextLength',
   'freeze',
+  'truncation',
+  'truncationSide',
+  'maxBatchSize',
+  'maxBatchTokens',
+  'maxDelayMs',
+  'maxQueue',
+  'batchesInFlight',
+  'lengthAware',
 ] as const;
 
 const MAX_TOP_K = 64; // the fused kernel's limit
@@ -94,8 +142,10 @@ export interface ClassifierInfo {
   topK: number;
   threads: number;
   maxLength: number;
-  maxBatchSize: number;
   maxTextLength: number;
+  truncation: TruncationStrategy;
+  truncationSide: TruncationSide;
+  batching: Required<BatchingOptions>;
   frozen: boolean;
   /** The bundle's weights are random (a development stand-in, not a trained model). */
   randomWeights: boolean;
@@ -113,9 +163,11 @@ interface Settings {
   topK: number | undefined;
   threads: number;
   labels: readonly string[] | undefined;
-  maxBatchSize: number;
   maxTextLength: number;
   freeze: boolean;
+  truncation: TruncationStrategy;
+  truncationSide: TruncationSide;
+  batching: BatchingOptions;
 }
 
 function parseDevice(value: unknown): { device: 'cpu' | 'cuda'; deviceIndex: number } {
@@ -171,18 +223,50 @@ function parseOptions(options: unknown): Settings {
         ? Math.max(1, availableParallelism() - 1)
         : integerIn(option('threads'), o.threads, 1, 1024),
     labels,
-    maxBatchSize: o.maxBatchSize === undefined ? 32 : integerIn(option('maxBatchSize'), o.maxBatchSize, 1, 65536),
     maxTextLength:
       o.maxTextLength === undefined ? 1_000_000 : integerIn(option('maxTextLength'), o.maxTextLength, 1, 2 ** 29),
     freeze: (o.freeze as boolean | undefined) ?? true,
+    truncation:
+      o.truncation === undefined
+        ? 'longest_first'
+        : oneOf(option('truncation'), o.truncation, ['longest_first', 'only_first', 'only_second'] as const),
+    truncationSide:
+      o.truncationSide === undefined
+        ? 'right'
+        : oneOf(option('truncationSide'), o.truncationSide, ['right', 'left'] as const),
+    batching: parseBatching(o),
   };
+}
+
+function parseBatching(o: Record<string, unknown>): BatchingOptions {
+  const out: BatchingOptions = {};
+  if (o['maxBatchSize'] !== undefined)
+    out.maxBatchSize = integerIn(option('maxBatchSize'), o['maxBatchSize'], 1, 65536);
+  if (o['maxBatchTokens'] !== undefined) {
+    out.maxBatchTokens = integerIn(option('maxBatchTokens'), o['maxBatchTokens'], 1, 2 ** 31 - 1);
+  }
+  if (o['maxDelayMs'] !== undefined) {
+    if (typeof o['maxDelayMs'] !== 'number' || !(o['maxDelayMs'] >= 0 && o['maxDelayMs'] <= 60_000)) {
+      throw invalid(option('maxDelayMs'), 'a number in [0, 60000]', o['maxDelayMs']);
+    }
+    out.maxDelayMs = o['maxDelayMs'];
+  }
+  if (o['maxQueue'] !== undefined) out.maxQueue = integerIn(option('maxQueue'), o['maxQueue'], 1, 2 ** 31 - 1);
+  if (o['batchesInFlight'] !== undefined) {
+    out.batchesInFlight = integerIn(option('batchesInFlight'), o['batchesInFlight'], 1, 64);
+  }
+  if (o['lengthAware'] !== undefined) {
+    if (typeof o['lengthAware'] !== 'boolean') throw invalid(option('lengthAware'), 'a boolean', o['lengthAware']);
+    out.lengthAware = o['lengthAware'];
+  }
+  return out;
 }
 
 /** Applies the caller's expectations and the bundle's calibration to the settings. */
 function resolveAgainstBundle(
   settings: Settings,
   bundle: Bundle,
-): { threshold: number; temperature: number; topK: number } {
+): { threshold: number; temperature: number; topK: number; batching: Required<BatchingOptions> } {
   if (settings.labels) {
     const expected = [...settings.labels].sort();
     const actual = [...bundle.labels].sort();
@@ -214,11 +298,38 @@ function resolveAgainstBundle(
     );
   }
   const calibration = bundle.calibration ?? {};
+  const maxBatchSize = settings.batching.maxBatchSize ?? 32;
+  const batching: Required<BatchingOptions> = {
+    maxBatchSize,
+    maxBatchTokens: settings.batching.maxBatchTokens ?? maxBatchSize * bundle.maxLength,
+    maxDelayMs: settings.batching.maxDelayMs ?? 2,
+    maxQueue: settings.batching.maxQueue ?? 10_000,
+    batchesInFlight: settings.batching.batchesInFlight ?? 2,
+    lengthAware: settings.batching.lengthAware ?? true,
+  };
+  if (batching.maxBatchTokens < bundle.maxLength) {
+    throw invalid(
+      option('maxBatchTokens'),
+      `at least the model's maximum length (${bundle.maxLength}), so that any one text fits a batch`,
+      batching.maxBatchTokens,
+    );
+  }
   return {
     threshold: settings.threshold ?? calibration.threshold ?? 0,
     temperature: settings.temperature ?? calibration.temperature ?? 1,
     topK: settings.topK ?? Math.min(5, bundle.labels.length),
+    batching,
   };
+}
+
+interface Row {
+  result: NativeInferResult;
+  row: number;
+  truncated: boolean;
+}
+interface Job {
+  encoded: Encoded;
+  wantLogits: boolean;
 }
 
 export class Classifier<L extends string = string, O extends string = 'Other'> {
@@ -227,6 +338,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   readonly #handle: NativeEngineHandle;
   readonly #tokenizer: TextTokenizer;
   readonly #policy: DecisionPolicy<L, O>;
+  readonly #batcher: Batcher<Job, Row>;
   readonly #info: ClassifierInfo;
   // Calls accepted before close(): close() waits for them, including those still tokenizing.
   readonly #inflight = new Set<Promise<unknown>>();
@@ -245,6 +357,15 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     this.labels = policy.labels;
     this.otherLabel = policy.otherLabel;
     this.#info = info;
+    const { batching } = info;
+    this.#batcher = new Batcher<Job, Row>((jobs) => this.#infer(jobs), {
+      maxBatchSize: batching.maxBatchSize,
+      maxBatchTokens: batching.maxBatchTokens,
+      maxDelayMs: batching.maxDelayMs,
+      maxQueue: batching.maxQueue,
+      inFlight: batching.batchesInFlight,
+      lengthAware: batching.lengthAware,
+    });
   }
 
   /**
@@ -287,7 +408,11 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
         `device '${deviceName}' was requested but libtorch's CUDA libraries are not loaded: ${runtime.cuda.reason}`,
       );
     }
-    const tokenizer = await TextTokenizer.load(bundle.tokenizerPath, bundle.maxLength);
+    const tokenizer = await TextTokenizer.load(bundle.tokenizerPath, {
+      maxLength: bundle.maxLength,
+      strategy: settings.truncation,
+      side: settings.truncationSide,
+    });
     const handle = new runtime.addon.EngineHandle();
     let model: NativeModelInfo;
     try {
@@ -320,8 +445,10 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       topK: resolved.topK,
       threads: settings.threads,
       maxLength: bundle.maxLength,
-      maxBatchSize: settings.maxBatchSize,
       maxTextLength: settings.maxTextLength,
+      truncation: settings.truncation,
+      truncationSide: settings.truncationSide,
+      batching: resolved.batching,
       frozen: model.frozen,
       randomWeights: bundle.manifest?.random_weights === true,
       model,
@@ -335,19 +462,31 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   }
 
   /**
-   * Classifies one text, or an array of texts (results in the same order).
+   * Classifies one text (or text pair), or an array of them (results in the same order).
+   * Concurrent calls are batched together; see BatchingOptions.
    *
    * An empty string is classified like any other text (it tokenizes to [CLS] [SEP]); texts
    * longer than the model's maximum length are truncated and flagged `truncated: true`.
-   * @throws {InvalidArgumentError} not a string / Uint8Array, invalid UTF-8, an empty array, over maxTextLength
+   * @throws {InvalidArgumentError} not a text, invalid UTF-8, unpaired surrogates, an empty array, over maxTextLength
+   * @throws {OverloadedError} more texts are waiting than maxQueue allows (at once, before any work)
+   * @throws {AbortedError} / {TimeoutError} the call was cancelled; its texts never reached the device
    * @throws {ClosedError} after close()
    */
-  classify(text: TextInput): Promise<Decision<L, O>>;
-  classify(texts: readonly TextInput[]): Promise<Decision<L, O>[]>;
-  async classify(input: TextInput | readonly TextInput[]): Promise<Decision<L, O> | Decision<L, O>[]> {
+  classify(text: TextInput, options?: CallOptions): Promise<Decision<L, O>>;
+  classify(texts: readonly TextInput[], options?: CallOptions): Promise<Decision<L, O>[]>;
+  async classify(
+    input: TextInput | readonly TextInput[],
+    options?: CallOptions,
+  ): Promise<Decision<L, O> | Decision<L, O>[]> {
     const stack = callerStack(this.classify);
     const single = !Array.isArray(input);
-    const rows = await this.#run(single ? [input as TextInput] : (input as readonly TextInput[]), single, stack, false);
+    const rows = await this.#run(
+      single ? [input as TextInput] : (input as readonly TextInput[]),
+      single,
+      options,
+      stack,
+      false,
+    );
     const decisions = rows.map(({ result, row, truncated }) => this.#policy.decide(result, row, truncated));
     return single ? (decisions[0] as Decision<L, O>) : decisions;
   }
@@ -356,62 +495,98 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
    * Raw logits (fp32, before temperature), one row of `labels.length` per text, in the
    * order of `labels`. The rows are views over memory handed over by the native side.
    */
-  logits(text: TextInput): Promise<Float32Array>;
-  logits(texts: readonly TextInput[]): Promise<Float32Array[]>;
-  async logits(input: TextInput | readonly TextInput[]): Promise<Float32Array | Float32Array[]> {
+  logits(text: TextInput, options?: CallOptions): Promise<Float32Array>;
+  logits(texts: readonly TextInput[], options?: CallOptions): Promise<Float32Array[]>;
+  async logits(input: TextInput | readonly TextInput[], options?: CallOptions): Promise<Float32Array | Float32Array[]> {
     const stack = callerStack(this.logits);
     const single = !Array.isArray(input);
-    const rows = await this.#run(single ? [input as TextInput] : (input as readonly TextInput[]), single, stack, true);
+    const rows = await this.#run(
+      single ? [input as TextInput] : (input as readonly TextInput[]),
+      single,
+      options,
+      stack,
+      true,
+    );
     const out = rows.map(({ result, row }) => result.logits.subarray(row * result.cols, (row + 1) * result.cols));
     return single ? (out[0] as Float32Array) : out;
   }
 
+  /** Queue depth, batch sizes, padding, latency percentiles. */
+  stats(): BatcherStats {
+    return this.#batcher.stats();
+  }
+
   /**
-   * Refuses new calls, lets every call already made finish, then frees the model.
-   * Idempotent: a second call waits for the same end.
+   * Refuses new calls and frees the model once the calls already made are settled: with
+   * `drain` (the default) they all run; with `drain: false` the ones still queued reject
+   * with ClosedError, and only batches already on the device finish. Idempotent.
    */
-  close(): Promise<void> {
+  close(options: { drain?: boolean } = {}): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      this.#closing = Promise.allSettled(this.#inflight).then(() => this.#handle.close());
+      const drain = options.drain ?? true;
+      this.#closing = (async () => {
+        if (!drain) await this.#batcher.close('reject');
+        await Promise.allSettled(this.#inflight);
+        await this.#batcher.close('drain');
+        await this.#handle.close();
+      })();
     }
     return this.#closing;
   }
 
-  #texts(input: readonly TextInput[], single: boolean): string[] {
+  #text(item: unknown, name: string): string {
+    let text: string;
+    if (typeof item === 'string') {
+      if (!item.isWellFormed()) {
+        throw new InvalidArgumentError(
+          `Expected ${name} to be well-formed Unicode, got a string with an unpaired surrogate`,
+        );
+      }
+      text = item;
+    } else if (item instanceof Uint8Array) {
+      try {
+        text = utf8.decode(item);
+      } catch {
+        throw new InvalidArgumentError(`Expected ${name} to be valid UTF-8, got bytes that are not`);
+      }
+    } else {
+      throw invalid(name, 'a string, a Uint8Array of UTF-8, or { text, pair }', item);
+    }
+    if (text.length > this.#info.maxTextLength) {
+      throw new InvalidArgumentError(
+        `Expected ${name} to be at most ${this.#info.maxTextLength} characters (the "maxTextLength" option), got ${text.length}`,
+      );
+    }
+    return text;
+  }
+
+  #inputs(input: readonly TextInput[], single: boolean): TokenizerInput[] {
     if (input.length === 0)
       throw new InvalidArgumentError('Expected texts to be a non-empty array, got an empty array');
     return input.map((item, i) => {
       const name = single ? 'text' : `texts[${i}]`;
-      let text: string;
-      if (typeof item === 'string') {
-        text = item;
-      } else if (item instanceof Uint8Array) {
-        try {
-          text = utf8.decode(item);
-        } catch {
-          throw new InvalidArgumentError(`Expected ${name} to be valid UTF-8, got bytes that are not`);
+      if (typeof item === 'object' && item !== null && !(item instanceof Uint8Array) && !Array.isArray(item)) {
+        const keys = Object.keys(item);
+        if (keys.length === 2 && 'text' in item && 'pair' in item) {
+          return [this.#text(item.text, `${name}.text`), this.#text(item.pair, `${name}.pair`)] as const;
         }
-      } else {
-        throw invalid(name, 'a string or a Uint8Array of UTF-8', item);
       }
-      if (text.length > this.#info.maxTextLength) {
-        throw new InvalidArgumentError(
-          `Expected ${name} to be at most ${this.#info.maxTextLength} characters (the "maxTextLength" option), got ${text.length}`,
-        );
-      }
-      return text;
+      return this.#text(item, name);
     });
   }
 
   #run(
     input: readonly TextInput[],
     single: boolean,
+    options: CallOptions | undefined,
     stack: string,
     wantLogits: boolean,
-  ): Promise<Array<{ result: NativeInferResult; row: number; truncated: boolean }>> {
+  ): Promise<Row[]> {
     if (this.#closed) return Promise.reject(restack(new ClosedError(), stack));
-    const call = this.#runOpen(input, single, stack, wantLogits);
+    const call = this.#runOpen(input, single, options, wantLogits).catch((error: unknown) => {
+      throw error instanceof BertgateError ? restack(error, stack) : fromNative(error, stack);
+    });
     this.#inflight.add(call);
     void call.finally(() => this.#inflight.delete(call)).catch(() => {});
     return call;
@@ -420,38 +595,52 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   async #runOpen(
     input: readonly TextInput[],
     single: boolean,
-    stack: string,
+    options: CallOptions | undefined,
     wantLogits: boolean,
-  ): Promise<Array<{ result: NativeInferResult; row: number; truncated: boolean }>> {
-    try {
-      const texts = this.#texts(input, single);
-      const encoded = await this.#tokenizer.encode(texts);
-      const rows: Array<{ result: NativeInferResult; row: number; truncated: boolean }> = [];
-      const batch = this.#info.maxBatchSize;
-      const pending: Array<Promise<NativeInferResult>> = [];
-      for (let start = 0; start < encoded.length; start += batch) {
-        pending.push(this.#infer(encoded.slice(start, start + batch), wantLogits));
-      }
-      const results = await Promise.all(pending);
-      results.forEach((result, b) => {
-        for (let row = 0; row < result.rows; row++) {
-          rows.push({ result, row, truncated: (encoded[b * batch + row] as Encoded).truncated });
-        }
-      });
-      return rows;
-    } catch (error) {
-      throw error instanceof BertgateError ? restack(error, stack) : fromNative(error, stack);
+  ): Promise<Row[]> {
+    const { signal, timeoutMs } = parseCallOptions(options);
+    const started = performance.now();
+    const inputs = this.#inputs(input, single);
+    // Refuse at once, before spending anything on tokenizing.
+    if (this.#batcher.wouldOverflow(inputs.length)) {
+      const { maxQueue } = this.#info.batching;
+      throw new OverloadedError(
+        `overloaded: ${this.#batcher.queueDepth} texts are waiting and ${inputs.length} more would exceed maxQueue (${maxQueue})`,
+      );
     }
+    if (signal?.aborted) throw new AbortedError(signal.reason);
+    const encoded = await this.#tokenizer.encode(inputs);
+    let remaining: number | undefined;
+    if (timeoutMs !== undefined) {
+      remaining = timeoutMs - (performance.now() - started);
+      if (remaining <= 0) throw new TimeoutError(timeoutMs);
+    }
+    return this.#batcher.submit(
+      encoded.map((e) => ({ tokens: e.ids.length, payload: { encoded: e, wantLogits } })),
+      { signal, timeoutMs: remaining },
+    );
   }
 
-  #infer(encoded: readonly Encoded[], wantLogits: boolean): Promise<NativeInferResult> {
-    const batch = this.#tokenizer.pad(encoded);
-    return this.#handle.infer({
+  async #infer(jobs: Job[]): Promise<Row[]> {
+    const batch = this.#tokenizer.pad(jobs.map((j) => j.encoded));
+    const result = await this.#handle.infer({
       ...batch,
       temperature: this.#info.temperature,
       topK: this.#info.topK,
-      wantLogits,
+      wantLogits: jobs.some((j) => j.wantLogits),
       wantLogProbs: false,
     });
+    return jobs.map((j, row) => ({ result, row, truncated: j.encoded.truncated }));
   }
+}
+
+function parseCallOptions(options: unknown): { signal: AbortSignal | undefined; timeoutMs: number | undefined } {
+  if (options === undefined) return { signal: undefined, timeoutMs: undefined };
+  if (!isPlainObject(options)) throw invalid('the call options', 'an object', options);
+  knownKeys('the call options', options, ['signal', 'timeoutMs']);
+  const { signal, timeoutMs } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal))
+    throw invalid(option('signal'), 'an AbortSignal', signal);
+  if (timeoutMs !== undefined) positiveFinite(option('timeoutMs'), timeoutMs);
+  return { signal: signal as AbortSignal | undefined, timeoutMs: timeoutMs as number | undefined };
 }

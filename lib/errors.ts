@@ -13,6 +13,9 @@ export type ErrorCode =
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_INFERENCE'
   | 'ERR_CLOSED'
+  | 'ERR_OVERLOADED'
+  | 'ERR_ABORTED'
+  | 'ERR_TIMEOUT'
   | 'ERR_LIBTORCH_NOT_FOUND'
   | 'ERR_LIBTORCH_VERSION'
   | 'ERR_LIBTORCH_LOAD'
@@ -79,6 +82,29 @@ export class InferenceError extends BertgateError {
 export class ClosedError extends BertgateError {
   constructor(message = 'the classifier is closed') {
     super('ERR_CLOSED', message);
+  }
+}
+
+/** The queue is full: the request was refused at once, before any work (HTTP 429). */
+export class OverloadedError extends BertgateError {
+  constructor(message: string) {
+    super('ERR_OVERLOADED', message);
+  }
+}
+
+/** The request's AbortSignal fired; its texts were dropped, or their results discarded. */
+export class AbortedError extends BertgateError {
+  constructor(reason?: unknown) {
+    super('ERR_ABORTED', 'the request was aborted', reason === undefined ? undefined : { cause: reason });
+  }
+}
+
+/** The request's timeoutMs passed before it finished; its texts were dropped. */
+export class TimeoutError extends BertgateError {
+  readonly timeoutMs: number;
+  constructor(timeoutMs: number) {
+    super('ERR_TIMEOUT', `the request did not finish within ${timeoutMs} ms`);
+    this.timeoutMs = timeoutMs;
   }
 }
 

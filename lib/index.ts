@@ -2,6 +2,7 @@ export { Classifier } from './classifier.js';
 export type { ClassifierInfo, ClassifierOptions, Device, DType, TextInput } from './classifier.js';
 export type { Accepted, BelowThreshold, Decision, Invalid, Rejected, Scores, TopEntry } from './decision.js';
 export {
+  AbortedError,
   BertgateError,
   BundleError,
   ClosedError,
@@ -10,7 +11,9 @@ export {
   InvalidArgumentError,
   ModelLoadError,
   OutOfMemoryError,
+  OverloadedError,
   RuntimeLoadError,
+  TimeoutError,
 } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { doctor } from './doctor.js';

@@ -24,7 +24,7 @@ const steps = [
     process.execPath,
     [bin('clang-format', 'index.js'), '--style=file', ...(fix ? ['-i'] : ['--dry-run', '--Werror']), ...nativeFiles],
   ],
-  [VENV_PYTHON, ['-m', 'ruff', 'check', ...(fix ? ['--fix'] : []), 'python']],
   [VENV_PYTHON, ['-m', 'ruff', 'format', ...(fix ? [] : ['--check']), 'python']],
+  [VENV_PYTHON, ['-m', 'ruff', 'check', ...(fix ? ['--fix'] : []), 'python']],
 ];
 for (const [command, args] of steps) run(command, args, { cwd: ROOT });

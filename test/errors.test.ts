@@ -88,7 +88,7 @@ describe('bad options', () => {
     [
       'a misspelt option',
       { treshold: 0.5 },
-      'Unknown option "treshold" in the options; known options: device, dtype, threshold, thresholds, otherLabel, temperature, topK, threads, labels, maxBatchSize, maxTextLength, freeze',
+      'Unknown option "treshold" in the options; known options: device, dtype, threshold, thresholds, otherLabel, temperature, topK, threads, labels, maxTextLength, freeze, truncation, truncationSide, maxBatchSize, maxBatchTokens, maxDelayMs, maxQueue, batchesInFlight, lengthAware',
     ],
     ['options not an object', 'fast', 'Expected the options to be an object, got "fast"'],
   ];
@@ -283,10 +283,18 @@ describe('bad texts', () => {
   after(() => clf.close());
 
   const cases: Array<[string, unknown, string]> = [
-    ['a number', 42, 'Expected text to be a string or a Uint8Array of UTF-8, got 42'],
-    ['null', null, 'Expected text to be a string or a Uint8Array of UTF-8, got null'],
-    ['an object', { text: 'hi' }, 'Expected text to be a string or a Uint8Array of UTF-8, got an instance of Object'],
-    ['a number among strings', ['fine', 7], 'Expected texts[1] to be a string or a Uint8Array of UTF-8, got 7'],
+    ['a number', 42, 'Expected text to be a string, a Uint8Array of UTF-8, or { text, pair }, got 42'],
+    ['null', null, 'Expected text to be a string, a Uint8Array of UTF-8, or { text, pair }, got null'],
+    [
+      'an object',
+      { text: 'hi' },
+      'Expected text to be a string, a Uint8Array of UTF-8, or { text, pair }, got an instance of Object',
+    ],
+    [
+      'a number among strings',
+      ['fine', 7],
+      'Expected texts[1] to be a string, a Uint8Array of UTF-8, or { text, pair }, got 7',
+    ],
     ['an empty array', [], 'Expected texts to be a non-empty array, got an empty array'],
     ['invalid UTF-8', Buffer.from([0x61, 0xff, 0xfe]), 'Expected text to be valid UTF-8, got bytes that are not'],
     [

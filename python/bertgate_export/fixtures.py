@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
 
+from . import tokenizer_corpus
 from .export import export_bundle
 from .testmodels import ModelSpec, build_model_dir, corpus_lines
 
@@ -111,6 +112,7 @@ def build(out: Path) -> None:
             (out / f"{name}.expected.json").write_text(json.dumps(expected))
             print(f"fixtures: {name} ({len(spec.labels)} labels, {len(expected['texts'])} reference texts)")
     build_nan_bundle(out / "labels2", out / "nan")
+    tokenizer_corpus.build(out / "tokenizers")
 
 
 if __name__ == "__main__":

@@ -19,14 +19,16 @@ def corpus_lines() -> list[str]:
     return [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def wordpiece_tokenizer(vocab_size: int, lowercase: bool, max_length: int) -> PreTrainedTokenizerFast:
-    """A BERT-style WordPiece tokenizer (BertNormalizer, BertPreTokenizer, [CLS] A [SEP] B [SEP])."""
+def train_wordpiece(
+    vocab_size: int, lowercase: bool, strip_accents: bool | None = None, extra_lines: list[str] | None = None
+) -> Tokenizer:
+    """A BERT-style WordPiece tokenizer (BertNormalizer, BertPreTokenizer, [CLS] A [SEP] B [SEP])
+    trained on corpus.txt plus `extra_lines`. strip_accents None follows lowercase, as in BERT."""
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=strip_accents)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        corpus_lines(), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
-    )
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    tok.train_from_iterator(corpus_lines() + (extra_lines or []), trainer)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -34,8 +36,13 @@ def wordpiece_tokenizer(vocab_size: int, lowercase: bool, max_length: int) -> Pr
         special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
     )
     tok.decoder = decoders.WordPiece()
+    return tok
+
+
+def wordpiece_tokenizer(vocab_size: int, lowercase: bool, max_length: int) -> PreTrainedTokenizerFast:
+    """train_wordpiece, wrapped as a transformers tokenizer that save_pretrained can write."""
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=train_wordpiece(vocab_size, lowercase),
         unk_token="[UNK]",
         pad_token="[PAD]",
         cls_token="[CLS]",

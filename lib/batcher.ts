@@ -1,0 +1,344 @@
+/**
+ * The dynamic batcher: the one scheduler of a model. Many concurrent requests (each a list of
+ * tokenized texts) become few well-shaped batches; results go back to each request in its
+ * own order. Semantics (DESIGN.md, "Batching semantics"):
+ *
+ * - a batch holds at most `maxBatchSize` texts and `maxBatchTokens` padded tokens (its
+ *   longest row times its rows);
+ * - the oldest waiting text is always in the next batch, so nothing starves; with
+ *   `lengthAware`, the rest are the texts closest to its length, which cuts padding;
+ * - an idle device never waits: a partial batch is held only while another batch is on the
+ *   device, and at most until the oldest text has waited `maxDelayMs`;
+ * - up to `inFlight` batches are handed over at once, so preparing batch N+1 on the host
+ *   overlaps the device computing batch N;
+ * - beyond `maxQueue` waiting texts a submission is refused at once (OverloadedError);
+ * - a request's AbortSignal or timeout drops its texts before they reach the device, and
+ *   discards results already on their way.
+ *
+ * The batcher knows nothing of models: it is given a function that runs one batch.
+ */
+
+import { AbortedError, ClosedError, OverloadedError, TimeoutError, type BertgateError } from './errors.js';
+import { LatencyWindow } from './latency-window.js';
+
+export interface BatcherOptions {
+  maxBatchSize: number;
+  maxBatchTokens: number;
+  maxDelayMs: number;
+  maxQueue: number;
+  inFlight: number;
+  lengthAware: boolean;
+}
+
+export interface BatchItem<T> {
+  /** Length in tokens: the row's share of a padded batch. */
+  tokens: number;
+  payload: T;
+}
+
+export interface SubmitOptions {
+  signal?: AbortSignal | undefined;
+  timeoutMs?: number | undefined;
+}
+
+/** Runs one batch; resolves with one result per payload, in order. */
+export type RunBatch<T, R> = (payloads: T[]) => Promise<R[]>;
+
+export interface BatcherStats {
+  queueDepth: number;
+  inFlight: number;
+  requests: {
+    submitted: number;
+    completed: number;
+    failed: number;
+    overloaded: number;
+    aborted: number;
+    timedOut: number;
+  };
+  texts: { submitted: number; completed: number };
+  batches: number;
+  /** batch size -> how many batches had it */
+  batchSizes: Record<number, number>;
+  realTokens: number;
+  paddedTokens: number;
+  /** Share of the padded tokens that were padding: 1 - real / padded. */
+  paddingRatio: number;
+  /** Submission to settlement of a request, over the last 10,000 requests. */
+  latencyMs: { p50: number; p90: number; p99: number; max: number; count: number };
+}
+
+// Length-aware forming looks this many batches deep into the queue: bounded work per batch,
+// and texts far behind the oldest are not reordered ahead of everything.
+const WINDOW_BATCHES = 8;
+
+class Request<R> {
+  readonly results: R[];
+  readonly startedAt = performance.now();
+  remaining: number;
+  done = false;
+  #resolve: (results: R[]) => void;
+  #reject: (error: Error) => void;
+  #cleanup: (() => void)[] = [];
+
+  constructor(size: number, resolve: (results: R[]) => void, reject: (error: Error) => void) {
+    this.results = new Array(size);
+    this.remaining = size;
+    this.#resolve = resolve;
+    this.#reject = reject;
+  }
+
+  onSettle(cleanup: () => void): void {
+    this.#cleanup.push(cleanup);
+  }
+
+  deliver(index: number, result: R): boolean {
+    if (this.done) return false;
+    this.results[index] = result;
+    if (--this.remaining > 0) return false;
+    this.#settle();
+    this.#resolve(this.results);
+    return true;
+  }
+
+  fail(error: Error): boolean {
+    if (this.done) return false;
+    this.#settle();
+    this.#reject(error);
+    return true;
+  }
+
+  #settle(): void {
+    this.done = true;
+    for (const cleanup of this.#cleanup) cleanup();
+  }
+}
+
+interface Entry<T, R> {
+  request: Request<R>;
+  index: number;
+  tokens: number;
+  payload: T;
+  enqueuedAt: number;
+  seq: number;
+}
+
+export class Batcher<T, R> {
+  readonly options: Readonly<BatcherOptions>;
+  readonly #run: RunBatch<T, R>;
+  #queue: Entry<T, R>[] = [];
+  #inFlight = 0;
+  #seq = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #draining = false;
+  #idle: Array<() => void> = [];
+  readonly #latency = new LatencyWindow();
+  readonly #counts = {
+    submitted: 0,
+    completed: 0,
+    failed: 0,
+    overloaded: 0,
+    aborted: 0,
+    timedOut: 0,
+    textsSubmitted: 0,
+    textsCompleted: 0,
+    batches: 0,
+    realTokens: 0,
+    paddedTokens: 0,
+  };
+  readonly #batchSizes: Record<number, number> = {};
+
+  constructor(run: RunBatch<T, R>, options: BatcherOptions) {
+    this.#run = run;
+    this.options = options;
+  }
+
+  get queueDepth(): number {
+    return this.#queue.length;
+  }
+
+  /** Whether `n` more texts would be refused now. */
+  wouldOverflow(n: number): boolean {
+    return this.#queue.length + n > this.options.maxQueue;
+  }
+
+  submit(items: readonly BatchItem<T>[], options: SubmitOptions = {}): Promise<R[]> {
+    if (this.#closed) return Promise.reject(new ClosedError());
+    if (items.length === 0) return Promise.resolve([]);
+    if (this.wouldOverflow(items.length)) {
+      this.#counts.overloaded++;
+      return Promise.reject(
+        new OverloadedError(
+          `overloaded: ${this.#queue.length} texts are waiting and ${items.length} more would exceed maxQueue (${this.options.maxQueue})`,
+        ),
+      );
+    }
+    const { signal, timeoutMs } = options;
+    if (signal?.aborted) {
+      this.#counts.aborted++;
+      return Promise.reject(new AbortedError(signal.reason));
+    }
+    return new Promise<R[]>((resolve, reject) => {
+      const request = new Request<R>(items.length, resolve, reject);
+      this.#counts.submitted++;
+      this.#counts.textsSubmitted += items.length;
+      request.onSettle(() => this.#latency.add(performance.now() - request.startedAt));
+      if (signal) {
+        const onAbort = (): void => this.#cancel(request, new AbortedError(signal.reason), 'aborted');
+        signal.addEventListener('abort', onAbort, { once: true });
+        request.onSettle(() => signal.removeEventListener('abort', onAbort));
+      }
+      if (timeoutMs !== undefined) {
+        const timer = setTimeout(() => this.#cancel(request, new TimeoutError(timeoutMs), 'timedOut'), timeoutMs);
+        request.onSettle(() => clearTimeout(timer));
+      }
+      const now = performance.now();
+      items.forEach((item, index) =>
+        this.#queue.push({
+          request,
+          index,
+          tokens: item.tokens,
+          payload: item.payload,
+          enqueuedAt: now,
+          seq: this.#seq++,
+        }),
+      );
+      this.#pump();
+    });
+  }
+
+  /**
+   * Stops taking requests. 'drain' runs everything already queued (without waiting for
+   * fuller batches); 'reject' fails every queued request with ClosedError. Either way,
+   * batches already on the device finish. Resolves when nothing is queued or running.
+   */
+  close(mode: 'drain' | 'reject' = 'drain'): Promise<void> {
+    this.#closed = true;
+    if (mode === 'reject') {
+      const requests = new Set(this.#queue.map((e) => e.request));
+      this.#queue = [];
+      for (const request of requests) {
+        if (request.fail(new ClosedError('the classifier was closed before this request ran'))) this.#counts.failed++;
+      }
+    } else {
+      this.#draining = true;
+      this.#pump();
+    }
+    if (this.#queue.length === 0 && this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  stats(): BatcherStats {
+    const c = this.#counts;
+    return {
+      queueDepth: this.#queue.length,
+      inFlight: this.#inFlight,
+      requests: {
+        submitted: c.submitted,
+        completed: c.completed,
+        failed: c.failed,
+        overloaded: c.overloaded,
+        aborted: c.aborted,
+        timedOut: c.timedOut,
+      },
+      texts: { submitted: c.textsSubmitted, completed: c.textsCompleted },
+      batches: c.batches,
+      batchSizes: { ...this.#batchSizes },
+      realTokens: c.realTokens,
+      paddedTokens: c.paddedTokens,
+      paddingRatio: c.paddedTokens === 0 ? 0 : 1 - c.realTokens / c.paddedTokens,
+      latencyMs: this.#latency.summary(),
+    };
+  }
+
+  #cancel(request: Request<R>, error: BertgateError, counter: 'aborted' | 'timedOut'): void {
+    if (!request.fail(error)) return;
+    this.#counts[counter]++;
+    this.#queue = this.#queue.filter((e) => e.request !== request);
+    this.#checkIdle();
+  }
+
+  #pump(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    while (this.#inFlight < this.options.inFlight && this.#queue.length > 0) {
+      const { entries, full } = this.#form();
+      const waited = performance.now() - (this.#queue[0] as Entry<T, R>).enqueuedAt;
+      if (this.#inFlight > 0 && !full && !this.#draining && waited < this.options.maxDelayMs) {
+        // The device is busy: let the batch fill until the oldest text's deadline.
+        this.#timer = setTimeout(() => this.#pump(), Math.ceil(this.options.maxDelayMs - waited));
+        return;
+      }
+      this.#dispatch(entries);
+    }
+  }
+
+  #form(): { entries: Entry<T, R>[]; full: boolean } {
+    const { maxBatchSize, maxBatchTokens, lengthAware } = this.options;
+    const oldest = this.#queue[0] as Entry<T, R>;
+    const entries = [oldest];
+    let longest = oldest.tokens;
+    let full = false;
+    const window = this.#queue.slice(1, maxBatchSize * WINDOW_BATCHES);
+    if (lengthAware) {
+      window.sort((a, b) => Math.abs(a.tokens - oldest.tokens) - Math.abs(b.tokens - oldest.tokens) || a.seq - b.seq);
+    }
+    for (const candidate of window) {
+      if (entries.length === maxBatchSize) break;
+      const next = Math.max(longest, candidate.tokens);
+      if (next * (entries.length + 1) > maxBatchTokens) {
+        full = true; // the token budget binds: this batch is as good as it gets
+        if (lengthAware) continue;
+        break; // FIFO keeps arrival order
+      }
+      entries.push(candidate);
+      longest = next;
+    }
+    return { entries, full: full || entries.length === maxBatchSize };
+  }
+
+  #dispatch(entries: Entry<T, R>[]): void {
+    const taken = new Set(entries);
+    this.#queue = this.#queue.filter((e) => !taken.has(e));
+    this.#inFlight++;
+    const longest = entries.reduce((m, e) => Math.max(m, e.tokens), 0);
+    this.#counts.batches++;
+    this.#counts.realTokens += entries.reduce((s, e) => s + e.tokens, 0);
+    this.#counts.paddedTokens += longest * entries.length;
+    this.#batchSizes[entries.length] = (this.#batchSizes[entries.length] ?? 0) + 1;
+
+    let running: Promise<R[]>;
+    try {
+      running = this.#run(entries.map((e) => e.payload));
+    } catch (error) {
+      running = Promise.reject(error);
+    }
+    running
+      .then(
+        (results) =>
+          entries.forEach((e, i) => {
+            if (e.request.done) return;
+            this.#counts.textsCompleted++;
+            if (e.request.deliver(e.index, results[i] as R)) this.#counts.completed++;
+          }),
+        (error: Error) =>
+          entries.forEach((e) => {
+            if (e.request.fail(error)) {
+              this.#counts.failed++;
+              // The rest of a failed request is dropped rather than run for nobody.
+              this.#queue = this.#queue.filter((q) => q.request !== e.request);
+            }
+          }),
+      )
+      .finally(() => {
+        this.#inFlight--;
+        this.#pump();
+        this.#checkIdle();
+      });
+  }
+
+  #checkIdle(): void {
+    if (this.#queue.length > 0 || this.#inFlight > 0) return;
+    for (const resolve of this.#idle.splice(0)) resolve();
+  }
+}

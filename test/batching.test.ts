@@ -1,0 +1,129 @@
+// The batcher with the real addon and model: concurrent calls share batches and still get
+// their own results; cancellation, overload and close() under load; the event loop under
+// full load.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { AbortedError, Classifier, ClosedError, OverloadedError, TimeoutError } from '../lib/index.js';
+import { bundle, expected, maxAbsDiff } from './helpers.js';
+
+describe('batching with the real model', () => {
+  it('gives 200 concurrent calls their own rows, equal to running each alone', async () => {
+    const ref = await expected('labels50');
+    const clf = await Classifier.load(bundle('labels50'), { maxBatchSize: 16 });
+    try {
+      const texts = Array.from({ length: 200 }, (_, i) => ref.texts[i % ref.texts.length] as string);
+      const concurrent = await Promise.all(texts.map((t) => clf.logits(t)));
+      concurrent.forEach((row, i) => {
+        const want = ref.logits[i % ref.texts.length] as number[];
+        assert.ok(maxAbsDiff(row, want) <= 1e-5, `call ${i}`);
+      });
+      const stats = clf.stats();
+      assert.equal(stats.requests.completed, 200);
+      assert.ok(stats.batches < 200, `${stats.batches} batches for 200 calls`);
+      assert.ok(stats.paddingRatio >= 0 && stats.paddingRatio < 1);
+    } finally {
+      await clf.close();
+    }
+  });
+
+  it('rejects aborted and timed-out calls with typed errors, and keeps serving', async () => {
+    const clf = await Classifier.load(bundle('labels2'));
+    try {
+      await assert.rejects(clf.classify('x', { signal: AbortSignal.abort('caller left') }), (e: unknown) => {
+        return e instanceof AbortedError && e.code === 'ERR_ABORTED' && e.cause === 'caller left';
+      });
+      const controller = new AbortController();
+      const pending = clf.classify(['a', 'b', 'c'], { signal: controller.signal });
+      controller.abort();
+      await assert.rejects(pending, AbortedError);
+      await assert.rejects(
+        clf.classify('x', { timeoutMs: 1e-6 }),
+        (e: unknown) => e instanceof TimeoutError && e.code === 'ERR_TIMEOUT',
+      );
+      await assert.rejects(
+        clf.classify('x', { timeoutMs: -1 }),
+        /Expected the "timeoutMs" option to be a finite number greater than 0, got -1/,
+      );
+      await assert.rejects(
+        clf.classify('x', { signal: 'stop' as never }),
+        /Expected the "signal" option to be an AbortSignal/,
+      );
+      assert.equal((await clf.classify('still here')).accepted, true);
+    } finally {
+      await clf.close();
+    }
+  });
+
+  it('refuses calls beyond maxQueue at once with OverloadedError', async () => {
+    const clf = await Classifier.load(bundle('labels2'), { maxQueue: 10 });
+    try {
+      await assert.rejects(clf.classify(Array.from({ length: 11 }, () => 'x')), (e: unknown) => {
+        return (
+          e instanceof OverloadedError &&
+          e.message === 'overloaded: 0 texts are waiting and 11 more would exceed maxQueue (10)'
+        );
+      });
+      assert.equal((await clf.classify(Array.from({ length: 10 }, () => 'x'))).length, 10);
+    } finally {
+      await clf.close();
+    }
+  });
+
+  for (const drain of [true, false]) {
+    it(`close({ drain: ${drain} }) with 10,000 pending calls settles every promise`, async () => {
+      const clf = await Classifier.load(bundle('labels2'), { maxQueue: 20_000, maxBatchSize: 64 });
+      const calls = Promise.allSettled(Array.from({ length: 10_000 }, (_, i) => clf.classify(`text number ${i}`)));
+      await clf.close({ drain });
+      const settled = await calls;
+      const fulfilled = settled.filter((s) => s.status === 'fulfilled').length;
+      const closed = settled.filter((s) => s.status === 'rejected' && s.reason instanceof ClosedError).length;
+      assert.equal(fulfilled + closed, 10_000, 'every call either ran or was refused as closed');
+      if (drain) assert.equal(fulfilled, 10_000);
+      else assert.ok(closed > 0, 'closing without draining refused the waiting calls');
+      await assert.rejects(clf.classify('after'), ClosedError);
+    });
+  }
+
+  it('keeps the event loop turning under full load, and reports the worst delay', async (t) => {
+    const clf = await Classifier.load(bundle('labels7'), { maxQueue: 100_000 });
+    const words = 'install the package and run the server with network support for graphics and sound'.split(' ');
+    let ticks = 0;
+    let worst = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+      ticks++;
+    }, 1);
+    const start = performance.now();
+    try {
+      // 256 concurrent clients, each sending texts one after another.
+      await Promise.all(
+        Array.from({ length: 256 }, async (_, client) => {
+          for (let i = 0; i < 8; i++) {
+            const text = Array.from(
+              { length: 5 + ((client + i) % 40) },
+              (__, j) => words[(client + j) % words.length],
+            ).join(' ');
+            await clf.classify(text);
+          }
+        }),
+      );
+    } finally {
+      clearInterval(timer);
+    }
+    const elapsed = performance.now() - start;
+    const stats = clf.stats();
+    await clf.close();
+    t.diagnostic(
+      `2,048 calls from 256 clients in ${elapsed.toFixed(0)} ms, ${stats.batches} batches ` +
+        `(padding ${(stats.paddingRatio * 100).toFixed(1)}%, p50 ${stats.latencyMs.p50.toFixed(1)} ms, ` +
+        `p99 ${stats.latencyMs.p99.toFixed(1)} ms); 1 ms timer fired ${ticks} times, worst gap ${worst.toFixed(1)} ms`,
+    );
+    assert.equal(stats.requests.completed, 2048);
+    assert.ok(ticks > 0, 'the timer never fired under load');
+  });
+});
