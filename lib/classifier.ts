@@ -535,7 +535,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     return this.#closing;
   }
 
-  #text(item: unknown, name: string): string {
+  #text(item: unknown, name: string, expected = 'a string, a Uint8Array of UTF-8, or { text, pair }'): string {
     let text: string;
     if (typeof item === 'string') {
       if (!item.isWellFormed()) {
@@ -551,7 +551,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
         throw new InvalidArgumentError(`Expected ${name} to be valid UTF-8, got bytes that are not`);
       }
     } else {
-      throw invalid(name, 'a string, a Uint8Array of UTF-8, or { text, pair }', item);
+      throw invalid(name, expected, item);
     }
     if (text.length > this.#info.maxTextLength) {
       throw new InvalidArgumentError(
@@ -569,7 +569,11 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       if (typeof item === 'object' && item !== null && !(item instanceof Uint8Array) && !Array.isArray(item)) {
         const keys = Object.keys(item);
         if (keys.length === 2 && 'text' in item && 'pair' in item) {
-          return [this.#text(item.text, `${name}.text`), this.#text(item.pair, `${name}.pair`)] as const;
+          const member = 'a string or a Uint8Array of UTF-8';
+          return [
+            this.#text(item.text, `${name}.text`, member),
+            this.#text(item.pair, `${name}.pair`, member),
+          ] as const;
         }
       }
       return this.#text(item, name);

@@ -20,6 +20,8 @@ export interface Expected {
   logits: number[][];
   truncated: boolean[];
   max_length: number;
+  pairs: Array<[string, string]>;
+  pair_logits: number[][];
 }
 
 export async function expected(name: string): Promise<Expected> {

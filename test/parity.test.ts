@@ -61,6 +61,14 @@ for (const name of ['labels2', 'labels7', 'labels50']) {
       );
     });
 
+    it('text pairs (type ids 0 and 1): every row within 1e-5 of eager', async () => {
+      const rows = await batched.logits(ref.pairs.map(([text, pair]) => ({ text, pair })));
+      rows.forEach((row, i) => {
+        const diff = maxAbsDiff(row, ref.pair_logits[i] as number[]);
+        assert.ok(diff <= TOLERANCE, `pair ${i} differs by ${diff}`);
+      });
+    });
+
     it('a single text gives the same logits as its row in a batch', async () => {
       const i = ref.texts.length - 1;
       const one = await batched.logits(ref.texts[i] as string);

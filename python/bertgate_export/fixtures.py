@@ -60,10 +60,27 @@ def parity_texts(max_positions: int) -> list[str]:
     return SPECIAL_TEXTS + prefixes
 
 
+def pair_logits(tokenizer, model, pairs: list[list[str]], max_length: int) -> list[list[float]]:
+    """Sentence-pair inputs: token type ids 1 on the second text."""
+    out = []
+    with torch.no_grad():
+        for first, second in pairs:
+            enc = tokenizer(first, second, truncation=True, max_length=max_length, return_tensors="pt")
+            logits = model(
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                token_type_ids=enc["token_type_ids"],
+            ).logits
+            out.append(logits[0].tolist())
+    return out
+
+
 def reference(model_dir: Path, bundle_dir: Path, texts: list[str]) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(bundle_dir)
+    tokenizer.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
     model = BertForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
     max_length = tokenizer.model_max_length
+    pairs = [[texts[i], texts[-1 - i]] for i in range(0, len(texts), 3)]
     ids, logits, truncated = [], [], []
     with torch.no_grad():
         for text in texts:
@@ -77,7 +94,15 @@ def reference(model_dir: Path, bundle_dir: Path, texts: list[str]) -> dict:
             ids.append(enc["input_ids"][0].tolist())
             logits.append(out[0].tolist())
             truncated.append(len(full) > max_length)
-    return {"texts": texts, "input_ids": ids, "logits": logits, "truncated": truncated, "max_length": max_length}
+    return {
+        "texts": texts,
+        "input_ids": ids,
+        "logits": logits,
+        "truncated": truncated,
+        "max_length": max_length,
+        "pairs": pairs,
+        "pair_logits": pair_logits(tokenizer, model, pairs, max_length),
+    }
 
 
 class NanOnUnknown(torch.nn.Module):
