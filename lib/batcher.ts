@@ -41,6 +41,13 @@ export interface SubmitOptions {
   timeoutMs?: number | undefined;
 }
 
+/** What an observer hears of each batch handed to the device. */
+export interface BatchEvent {
+  size: number;
+  realTokens: number;
+  paddedTokens: number;
+}
+
 /** Runs one batch; resolves with one result per payload, in order. */
 export type RunBatch<T, R> = (payloads: T[]) => Promise<R[]>;
 
@@ -147,6 +154,7 @@ export class Batcher<T, R> {
     paddedTokens: 0,
   };
   readonly #batchSizes: Record<number, number> = {};
+  readonly #observers = new Set<(event: BatchEvent) => void>();
 
   constructor(run: RunBatch<T, R>, options: BatcherOptions) {
     this.#run = run;
@@ -155,6 +163,12 @@ export class Batcher<T, R> {
 
   get queueDepth(): number {
     return this.#queue.length;
+  }
+
+  /** Calls `listener` for every batch dispatched; returns the unsubscribe function. */
+  observe(listener: (event: BatchEvent) => void): () => void {
+    this.#observers.add(listener);
+    return () => this.#observers.delete(listener);
   }
 
   /** Whether `n` more texts would be refused now. */
@@ -301,11 +315,16 @@ export class Batcher<T, R> {
     const taken = new Set(entries);
     this.#queue = this.#queue.filter((e) => !taken.has(e));
     this.#inFlight++;
-    const longest = entries.reduce((m, e) => Math.max(m, e.tokens), 0);
+    const event: BatchEvent = {
+      size: entries.length,
+      realTokens: entries.reduce((s, e) => s + e.tokens, 0),
+      paddedTokens: entries.reduce((m, e) => Math.max(m, e.tokens), 0) * entries.length,
+    };
     this.#counts.batches++;
-    this.#counts.realTokens += entries.reduce((s, e) => s + e.tokens, 0);
-    this.#counts.paddedTokens += longest * entries.length;
-    this.#batchSizes[entries.length] = (this.#batchSizes[entries.length] ?? 0) + 1;
+    this.#counts.realTokens += event.realTokens;
+    this.#counts.paddedTokens += event.paddedTokens;
+    this.#batchSizes[event.size] = (this.#batchSizes[event.size] ?? 0) + 1;
+    for (const observer of this.#observers) observer(event);
 
     let running: Promise<R[]>;
     try {

@@ -7,7 +7,7 @@
 
 import { availableParallelism } from 'node:os';
 
-import { Batcher, type BatcherStats } from './batcher.js';
+import { Batcher, type BatchEvent, type BatcherStats } from './batcher.js';
 import { openRuntime, type NativeEngineHandle, type NativeInferResult, type NativeModelInfo } from './binding.js';
 import { checkAgainstModel, readBundle, type Bundle } from './bundle.js';
 import { DecisionPolicy, type Decision } from './decision.js';
@@ -514,6 +514,11 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   /** Queue depth, batch sizes, padding, latency percentiles. */
   stats(): BatcherStats {
     return this.#batcher.stats();
+  }
+
+  /** Calls `listener` for every batch sent to the model; returns the unsubscribe function. */
+  onBatch(listener: (event: BatchEvent) => void): () => void {
+    return this.#batcher.observe(listener);
   }
 
   /**

@@ -1,5 +1,17 @@
 export { Classifier } from './classifier.js';
-export type { ClassifierInfo, ClassifierOptions, Device, DType, TextInput } from './classifier.js';
+export type {
+  BatchingOptions,
+  CallOptions,
+  ClassifierInfo,
+  ClassifierOptions,
+  Device,
+  DType,
+  Text,
+  TextInput,
+  TextPair,
+} from './classifier.js';
+export type { BatchEvent, BatcherStats } from './batcher.js';
+export type { TruncationSide, TruncationStrategy } from './tokenizer.js';
 export type { Accepted, BelowThreshold, Decision, Invalid, Rejected, Scores, TopEntry } from './decision.js';
 export {
   AbortedError,

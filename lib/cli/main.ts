@@ -5,6 +5,7 @@ import { BertgateError } from '../errors.js';
 import { classifyCommand } from './classify.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
+import { serveCommand } from './serve.js';
 
 const USAGE = `Usage: bertgate <command> [options]
 
@@ -15,6 +16,10 @@ Commands:
       Without --model, the bundled default model is used.
       Options: --device cpu|cuda|cuda:N  --dtype float32|float16|bfloat16  --temperature T
                --other-label NAME  --top-k K  --threads N  --batch-size N
+  serve [--model DIR] [--port P] [--host H] [--body-limit BYTES] [--max-texts N]
+      HTTP JSON API: POST /classify {"text"} or {"texts"}; GET /healthz, /readyz, /metrics.
+      Batching: --batch-size N --max-batch-tokens N --max-delay-ms MS --max-queue N
+                --batches-in-flight N --fifo (no length-aware grouping). Stops gracefully on SIGTERM.
   doctor [--json]
       Report the addon, the libtorch lookup, CUDA and threads; exit 1 if anything is missing.
   demo
@@ -28,6 +33,8 @@ async function main(argv: string[]): Promise<number> {
       return classifyCommand(rest);
     case 'doctor':
       return doctorCommand(rest);
+    case 'serve':
+      return serveCommand(rest);
     case 'demo':
       return demoCommand(rest);
     case undefined:

@@ -20,6 +20,11 @@ export const MODEL_FLAGS = {
   'top-k': { type: 'string' },
   threads: { type: 'string' },
   'batch-size': { type: 'string' },
+  'max-batch-tokens': { type: 'string' },
+  'max-delay-ms': { type: 'string' },
+  'max-queue': { type: 'string' },
+  'batches-in-flight': { type: 'string' },
+  fifo: { type: 'boolean' },
 } as const;
 
 function number(flag: string, value: string | undefined): number | undefined {
@@ -30,7 +35,7 @@ function number(flag: string, value: string | undefined): number | undefined {
   return n;
 }
 
-type Values = ReturnType<typeof parseArgs<{ options: typeof MODEL_FLAGS; allowPositionals: true }>>['values'];
+type Values = Partial<ReturnType<typeof parseArgs<{ options: typeof MODEL_FLAGS; allowPositionals: true }>>['values']>;
 
 /** Only the flags given become options, so the Classifier's own defaults and checks apply. */
 export function classifierOptions(values: Values): { bundle: string; options: ClassifierOptions<string, string> } {
@@ -49,5 +54,10 @@ export function classifierOptions(values: Values): { bundle: string; options: Cl
   set('topK', number('top-k', values['top-k']));
   set('threads', number('threads', values.threads));
   set('maxBatchSize', number('batch-size', values['batch-size']));
+  set('maxBatchTokens', number('max-batch-tokens', values['max-batch-tokens']));
+  set('maxDelayMs', number('max-delay-ms', values['max-delay-ms']));
+  set('maxQueue', number('max-queue', values['max-queue']));
+  set('batchesInFlight', number('batches-in-flight', values['batches-in-flight']));
+  if (values.fifo) options.lengthAware = false;
   return { bundle: values.model ?? DEFAULT_BUNDLE, options };
 }

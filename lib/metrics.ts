@@ -1,0 +1,80 @@
+/**
+ * Prometheus metrics of a served classifier: requests by route and status, errors by code,
+ * request latency, batch sizes and padding, queue depth. One registry per server, so two
+ * servers in one process (tests) do not share counters.
+ */
+
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+import type { Classifier } from './classifier.js';
+
+export interface ServerMetrics {
+  registry: Registry;
+  requests: Counter<'route' | 'status'>;
+  errors: Counter<'code'>;
+  latency: Histogram<'route'>;
+  texts: Counter;
+  stop: () => void;
+}
+
+export function createMetrics(classifier: Classifier<string, string>): ServerMetrics {
+  const registry = new Registry();
+  const requests = new Counter({
+    name: 'bertgate_requests_total',
+    help: 'HTTP requests, by route and status code',
+    labelNames: ['route', 'status'] as const,
+    registers: [registry],
+  });
+  const errors = new Counter({
+    name: 'bertgate_request_errors_total',
+    help: 'Failed requests, by error code',
+    labelNames: ['code'] as const,
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: 'bertgate_request_duration_seconds',
+    help: 'Time from receiving a request to sending its response',
+    labelNames: ['route'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const texts = new Counter({ name: 'bertgate_texts_total', help: 'Texts classified', registers: [registry] });
+  const batchSize = new Histogram({
+    name: 'bertgate_batch_size',
+    help: 'Texts per batch sent to the model',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+    registers: [registry],
+  });
+  const padded = new Counter({
+    name: 'bertgate_padded_tokens_total',
+    help: 'Token positions sent to the model, padding included',
+    registers: [registry],
+  });
+  const real = new Counter({
+    name: 'bertgate_real_tokens_total',
+    help: 'Token positions sent to the model that hold text',
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'bertgate_queue_depth',
+    help: 'Texts waiting for a batch',
+    registers: [registry],
+    collect() {
+      this.set(classifier.stats().queueDepth);
+    },
+  });
+  new Gauge({
+    name: 'bertgate_batches_in_flight',
+    help: 'Batches handed to the model and not yet back',
+    registers: [registry],
+    collect() {
+      this.set(classifier.stats().inFlight);
+    },
+  });
+  const stop = classifier.onBatch((event) => {
+    batchSize.observe(event.size);
+    padded.inc(event.paddedTokens);
+    real.inc(event.realTokens);
+  });
+  return { registry, requests, errors, latency, texts, stop };
+}

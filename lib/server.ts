@@ -1,0 +1,172 @@
+/**
+ * The HTTP JSON API of `bertgate serve`, on fastify:
+ *
+ *   POST /classify   {"text": "..."} -> {"decision": {...}}
+ *                    {"texts": ["...", {"text": "...", "pair": "..."}]} -> {"decisions": [...]}
+ *                    optional "timeoutMs"; a client that disconnects cancels its texts
+ *   GET  /healthz    the process is up
+ *   GET  /readyz     the model is loaded, the server is not shutting down, the queue has room
+ *   GET  /metrics    Prometheus text
+ *   GET  /stats      the classifier's statistics as JSON (queue, batches, padding, latency)
+ *
+ * Errors are JSON `{"error": {"code", "message"}}`: 400 for bad JSON or fields, 413 for a body
+ * over the limit, 415 for a non-JSON body, 429 (with Retry-After) when the queue is full,
+ * 503 while shutting down, 504 when timeoutMs passes.
+ */
+
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+
+import type { Classifier } from './classifier.js';
+import { BertgateError } from './errors.js';
+import { createMetrics } from './metrics.js';
+
+export interface ServerOptions {
+  /** Largest request body in bytes; default 1 MiB. */
+  bodyLimit?: number;
+  /** Most texts in one request; default 1,024. */
+  maxTexts?: number;
+  /** A request (headers and body) must arrive within this; default 30 s (slow clients). */
+  requestTimeoutMs?: number;
+}
+
+const STATUS: Partial<Record<string, number>> = {
+  ERR_INVALID_ARGUMENT: 400,
+  ERR_OVERLOADED: 429,
+  ERR_CLOSED: 503,
+  ERR_TIMEOUT: 504,
+  ERR_ABORTED: 499, // the client went away; nobody reads this
+};
+
+function fail(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+  if (status === 429) void reply.header('retry-after', '1');
+  return reply.code(status).send({ error: { code, message } });
+}
+
+type Body = Record<string, unknown>;
+
+/** The texts of a /classify body, or a message saying what is wrong with it. */
+function readBody(body: unknown, maxTexts: number): { single: boolean; texts: unknown[]; timeoutMs?: number } | string {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    return 'Expected a JSON object with "text" (a string) or "texts" (an array)';
+  }
+  const b = body as Body;
+  const unknown = Object.keys(b).filter((k) => !['text', 'texts', 'timeoutMs'].includes(k));
+  if (unknown.length > 0)
+    return `Unknown field ${JSON.stringify(unknown[0])}; expected "text" or "texts", and optionally "timeoutMs"`;
+  if ('text' in b === 'texts' in b) return 'Expected exactly one of "text" (a string) or "texts" (an array)';
+  if (b['timeoutMs'] !== undefined && typeof b['timeoutMs'] !== 'number') return 'Expected "timeoutMs" to be a number';
+  const timeout = b['timeoutMs'] as number | undefined;
+  if ('text' in b)
+    return { single: true, texts: [b['text']], ...(timeout === undefined ? {} : { timeoutMs: timeout }) };
+  const texts = b['texts'];
+  if (!Array.isArray(texts)) return 'Expected "texts" to be an array';
+  if (texts.length > maxTexts) return `Expected at most ${maxTexts} texts in one request, got ${texts.length}`;
+  return { single: false, texts, ...(timeout === undefined ? {} : { timeoutMs: timeout }) };
+}
+
+export function createServer(classifier: Classifier<string, string>, options: ServerOptions = {}): FastifyInstance {
+  const maxTexts = options.maxTexts ?? 1024;
+  const app = Fastify({
+    bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    requestTimeout: options.requestTimeoutMs ?? 30_000,
+    return503OnClosing: true,
+    logger: false,
+  });
+  // JSON only: a text/plain body is a 415, not a string to misread.
+  app.removeContentTypeParser('text/plain');
+  const metrics = createMetrics(classifier);
+  let shuttingDown = false;
+  app.addHook('preClose', async () => {
+    shuttingDown = true;
+  });
+  app.addHook('onClose', async () => {
+    metrics.stop();
+  });
+
+  // Shutting down, close() waits for every connection to end: keep-alive sockets that fall idle
+  // after their last answer would hold the process for the whole keep-alive timeout. So answers
+  // sent while closing say `Connection: close`, and idle sockets are closed as they appear.
+  app.addHook('onSend', async (_request, reply) => {
+    if (shuttingDown) void reply.header('connection', 'close');
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unknown';
+    metrics.requests.inc({ route, status: String(reply.statusCode) });
+    metrics.latency.observe({ route }, reply.elapsedTime / 1000);
+    if (shuttingDown) setImmediate(() => app.server.closeIdleConnections());
+  });
+
+  const bodyLimit = options.bodyLimit ?? 1024 * 1024;
+  app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+    const status = error.statusCode ?? 500;
+    // fastify's own errors: bad JSON, oversize or non-JSON bodies, timeouts.
+    let code = status === 400 ? 'ERR_BAD_REQUEST' : 'ERR_INTERNAL';
+    let message = status >= 500 ? 'internal error' : error.message;
+    if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      code = 'ERR_UNSUPPORTED_MEDIA_TYPE';
+      message = `Expected content-type application/json, got ${request.headers['content-type'] ?? 'none'}`;
+    } else if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      code = 'ERR_BODY_TOO_LARGE';
+      message = `Expected a body of at most ${bodyLimit} bytes (--body-limit)`;
+    }
+    metrics.errors.inc({ code });
+    return fail(reply, status, code, message);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    fail(reply, 404, 'ERR_NOT_FOUND', `no route ${request.method} ${request.url}`),
+  );
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_request, reply) => {
+    const stats = classifier.stats();
+    const room = stats.queueDepth < classifier.info.batching.maxQueue;
+    if (shuttingDown || !room) return reply.code(503).send({ status: shuttingDown ? 'shutting down' : 'queue full' });
+    return { status: 'ready', queueDepth: stats.queueDepth };
+  });
+
+  app.get('/stats', async () => classifier.stats());
+
+  app.get('/metrics', async (_request, reply) => {
+    void reply.header('content-type', metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+
+  app.post('/classify', async (request: FastifyRequest, reply) => {
+    const parsed = readBody(request.body, maxTexts);
+    if (typeof parsed === 'string') {
+      metrics.errors.inc({ code: 'ERR_INVALID_ARGUMENT' });
+      return fail(reply, 400, 'ERR_INVALID_ARGUMENT', parsed);
+    }
+    // A client that goes away before its answer cancels its texts. (The response's 'close'
+    // before it finished writing is the disconnect; the request's own 'close' only means its
+    // body was read.)
+    const controller = new AbortController();
+    const onClose = (): void => {
+      if (!reply.raw.writableFinished) controller.abort(new Error('the client disconnected'));
+    };
+    reply.raw.once('close', onClose);
+    try {
+      const call = {
+        signal: controller.signal,
+        ...(parsed.timeoutMs === undefined ? {} : { timeoutMs: parsed.timeoutMs }),
+      };
+      if (parsed.single) {
+        const decision = await classifier.classify(parsed.texts[0] as never, call);
+        metrics.texts.inc();
+        return { decision };
+      }
+      const decisions = await classifier.classify(parsed.texts as never[], call);
+      metrics.texts.inc(decisions.length);
+      return { decisions };
+    } catch (error) {
+      if (!(error instanceof BertgateError)) throw error;
+      metrics.errors.inc({ code: error.code });
+      return fail(reply, STATUS[error.code] ?? 500, error.code, error.message);
+    } finally {
+      reply.raw.off('close', onClose);
+    }
+  });
+
+  return app;
+}

@@ -1,0 +1,243 @@
+// `bertgate serve` as a real HTTP server in a child process, driven over loopback.
+
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { describe, it } from 'node:test';
+
+import { Classifier } from '../lib/index.js';
+import { CLI, bundle } from './helpers.js';
+
+interface Server {
+  url: string;
+  child: ChildProcess;
+  output: () => string;
+  /** SIGTERM, then the exit code. */
+  stop: () => Promise<number | null>;
+}
+
+async function serve(args: string[]): Promise<Server> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const check = (): void => {
+      const match = /listening on (http:\/\/\S+)/.exec(output);
+      if (match) resolve(match[1] as string);
+    };
+    child.stdout?.on('data', check);
+    child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${output}`)));
+  });
+  return {
+    url,
+    child,
+    output: () => output,
+    stop: async () => {
+      if (child.exitCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const [code] = (await once(child, 'exit')) as [number | null];
+      return code;
+    },
+  };
+}
+
+function post(url: string, body: unknown, init: RequestInit = {}): Promise<Response> {
+  return fetch(`${url}/classify`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    ...init,
+  });
+}
+
+async function waitFor(condition: () => Promise<boolean>): Promise<void> {
+  while (!(await condition())) await new Promise((r) => setTimeout(r, 10));
+}
+
+describe('bertgate serve', () => {
+  it('classifies {text} and {texts} like the library does', async () => {
+    const server = await serve(['--model', bundle('labels7'), '--threshold', '0.15']);
+    const clf = await Classifier.load(bundle('labels7'), { threshold: 0.15 });
+    try {
+      const texts = ['install a package', 'a game with sound', { text: 'first', pair: 'second' }];
+      const many = await post(server.url, { texts });
+      assert.equal(many.status, 200);
+      const { decisions } = (await many.json()) as { decisions: Array<{ label: string; probability: number }> };
+      const local = await clf.classify(texts);
+      decisions.forEach((d, i) => {
+        assert.equal(d.label, local[i]?.label);
+        assert.ok(Math.abs(d.probability - (local[i]?.probability as number)) < 1e-5);
+      });
+      const one = await post(server.url, { text: 'install a package' });
+      assert.equal(one.status, 200);
+      assert.equal(((await one.json()) as { decision: { label: string } }).decision.label, local[0]?.label);
+    } finally {
+      await clf.close();
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
+  it('answers bad requests with 400, 404, 413 and 415, naming the problem', async () => {
+    const server = await serve(['--model', bundle('labels2'), '--body-limit', '300']);
+    try {
+      const cases: Array<[Promise<Response>, number, string, string]> = [
+        [
+          post(server.url, '{"text": '),
+          400,
+          'ERR_BAD_REQUEST',
+          "Body is not valid JSON but content-type is set to 'application/json'",
+        ],
+        [
+          post(server.url, { text: 42 }),
+          400,
+          'ERR_INVALID_ARGUMENT',
+          'Expected text to be a string, a Uint8Array of UTF-8, or { text, pair }, got 42',
+        ],
+        [
+          post(server.url, { texts: [] }),
+          400,
+          'ERR_INVALID_ARGUMENT',
+          'Expected texts to be a non-empty array, got an empty array',
+        ],
+        [
+          post(server.url, {}),
+          400,
+          'ERR_INVALID_ARGUMENT',
+          'Expected exactly one of "text" (a string) or "texts" (an array)',
+        ],
+        [
+          post(server.url, { text: 'a', texts: ['b'] }),
+          400,
+          'ERR_INVALID_ARGUMENT',
+          'Expected exactly one of "text" (a string) or "texts" (an array)',
+        ],
+        [
+          post(server.url, { text: 'a', lang: 'en' }),
+          400,
+          'ERR_INVALID_ARGUMENT',
+          'Unknown field "lang"; expected "text" or "texts", and optionally "timeoutMs"',
+        ],
+        [
+          post(server.url, [1, 2]),
+          400,
+          'ERR_INVALID_ARGUMENT',
+          'Expected a JSON object with "text" (a string) or "texts" (an array)',
+        ],
+        [
+          post(server.url, { text: 'x'.repeat(400) }),
+          413,
+          'ERR_BODY_TOO_LARGE',
+          'Expected a body of at most 300 bytes (--body-limit)',
+        ],
+        [
+          fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hello' }),
+          415,
+          'ERR_UNSUPPORTED_MEDIA_TYPE',
+          'Expected content-type application/json, got text/plain',
+        ],
+        [fetch(`${server.url}/nope`), 404, 'ERR_NOT_FOUND', 'no route GET /nope'],
+      ];
+      for (const [response, status, code, message] of cases) {
+        const r = await response;
+        assert.deepEqual({ status: r.status, body: await r.json() }, { status, body: { error: { code, message } } });
+      }
+      assert.equal((await post(server.url, { text: 'still serving' })).status, 200);
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
+  it('refuses with 429 and Retry-After when the queue is full', async () => {
+    const server = await serve(['--model', bundle('labels2'), '--max-queue', '2']);
+    try {
+      const r = await post(server.url, { texts: ['a', 'b', 'c'] });
+      assert.equal(r.status, 429);
+      assert.equal(r.headers.get('retry-after'), '1');
+      assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'ERR_OVERLOADED');
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
+  it('reports health, readiness and Prometheus metrics', async () => {
+    const server = await serve(['--model', bundle('labels2')]);
+    try {
+      assert.deepEqual(await (await fetch(`${server.url}/healthz`)).json(), { status: 'ok' });
+      assert.deepEqual(await (await fetch(`${server.url}/readyz`)).json(), { status: 'ready', queueDepth: 0 });
+      await post(server.url, { texts: ['one', 'two'] });
+      await post(server.url, { text: 42 });
+      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      for (const line of [
+        'bertgate_requests_total{route="/classify",status="200"} 1',
+        'bertgate_requests_total{route="/classify",status="400"} 1',
+        'bertgate_request_errors_total{code="ERR_INVALID_ARGUMENT"} 1',
+        'bertgate_texts_total 2',
+        'bertgate_batch_size_count 1',
+        'bertgate_queue_depth 0',
+      ]) {
+        assert.ok(metrics.includes(line), `missing ${line}`);
+      }
+      assert.match(metrics, /bertgate_request_duration_seconds_bucket\{le="0.1",route="\/classify"\} \d+/);
+      assert.match(metrics, /bertgate_padded_tokens_total \d+/);
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
+  it('drops the texts of a client that disconnects', async () => {
+    const server = await serve(['--model', bundle('long'), '--threads', '1']);
+    try {
+      const long = 'word '.repeat(600);
+      const busy = post(server.url, { texts: Array.from({ length: 64 }, () => long) });
+      const controller = new AbortController();
+      const leaving = post(
+        server.url,
+        { texts: Array.from({ length: 64 }, () => long) },
+        { signal: controller.signal },
+      );
+      await waitFor(
+        async () =>
+          ((await (await fetch(`${server.url}/stats`)).json()) as { texts: { submitted: number } }).texts.submitted ===
+          128,
+      );
+      controller.abort();
+      await assert.rejects(leaving);
+      assert.equal((await busy).status, 200);
+      const stats = (await (await fetch(`${server.url}/stats`)).json()) as {
+        requests: { aborted: number };
+        texts: { completed: number };
+      };
+      assert.equal(stats.requests.aborted, 1);
+      assert.ok(
+        stats.texts.completed < 128,
+        `${stats.texts.completed} texts ran; the disconnected client's should not all have`,
+      );
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
+  it('on SIGTERM answers every request already received, refuses new ones, and exits 0', async () => {
+    const server = await serve(['--model', bundle('long'), '--threads', '1']);
+    const long = 'word '.repeat(600);
+    const requests = Array.from({ length: 4 }, () =>
+      post(server.url, { texts: Array.from({ length: 64 }, () => long) }),
+    );
+    await waitFor(
+      async () =>
+        ((await (await fetch(`${server.url}/stats`)).json()) as { texts: { submitted: number } }).texts.submitted ===
+        256,
+    );
+    const exited = once(server.child, 'exit');
+    server.child.kill('SIGTERM');
+    for (const r of await Promise.all(requests)) {
+      assert.equal(r.status, 200);
+      assert.equal(((await r.json()) as { decisions: unknown[] }).decisions.length, 64);
+    }
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 0);
+    assert.match(server.output(), /SIGTERM: finishing in-flight requests\nstopped\n/);
+    await assert.rejects(fetch(`${server.url}/healthz`), 'the port is closed');
+  });
+});
