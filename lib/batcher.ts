@@ -6,7 +6,10 @@
  * - a batch holds at most `maxBatchSize` texts and `maxBatchTokens` padded tokens (its
  *   longest row times its rows);
  * - the oldest waiting text is always in the next batch, so nothing starves; with
- *   `lengthAware`, the rest are the texts closest to its length, which cuts padding;
+ *   `lengthAware`, the rest are the texts closest to its length, and a text joins only if
+ *   the batch's padding share stays within `maxPaddingRatio` (the rest wait for a better
+ *   match: on a CPU a forward pass costs about the same per padded token whatever the batch,
+ *   so padding is pure waste);
  * - an idle device never waits: a partial batch is held only while another batch is on the
  *   device, and at most until the oldest text has waited `maxDelayMs`;
  * - up to `inFlight` batches are handed over at once, so preparing batch N+1 on the host
@@ -28,6 +31,8 @@ export interface BatcherOptions {
   maxQueue: number;
   inFlight: number;
   lengthAware: boolean;
+  /** With lengthAware: the most padding a batch may carry, as a share of its padded tokens. */
+  maxPaddingRatio: number;
 }
 
 export interface BatchItem<T> {
@@ -288,10 +293,11 @@ export class Batcher<T, R> {
   }
 
   #form(): { entries: Entry<T, R>[]; full: boolean } {
-    const { maxBatchSize, maxBatchTokens, lengthAware } = this.options;
+    const { maxBatchSize, maxBatchTokens, lengthAware, maxPaddingRatio } = this.options;
     const oldest = this.#queue[0] as Entry<T, R>;
     const entries = [oldest];
     let longest = oldest.tokens;
+    let real = oldest.tokens;
     let full = false;
     const window = this.#queue.slice(1, maxBatchSize * WINDOW_BATCHES);
     if (lengthAware) {
@@ -305,8 +311,10 @@ export class Batcher<T, R> {
         if (lengthAware) continue;
         break; // FIFO keeps arrival order
       }
+      if (lengthAware && 1 - (real + candidate.tokens) / (next * (entries.length + 1)) > maxPaddingRatio) continue;
       entries.push(candidate);
       longest = next;
+      real += candidate.tokens;
     }
     return { entries, full: full || entries.length === maxBatchSize };
   }

@@ -74,6 +74,8 @@ export interface BatchingOptions {
   batchesInFlight?: number;
   /** Group texts of similar length to cut padding (the oldest text always goes first); default true. */
   lengthAware?: boolean;
+  /** With lengthAware, the largest share of a batch that may be padding; default 0.25. */
+  maxPaddingRatio?: number;
 }
 
 export interface ClassifierOptions<L extends string = string, O extends string = 'Other'> extends BatchingOptions {
@@ -125,6 +127,7 @@ const OPTION_NAMES = [
   'maxQueue',
   'batchesInFlight',
   'lengthAware',
+  'maxPaddingRatio',
 ] as const;
 
 const MAX_TOP_K = 64; // the fused kernel's limit
@@ -259,6 +262,8 @@ function parseBatching(o: Record<string, unknown>): BatchingOptions {
     if (typeof o['lengthAware'] !== 'boolean') throw invalid(option('lengthAware'), 'a boolean', o['lengthAware']);
     out.lengthAware = o['lengthAware'];
   }
+  if (o['maxPaddingRatio'] !== undefined)
+    out.maxPaddingRatio = probability(option('maxPaddingRatio'), o['maxPaddingRatio']);
   return out;
 }
 
@@ -306,6 +311,7 @@ function resolveAgainstBundle(
     maxQueue: settings.batching.maxQueue ?? 10_000,
     batchesInFlight: settings.batching.batchesInFlight ?? 2,
     lengthAware: settings.batching.lengthAware ?? true,
+    maxPaddingRatio: settings.batching.maxPaddingRatio ?? 0.25,
   };
   if (batching.maxBatchTokens < bundle.maxLength) {
     throw invalid(
@@ -365,6 +371,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       maxQueue: batching.maxQueue,
       inFlight: batching.batchesInFlight,
       lengthAware: batching.lengthAware,
+      maxPaddingRatio: batching.maxPaddingRatio,
     });
   }
 

@@ -37,6 +37,7 @@ const OPTIONS: BatcherOptions = {
   maxQueue: 100,
   inFlight: 2,
   lengthAware: true,
+  maxPaddingRatio: 1,
 };
 
 function items(ids: number[], tokens: (id: number) => number = () => 10) {
@@ -122,6 +123,27 @@ describe('batcher', () => {
       await device.dispatched(2);
       assert.deepEqual(device.calls[1]?.payloads, lengthAware ? [0, 4, 6] : [0, 1, 2], `lengthAware ${lengthAware}`);
     }
+  });
+
+  it('keeps a batch within maxPaddingRatio, leaving poor matches for later', async () => {
+    const lengths = [100, 10, 90, 12, 95, 11];
+    const tokens = (id: number) => lengths[id] as number;
+    const device = fakeDevice();
+    const batcher = new Batcher(device.run, {
+      ...OPTIONS,
+      maxBatchSize: 6,
+      inFlight: 1,
+      maxPaddingRatio: 0.2,
+      maxDelayMs: 0,
+    });
+    void batcher.submit(items([99])); // occupies the device
+    void batcher.submit(items([0, 1, 2, 3, 4, 5], tokens));
+    device.calls[0]?.finish();
+    await device.dispatched(2);
+    assert.deepEqual(device.calls[1]?.payloads, [0, 4, 2], 'the short texts would pad the batch past 20%');
+    device.calls[1]?.finish();
+    await device.dispatched(3);
+    assert.deepEqual(device.calls[2]?.payloads, [1, 5, 3], 'and go together next, closest length first');
   });
 
   it('does not starve an old long text behind a stream of short ones', async () => {

@@ -20,11 +20,21 @@ class EngineError : public std::runtime_error {
   ErrorCode code_;
 };
 
-// c10::Error::what() carries a C++ backtrace; users need the first sentence.
-inline std::string Brief(const c10::Error& e) {
-  std::string message = e.what_without_backtrace();
+// Errors from libtorch carry a C++ backtrace, or, from the TorchScript interpreter, both
+// tracebacks with the cause on the last line ("RuntimeError: index out of range in self").
+// Users need that one sentence.
+inline std::string Brief(const std::string& message) {
+  if (message.find("Traceback of TorchScript") != std::string::npos) {
+    auto end = message.find_last_not_of(" \n");
+    auto start = message.rfind('\n', end);
+    return message.substr(start == std::string::npos ? 0 : start + 1,
+                          end - (start == std::string::npos ? 0 : start + 1) + 1);
+  }
   const auto newline = message.find('\n');
   return newline == std::string::npos ? message : message.substr(0, newline);
+}
+inline std::string Brief(const c10::Error& e) {
+  return Brief(e.what_without_backtrace());
 }
 
 }  // namespace bertgate

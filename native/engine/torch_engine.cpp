@@ -96,7 +96,8 @@ Outcome<std::shared_ptr<InferOutput>> TorchEngine::Infer(const InferInput& input
     return Failure{ErrorCode::kOutOfMemory, "out of host memory for a batch of " + std::to_string(input.rows) + " x " +
                                                 std::to_string(input.seq_len) + " tokens"};
   } catch (const std::exception& e) {
-    return Failure{ErrorCode::kInternal, std::string("unexpected engine error: ") + e.what()};
+    // The TorchScript interpreter rethrows the model's failures as plain runtime errors.
+    return Failure{ErrorCode::kInference, "inference failed: " + Brief(e.what())};
   }
 }
 

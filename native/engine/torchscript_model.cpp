@@ -107,11 +107,11 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options) : device_(Resolve
     logits = Logits(module_.forward(inputs), &info_.output_kind);
   } catch (const EngineError&) {
     throw;
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {  // c10::Error, or the TorchScript interpreter's rethrow
     throw EngineError(ErrorCode::kModelLoad, "'" + path +
                                                  "' does not run on (input_ids, attention_mask, token_type_ids) "
                                                  "int64 [B, T]: " +
-                                                 Brief(e));
+                                                 Brief(e.what()));
   }
   if (logits.dim() != 2 || logits.size(0) != 1 || logits.size(1) < 2 || !at::isFloatingType(logits.scalar_type())) {
     throw EngineError(ErrorCode::kModelOutput, "'" + path + "' returned logits of shape " + c10::str(logits.sizes()) +

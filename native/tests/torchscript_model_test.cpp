@@ -126,6 +126,25 @@ TEST_F(TorchScriptModelTest, MarksRowsWithNonFiniteLogitsInvalid) {
   EXPECT_EQ(result.value()->top_index[3], -1);
 }
 
+TEST_F(TorchScriptModelTest, ReportsAModelFailureAsInferenceWithItsCause) {
+  torch::jit::Module m("Model");
+  m.register_parameter("table", torch::zeros({10, 3}), false);
+  m.define(
+      "def forward(self, ids: Tensor, mask: Tensor, types: Tensor) -> Tensor:\n"
+      "    return torch.embedding(self.table, ids).sum(1)\n");
+  const std::string path = (dir_ / "lookup.pt").string();
+  m.save(path);
+  auto engine = Load(path);
+  ASSERT_TRUE(engine.ok()) << engine.failure().message;
+  InferInput in = TwoRows();  // ids up to 5 fit the table
+  in.ids[3] = 99;             // this one does not
+  auto result = engine.value()->Infer(in);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.failure().code, ErrorCode::kInference);
+  EXPECT_EQ(result.failure().message.find('\n'), std::string::npos) << result.failure().message;
+  EXPECT_NE(result.failure().message.find("index out of range"), std::string::npos) << result.failure().message;
+}
+
 TEST_F(TorchScriptModelTest, RejectsOutputsThatAreNotLogits) {
   auto not_tensor = Load(Save("str", "    return 'hello'\n", "str"));
   ASSERT_FALSE(not_tensor.ok());
