@@ -164,6 +164,7 @@ for (const c of levels) {
     String(c),
     values.seconds,
     values.texts,
+    values.field,
   ]);
   const r = JSON.parse(stdout) as { rps: number; p50: number; p99: number; non2xx: number; errors: number };
   served.push(`| ${c} | ${r.rps.toFixed(0)} | ${r.p50} / ${r.p99} | ${r.non2xx + r.errors} |`);

@@ -1,17 +1,18 @@
 // The second process of bench/batching.ts: autocannon against `bertgate serve`, one text
 // per request, cycling through real texts. Prints one JSON line.
 //
-//   node dist/bench/load-client.js URL CONNECTIONS SECONDS TEXTS.jsonl
+//   node dist/bench/load-client.js URL CONNECTIONS SECONDS TEXTS.jsonl [full|short]
 
 import { readFile } from 'node:fs/promises';
 
 import autocannon from 'autocannon';
 
-const [url, connections, seconds, file] = process.argv.slice(2) as [string, string, string, string];
+const [url, connections, seconds, file, field] = process.argv.slice(2) as [string, string, string, string, string?];
 const bodies = (await readFile(file, 'utf8'))
   .trim()
   .split('\n')
-  .map((line) => JSON.stringify({ text: (JSON.parse(line) as { text: string }).text }));
+  .map((line) => (JSON.parse(line) as { text: string }).text)
+  .map((text) => JSON.stringify({ text: field === 'short' ? text.split('\n')[0] : text }));
 let next = 0;
 
 const result = await autocannon({

@@ -1,4 +1,6 @@
 """Random-weight bundles with real geometries, for benchmarks (weights do not change speed).
+The Hugging Face model directory is kept beside the bundle, as OUT_DIR-hf, for the peers
+that load it (the Python pipeline, the ONNX export).
 
     python bench/make_model.py OUT_DIR {bert-base|small} [--max-length N]
 """
@@ -6,7 +8,7 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
+import shutil
 from pathlib import Path
 
 from bertgate_export.export import export_bundle
@@ -34,9 +36,10 @@ def main() -> None:
     parser.add_argument("geometry", choices=GEOMETRIES)
     parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model_dir(GEOMETRIES[args.geometry], Path(tmp) / "model")
-        manifest = export_bundle(model_dir, args.out_dir, max_length=args.max_length, random_weights=True)
+    model_dir = Path(args.out_dir + "-hf")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    build_model_dir(GEOMETRIES[args.geometry], model_dir)
+    manifest = export_bundle(model_dir, args.out_dir, max_length=args.max_length, random_weights=True)
     print(f"{args.out_dir}: {args.geometry}, max length {manifest['max_length']}, parity {manifest['parity']}")
 
 

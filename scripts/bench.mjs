@@ -1,0 +1,43 @@
+// Runs a benchmark with its inputs prepared: Debian texts from the apt lists, the
+// small-geometry bench model, and for `peers` its ONNX export and npm packages.
+// Usage: node scripts/bench.mjs forward|batching|tokenize|peers [extra flags for the bench]
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { devEnv } from './dev-env.mjs';
+import { ROOT, VENV_PYTHON } from './paths.mjs';
+import { run } from './run.mjs';
+
+const [name, ...extra] = process.argv.slice(2);
+const env = devEnv();
+const inRoot = { cwd: ROOT, env };
+const texts = join('bench', 'data', 'debian.jsonl');
+const small = join('bench', 'models', 'small');
+
+if (!existsSync(join(ROOT, texts)))
+  run(VENV_PYTHON, ['-m', 'bertgate_export.debian', 'sample', texts, '--limit', '5000'], inRoot);
+if (!existsSync(join(ROOT, small, 'model.pt')))
+  run(VENV_PYTHON, ['bench/make_model.py', small, 'small', '--max-length', '128'], inRoot);
+
+const args = {
+  forward: ['--bundle', small, '--batches', '1,4,16,32'],
+  batching: ['--bundle', small, '--texts', texts],
+  tokenize: ['--bundle', small, '--texts', texts],
+  peers: ['--bundle', small, '--hf', `${small}-hf`, '--onnx', `${small}-onnx`, '--texts', texts],
+}[name];
+if (!args) throw new Error('usage: node scripts/bench.mjs forward|batching|tokenize|peers [flags]');
+
+if (name === 'peers') {
+  run(VENV_PYTHON, ['-m', 'pip', 'install', '-q', '-r', 'bench/requirements.txt'], inRoot);
+  if (!existsSync(join(ROOT, `${small}-onnx`, 'onnx', 'model.onnx'))) {
+    run(VENV_PYTHON, ['bench/export_onnx.py', `${small}-hf`, `${small}-onnx`, '128'], inRoot);
+  }
+  if (!existsSync(join(ROOT, 'bench', 'peers', 'node_modules'))) {
+    // onnxruntime-node's post-install would fetch CUDA files from outside npm; its CPU binaries ship in the package.
+    run('npm', ['install', '--no-audit', '--no-fund'], {
+      cwd: join(ROOT, 'bench', 'peers'),
+      env: { ...env, ONNXRUNTIME_NODE_INSTALL: 'skip' },
+    });
+  }
+}
+run(process.execPath, [join('dist', 'bench', `${name}.js`), ...args, ...extra], inRoot);
