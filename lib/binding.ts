@@ -25,6 +25,8 @@ export interface NativeBuildInfo {
   buildSystem: string;
   compiler: string;
   napiVersion: number;
+  /** The engine has the CUDA kernels (and then needs libc10_cuda.so from its libtorch). */
+  cudaKernels: boolean;
   /** Empty until the runtime is open. */
   engineLibrary: string;
 }
@@ -189,10 +191,14 @@ async function open(): Promise<Runtime> {
   }
   const decision = cudaDecision(location);
   const engine = join(dirname(addonPath()), 'libbertgate_engine.so');
+  // An engine built with CUDA kernels links libc10_cuda (streams, guards): small, and loadable
+  // without a GPU, unlike the rest of libtorch's CUDA half.
+  const cpuSet =
+    built.cudaKernels && location.c10Cuda ? withC10Cuda(location.preload, location.c10Cuda) : location.preload;
   let cuda = { loaded: false, reason: decision.reason };
   if (decision.load) {
     try {
-      await native.openRuntime([...location.preload, ...location.cudaPreload], engine);
+      await native.openRuntime([...cpuSet, ...location.cudaPreload], engine);
       cuda = { loaded: true, reason: decision.reason };
     } catch (error) {
       // The CPU half may still load; CUDA requests will then say why CUDA is missing.
@@ -201,7 +207,7 @@ async function open(): Promise<Runtime> {
   }
   if (!cuda.loaded) {
     try {
-      await native.openRuntime(location.preload, engine);
+      await native.openRuntime(cpuSet, engine);
     } catch (error) {
       const code = (error as { code?: string }).code === 'ERR_ENGINE_LOAD' ? 'ERR_ENGINE_LOAD' : 'ERR_LIBTORCH_LOAD';
       throw new RuntimeLoadError(code, `opening libtorch from ${location.dir} failed: ${(error as Error).message}`, {
@@ -210,4 +216,10 @@ async function open(): Promise<Runtime> {
     }
   }
   return { addon: native, libtorch: location, steps, cuda };
+}
+
+/** libc10_cuda.so goes right after libc10.so, which it needs. */
+function withC10Cuda(preload: string[], c10Cuda: string): string[] {
+  const at = preload.findIndex((path) => path.endsWith('/libc10.so'));
+  return [...preload.slice(0, at + 1), c10Cuda, ...preload.slice(at + 1)];
 }

@@ -41,6 +41,8 @@ export interface LibtorchLocation {
   preload: string[];
   /** What CUDA additionally needs, in load order; empty for a CPU-only libtorch. */
   cudaPreload: string[];
+  /** libc10_cuda.so, which an engine built with CUDA kernels links; null for a CPU libtorch. */
+  c10Cuda: string | null;
   /** Directories of libtorch's own dependencies (linking and running the engine tests). */
   dependencyDirs: string[];
 }
@@ -129,7 +131,15 @@ function describeLayout(dir: string): Omit<LibtorchLocation, 'source'> | string 
   // libtorch_cuda.so brings libc10_cuda and the rest of its own folder along by itself.
   const cudaPreload = existsSync(cuda) ? [...deps(NVIDIA_CUDA_DEPS), cuda] : [];
   const dependencyDirs = [...new Set([...preload, ...cudaPreload].map((p) => dirname(p)))].filter((d) => d !== lib);
-  return { dir, version: readVersion(dir), preload, cudaPreload, dependencyDirs };
+  const c10Cuda = join(lib, 'libc10_cuda.so');
+  return {
+    dir,
+    version: readVersion(dir),
+    preload,
+    cudaPreload,
+    c10Cuda: existsSync(c10Cuda) ? c10Cuda : null,
+    dependencyDirs,
+  };
 }
 
 function inspect(source: LookupSource, dir: string, steps: LookupStep[], via = dir): LibtorchLocation | null {

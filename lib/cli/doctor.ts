@@ -17,7 +17,7 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   lines.push(`addon            ${report.addon.path}`);
   if (build) {
     lines.push(
-      `  built for      libtorch ${build.torchVersion}, cxx11 ABI ${build.cxx11Abi ? 'on' : 'off'}, ${build.buildSystem}, ${build.compiler}, N-API ${build.napiVersion}`,
+      `  built for      libtorch ${build.torchVersion}, cxx11 ABI ${build.cxx11Abi ? 'on' : 'off'}, ${build.buildSystem}, ${build.compiler}, N-API ${build.napiVersion}, CUDA kernels ${build.cudaKernels ? 'yes' : 'no'}`,
     );
   }
   lines.push('libtorch lookup');

@@ -68,6 +68,11 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("buildSystem", BERTGATE_BUILD_SYSTEM);
   o.Set("compiler", "g++ " __VERSION__);
   o.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+#ifdef BERTGATE_WITH_CUDA
+  o.Set("cudaKernels", Napi::Boolean::New(env, true));
+#else
+  o.Set("cudaKernels", Napi::Boolean::New(env, false));
+#endif
   o.Set("engineLibrary", LoadedEngineLibraryPath());
   return o;
 }

@@ -120,7 +120,7 @@ struct InferOutput {
   std::vector<uint8_t> valid;  // 0 where the logits held NaN or +-inf
   std::vector<float> logits;
   std::vector<float> log_probs;
-  double forward_ms = 0;  // model forward + device transfers, measured by the engine
+  double forward_ms = 0;  // the whole engine call: transfers, forward, scores
 };
 
 struct RuntimeInfo {

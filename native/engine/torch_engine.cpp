@@ -10,6 +10,9 @@
 
 #include "engine_error.h"
 #include "fused_log_softmax.h"
+#ifdef BERTGATE_WITH_CUDA
+#include "cuda_scores.h"
+#endif
 
 namespace bertgate {
 namespace {
@@ -22,62 +25,75 @@ LogitsType ToLogitsType(c10::ScalarType type) {
 
 }  // namespace
 
+namespace {
+
+// The CPU kernel reads fp16/bf16 directly, so half-precision logits cross as they are.
+void ScoresOnHost(const at::Tensor& logits, const InferInput& in, InferOutput& out) {
+  const at::Tensor host = logits.to(at::kCPU).contiguous();
+  const int64_t rows = host.size(0), cols = host.size(1), k = in.top_k;
+  out.top_index.resize(rows * k);
+  out.top_log_prob.resize(rows * k);
+  out.margin.resize(rows);
+  out.entropy.resize(rows);
+  out.energy.resize(rows);
+  out.valid.resize(rows);
+  if (in.want_log_probs) out.log_probs.resize(rows * cols);
+  SoftmaxOptions options;
+  options.temperature = in.temperature;
+  options.top_k = in.top_k;
+  const SoftmaxOutputs views{out.top_index.data(),
+                             out.top_log_prob.data(),
+                             out.margin.data(),
+                             out.entropy.data(),
+                             out.energy.data(),
+                             out.valid.data(),
+                             in.want_log_probs ? out.log_probs.data() : nullptr};
+  FusedLogSoftmaxCpu(host.const_data_ptr(), ToLogitsType(host.scalar_type()), rows, cols, options, views);
+  if (in.want_logits) {
+    const at::Tensor f32 = host.to(at::kFloat).contiguous();
+    out.logits.resize(rows * cols);
+    std::memcpy(out.logits.data(), f32.const_data_ptr<float>(), sizeof(float) * rows * cols);
+  }
+}
+
+}  // namespace
+
 std::shared_ptr<InferOutput> TorchEngine::Run(const InferInput& in) {
   c10::InferenceMode guard;
   const auto start = std::chrono::steady_clock::now();
   const c10::Device device = model_->device();
   const std::vector<int64_t> shape{in.rows, in.seq_len};
-  // from_blob borrows the input vectors; .to() makes the int64 copies the model reads, so
-  // nothing refers to the caller's memory after this point.
+  // from_blob borrows the input vectors; every path below copies out of them, so nothing
+  // refers to the caller's memory once the tensors exist. For a GPU the narrow ids go over
+  // through pinned memory, asynchronously, and are widened to int64 on the device.
   auto widen = [&](const void* data, c10::ScalarType type) {
-    return at::from_blob(const_cast<void*>(data), shape, at::TensorOptions().dtype(type)).to(device, at::kLong);
+    const at::Tensor host = at::from_blob(const_cast<void*>(data), shape, at::TensorOptions().dtype(type));
+    if (device.is_cuda()) return host.pin_memory().to(device, /*non_blocking=*/true).to(at::kLong);
+    return host.to(at::kLong);
   };
   const at::Tensor ids = widen(in.ids.data(), at::kInt);
   const at::Tensor mask = widen(in.mask.data(), at::kByte);
   const at::Tensor type_ids = widen(in.type_ids.data(), at::kByte);
 
-  at::Tensor logits = model_->Forward(ids, mask, type_ids);
+  const at::Tensor logits = model_->Forward(ids, mask, type_ids);
   if (logits.dim() != 2 || logits.size(0) != in.rows) {
     throw EngineError(ErrorCode::kModelOutput, "the model returned logits of shape " + c10::str(logits.sizes()) +
                                                    " for a batch of " + std::to_string(in.rows));
   }
-  // The CPU kernel reads fp16/bf16 directly, so half-precision logits cross as they are.
-  const at::Tensor host = logits.to(at::kCPU).contiguous();
-  const auto forward_end = std::chrono::steady_clock::now();
-
   auto out = std::make_shared<InferOutput>();
-  const int64_t rows = in.rows;
-  const int64_t cols = host.size(1);
-  const int64_t k = in.top_k;
-  out->rows = rows;
-  out->cols = cols;
-  out->top_k = k;
-  out->top_index.resize(rows * k);
-  out->top_log_prob.resize(rows * k);
-  out->margin.resize(rows);
-  out->entropy.resize(rows);
-  out->energy.resize(rows);
-  out->valid.resize(rows);
-  if (in.want_log_probs) out->log_probs.resize(rows * cols);
-
-  SoftmaxOptions options;
-  options.temperature = in.temperature;
-  options.top_k = in.top_k;
-  const SoftmaxOutputs views{out->top_index.data(),
-                             out->top_log_prob.data(),
-                             out->margin.data(),
-                             out->entropy.data(),
-                             out->energy.data(),
-                             out->valid.data(),
-                             in.want_log_probs ? out->log_probs.data() : nullptr};
-  FusedLogSoftmaxCpu(host.const_data_ptr(), ToLogitsType(host.scalar_type()), rows, cols, options, views);
-
-  if (in.want_logits) {
-    const at::Tensor f32 = host.to(at::kFloat).contiguous();
-    out->logits.resize(rows * cols);
-    std::memcpy(out->logits.data(), f32.const_data_ptr<float>(), sizeof(float) * rows * cols);
+  out->rows = in.rows;
+  out->cols = logits.size(1);
+  out->top_k = in.top_k;
+#ifdef BERTGATE_WITH_CUDA
+  if (logits.is_cuda()) {
+    ScoresOnDevice(logits, in, *out);
+  } else {
+    ScoresOnHost(logits, in, *out);
   }
-  out->forward_ms = std::chrono::duration<double, std::milli>(forward_end - start).count();
+#else
+  ScoresOnHost(logits, in, *out);
+#endif
+  out->forward_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return out;
 }
 

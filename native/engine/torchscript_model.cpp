@@ -2,6 +2,7 @@
 
 #include <ATen/core/Dict.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/freeze_module.h>
 #include <torch/cuda.h>
 
@@ -69,6 +70,29 @@ void ReadEmbeddingSizes(const torch::jit::Module& module, ModelInfo& info) {
 
 }  // namespace
 
+int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device) {
+  int changed = 0;
+  const std::string target = device.str();
+  for (const auto& submodule : module.modules()) {
+    for (const auto& method : submodule.get_methods()) {
+      std::vector<torch::jit::Block*> blocks{method.graph()->block()};
+      while (!blocks.empty()) {
+        torch::jit::Block* block = blocks.back();
+        blocks.pop_back();
+        for (torch::jit::Node* node : block->nodes()) {
+          for (torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
+          if (node->kind() == c10::prim::Constant && node->output()->type()->kind() == c10::TypeKind::DeviceObjType &&
+              node->s(c10::attr::value) != target) {
+            node->s_(c10::attr::value, target);
+            ++changed;
+          }
+        }
+      }
+    }
+  }
+  return changed;
+}
+
 TorchScriptModel::TorchScriptModel(const LoadOptions& options) : device_(ResolveDevice(options)) {
   const std::string& path = options.model_path;
   try {
@@ -95,6 +119,7 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options) : device_(Resolve
       info_.frozen = false;
     }
   }
+  RetargetDeviceConstants(module_, device_);
 
   // Probe with the smallest input BERT accepts ([CLS] [SEP]-shaped): this checks the module's
   // signature and output, measures the label count, and runs the executor's first

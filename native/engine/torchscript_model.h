@@ -9,6 +9,14 @@
 
 namespace bertgate {
 
+// A trace records devices as constants: transformers builds the attention mask "on the
+// input's device", which a trace made on a CPU writes down as torch.device("cpu") (and one
+// made on a GPU as "cuda:0"). This points every device constant of every method at `device`,
+// so one bundle runs wherever it is loaded; torch.jit.load's map_location moves the weights
+// but not these. A BERT classifier runs on one device, so no constant has to stay put.
+// Returns how many constants it changed.
+int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device);
+
 class TorchScriptModel : public Model {
  public:
   explicit TorchScriptModel(const LoadOptions& options);

@@ -1,6 +1,8 @@
 // Loading and running TorchScript modules written here in TorchScript source: every output
 // shape the engine accepts, and every way a model file can be wrong.
 
+#include "../engine/torchscript_model.h"
+
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
@@ -143,6 +145,26 @@ TEST_F(TorchScriptModelTest, ReportsAModelFailureAsInferenceWithItsCause) {
   EXPECT_EQ(result.failure().code, ErrorCode::kInference);
   EXPECT_EQ(result.failure().message.find('\n'), std::string::npos) << result.failure().message;
   EXPECT_NE(result.failure().message.find("index out of range"), std::string::npos) << result.failure().message;
+}
+
+TEST_F(TorchScriptModelTest, RetargetsDeviceConstantsThatATraceBakedIn) {
+  torch::jit::Module m("Model");
+  m.define(
+      "def forward(self, ids: Tensor, mask: Tensor, types: Tensor) -> Tensor:\n"
+      "    cpu = torch.device('cpu')\n"
+      "    if ids.size(0) > 1:\n"
+      "        return torch.zeros(ids.size(0), 3, device=cpu)\n"
+      "    return torch.ones(1, 3, device=torch.device('cpu'))\n");
+  EXPECT_GE(RetargetDeviceConstants(m, c10::Device("cuda:1")), 1);  // TorchScript pools equal constants
+  const std::string graph = m.get_method("forward").graph()->toString();
+  EXPECT_EQ(graph.find("\"cpu\""), std::string::npos) << graph;
+  EXPECT_NE(graph.find("\"cuda:1\""), std::string::npos) << graph;
+  EXPECT_EQ(RetargetDeviceConstants(m, c10::Device("cuda:1")), 0);
+  // And back: a bundle traced on a GPU runs on a CPU.
+  EXPECT_GE(RetargetDeviceConstants(m, c10::Device("cpu")), 1);
+  EXPECT_EQ(m.get_method("forward").graph()->toString().find("cuda"), std::string::npos);
+  const auto ids = torch::zeros({2, 3}, torch::kLong);
+  EXPECT_EQ(m.forward({ids, ids, ids}).toTensor().device(), c10::Device("cpu"));
 }
 
 TEST_F(TorchScriptModelTest, RejectsOutputsThatAreNotLogits) {
