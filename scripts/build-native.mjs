@@ -53,6 +53,7 @@ export async function buildNative({ tests = false } = {}) {
       `--CDBERTGATE_RUNTIME_DIRS=${torch.dependencyDirs.join(';')}`,
       `--CDBERTGATE_BUILD_TESTS=${tests ? 'ON' : 'OFF'}`,
       `--CDBERTGATE_CUDA=${cudaMode}`,
+      ...(process.env.BERTGATE_GTEST_SOURCE ? [`--CDBERTGATE_GTEST_SOURCE=${process.env.BERTGATE_GTEST_SOURCE}`] : []),
       ...(nvcc ? [`--CDCMAKE_CUDA_COMPILER=${nvcc}`, ...pipToolkitFlags(nvcc)] : []),
     ],
     { cwd: ROOT },

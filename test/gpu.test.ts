@@ -1,0 +1,91 @@
+// The model on a CUDA device, against the Python reference computed on the CPU and against the
+// same classifier on the CPU. Skipped where there is no CUDA device (scripts/gpu-check.sh runs
+// it on the GPU machines).
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { doctor } from '../lib/doctor.js';
+import { Classifier, DeviceUnavailableError } from '../lib/index.js';
+import { bundle, expected, maxAbsDiff } from './helpers.js';
+
+const report = await doctor();
+const devices = report.runtime?.cudaAvailable ? report.runtime.cudaDeviceCount : 0;
+const skip = devices === 0 ? 'no CUDA device' : false;
+
+describe('on a CUDA device', { skip }, () => {
+  it('float32 logits match transformers eager (CPU) within 1e-4, batched and single', async () => {
+    const ref = await expected('labels50');
+    const clf = await Classifier.load(bundle('labels50'), { device: 'cuda', maxBatchSize: 33 });
+    try {
+      assert.equal(clf.info.device, 'cuda:0');
+      const rows = await clf.logits(ref.texts);
+      rows.forEach((row, i) => assert.ok(maxAbsDiff(row, ref.logits[i] as number[]) <= 1e-4, `text ${i}`));
+      const single = await clf.logits(ref.texts[5] as string);
+      assert.ok(maxAbsDiff(single, rows[5] as Float32Array) <= 1e-4);
+    } finally {
+      await clf.close();
+    }
+  });
+
+  for (const dtype of ['float16', 'bfloat16'] as const) {
+    it(`${dtype} weights give the CPU's decisions, probabilities within 2e-2`, async () => {
+      const ref = await expected('labels7');
+      const cpu = await Classifier.load(bundle('labels7'), { topK: 7 });
+      const gpu = await Classifier.load(bundle('labels7'), { device: 'cuda', dtype, topK: 7 });
+      try {
+        const [a, b] = await Promise.all([cpu.classify(ref.texts), gpu.classify(ref.texts)]);
+        let agree = 0;
+        a.forEach((d, i) => {
+          const g = b[i];
+          assert.ok(g && Math.abs(d.probability - g.probability) < 2e-2, `text ${i}: ${d.probability} vs ${g?.probability}`);
+          if (d.top[0]?.label === g.top[0]?.label) agree++;
+        });
+        assert.ok(agree / a.length >= 0.9, `${agree} of ${a.length} top labels agree`);
+      } finally {
+        await cpu.close();
+        await gpu.close();
+      }
+    });
+  }
+
+  it('the fused CUDA kernel gives the CPU kernel\'s scores', async () => {
+    const ref = await expected('labels50');
+    const cpu = await Classifier.load(bundle('labels50'), { topK: 5, temperature: 1.7 });
+    const gpu = await Classifier.load(bundle('labels50'), { device: 'cuda', topK: 5, temperature: 1.7 });
+    try {
+      const [a, b] = await Promise.all([cpu.classify(ref.texts), gpu.classify(ref.texts)]);
+      a.forEach((d, i) => {
+        const g = b[i];
+        assert.ok(d.scores && g?.scores);
+        assert.deepEqual(g.top.map((t) => t.label), d.top.map((t) => t.label), `text ${i}`);
+        assert.ok(Math.abs(d.scores.entropy - g.scores.entropy) < 1e-4);
+        assert.ok(Math.abs(d.scores.energy - g.scores.energy) < 1e-3);
+        assert.ok(Math.abs(d.scores.margin - g.scores.margin) < 1e-4);
+      });
+    } finally {
+      await cpu.close();
+      await gpu.close();
+    }
+  });
+
+  it('marks NaN rows invalid on the device too', async () => {
+    const clf = await Classifier.load(bundle('nan'), { device: 'cuda' });
+    try {
+      const [ok, bad] = await clf.classify(['install the package', 'hieroglyph 𓀀 here']);
+      assert.equal(ok?.accepted, true);
+      assert.equal(bad?.accepted === false && bad.reason, 'invalid');
+    } finally {
+      await clf.close();
+    }
+  });
+
+  it('names a device index that does not exist', async () => {
+    await assert.rejects(
+      Classifier.load(bundle('labels2'), { device: `cuda:${devices}` }),
+      (e: unknown) =>
+        e instanceof DeviceUnavailableError &&
+        e.message === `device 'cuda:${devices}' was requested but only ${devices} CUDA device(s) exist`,
+    );
+  });
+});
