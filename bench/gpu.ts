@@ -39,7 +39,16 @@ function percentile(sorted: number[], p: number): number {
 const python = process.env['VIRTUAL_ENV'] ? join(process.env['VIRTUAL_ENV'], 'bin', 'python') : 'python3';
 const { stdout } = await promisify(execFile)(
   python,
-  [join(PACKAGE_ROOT, 'bench', 'gpu_baseline.py'), join(bundle, 'model.pt'), '--dtype', dtype, '--batches', values.batches, '--iterations', String(iterations)],
+  [
+    join(PACKAGE_ROOT, 'bench', 'gpu_baseline.py'),
+    join(bundle, 'model.pt'),
+    '--dtype',
+    dtype,
+    '--batches',
+    values.batches,
+    '--iterations',
+    String(iterations),
+  ],
   { maxBuffer: 1 << 20 },
 );
 const baseline = JSON.parse(stdout) as {
@@ -51,13 +60,26 @@ const baseline = JSON.parse(stdout) as {
 const rows: Array<{ path: string; batch: number | string; perS: number; p50: number; p99: number }> = [];
 for (const batch of batches) {
   const f = baseline.forward[String(batch)] as { median_ms: number; p99_ms: number };
-  rows.push({ path: '(a) Python torch, same TorchScript', batch, perS: (batch * 1000) / f.median_ms, p50: f.median_ms, p99: f.p99_ms });
+  rows.push({
+    path: '(a) Python torch, same TorchScript',
+    batch,
+    perS: (batch * 1000) / f.median_ms,
+    p50: f.median_ms,
+    p99: f.p99_ms,
+  });
 }
 
 // (b) raw infer: ids in, compact scores out (H2D, forward, fused kernel, D2H, sync).
 const runtime = await openRuntime();
 const handle = new runtime.addon.EngineHandle();
-const info = await handle.load({ modelPath: join(bundle, 'model.pt'), device: 'cuda', deviceIndex: 0, dtype, threads: 1, freeze: true });
+const info = await handle.load({
+  modelPath: join(bundle, 'model.pt'),
+  device: 'cuda',
+  deviceIndex: 0,
+  dtype,
+  threads: 1,
+  freeze: true,
+});
 for (const batch of batches) {
   const request: NativeInferRequest = {
     ids: new Int32Array(batch * SEQ).map(() => 5 + Math.floor(Math.random() * 995)),
@@ -85,7 +107,12 @@ await handle.close();
 
 // (c) classify() through the batcher: `concurrency` clients, one 128-token text per request.
 {
-  const clf = await Classifier.load(bundle, { device: 'cuda', dtype, maxBatchSize: Math.max(...batches), maxQueue: 1_000_000 });
+  const clf = await Classifier.load(bundle, {
+    device: 'cuda',
+    dtype,
+    maxBatchSize: Math.max(...batches),
+    maxQueue: 1_000_000,
+  });
   const words = 'the package provides a command line tool for managing network services and data files'.split(' ');
   const text = (i: number): string => Array.from({ length: 200 }, (_, j) => words[(i + j) % words.length]).join(' ');
   const total = Number(values.texts);

@@ -29,7 +29,8 @@ for (const file of readdirSync(tokenizers)) {
 }
 cpSync(join(ROOT, 'dist'), join(stage, 'dist'), { recursive: true });
 run('tar', ['-cJf', join(carry, 'runtime.tar.xz'), '-C', stage, 'node_modules', 'dist']);
-if (existsSync('/usr/src/googletest')) run('tar', ['-cJf', join(carry, 'googletest.tar.xz'), '-C', '/usr/src', 'googletest']);
+if (existsSync('/usr/src/googletest'))
+  run('tar', ['-cJf', join(carry, 'googletest.tar.xz'), '-C', '/usr/src', 'googletest']);
 rmSync(stage, { recursive: true, force: true });
 
 let total = 0;

@@ -38,7 +38,10 @@ describe('on a CUDA device', { skip }, () => {
         let agree = 0;
         a.forEach((d, i) => {
           const g = b[i];
-          assert.ok(g && Math.abs(d.probability - g.probability) < 2e-2, `text ${i}: ${d.probability} vs ${g?.probability}`);
+          assert.ok(
+            g && Math.abs(d.probability - g.probability) < 2e-2,
+            `text ${i}: ${d.probability} vs ${g?.probability}`,
+          );
           if (d.top[0]?.label === g.top[0]?.label) agree++;
         });
         assert.ok(agree / a.length >= 0.9, `${agree} of ${a.length} top labels agree`);
@@ -49,7 +52,7 @@ describe('on a CUDA device', { skip }, () => {
     });
   }
 
-  it('the fused CUDA kernel gives the CPU kernel\'s scores', async () => {
+  it("the fused CUDA kernel gives the CPU kernel's scores", async () => {
     const ref = await expected('labels50');
     const cpu = await Classifier.load(bundle('labels50'), { topK: 5, temperature: 1.7 });
     const gpu = await Classifier.load(bundle('labels50'), { device: 'cuda', topK: 5, temperature: 1.7 });
@@ -58,7 +61,11 @@ describe('on a CUDA device', { skip }, () => {
       a.forEach((d, i) => {
         const g = b[i];
         assert.ok(d.scores && g?.scores);
-        assert.deepEqual(g.top.map((t) => t.label), d.top.map((t) => t.label), `text ${i}`);
+        assert.deepEqual(
+          g.top.map((t) => t.label),
+          d.top.map((t) => t.label),
+          `text ${i}`,
+        );
         assert.ok(Math.abs(d.scores.entropy - g.scores.entropy) < 1e-4);
         assert.ok(Math.abs(d.scores.energy - g.scores.energy) < 1e-3);
         assert.ok(Math.abs(d.scores.margin - g.scores.margin) < 1e-4);
