@@ -13,9 +13,10 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 
-import { openRuntime, PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/binding.js';
 import { Classifier } from '../lib/index.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
+import { loadHandle, watchLoop } from './native.js';
 
 const { values } = parseArgs({
   options: {
@@ -55,13 +56,7 @@ interface Run {
 async function drive(concurrency: number, call: (text: string) => Promise<unknown>): Promise<Run> {
   const latencies: number[] = [];
   let next = 0;
-  let worst = 0;
-  let last = performance.now();
-  const timer = setInterval(() => {
-    const now = performance.now();
-    worst = Math.max(worst, now - last);
-    last = now;
-  }, 1);
+  const stopWatching = watchLoop();
   const start = performance.now();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
@@ -74,17 +69,16 @@ async function drive(concurrency: number, call: (text: string) => Promise<unknow
     }),
   );
   const elapsed = performance.now() - start;
-  clearInterval(timer);
+  const worstGapMs = stopWatching();
   latencies.sort((a, b) => a - b);
   return {
     textsPerS: (requests * 1000) / elapsed,
     p50: percentile(latencies, 0.5),
     p99: percentile(latencies, 0.99),
-    worstGapMs: worst,
+    worstGapMs,
   };
 }
 
-const runtime = await openRuntime();
 const clf = await Classifier.load(bundleDir, { threads, maxQueue: 100_000 });
 const { maxLength } = clf.info;
 
@@ -94,15 +88,7 @@ const tokenizer = await TextTokenizer.load(join(bundleDir, 'tokenizer.json'), {
   strategy: 'longest_first',
   side: 'right',
 });
-const handle = new runtime.addon.EngineHandle();
-await handle.load({
-  modelPath: join(bundleDir, 'model.pt'),
-  device: 'cpu',
-  deviceIndex: 0,
-  dtype: 'float32',
-  threads,
-  freeze: true,
-});
+const { handle } = await loadHandle(join(bundleDir, 'model.pt'), { threads });
 const naive = async (text: string): Promise<unknown> => {
   const batch = tokenizer.pad(await tokenizer.encode([text]));
   return handle.infer({ ...batch, temperature: 1, topK: 1, wantLogits: false, wantLogProbs: false });

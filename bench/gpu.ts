@@ -11,8 +11,9 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 
-import { openRuntime, PACKAGE_ROOT, type NativeInferRequest } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/binding.js';
 import { Classifier } from '../lib/index.js';
+import { fullRows, loadHandle, randomIds } from './native.js';
 
 const { values } = parseArgs({
   options: {
@@ -70,28 +71,9 @@ for (const batch of batches) {
 }
 
 // (b) raw infer: ids in, compact scores out (H2D, forward, fused kernel, D2H, sync).
-const runtime = await openRuntime();
-const handle = new runtime.addon.EngineHandle();
-const info = await handle.load({
-  modelPath: join(bundle, 'model.pt'),
-  device: 'cuda',
-  deviceIndex: 0,
-  dtype,
-  threads: 1,
-  freeze: true,
-});
+const { handle, vocab } = await loadHandle(join(bundle, 'model.pt'), { device: 'cuda', dtype });
 for (const batch of batches) {
-  const request: NativeInferRequest = {
-    ids: new Int32Array(batch * SEQ).map(() => 5 + Math.floor(Math.random() * 995)),
-    mask: new Uint8Array(batch * SEQ).fill(1),
-    typeIds: new Uint8Array(batch * SEQ),
-    rows: batch,
-    seqLen: SEQ,
-    temperature: 1,
-    topK: 5,
-    wantLogits: false,
-    wantLogProbs: false,
-  };
+  const request = { ...fullRows(randomIds(batch * SEQ, Math.min(vocab, 1000)), batch, SEQ), topK: 5 };
   for (let i = 0; i < 5; i++) await handle.infer(request);
   const times: number[] = [];
   for (let i = 0; i < iterations; i++) {
@@ -144,7 +126,7 @@ await handle.close();
 }
 
 console.log(
-  `${baseline.device}; ${bundle} (${info.numLabels} labels), ${dtype}, sequence length ${SEQ}; ` +
+  `${baseline.device}; ${bundle}, ${dtype}, sequence length ${SEQ}; ` +
     `matmul ceiling ${baseline.matmul_tflops.toFixed(0)} TFLOP/s measured in this run\n`,
 );
 console.log('| path | batch | seq/s | p50 ms | p99 ms | TFLOP/s | of matmul ceiling |');

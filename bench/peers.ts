@@ -18,6 +18,7 @@ import { parseArgs, promisify } from 'node:util';
 import { PACKAGE_ROOT } from '../lib/binding.js';
 import { Classifier } from '../lib/index.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
+import { watchLoop } from './native.js';
 
 const { values } = parseArgs({
   options: {
@@ -80,12 +81,7 @@ function median(xs: number[]): number {
 async function measure(name: string, call: (batch: string[]) => Promise<string[]>): Promise<Result> {
   await call(texts.slice(0, 8)); // warm-up
   const result: Result = { name, perS: {}, p50: {}, worstGap: 0, labels: [] };
-  let last = performance.now();
-  const timer = setInterval(() => {
-    const now = performance.now();
-    result.worstGap = Math.max(result.worstGap, now - last);
-    last = now;
-  }, 1);
+  const stopWatching = watchLoop();
   for (const batch of [1, 32]) {
     const calls: number[] = [];
     const start = performance.now();
@@ -98,7 +94,7 @@ async function measure(name: string, call: (batch: string[]) => Promise<string[]
     result.perS[batch] = (texts.length * 1000) / (performance.now() - start);
     result.p50[batch] = median(calls);
   }
-  clearInterval(timer);
+  result.worstGap = stopWatching();
   return result;
 }
 

@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 
 import { openRuntime, type NativeEngineHandle, type NativeInferRequest } from '../lib/binding.js';
 import { Classifier } from '../lib/index.js';
-import { bundle } from './helpers.js';
+import { bundle, watchTimer } from './helpers.js';
 
 /** A padded batch of random ids, built without the tokenizer (which uses the libuv pool). */
 function randomBatch(rows: number, seqLen: number, vocab: number): NativeInferRequest {
@@ -59,19 +59,11 @@ describe('asynchronous inference', () => {
     try {
       const request = randomBatch(48, 512, vocab);
       await handle.infer(randomBatch(1, 8, vocab)); // warm-up
-      let ticks = 0;
-      let worst = 0;
-      let last = performance.now();
-      const timer = setInterval(() => {
-        const now = performance.now();
-        worst = Math.max(worst, now - last);
-        last = now;
-        ticks++;
-      }, 1);
+      const stop = watchTimer();
       const start = performance.now();
       const result = await handle.infer(request);
       const elapsed = performance.now() - start;
-      clearInterval(timer);
+      const { ticks, worstGapMs: worst } = stop();
       t.diagnostic(
         `48 x 512 tokens: ${elapsed.toFixed(0)} ms (forward ${result.forwardMs.toFixed(0)} ms); ` +
           `the 1 ms timer fired ${ticks} times, worst gap ${worst.toFixed(1)} ms`,

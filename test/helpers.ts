@@ -42,3 +42,23 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs((a[i] as number) - (b[i] as number)));
   return worst;
 }
+
+/**
+ * A 1 ms timer that counts its ticks and the longest gap between them: a call that blocked the
+ * JS thread would let no tick through. Stop it to read the figures.
+ */
+export function watchTimer(): () => { ticks: number; worstGapMs: number } {
+  let ticks = 0;
+  let worst = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    worst = Math.max(worst, now - last);
+    last = now;
+    ticks++;
+  }, 1);
+  return () => {
+    clearInterval(timer);
+    return { ticks, worstGapMs: worst };
+  };
+}

@@ -12,6 +12,8 @@
 #include <cmath>
 #include <limits>
 
+#include "random_logits.h"
+
 namespace bertgate {
 namespace {
 
@@ -42,21 +44,6 @@ DeviceResult RunOnDevice(const at::Tensor& host_logits, float temperature, int t
   EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   return {r.top_index.cpu(), r.top_log_prob.cpu(), r.margin.cpu(),   r.entropy.cpu(),
           r.energy.cpu(),    r.valid.cpu(),        r.log_probs.cpu()};
-}
-
-uint64_t Seed() {
-  static const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  return seed;
-}
-
-at::Tensor RandomLogits(int64_t rows, int64_t cols, at::Generator& gen) {
-  at::Tensor z = at::randn({rows, cols}, gen, at::kDouble) * 4.0;
-  for (int64_t r = 0; r < rows; ++r) {
-    if (r % 4 == 1) z[r][r % cols] = 1e4;
-    if (r % 4 == 2) z[r] = z[r] - 1e4;
-    if (r % 4 == 3) z[r][0] = z[r][cols - 1] = 50.0;
-  }
-  return z;
 }
 
 void ExpectMatchesReference(const at::Tensor& z_in, float temperature, int top_k, double tol) {

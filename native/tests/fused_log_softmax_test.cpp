@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+
+#include "random_logits.h"
 #include <vector>
 
 namespace bertgate {
@@ -40,37 +42,6 @@ Result RunKernel(const at::Tensor& logits, float temperature, int top_k) {
                      SoftmaxOutputs{r.top_index.data(), r.top_log_prob.data(), r.margin.data(), r.entropy.data(),
                                     r.energy.data(), r.valid.data(), r.log_probs.data()});
   return r;
-}
-
-uint64_t Seed() {
-  static const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  return seed;
-}
-
-// Random logits with the hard cases mixed in: +-1e4 entries, rows that are all negative
-// and large (where max-by-magnitude would overflow), and exact ties.
-at::Tensor RandomLogits(int64_t rows, int64_t cols, at::Generator& gen) {
-  at::Tensor z = at::randn({rows, cols}, gen, at::kDouble) * 4.0;
-  for (int64_t r = 0; r < rows; ++r) {
-    switch (r % 5) {
-      case 1:
-        z[r][r % cols] = 1e4;
-        break;
-      case 2:
-        z[r][(r * 7) % cols] = -1e4;
-        break;
-      case 3:
-        z[r] = z[r] - 1e4;
-        break;  // every logit near -1e4
-      case 4:
-        z[r][0] = 50.0;
-        z[r][cols - 1] = 50.0;
-        break;  // a tie at the top
-      default:
-        break;
-    }
-  }
-  return z;
 }
 
 void ExpectMatchesReference(const at::Tensor& z_in, float temperature, int top_k, double tol) {

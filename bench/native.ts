@@ -1,0 +1,58 @@
+// What the benchmarks share: the raw native engine beside the public API, and the event
+// loop's worst delay while a competitor ran.
+
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+
+import {
+  openRuntime,
+  type NativeEngineHandle,
+  type NativeInferRequest,
+  type NativeLoadOptions,
+} from '../lib/binding.js';
+
+export async function loadHandle(
+  modelPath: string,
+  options: Partial<Omit<NativeLoadOptions, 'modelPath'>> = {},
+): Promise<{ handle: NativeEngineHandle; vocab: number }> {
+  const runtime = await openRuntime();
+  const handle = new runtime.addon.EngineHandle();
+  const info = await handle.load({
+    modelPath,
+    device: 'cpu',
+    deviceIndex: 0,
+    dtype: 'float32',
+    threads: 1,
+    freeze: true,
+    ...options,
+  });
+  return { handle, vocab: info.vocabRows };
+}
+
+/** Full rows (no padding) of the given ids. */
+export function fullRows(ids: Int32Array, rows: number, seqLen: number): NativeInferRequest {
+  return {
+    ids: ids.subarray(0, rows * seqLen),
+    mask: new Uint8Array(rows * seqLen).fill(1),
+    typeIds: new Uint8Array(rows * seqLen),
+    rows,
+    seqLen,
+    temperature: 1,
+    topK: 1,
+    wantLogits: false,
+    wantLogProbs: false,
+  };
+}
+
+export function randomIds(count: number, vocab: number): Int32Array {
+  return new Int32Array(count).map(() => 5 + Math.floor(Math.random() * (vocab - 5)));
+}
+
+/** Starts watching; the returned function stops and gives the worst delay in ms. */
+export function watchLoop(): () => number {
+  const histogram = monitorEventLoopDelay({ resolution: 1 });
+  histogram.enable();
+  return () => {
+    histogram.disable();
+    return histogram.max / 1e6;
+  };
+}
