@@ -9,9 +9,9 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "random_logits.h"
-#include <vector>
 
 namespace bertgate {
 namespace {

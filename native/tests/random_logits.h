@@ -20,14 +20,21 @@ inline at::Tensor RandomLogits(int64_t rows, int64_t cols, at::Generator& gen) {
   at::Tensor z = at::randn({rows, cols}, gen, at::kDouble) * 4.0;
   for (int64_t r = 0; r < rows; ++r) {
     switch (r % 5) {
-      case 1: z[r][r % cols] = 1e4; break;
-      case 2: z[r][(r * 7) % cols] = -1e4; break;
-      case 3: z[r] = z[r] - 1e4; break;
+      case 1:
+        z[r][r % cols] = 1e4;
+        break;
+      case 2:
+        z[r][(r * 7) % cols] = -1e4;
+        break;
+      case 3:
+        z[r] = z[r] - 1e4;
+        break;
       case 4:
         z[r][0] = 50.0;
         z[r][cols - 1] = 50.0;
         break;
-      default: break;
+      default:
+        break;
     }
   }
   return z;
