@@ -106,6 +106,14 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
   const file = BUNDLE_FILES.calibration;
   if (!isPlainObject(value)) throw new BundleError(file, undefined, `${file} must hold a JSON object`);
   const calibration: Calibration = {};
+  const score = value['score'];
+  if (score !== undefined && score !== 'max_probability') {
+    throw new BundleError(
+      file,
+      'score',
+      `${file}: "score" ${JSON.stringify(score)} is not supported; thresholds apply to "max_probability"`,
+    );
+  }
   const t = value['temperature'];
   if (t !== undefined) {
     if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {

@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'ERR_OVERLOADED'
   | 'ERR_ABORTED'
   | 'ERR_TIMEOUT'
+  | 'ERR_DATA'
   | 'ERR_LIBTORCH_NOT_FOUND'
   | 'ERR_LIBTORCH_VERSION'
   | 'ERR_LIBTORCH_LOAD'
@@ -105,6 +106,17 @@ export class TimeoutError extends BertgateError {
   constructor(timeoutMs: number) {
     super('ERR_TIMEOUT', `the request did not finish within ${timeoutMs} ms`);
     this.timeoutMs = timeoutMs;
+  }
+}
+
+/** A labelled data file (calibrate, evaluate) is unreadable, malformed, or cannot support what was asked. */
+export class DataError extends BertgateError {
+  readonly file: string;
+  readonly line: number | undefined;
+  constructor(file: string, line: number | undefined, message: string) {
+    super('ERR_DATA', message);
+    this.file = file;
+    this.line = line;
   }
 }
 

@@ -2,9 +2,11 @@
 // bertgate command line: classify, doctor, demo.
 
 import { BertgateError } from '../errors.js';
+import { calibrateCommand } from './calibrate.js';
 import { classifyCommand } from './classify.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
+import { evaluateCommand } from './evaluate.js';
 import { serveCommand } from './serve.js';
 
 const USAGE = `Usage: bertgate <command> [options]
@@ -20,6 +22,12 @@ Commands:
       HTTP JSON API: POST /classify {"text"} or {"texts"}; GET /healthz, /readyz, /metrics.
       Batching: --batch-size N --max-batch-tokens N --max-delay-ms MS --max-queue N
                 --batches-in-flight N --fifo (no length-aware grouping). Stops gracefully on SIGTERM.
+  calibrate --model DIR --data FILE.jsonl [--target-accuracy 0.95 --delta 0.05 | --coverage 0.8] [--per-label] [--out DIR]
+      Fit the temperature and choose the threshold(s) from labelled {"text", "label"} lines
+      (.jsonl or .jsonl.gz); writes calibration.json, reliability.svg and risk-coverage.svg.
+  evaluate --model DIR --data FILE.jsonl [--ood FILE.jsonl] [--json]
+      Accuracy, macro-F1, NLL, ECE, AURC, coverage and selective accuracy at the model's
+      thresholds; with --ood, AUROC/FPR95 of each score and the share sent to "Other".
   doctor [--json]
       Report the addon, the libtorch lookup, CUDA and threads; exit 1 if anything is missing.
   demo
@@ -35,6 +43,10 @@ async function main(argv: string[]): Promise<number> {
       return doctorCommand(rest);
     case 'serve':
       return serveCommand(rest);
+    case 'calibrate':
+      return calibrateCommand(rest);
+    case 'evaluate':
+      return evaluateCommand(rest);
     case 'demo':
       return demoCommand(rest);
     case undefined:

@@ -68,6 +68,17 @@ void ReadEmbeddingSizes(const torch::jit::Module& module, ModelInfo& info) {
   }
 }
 
+// Parameters and buffers that hold floating values go to `dtype`; integer buffers (BERT's
+// position_ids) stay as they are. Bundles may store fp16 weights (half the file) and run in
+// fp32 on a CPU, or fp32 weights run in fp16 on a GPU.
+void CastFloatingState(torch::jit::Module& module, c10::ScalarType dtype) {
+  const auto cast = [dtype](const at::Tensor& t) {
+    if (t.is_floating_point() && t.scalar_type() != dtype) const_cast<at::Tensor&>(t).set_data(t.to(dtype));
+  };
+  for (const auto& p : module.parameters(/*recurse=*/true)) cast(p);
+  for (const auto& b : module.buffers(/*recurse=*/true)) cast(b);
+}
+
 }  // namespace
 
 int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device) {
@@ -107,7 +118,7 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options) : device_(Resolve
 
   const c10::ScalarType weights = ToScalarType(options.dtype);
   info_.dtype = DTypeName(weights);
-  if (weights != c10::kFloat) module_.to(weights);
+  CastFloatingState(module_, weights);
 
   if (options.freeze) {
     // Freezing inlines weights and attributes so the graph executor can fold and fuse;

@@ -167,6 +167,24 @@ TEST_F(TorchScriptModelTest, RetargetsDeviceConstantsThatATraceBakedIn) {
   EXPECT_EQ(m.forward({ids, ids, ids}).toTensor().device(), c10::Device("cpu"));
 }
 
+TEST_F(TorchScriptModelTest, CastsStoredHalfWeightsButNotIntegerBuffers) {
+  torch::jit::Module m("Model");
+  m.register_parameter("table", torch::randn({10, 3}).to(torch::kHalf), false);
+  m.register_buffer("rows", torch::tensor({0, 3, 5}, torch::kLong));
+  m.define(
+      "def forward(self, ids: Tensor, mask: Tensor, types: Tensor) -> Tensor:\n"
+      "    picked = self.table.index_select(0, self.rows)\n"
+      "    return picked.sum(0, keepdim=True).expand(ids.size(0), 3) + ids.sum(1, keepdim=True).to(picked.dtype)\n");
+  const std::string path = (dir_ / "half.pt").string();
+  m.save(path);
+  auto engine = Load(path);  // float32 requested
+  ASSERT_TRUE(engine.ok()) << engine.failure().message;
+  EXPECT_EQ(engine.value()->info().logits_dtype, "float32");
+  auto result = engine.value()->Infer(TwoRows());
+  ASSERT_TRUE(result.ok()) << result.failure().message;
+  EXPECT_EQ(result.value()->valid[0], 1);
+}
+
 TEST_F(TorchScriptModelTest, RejectsOutputsThatAreNotLogits) {
   auto not_tensor = Load(Save("str", "    return 'hello'\n", "str"));
   ASSERT_FALSE(not_tensor.ok());

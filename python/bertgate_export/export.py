@@ -122,8 +122,13 @@ def export_bundle(
     max_length: int | None = None,
     tolerance: float = 1e-5,
     random_weights: bool = False,
+    weights: str = "float32",
 ) -> dict:
-    """Writes the bundle; returns the manifest written to bundle.json."""
+    """Writes the bundle; returns the manifest written to bundle.json.
+
+    weights="float16" stores the weights at half precision (half the file); bertgate casts them
+    to the device's dtype at load. The parity check then compares against the eager model with
+    the same rounded weights, so it still tests the trace, not the rounding."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     model = BertForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -133,13 +138,21 @@ def export_bundle(
     if config.num_labels < 2:
         raise ExportError(f"num_labels is {config.num_labels}; classification needs at least 2 labels")
     length = max_length_of(config, tokenizer, max_length)
+    if weights not in ("float32", "float16"):
+        raise ExportError(f"weights must be float32 or float16, got {weights}")
+    if weights == "float16":
+        model = model.half().float()  # the values the file will hold
 
     traced = trace(model, length)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / "model.pt"
-    torch.jit.save(traced, str(model_path))
-    # Check the file as it will be loaded, not the object in memory.
-    parity = check_parity(model, torch.jit.load(str(model_path)), length, tolerance)
+    if weights == "float16":
+        torch.jit.save(traced.half(), str(model_path))
+        model.float()  # the trace shares the model's parameters: undo the cast for the reference
+    else:
+        torch.jit.save(traced, str(model_path))
+    # Check the file as it will be loaded (cast to fp32, as bertgate does on a CPU).
+    parity = check_parity(model, torch.jit.load(str(model_path)).float(), length, tolerance)
 
     config.save_pretrained(out_dir)
     tokenizer.model_max_length = length
@@ -153,6 +166,7 @@ def export_bundle(
         "transformers": transformers.__version__,
         "num_labels": config.num_labels,
         "max_length": length,
+        "weights": weights,
         "parity": {"max_abs_diff": parity.max_abs_diff, "cases": parity.cases, "tolerance": parity.tolerance},
         "random_weights": random_weights,
     }

@@ -1,0 +1,96 @@
+/**
+ * How a classifier, as configured (temperature, thresholds), does on labelled data, and how
+ * well each confidence score separates out-of-distribution texts.
+ */
+
+import {
+  auroc,
+  ece,
+  fpr95,
+  nll,
+  riskCoverage,
+  scoreAll,
+  SCORE_NAMES,
+  type Predictions,
+  type ScoreName,
+} from './metrics.js';
+
+export interface Evaluation {
+  n: number;
+  accuracy: number;
+  macroF1: number;
+  nll: number;
+  ece: number;
+  aurc: number;
+  /** Share of texts the thresholds accept (not "Other"). */
+  coverage: number;
+  /** Accuracy among the accepted. */
+  selectiveAccuracy: number;
+  ood?: {
+    n: number;
+    /** Share of out-of-distribution texts sent to "Other" by the thresholds. */
+    toOther: number;
+    /** In-distribution (test) against out-of-distribution, per score. */
+    scores: Record<ScoreName, { auroc: number; fpr95: number }>;
+  };
+}
+
+function macroF1(predicted: number[], truth: number[], labels: number): number {
+  let total = 0;
+  let present = 0;
+  for (let c = 0; c < labels; c++) {
+    let tp = 0;
+    let fp = 0;
+    let fn = 0;
+    predicted.forEach((p, i) => {
+      if (p === c && truth[i] === c) tp++;
+      else if (p === c) fp++;
+      else if (truth[i] === c) fn++;
+    });
+    if (tp + fn === 0) continue; // a label absent from the data does not count
+    present++;
+    total += tp === 0 ? 0 : (2 * tp) / (2 * tp + fp + fn);
+  }
+  return total / present;
+}
+
+/** `thresholdOf(predictedIndex)` gives the threshold in force for that label. */
+export function evaluate(
+  p: Predictions,
+  temperature: number,
+  thresholdOf: (label: number) => number,
+  labels: number,
+  ood?: ArrayLike<number>[],
+): Evaluation {
+  const rows = scoreAll(p, temperature);
+  const accepted = rows.filter((r) => r.maxProbability >= thresholdOf(r.predicted));
+  const out: Evaluation = {
+    n: rows.length,
+    accuracy: rows.filter((r) => r.correct).length / rows.length,
+    macroF1: macroF1(
+      rows.map((r) => r.predicted),
+      p.labels,
+      labels,
+    ),
+    nll: nll(rows),
+    ece: ece(rows),
+    aurc: riskCoverage(rows).aurc,
+    coverage: accepted.length / rows.length,
+    selectiveAccuracy: accepted.length === 0 ? Number.NaN : accepted.filter((r) => r.correct).length / accepted.length,
+  };
+  if (ood && ood.length > 0) {
+    const oodRows = scoreAll({ logits: [...Array.from(ood)], labels: Array.from(ood, () => -1) }, temperature);
+    const scores = {} as Record<ScoreName, { auroc: number; fpr95: number }>;
+    for (const name of SCORE_NAMES) {
+      const inScores = rows.map((r) => r[name]);
+      const outScores = oodRows.map((r) => r[name]);
+      scores[name] = { auroc: auroc(inScores, outScores), fpr95: fpr95(inScores, outScores) };
+    }
+    out.ood = {
+      n: oodRows.length,
+      toOther: oodRows.filter((r) => r.maxProbability < thresholdOf(r.predicted)).length / oodRows.length,
+      scores,
+    };
+  }
+  return out;
+}

@@ -1,0 +1,126 @@
+// bertgate calibrate: temperature, threshold(s) and their guarantee from labelled data,
+// written to calibration.json (with a reliability diagram and a risk-coverage curve).
+
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { calibrate, type CalibrateRequest } from '../calibration/calibrate.js';
+import { readLabelled } from '../calibration/data.js';
+import { logitsOf } from '../calibration/logits.js';
+import { reliabilitySvg, riskCoverageSvg } from '../calibration/plots.js';
+import { InsufficientDataError } from '../calibration/thresholds.js';
+import { Classifier } from '../classifier.js';
+import { DataError, InvalidArgumentError } from '../errors.js';
+import { DEFAULT_BUNDLE } from './options.js';
+import { progressBar } from './progress.js';
+
+function share(flag: string, value: string | undefined, { allowOne = false } = {}): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!(n > 0 && (n < 1 || (allowOne && n === 1)))) {
+    throw new InvalidArgumentError(
+      `Expected --${flag} to be a number in (0, 1${allowOne ? ']' : ')'}, got ${JSON.stringify(value)}`,
+    );
+  }
+  return n;
+}
+
+export async function calibrateCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      data: { type: 'string' },
+      'target-accuracy': { type: 'string' },
+      delta: { type: 'string' },
+      coverage: { type: 'string' },
+      'per-label': { type: 'boolean' },
+      out: { type: 'string' },
+      threads: { type: 'string' },
+    },
+    strict: true,
+  });
+  if (!values.data) throw new InvalidArgumentError('Expected --data FILE.jsonl (labelled {"text", "label"} lines)');
+  const request: CalibrateRequest = {};
+  const target = share('target-accuracy', values['target-accuracy']);
+  const delta = share('delta', values.delta);
+  const coverage = share('coverage', values.coverage, { allowOne: true });
+  if (coverage !== undefined && (target !== undefined || delta !== undefined)) {
+    throw new InvalidArgumentError('Give either --coverage, or --target-accuracy (with --delta), not both');
+  }
+  if (coverage !== undefined && values['per-label']) {
+    throw new InvalidArgumentError('--per-label goes with --target-accuracy (a guarantee per label), not --coverage');
+  }
+  if (target !== undefined) request.targetAccuracy = target;
+  if (delta !== undefined) request.delta = delta;
+  if (coverage !== undefined) request.coverage = coverage;
+  if (values['per-label']) request.perLabel = true;
+
+  const bundle = values.model ?? DEFAULT_BUNDLE;
+  const classifier = await Classifier.load(bundle, values.threads ? { threads: Number(values.threads) } : {});
+  let outcome;
+  try {
+    const data = await readLabelled(values.data, classifier.labels);
+    const logits = await logitsOf(
+      classifier,
+      data.examples.map((e) => e.text),
+      progressBar('logits'),
+    );
+    const labelIndex = new Map(classifier.labels.map((l, i) => [l, i]));
+    try {
+      outcome = calibrate(
+        { logits, labels: data.examples.map((e) => labelIndex.get(e.label) as number) },
+        classifier.labels,
+        request,
+        { file: values.data, sha256: data.sha256 },
+      );
+    } catch (error) {
+      if (error instanceof InsufficientDataError) throw new DataError(values.data, undefined, error.message);
+      throw error;
+    }
+  } finally {
+    await classifier.close();
+  }
+
+  const out = values.out ?? bundle;
+  await mkdir(out, { recursive: true });
+  await writeFile(join(out, 'calibration.json'), JSON.stringify(outcome.file, null, 2) + '\n');
+  await writeFile(
+    join(out, 'reliability.svg'),
+    reliabilitySvg(outcome.binsBefore, outcome.binsAfter, outcome.file.temperature),
+  );
+  const g = outcome.file.guarantee;
+  const chosenRisk = g.kind === 'selective-risk' ? g.errors / g.accepted : undefined;
+  await writeFile(
+    join(out, 'risk-coverage.svg'),
+    riskCoverageSvg(outcome.curve, chosenRisk === undefined ? undefined : { coverage: g.coverage, risk: chosenRisk }),
+  );
+
+  const { before, after } = outcome.file.figures;
+  const f = (v: number): string => v.toFixed(4);
+  const lines = [
+    `${outcome.file.data.n} examples from ${values.data}; temperature ${outcome.file.temperature.toFixed(4)}`,
+    '',
+    '| figure | before (T = 1) | after |',
+    '| --- | --- | --- |',
+    `| accuracy | ${f(before.accuracy)} | ${f(after.accuracy)} |`,
+    `| NLL | ${f(before.nll)} | ${f(after.nll)} |`,
+    `| Brier | ${f(before.brier)} | ${f(after.brier)} |`,
+    `| ECE (15 bins) | ${f(before.ece)} | ${f(after.ece)} |`,
+    `| MCE (15 bins) | ${f(before.mce)} | ${f(after.mce)} |`,
+    '',
+    `AURC ${f(outcome.file.figures.aurc)}, E-AURC ${f(outcome.file.figures.e_aurc)}`,
+    g.kind === 'selective-risk'
+      ? `threshold ${f(outcome.file.threshold)} on max probability: accepts ${(g.coverage * 100).toFixed(1)}% (${g.accepted}), ` +
+        `${g.errors} errors; selective risk <= ${f(g.bound)} <= ${f(g.risk)} with probability >= ${1 - g.delta}, ` +
+        `i.e. accuracy on accepted >= ${f(g.target_accuracy)}`
+      : `threshold ${f(outcome.file.threshold)} on max probability: accepts ${(g.coverage * 100).toFixed(1)}% (no guarantee)`,
+    ...(outcome.file.thresholds
+      ? [`per-label thresholds for ${Object.keys(outcome.file.thresholds).length} labels`]
+      : []),
+    `wrote ${join(out, 'calibration.json')}, reliability.svg, risk-coverage.svg`,
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  return 0;
+}

@@ -1,0 +1,169 @@
+// bertgate calibrate and evaluate, end to end through the addon, on a fixture model and a
+// labelled set made from its own predictions with a known share of labels flipped.
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+
+import { Classifier } from '../lib/index.js';
+import { CLI, copyBundle } from './helpers.js';
+
+const run = promisify(execFile);
+
+async function bertgate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { maxBuffer: 16 << 20 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code?: number; stdout: string; stderr: string };
+    return { code: e.code ?? 1, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('bertgate calibrate and evaluate', () => {
+  let copy: { dir: string; cleanup: () => Promise<void> };
+  let data: string;
+
+  before(async () => {
+    copy = await copyBundle('labels7');
+    const words = 'install package server network game sound text graphics admin tool library data file editor'.split(
+      ' ',
+    );
+    let seed = 42;
+    const random = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const texts = Array.from({ length: 1200 }, () =>
+      Array.from({ length: 3 + Math.floor(random() * 10) }, () => words[Math.floor(random() * words.length)]).join(' '),
+    );
+    const clf = await Classifier.load(copy.dir);
+    const decisions = await clf.classify(texts);
+    await clf.close();
+    // The model's own label, except every tenth text: accuracy 0.9 by construction.
+    const lines = decisions.map((d, i) => {
+      const best = d.top[0]?.label as string;
+      const label = i % 10 === 0 ? (clf.labels.find((l) => l !== best) as string) : best;
+      return JSON.stringify({ text: texts[i], label });
+    });
+    data = join(copy.dir, 'labelled.jsonl');
+    await writeFile(data, lines.join('\n') + '\n');
+  });
+  after(() => copy.cleanup());
+
+  it('fits a temperature and a guaranteed threshold, writes calibration.json and the plots, and the bundle then uses them', async () => {
+    const r = await bertgate([
+      'calibrate',
+      '--model',
+      copy.dir,
+      '--data',
+      data,
+      '--target-accuracy',
+      '0.85',
+      '--delta',
+      '0.1',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^1200 examples from .*; temperature \d+\.\d{4}/);
+    assert.match(r.stdout, /\| ECE \(15 bins\) \| \d\.\d{4} \| \d\.\d{4} \|/);
+    const calibration = JSON.parse(await readFile(join(copy.dir, 'calibration.json'), 'utf8'));
+    assert.equal(calibration.format, 1);
+    assert.equal(calibration.score, 'max_probability');
+    assert.equal(calibration.guarantee.kind, 'selective-risk');
+    assert.equal(calibration.guarantee.target_accuracy, 0.85);
+    assert.equal(calibration.guarantee.delta, 0.1);
+    assert.equal(calibration.data.n, 1200);
+    assert.ok(calibration.guarantee.bound <= 0.15);
+    assert.ok(calibration.threshold > 0 && calibration.threshold < 1);
+    assert.ok(
+      calibration.figures.after.nll <= calibration.figures.before.nll + 1e-9,
+      'scaling cannot raise the NLL it minimised',
+    );
+    for (const svg of ['reliability.svg', 'risk-coverage.svg']) {
+      assert.match(await readFile(join(copy.dir, svg), 'utf8'), /^<svg xmlns/);
+      assert.ok((await stat(join(copy.dir, svg))).size > 1000);
+    }
+    const clf = await Classifier.load(copy.dir);
+    assert.equal(clf.info.temperature, calibration.temperature);
+    assert.equal(clf.info.threshold, calibration.threshold);
+    await clf.close();
+
+    const e = await bertgate(['evaluate', '--model', copy.dir, '--data', data, '--json']);
+    assert.equal(e.code, 0, e.stderr);
+    const result = JSON.parse(e.stdout);
+    assert.ok(Math.abs(result.accuracy - 0.9) < 1e-9, `accuracy ${result.accuracy}`);
+    assert.ok(result.coverage > 0.5, `coverage ${result.coverage}`); // risk is a flat 10% here, under the 15% allowed
+    assert.ok(
+      result.selectiveAccuracy >= 0.85,
+      `selective accuracy ${result.selectiveAccuracy} on the calibration data itself`,
+    );
+  });
+
+  it('chooses by coverage and per label when asked', async () => {
+    const byCoverage = await bertgate([
+      'calibrate',
+      '--model',
+      copy.dir,
+      '--data',
+      data,
+      '--coverage',
+      '0.7',
+      '--out',
+      join(copy.dir, 'c'),
+    ]);
+    assert.equal(byCoverage.code, 0, byCoverage.stderr);
+    const c = JSON.parse(await readFile(join(copy.dir, 'c', 'calibration.json'), 'utf8'));
+    assert.equal(c.guarantee.kind, 'coverage');
+    assert.ok(Math.abs(c.guarantee.coverage - 0.7) < 0.01);
+    const perLabel = await bertgate([
+      'calibrate',
+      '--model',
+      copy.dir,
+      '--data',
+      data,
+      '--target-accuracy',
+      '0.8',
+      '--delta',
+      '0.2',
+      '--per-label',
+      '--out',
+      join(copy.dir, 'p'),
+    ]);
+    assert.equal(perLabel.code, 0, perLabel.stderr);
+    const p = JSON.parse(await readFile(join(copy.dir, 'p', 'calibration.json'), 'utf8'));
+    assert.ok(p.guarantee.per_label, 'a report per label');
+    assert.ok(Object.keys(p.thresholds ?? {}).every((label: string) => label in p.guarantee.per_label));
+  });
+
+  it('refuses bad data and impossible guarantees with ERR_DATA', async () => {
+    const unknown = join(copy.dir, 'unknown.jsonl');
+    await writeFile(unknown, '{"text": "a", "label": "admin"}\n{"text": "b", "label": "cooking"}\n');
+    const r1 = await bertgate(['calibrate', '--model', copy.dir, '--data', unknown]);
+    assert.equal(r1.code, 1);
+    assert.equal(
+      r1.stderr,
+      `bertgate: ERR_DATA: ${unknown} line 2: label "cooking" is not one of the model's labels\n`,
+    );
+    const r2 = await bertgate(['calibrate', '--model', copy.dir, '--data', data, '--target-accuracy', '0.999']);
+    assert.equal(r2.code, 1);
+    assert.match(
+      r2.stderr,
+      /ERR_DATA: no threshold has selective risk <= 0\.001\d* at confidence 0\.95: 1200 examples are too few/,
+    );
+    const r3 = await bertgate([
+      'calibrate',
+      '--model',
+      copy.dir,
+      '--data',
+      data,
+      '--coverage',
+      '0.5',
+      '--delta',
+      '0.1',
+    ]);
+    assert.equal(
+      r3.stderr,
+      'bertgate: ERR_INVALID_ARGUMENT: Give either --coverage, or --target-accuracy (with --delta), not both\n',
+    );
+  });
+});
