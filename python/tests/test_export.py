@@ -55,3 +55,16 @@ def test_rejects_a_single_label_model(tmp_path):
 def test_command_line(model_dir, tmp_path, capsys):
     assert main([str(model_dir), str(tmp_path / "bundle"), "--max-length", "32"]) == 0
     assert json.loads(capsys.readouterr().out)["max_length"] == 32
+
+
+def test_float16_weights_halve_the_file_and_keep_parity(model_dir, tmp_path):
+    full = export_bundle(model_dir, tmp_path / "fp32")
+    half = export_bundle(model_dir, tmp_path / "fp16", weights="float16")
+    assert half["weights"] == "float16" and full["weights"] == "float32"
+    size32 = (tmp_path / "fp32" / "model.pt").stat().st_size
+    size16 = (tmp_path / "fp16" / "model.pt").stat().st_size
+    assert size16 < 0.8 * size32, (size16, size32)  # a tiny model: the code in the archive weighs too
+    assert half["parity"]["max_abs_diff"] <= 1e-5
+    loaded = torch.jit.load(str(tmp_path / "fp16" / "model.pt"))
+    assert {p.dtype for p in loaded.parameters()} == {torch.float16}
+    assert {b.dtype for b in loaded.buffers()} == {torch.int64}
