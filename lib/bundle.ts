@@ -23,6 +23,8 @@ export interface Calibration {
   temperature?: number;
   threshold?: number;
   thresholds?: Record<string, number>;
+  /** What `bertgate calibrate` recorded about the threshold: kept as written, for reporting. */
+  guarantee?: Record<string, unknown>;
 }
 
 /** Written by the export tool: where the bundle came from. */
@@ -158,6 +160,7 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
     }
     calibration.thresholds = per as Record<string, number>;
   }
+  if (isPlainObject(value['guarantee'])) calibration.guarantee = value['guarantee'];
   return calibration;
 }
 

@@ -152,6 +152,8 @@ export interface ClassifierInfo {
   frozen: boolean;
   /** The bundle's weights are random (a development stand-in, not a trained model). */
   randomWeights: boolean;
+  /** The guarantee calibration.json records for the threshold, if any. */
+  guarantee: Readonly<Record<string, unknown>> | undefined;
   model: NativeModelInfo;
 }
 
@@ -458,6 +460,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       batching: resolved.batching,
       frozen: model.frozen,
       randomWeights: bundle.manifest?.random_weights === true,
+      guarantee: bundle.calibration?.guarantee,
       model,
     };
     return new Classifier<L, O>(handle, tokenizer, policy, info);

@@ -1,6 +1,7 @@
 // Brings a checkout to a testable state (npm test runs it first, as `pretest`). Idempotent,
 // and quick when nothing changed: node_modules (npm ci, which also builds, see install.mjs),
-// the .venv, the TypeScript and native builds, the test fixtures, the default model.
+// the .venv, the TypeScript and native builds, the test fixtures. (The default model is
+// committed: models/default, trained by python -m bertgate_export.train.)
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -28,10 +29,4 @@ const fixtures = join(ROOT, '.fixtures');
 buildIfStale(fixtures, inputs, () => {
   rmSync(fixtures, { recursive: true, force: true });
   python(['-m', 'bertgate_export.fixtures', fixtures]);
-});
-const defaultModel = join(ROOT, 'models', 'default');
-const demoTexts = join(ROOT, 'models', 'demo-texts.txt');
-buildIfStale(defaultModel, [...inputs, demoTexts], () => {
-  rmSync(defaultModel, { recursive: true, force: true });
-  python(['-m', 'bertgate_export.default_model', defaultModel, demoTexts]);
 });

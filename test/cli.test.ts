@@ -2,11 +2,12 @@
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
+import { PACKAGE_ROOT } from '../lib/binding.js';
 import { findLibtorch } from '../lib/libtorch.js';
 import { CLI, bundle } from './helpers.js';
 
@@ -141,11 +142,26 @@ describe('bertgate doctor', () => {
 });
 
 describe('bertgate demo', () => {
-  it('classifies the sample texts with the default model, "Other" included, and says the weights are random', async () => {
+  it('classifies the sample texts with the trained default model, "Other" included, stating the guarantee', async () => {
     const r = await bertgate(['demo']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /RANDOM WEIGHTS/);
-    assert.match(r.stdout, /-> Other \(best \w+, p=0\.\d+ < 0\.5\)/);
-    assert.match(r.stdout, /-> (?!Other)\w+ \(p=/);
+    assert.doesNotMatch(r.stdout, /RANDOM WEIGHTS/);
+    assert.match(
+      r.stdout,
+      /calibrated on \d+ labelled texts: accuracy on accepted texts >= 0\.95 with probability >= 0\.95/,
+    );
+    assert.match(r.stdout, /-> Other \(best [\w-]+, p=0\.\d+ < 0\.\d+\)/);
+    assert.match(r.stdout, /-> (?!Other)[\w-]+ \(p=/);
+  });
+
+  it('ships a default bundle within 15 MB, trained and calibrated', async () => {
+    const dir = join(PACKAGE_ROOT, 'models', 'default');
+    let bytes = 0;
+    for (const file of await readdir(dir)) bytes += (await stat(join(dir, file))).size;
+    assert.ok(bytes <= 15_000_000, `${bytes} bytes`);
+    const manifest = JSON.parse(await readFile(join(dir, 'bundle.json'), 'utf8'));
+    assert.equal(manifest.random_weights, false);
+    const calibration = JSON.parse(await readFile(join(dir, 'calibration.json'), 'utf8'));
+    assert.equal(calibration.guarantee.kind, 'selective-risk');
   });
 });

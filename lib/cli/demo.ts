@@ -18,12 +18,14 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const out: string[] = [];
     out.push(`model   ${info.bundleDir} (${info.labels.length} labels, ${info.device}, ${info.threads} thread(s))`);
     if (info.randomWeights) {
-      out.push('NOTE    this default model has RANDOM WEIGHTS: a stand-in made at set-up until a trained default');
-      out.push('        model ships. Its labels and confidences are meaningless; the mechanics are real.');
+      out.push('NOTE    this model has RANDOM WEIGHTS (its bundle.json says so): its labels and confidences are');
+      out.push('        meaningless; the mechanics are real.');
     }
     out.push(
-      `rule    accept the best label when p >= ${info.threshold} (temperature ${info.temperature}), else "${info.otherLabel}"`,
+      `rule    accept the best label when p >= ${round(info.threshold)} (temperature ${round(info.temperature)}), else "${info.otherLabel}"`,
     );
+    const why = describeGuarantee(info.guarantee);
+    if (why) out.push(`        ${why}`);
     out.push('');
     const decisions = await classifier.classify(texts);
     decisions.forEach((d, i) => {
@@ -31,7 +33,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
         ? `${d.label} (p=${d.probability.toFixed(3)})`
         : d.reason === 'invalid'
           ? `${d.label} (invalid logits)`
-          : `${d.label} (best ${d.best}, p=${d.probability.toFixed(3)} < ${d.threshold})`;
+          : `${d.label} (best ${d.best}, p=${d.probability.toFixed(3)} < ${round(d.threshold)})`;
       out.push(`${JSON.stringify(texts[i])}\n  -> ${verdict}${d.truncated ? ' [truncated]' : ''}`);
     });
     out.push('');
@@ -41,4 +43,17 @@ export async function demoCommand(argv: string[]): Promise<number> {
     await classifier.close();
   }
   return 0;
+}
+
+// Four significant digits: the printed rule is for people; the exact value is in calibration.json.
+function round(x: number): string {
+  return Number.isFinite(x) ? String(Number(x.toPrecision(4))) : String(x);
+}
+
+// One sentence for the selective-risk guarantee `bertgate calibrate` records; nothing for other kinds.
+function describeGuarantee(g: Readonly<Record<string, unknown>> | undefined): string | undefined {
+  if (!g || g['kind'] !== 'selective-risk') return undefined;
+  const { n, target_accuracy: acc, delta } = g;
+  if (typeof n !== 'number' || typeof acc !== 'number' || typeof delta !== 'number') return undefined;
+  return `calibrated on ${n} labelled texts: accuracy on accepted texts >= ${acc} with probability >= ${round(1 - delta)}`;
 }
