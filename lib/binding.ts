@@ -4,11 +4,11 @@
  * side trusts them.
  */
 
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { ENGINE_FILE, pickAddon, type AddonCandidate } from './addon-path.js';
 import { RuntimeLoadError } from './errors.js';
 import {
   cudaDecision,
@@ -111,9 +111,10 @@ export interface NativeAddon {
 
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** `BERTGATE_ADDON` (a .node file) when set, else the build output. */
+/** The addon to load (see addon-path.ts for the order); the first candidate when none fits. */
 export function addonPath(env: NodeJS.ProcessEnv = process.env): string {
-  return env['BERTGATE_ADDON'] ?? join(PACKAGE_ROOT, 'build', 'Release', 'bertgate.node');
+  const { chosen, candidates } = pickAddon(PACKAGE_ROOT, env);
+  return (chosen ?? (candidates[0] as AddonCandidate)).path;
 }
 
 let addon: NativeAddon | undefined;
@@ -121,13 +122,16 @@ let addon: NativeAddon | undefined;
 /** The addon alone: it has no libtorch dependency, so this works even where libtorch is missing. */
 export function loadAddon(): NativeAddon {
   if (addon) return addon;
-  const path = addonPath();
-  if (!existsSync(path)) {
+  const { chosen, candidates } = pickAddon(PACKAGE_ROOT);
+  if (!chosen) {
+    const tried = candidates.map((c) => `  [${c.source}] ${c.problem}`).join('\n');
     throw new RuntimeLoadError(
       'ERR_ADDON_LOAD',
-      `the native addon is not built: ${path} does not exist (run "npm run build:native", or reinstall bertgate)`,
+      `the native addon is not built. Looked at, in order:\n${tried}\n` +
+        'Run "npm run build:native" in a checkout, or reinstall bertgate (npm rebuild bertgate --build-from-source).',
     );
   }
+  const path = chosen.path;
   try {
     addon = createRequire(import.meta.url)(path) as NativeAddon;
   } catch (error) {
@@ -190,7 +194,7 @@ async function open(): Promise<Runtime> {
     );
   }
   const decision = cudaDecision(location);
-  const engine = join(dirname(addonPath()), 'libbertgate_engine.so');
+  const engine = join(dirname(addonPath()), ENGINE_FILE);
   // An engine built with CUDA kernels links libc10_cuda (streams, guards): small, and loadable
   // without a GPU, unlike the rest of libtorch's CUDA half.
   const cpuSet =

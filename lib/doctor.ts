@@ -5,14 +5,16 @@
 
 import { availableParallelism } from 'node:os';
 
-import { addonPath, loadAddon, openRuntime, type NativeBuildInfo, type NativeRuntimeInfo } from './binding.js';
+import { pickAddon, type AddonCandidate, type AddonSource } from './addon-path.js';
+import { PACKAGE_ROOT, loadAddon, openRuntime, type NativeBuildInfo, type NativeRuntimeInfo } from './binding.js';
 import { findLibtorch, type LookupStep } from './libtorch.js';
 
 export interface DoctorReport {
   ok: boolean;
   /** The first thing that failed, in words; absent when ok. */
   problem?: string;
-  addon: { path: string; build?: NativeBuildInfo };
+  /** The addon chosen (source: which rule chose it) and every place looked at, in order. */
+  addon: { path: string; source: AddonSource | undefined; candidates: AddonCandidate[]; build?: NativeBuildInfo };
   libtorch: { steps: LookupStep[]; dir?: string; version?: string | null; source?: string };
   cuda?: { loaded: boolean; reason: string };
   runtime?: NativeRuntimeInfo;
@@ -22,9 +24,10 @@ export interface DoctorReport {
 }
 
 export async function doctor(): Promise<DoctorReport> {
+  const { chosen, candidates } = pickAddon(PACKAGE_ROOT);
   const report: DoctorReport = {
     ok: false,
-    addon: { path: addonPath() },
+    addon: { path: (chosen ?? (candidates[0] as AddonCandidate)).path, source: chosen?.source, candidates },
     libtorch: { steps: [] },
     defaultThreads: Math.max(1, availableParallelism() - 1),
     cpus: availableParallelism(),

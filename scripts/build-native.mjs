@@ -32,13 +32,17 @@ function pipToolkitFlags(nvcc) {
   return [`--CDCMAKE_CUDA_FLAGS=-L${join(root, 'lib')}`];
 }
 
-export async function buildNative({ tests = false } = {}) {
+/**
+ * `out`: the build directory (cmake-js --out), build/ by default; the products land in
+ * <out>/Release. `extra`: more -D definitions, e.g. for the sanitizer build.
+ */
+export async function buildNative({ tests = false, out = undefined, extra = [] } = {}) {
   const torch = await torchBuildConfig();
   // BERTGATE_CUDA=OFF builds for the CPU only even where nvcc exists; ON insists on CUDA.
   const cudaMode = process.env.BERTGATE_CUDA ?? 'AUTO';
   const nvcc = cudaMode === 'OFF' ? undefined : findNvcc(torch);
   const cmakeJs = createRequire(import.meta.url).resolve('cmake-js/bin/cmake-js');
-  const common = ['--log-level', 'warn', '--parallel', String(availableParallelism())];
+  const common = ['--log-level', 'warn', '--parallel', String(availableParallelism()), ...(out ? ['--out', out] : [])];
   // `cmake-js build` alone skips configuring an existing build directory, so changed inputs
   // (another libtorch, tests on or off) would never reach the cache: configure every time.
   run(
@@ -55,6 +59,7 @@ export async function buildNative({ tests = false } = {}) {
       `--CDBERTGATE_CUDA=${cudaMode}`,
       ...(process.env.BERTGATE_GTEST_SOURCE ? [`--CDBERTGATE_GTEST_SOURCE=${process.env.BERTGATE_GTEST_SOURCE}`] : []),
       ...(nvcc ? [`--CDCMAKE_CUDA_COMPILER=${nvcc}`, ...pipToolkitFlags(nvcc)] : []),
+      ...extra.map((definition) => `--CD${definition}`),
     ],
     { cwd: ROOT },
   );

@@ -137,7 +137,10 @@ describe('bertgate doctor', () => {
   it('exits 1 when the addon itself cannot be loaded', async () => {
     const r = await bertgate(['doctor'], { env: { BERTGATE_ADDON: '/nonexistent/bertgate.node' } });
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /PROBLEM: the native addon is not built: \/nonexistent\/bertgate\.node does not exist/);
+    assert.match(
+      r.stderr,
+      /PROBLEM: the native addon is not built\. Looked at, in order:\n {2}\[BERTGATE_ADDON\] \/nonexistent\/bertgate\.node does not exist\n/,
+    );
   });
 });
 

@@ -14,7 +14,9 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   }
   const lines: string[] = [];
   const build = report.addon.build;
-  lines.push(`addon            ${report.addon.path}`);
+  lines.push(`addon            ${report.addon.path}${report.addon.source ? ` (${report.addon.source})` : ''}`);
+  for (const c of report.addon.candidates)
+    lines.push(`  [${c.source}] ${c.problem === undefined ? 'usable' : c.problem}`);
   if (build) {
     lines.push(
       `  built for      libtorch ${build.torchVersion}, cxx11 ABI ${build.cxx11Abi ? 'on' : 'off'}, ${build.buildSystem}, ${build.compiler}, N-API ${build.napiVersion}, CUDA kernels ${build.cudaKernels ? 'yes' : 'no'}`,
