@@ -161,13 +161,14 @@ function inspect(source: LookupSource, dir: string, steps: LookupStep[], via = d
   return { source, ...layout };
 }
 
-async function torchOfPython(python: string): Promise<string | null> {
+async function torchOfPython(python: string, env: NodeJS.ProcessEnv): Promise<string | null> {
   // find_spec locates the package without importing it (importing torch takes seconds).
   const code =
     "import importlib.util as u; s = u.find_spec('torch'); print(s.submodule_search_locations[0] if s else '')";
   const { stdout } = await run(python, ['-c', code], {
     timeout: 20_000,
-    env: { ...process.env, PYTHONNOUSERSITE: '' },
+    // The lookup's environment: its PATH decides which python3 runs.
+    env: { ...env, PYTHONNOUSERSITE: '' },
   });
   return stdout.trim() || null;
 }
@@ -180,8 +181,14 @@ function pythonCandidates(env: NodeJS.ProcessEnv): string[] {
   return list;
 }
 
-/** Walks the lookup order; the steps say what was tried, for errors and `bertgate doctor`. */
-export async function findLibtorch(env: NodeJS.ProcessEnv = process.env): Promise<LookupResult> {
+/**
+ * Walks the lookup order; the steps say what was tried, for errors and `bertgate doctor`.
+ * `systemDirs` is the system step's list (a parameter so tests can exercise that branch).
+ */
+export async function findLibtorch(
+  env: NodeJS.ProcessEnv = process.env,
+  systemDirs: readonly string[] = SYSTEM_DIRS,
+): Promise<LookupResult> {
   const steps: LookupStep[] = [];
   const explicit = env['LIBTORCH'];
   if (explicit) return { location: inspect('LIBTORCH', explicit, steps), steps };
@@ -189,7 +196,7 @@ export async function findLibtorch(env: NodeJS.ProcessEnv = process.env): Promis
   for (const python of pythonCandidates(env)) {
     let dir: string | null;
     try {
-      dir = await torchOfPython(python);
+      dir = await torchOfPython(python, env);
     } catch (error) {
       const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (error as Error).message;
       steps.push({ source: 'python', candidate: python, outcome: 'not-found', detail: `${python}: ${reason}` });
@@ -209,7 +216,7 @@ export async function findLibtorch(env: NodeJS.ProcessEnv = process.env): Promis
   }
   if (env['BERTGATE_PYTHON']) return { location: null, steps };
 
-  for (const dir of SYSTEM_DIRS) {
+  for (const dir of systemDirs) {
     if (!existsSync(join(dir, 'lib', 'libtorch_cpu.so'))) {
       steps.push({
         source: 'system',

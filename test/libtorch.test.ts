@@ -1,0 +1,219 @@
+// The libtorch lookup, branch by branch: LIBTORCH, a Python's torch, the system; for each,
+// found, missing, and (through `bertgate doctor`, a child process, since the runtime opens once
+// per process) found with the wrong version. Interpreters are real: virtualenvs made here,
+// without torch, or with a torch package whose headers say another version.
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+
+import { PACKAGE_ROOT } from '../lib/binding.js';
+import { findLibtorch, formatSteps, type LibtorchLocation } from '../lib/libtorch.js';
+import { CLI } from './helpers.js';
+
+const exec = promisify(execFile);
+const VENV_PYTHON = join(PACKAGE_ROOT, '.venv', 'bin', 'python');
+
+/** Only the variables the lookup reads, so the machine's own settings cannot leak in. */
+function lookupEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
+  return { PATH: process.env['PATH'], ...vars };
+}
+
+/** A libtorch-shaped directory: real lib/, headers claiming `version`. */
+async function fakeLibtorch(dir: string, realLib: string, version: string): Promise<void> {
+  const [major, minor, patch] = version.split('.');
+  await mkdir(join(dir, 'include', 'torch', 'headeronly'), { recursive: true });
+  await writeFile(
+    join(dir, 'include', 'torch', 'headeronly', 'version.h'),
+    `#define TORCH_VERSION_MAJOR ${major}\n#define TORCH_VERSION_MINOR ${minor}\n#define TORCH_VERSION_PATCH ${patch}\n`,
+  );
+  await symlink(realLib, join(dir, 'lib'));
+}
+
+async function doctor(env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await exec(process.execPath, [CLI, 'doctor'], { env });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('libtorch lookup', () => {
+  let root: string;
+  let real: LibtorchLocation;
+  let noTorchPython: string;
+  let oldTorchPython: string;
+
+  before(async () => {
+    const found = await findLibtorch(lookupEnv({ BERTGATE_PYTHON: VENV_PYTHON }));
+    assert.ok(found.location, formatSteps(found.steps));
+    real = found.location;
+    root = await mkdtemp(join(tmpdir(), 'bertgate-lookup-'));
+    // Two real virtualenvs of the project's Python, without its site-packages.
+    for (const name of ['no-torch', 'old-torch']) {
+      await exec(VENV_PYTHON, ['-m', 'venv', '--without-pip', join(root, name)]);
+    }
+    noTorchPython = join(root, 'no-torch', 'bin', 'python');
+    oldTorchPython = join(root, 'old-torch', 'bin', 'python');
+    const { stdout } = await exec(oldTorchPython, ['-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']);
+    const torch = join(stdout.trim(), 'torch');
+    await fakeLibtorch(torch, join(real.dir, 'lib'), '2.10.0');
+    await writeFile(join(torch, '__init__.py'), '');
+  });
+  after(() => rm(root, { recursive: true, force: true }));
+
+  describe('LIBTORCH', () => {
+    it('found: used, and nothing else is tried', async () => {
+      const { location, steps } = await findLibtorch(lookupEnv({ LIBTORCH: real.dir, BERTGATE_PYTHON: '/nowhere' }));
+      assert.equal(location?.source, 'LIBTORCH');
+      assert.equal(location?.dir, real.dir);
+      assert.equal(location?.version, '2.11.0');
+      assert.deepEqual(
+        steps.map((s) => [s.source, s.outcome]),
+        [['LIBTORCH', 'found']],
+      );
+    });
+
+    it('missing: not found, and nothing else is tried', async () => {
+      const { location, steps } = await findLibtorch(lookupEnv({ LIBTORCH: join(root, 'absent') }));
+      assert.equal(location, null);
+      assert.deepEqual(steps, [
+        {
+          source: 'LIBTORCH',
+          candidate: join(root, 'absent'),
+          outcome: 'not-found',
+          detail: `${join(root, 'absent')} does not exist`,
+        },
+      ]);
+    });
+
+    it('a directory that is not libtorch: unusable, naming the missing library', async () => {
+      await mkdir(join(root, 'empty', 'lib'), { recursive: true });
+      const { location, steps } = await findLibtorch(lookupEnv({ LIBTORCH: join(root, 'empty') }));
+      assert.equal(location, null);
+      assert.equal(steps[0]?.outcome, 'unusable');
+      assert.equal(steps[0]?.detail, `${join(root, 'empty')}: no lib/libc10.so`);
+    });
+
+    it('wrong version: doctor refuses it, naming both versions', async () => {
+      const dir = join(root, 'libtorch-2.10');
+      await fakeLibtorch(dir, join(real.dir, 'lib'), '2.10.0');
+      const r = await doctor({ ...process.env, LIBTORCH: dir });
+      assert.equal(r.code, 1);
+      assert.ok(
+        r.stderr.includes(
+          `PROBLEM: bertgate was built for libtorch 2.11.0, but the libtorch found at ${dir} (via LIBTORCH) is 2.10.0.`,
+        ),
+        r.stderr,
+      );
+    });
+  });
+
+  describe("a Python's torch", () => {
+    it('found through BERTGATE_PYTHON', async () => {
+      const { location, steps } = await findLibtorch(lookupEnv({ BERTGATE_PYTHON: VENV_PYTHON }));
+      assert.equal(location?.source, 'python');
+      assert.equal(location?.dir, real.dir);
+      assert.deepEqual(
+        steps.map((s) => [s.source, s.candidate, s.outcome]),
+        [['python', VENV_PYTHON, 'found']],
+      );
+    });
+
+    it('found through the active virtualenv before python3 on PATH', async () => {
+      const { location, steps } = await findLibtorch(lookupEnv({ VIRTUAL_ENV: join(PACKAGE_ROOT, '.venv') }));
+      assert.equal(location?.source, 'python');
+      assert.equal(steps[0]?.candidate, VENV_PYTHON);
+    });
+
+    it('a Python without torch: not found, and with BERTGATE_PYTHON nothing else is tried', async () => {
+      const { location, steps } = await findLibtorch(lookupEnv({ BERTGATE_PYTHON: noTorchPython }));
+      assert.equal(location, null);
+      assert.deepEqual(steps, [
+        {
+          source: 'python',
+          candidate: noTorchPython,
+          outcome: 'not-found',
+          detail: `${noTorchPython} has no torch package`,
+        },
+      ]);
+    });
+
+    it('a Python that does not exist: not found, said so', async () => {
+      const missing = join(root, 'no-such-python');
+      const { location, steps } = await findLibtorch(lookupEnv({ BERTGATE_PYTHON: missing }));
+      assert.equal(location, null);
+      assert.equal(steps[0]?.detail, `${missing}: not found`);
+    });
+
+    it('a virtualenv without torch falls through to python3, then the system', async () => {
+      const { steps } = await findLibtorch(
+        lookupEnv({ VIRTUAL_ENV: join(root, 'no-torch'), PATH: join(root, 'no-torch', 'bin') }),
+        [join(root, 'no-system')],
+      );
+      assert.deepEqual(
+        steps.map((s) => [s.source, s.candidate, s.outcome]),
+        [
+          ['python', noTorchPython, 'not-found'],
+          ['python', 'python3', 'not-found'],
+          ['system', join(root, 'no-system'), 'not-found'],
+        ],
+      );
+    });
+
+    it("wrong version: doctor refuses the Python's torch, naming both versions", async () => {
+      const r = await doctor({ ...process.env, BERTGATE_PYTHON: oldTorchPython });
+      assert.equal(r.code, 1);
+      assert.match(
+        r.stderr,
+        /PROBLEM: bertgate was built for libtorch 2\.11\.0, but the libtorch found at .* \(via python\) is 2\.10\.0\./,
+      );
+    });
+  });
+
+  describe('the system', () => {
+    it('found in the first system directory that has libtorch', async () => {
+      const system = join(root, 'usr-local');
+      await fakeLibtorch(system, join(real.dir, 'lib'), '2.11.0');
+      const { location, steps } = await findLibtorch(lookupEnv({ PATH: '/nonexistent' }), [join(root, 'opt'), system]);
+      assert.equal(location?.source, 'system');
+      assert.equal(location?.dir, system);
+      assert.deepEqual(
+        steps.map((s) => [s.source, s.outcome]),
+        [
+          ['python', 'not-found'],
+          ['system', 'not-found'],
+          ['system', 'found'],
+        ],
+      );
+    });
+
+    it('missing everywhere: null, with every step for the error message', async () => {
+      const { location, steps } = await findLibtorch(lookupEnv({ PATH: '/nonexistent' }), [join(root, 'none')]);
+      assert.equal(location, null);
+      assert.equal(
+        formatSteps(steps),
+        `  1. [python] not-found: python3: not found\n  2. [system] not-found: ${join(root, 'none')}/lib has no libtorch_cpu.so`,
+      );
+    });
+
+    it('missing everywhere: doctor names every place tried and what to do', async () => {
+      const r = await doctor({ ...process.env, BERTGATE_PYTHON: noTorchPython });
+      assert.equal(r.code, 1);
+      assert.match(
+        r.stderr,
+        /PROBLEM: libtorch 2\.11\.0 was not found\. Looked at, in order:\n {2}1\. \[python\] not-found: .* has no torch package\n/,
+      );
+      assert.match(
+        r.stderr,
+        /Install torch==2\.11\.0 into the active Python, or set LIBTORCH to a libtorch directory\./,
+      );
+    });
+  });
+});
