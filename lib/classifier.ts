@@ -56,7 +56,10 @@ export type TextInput = Text | TextPair;
 /** Per call: cancel it, or give it a deadline. Cancelled texts never reach the device. */
 export interface CallOptions {
   signal?: AbortSignal;
-  /** Deadline for the whole call, tokenizing included; then it rejects with TimeoutError. */
+  /**
+   * Deadline for the whole call, tokenizing included; then it rejects with TimeoutError.
+   * In (0, 2^31 - 1] milliseconds, the range Node's timers hold.
+   */
   timeoutMs?: number;
 }
 
@@ -579,7 +582,9 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   #inputs(input: readonly TextInput[], single: boolean): TokenizerInput[] {
     if (input.length === 0)
       throw new InvalidArgumentError('Expected texts to be a non-empty array, got an empty array');
-    return input.map((item, i) => {
+    // Array.from, not map: map skips the holes of a sparse array, which would reach the
+    // tokenizer as undefined.
+    return Array.from(input, (item, i) => {
       const name = single ? 'text' : `texts[${i}]`;
       if (typeof item === 'object' && item !== null && !(item instanceof Uint8Array) && !Array.isArray(item)) {
         const keys = Object.keys(item);
@@ -653,6 +658,8 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   }
 }
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function parseCallOptions(options: unknown): { signal: AbortSignal | undefined; timeoutMs: number | undefined } {
   if (options === undefined) return { signal: undefined, timeoutMs: undefined };
   if (!isPlainObject(options)) throw invalid('the call options', 'an object', options);
@@ -660,6 +667,12 @@ function parseCallOptions(options: unknown): { signal: AbortSignal | undefined; 
   const { signal, timeoutMs } = options;
   if (signal !== undefined && !(signal instanceof AbortSignal))
     throw invalid(option('signal'), 'an AbortSignal', signal);
-  if (timeoutMs !== undefined) positiveFinite(option('timeoutMs'), timeoutMs);
+  // Timers hold at most 2^31 - 1 ms; a longer one fires after 1 ms, so it is refused instead.
+  if (timeoutMs !== undefined && positiveFinite(option('timeoutMs'), timeoutMs) > MAX_TIMER_MS)
+    throw invalid(
+      option('timeoutMs'),
+      `a finite number greater than 0 and at most ${MAX_TIMER_MS} (about 24.8 days)`,
+      timeoutMs,
+    );
   return { signal: signal as AbortSignal | undefined, timeoutMs: timeoutMs as number | undefined };
 }

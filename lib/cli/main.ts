@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // bertgate command line: classify, doctor, demo.
 
-import { BertgateError } from '../errors.js';
+import { BertgateError, InvalidArgumentError } from '../errors.js';
 import { calibrateCommand } from './calibrate.js';
 import { classifyCommand } from './classify.js';
 import { demoCommand } from './demo.js';
@@ -18,7 +18,7 @@ Commands:
       Without --model, the bundled default model is used.
       Options: --device cpu|cuda|cuda:N  --dtype float32|float16|bfloat16  --temperature T
                --other-label NAME  --top-k K  --threads N  --batch-size N
-  serve [--model DIR] [--port P] [--host H] [--body-limit BYTES] [--max-texts N]
+  serve [--model DIR] [--port P] [--host H] [--body-limit BYTES] [--max-texts N] [--request-timeout-ms MS]
       HTTP JSON API: POST /classify {"text"} or {"texts"}; GET /healthz, /readyz, /metrics.
       Batching: --batch-size N --max-batch-tokens N --max-delay-ms MS --max-queue N
                 --batches-in-flight N --fifo (no length-aware grouping). Stops gracefully on SIGTERM.
@@ -34,7 +34,20 @@ Commands:
       Classify a few sample texts with the bundled default model.
 `;
 
+// node:util parseArgs throws TypeErrors (unknown flag, missing value, stray argument): they
+// are the user's mistakes, so they become ERR_INVALID_ARGUMENT, not a stack trace.
 async function main(argv: string[]): Promise<number> {
+  try {
+    return await dispatch(argv);
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_'))
+      throw new InvalidArgumentError(`${(error as Error).message} (see "bertgate help")`);
+    throw error;
+  }
+}
+
+async function dispatch(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'classify':

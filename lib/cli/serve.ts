@@ -8,11 +8,13 @@ import { InvalidArgumentError } from '../errors.js';
 import { createServer } from '../server.js';
 import { MODEL_FLAGS, classifierOptions } from './options.js';
 
-function integer(flag: string, value: string | undefined, fallback: number): number {
+function integer(flag: string, value: string | undefined, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0)
-    throw new InvalidArgumentError(`Expected --${flag} to be a whole number, got ${JSON.stringify(value)}`);
+  if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max)
+    throw new InvalidArgumentError(
+      `Expected --${flag} to be a whole number in [${min}, ${max}], got ${JSON.stringify(value)}`,
+    );
   return n;
 }
 
@@ -25,16 +27,20 @@ export async function serveCommand(argv: string[]): Promise<number> {
       host: { type: 'string' },
       'body-limit': { type: 'string' },
       'max-texts': { type: 'string' },
+      'request-timeout-ms': { type: 'string' },
     },
     strict: true,
   });
-  const port = integer('port', values.port, 8080);
+  // Every flag is checked before the model loads: a typo fails in milliseconds, not after it.
+  const port = integer('port', values.port, 8080, 0, 65535);
+  const server = {
+    bodyLimit: integer('body-limit', values['body-limit'], 1024 * 1024, 1, 2 ** 31 - 1),
+    maxTexts: integer('max-texts', values['max-texts'], 1024, 1, 1_000_000),
+    requestTimeoutMs: integer('request-timeout-ms', values['request-timeout-ms'], 30_000, 1, 3_600_000),
+  };
   const { bundle, options } = classifierOptions(values);
   const classifier = await Classifier.load(bundle, options);
-  const app = createServer(classifier, {
-    bodyLimit: integer('body-limit', values['body-limit'], 1024 * 1024),
-    maxTexts: integer('max-texts', values['max-texts'], 1024),
-  });
+  const app = createServer(classifier, server);
   const address = await app.listen({ port, host: values.host ?? '127.0.0.1' });
   process.stdout.write(`listening on ${address}\n`);
 
