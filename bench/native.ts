@@ -23,6 +23,7 @@ export async function loadHandle(
     dtype: 'float32',
     threads: 1,
     freeze: true,
+    cudaMemoryFraction: 0,
     ...options,
   });
   return { handle, vocab: info.vocabRows };

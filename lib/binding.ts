@@ -5,6 +5,7 @@
  */
 
 import { createRequire } from 'node:module';
+import { isMainThread } from 'node:worker_threads';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -38,6 +39,8 @@ export interface NativeLoadOptions {
   dtype: 'float32' | 'float16' | 'bfloat16';
   threads: number;
   freeze: boolean;
+  /** CUDA: the share of device memory the caching allocator may hold; 0 for no limit. */
+  cudaMemoryFraction: number;
 }
 
 export interface NativeModelInfo {
@@ -105,6 +108,8 @@ export interface NativeEngineHandle {
 
 export interface NativeAddon {
   openRuntime(preload: string[], engineLibrary: string): Promise<void>;
+  /** Drops queued native work and waits for forward passes under way; for process exit. */
+  quiesce(): void;
   buildInfo(): NativeBuildInfo;
   EngineHandle: new () => NativeEngineHandle;
 }
@@ -143,6 +148,10 @@ export function loadAddon(): NativeAddon {
       },
     );
   }
+  // process.exit() skips the addon's cleanup hooks and runs C exit(), whose static destructors
+  // would pull libtorch out from under a forward pass: stop the native workers first. Only on
+  // the main thread, since the workers are process-wide and a worker_thread's exit is not ours.
+  if (isMainThread) process.once('exit', () => addon?.quiesce());
   return addon;
 }
 

@@ -3,7 +3,9 @@
  * and later against what the loaded model reports. Every error names the file and field.
  */
 
-import { access, readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { access, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { NativeModelInfo } from './binding.js';
@@ -236,4 +238,62 @@ export function checkAgainstModel(bundle: Bundle, model: NativeModelInfo, tokeni
       `${tokenizer} has ${tokenizerVocabSize} tokens, but the model has only ${rows} word embeddings`,
     );
   }
+}
+
+/**
+ * The files bundle.json seals (its "files": name -> { bytes, sha256 }, written by the export
+ * tool) against what is on disk. A TorchScript archive stores its tensors unchecked, so a
+ * corrupted model.pt would otherwise load as a silently different model. Hashing goes in 1 MB
+ * steps, so the event loop keeps turning (about 0.3 s per 100 MB here). Bundles without
+ * "files" (older exports, hand-made ones) are not checked.
+ */
+export async function verifyFiles(bundle: Bundle): Promise<void> {
+  const files = bundle.manifest?.['files'];
+  if (files === undefined) return;
+  const { manifest } = BUNDLE_FILES;
+  if (!isPlainObject(files)) {
+    throw new BundleError(manifest, 'files', `${manifest} "files" must be an object of { bytes, sha256 } by file name`);
+  }
+  const sealed = Object.values(BUNDLE_FILES) as string[];
+  await Promise.all(
+    Object.entries(files).map(async ([name, entry]) => {
+      // Only the bundle's own files, by bare name: bundle.json cannot point outside the bundle.
+      if (!sealed.includes(name) || name === manifest) {
+        throw new BundleError(
+          manifest,
+          'files',
+          `${manifest} "files" names ${JSON.stringify(name)}, not a bundle file`,
+        );
+      }
+      const e = isPlainObject(entry) ? entry : {};
+      const { bytes, sha256 } = e as { bytes?: unknown; sha256?: unknown };
+      if (typeof bytes !== 'number' || typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256)) {
+        throw new BundleError(manifest, 'files', `${manifest} "files"."${name}" must be { bytes, sha256 }`);
+      }
+      const path = join(bundle.dir, name);
+      const size = await stat(path).then(
+        (s) => s.size,
+        () => -1,
+      );
+      const hint = 'the file is corrupt or was replaced; re-export the bundle, or restore the file';
+      if (size < 0) throw new BundleError(name, undefined, `${path} is sealed in ${manifest} but missing`);
+      if (size !== bytes) {
+        throw new BundleError(name, undefined, `${path} has ${size} bytes, but ${manifest} says ${bytes}: ${hint}`);
+      }
+      const actual = await sha256Of(path);
+      if (actual !== sha256) {
+        throw new BundleError(
+          name,
+          undefined,
+          `${path} has SHA-256 ${actual}, but ${manifest} says ${sha256}: ${hint}`,
+        );
+      }
+    }),
+  );
+}
+
+async function sha256Of(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }

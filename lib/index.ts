@@ -4,6 +4,7 @@ export type {
   CallOptions,
   ClassifierInfo,
   ClassifierOptions,
+  ClassifierStats,
   Device,
   DType,
   Text,

@@ -66,9 +66,16 @@ function readBody(body: unknown, maxTexts: number): { single: boolean; texts: un
 
 export function createServer(classifier: Classifier<string, string>, options: ServerOptions = {}): FastifyInstance {
   const maxTexts = options.maxTexts ?? 1024;
+  const requestTimeout = options.requestTimeoutMs ?? 30_000;
   const app = Fastify({
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
-    requestTimeout: options.requestTimeoutMs ?? 30_000,
+    requestTimeout,
+    // Node enforces request and header deadlines only when it checks, every 30 s by default:
+    // a slow client could hold a socket that long past its deadline. Check at a tenth of it.
+    http: {
+      connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(requestTimeout / 10))),
+      headersTimeout: Math.min(requestTimeout, 60_000),
+    },
     return503OnClosing: true,
     logger: false,
   });

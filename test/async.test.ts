@@ -39,6 +39,7 @@ async function loadHandle(name: string): Promise<{ handle: NativeEngineHandle; v
     dtype: 'float32',
     threads: 1,
     freeze: true,
+    cudaMemoryFraction: 0,
   });
   return { handle, vocab: info.vocabRows };
 }

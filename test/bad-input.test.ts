@@ -162,6 +162,18 @@ describe('bad input: the API', () => {
       'Expected the "maxBatchTokens" option to be at least the model\'s maximum length (64), so that any one text fits a batch, got 1',
     ],
     [
+      'cudaMemoryFraction on the CPU',
+      () => Classifier.load(bundle('labels2'), { cudaMemoryFraction: 0.5 }),
+      InvalidArgumentError,
+      'The "cudaMemoryFraction" option applies to CUDA devices; the device is "cpu"',
+    ],
+    [
+      'cudaMemoryFraction above 1',
+      () => Classifier.load(bundle('labels2'), { device: 'cuda', cudaMemoryFraction: 1.5 }),
+      InvalidArgumentError,
+      'Expected the "cudaMemoryFraction" option to be a number in (0, 1], got 1.5',
+    ],
+    [
       'a truncation strategy that does not exist',
       () => Classifier.load(bundle('labels2'), { truncation: 'middle' as never }),
       InvalidArgumentError,

@@ -95,4 +95,33 @@ describe('on a CUDA device', { skip }, () => {
         e.message === `device 'cuda:${devices}' was requested but only ${devices} CUDA device(s) exist`,
     );
   });
+
+  // Last: the memory cap is process-wide and stays after close().
+  it('a batch the device has no memory for is split and retried, answers unchanged', async () => {
+    // 256 texts of 512 tokens need hundreds of MB of activations; the allocator may hold 0.1% of
+    // the device (about 80 MB on an H100, 140 MB on an H200), so the full batch cannot fit.
+    const texts = Array.from({ length: 256 }, (_, i) =>
+      Array.from({ length: 600 }, (_, j) => `w${(i + j) % 40}`).join(' '),
+    );
+    const free = await Classifier.load(bundle('long'), {
+      device: 'cuda',
+      maxBatchSize: 256,
+      maxBatchTokens: 256 * 512,
+    });
+    const reference = await free.logits(texts);
+    await free.close();
+    const capped = await Classifier.load(bundle('long'), {
+      device: 'cuda',
+      maxBatchSize: 256,
+      maxBatchTokens: 256 * 512,
+      cudaMemoryFraction: 0.001,
+    });
+    try {
+      const rows = await capped.logits(texts);
+      assert.ok(capped.stats().outOfMemorySplits >= 1, JSON.stringify(capped.stats().batchSizes));
+      rows.forEach((row, i) => assert.ok(maxAbsDiff(row, reference[i] as Float32Array) <= 1e-4, `text ${i}`));
+    } finally {
+      await capped.close();
+    }
+  });
 });

@@ -8,6 +8,7 @@
 #include "engine_handle.h"
 #include "engine_loader.h"
 #include "js_values.h"
+#include "worker_thread.h"
 
 namespace bertgate {
 namespace {
@@ -77,12 +78,20 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Synchronous on purpose: the JS side calls it from process.on('exit'), where nothing
+// asynchronous runs any more. Waits for forward passes under way; drops queued ones.
+Napi::Value Quiesce(const Napi::CallbackInfo& info) {
+  WorkerThread::AbandonAll();
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openRuntime", Napi::Function::New<OpenRuntime>(env, "openRuntime"));
   exports.Set("buildInfo", Napi::Function::New<BuildInfo>(env, "buildInfo"));
   exports.Set("EngineHandle", EngineHandle::Define(env));
+  exports.Set("quiesce", Napi::Function::New<Quiesce>(env, "quiesce"));
   return exports;
 }
 

@@ -91,6 +91,7 @@ LoadOptions LoadOptionsFromJs(const Napi::Object& o) {
   options.dtype = dtype == "float16" ? DType::kFloat16 : dtype == "bfloat16" ? DType::kBFloat16 : DType::kFloat32;
   options.threads = o.Get("threads").As<Napi::Number>().Int32Value();
   options.freeze = o.Get("freeze").As<Napi::Boolean>().Value();
+  options.cuda_memory_fraction = o.Get("cudaMemoryFraction").As<Napi::Number>().DoubleValue();
   return options;
 }
 

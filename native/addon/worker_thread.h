@@ -29,6 +29,9 @@ class WorkerThread {
   void Abandon();
   void Join();
   std::thread::id id() const { return thread_.get_id(); }
+  // Abandon() then Join() for every live worker in the process: called as the process exits
+  // (see worker_thread.cpp), after which no worker touches libtorch again.
+  static void AbandonAll();
 
  private:
   void Loop();

@@ -76,6 +76,9 @@ struct LoadOptions {
   // thread, so this is the engine's thread count.
   int threads = 1;
   bool freeze = true;
+  // CUDA only: the share of the device's memory libtorch's caching allocator may hold, in
+  // (0, 1]; 0 leaves it unlimited. Per device and process-wide (the allocator is shared).
+  double cuda_memory_fraction = 0;
 };
 
 struct ModelInfo {

@@ -17,6 +17,15 @@
 namespace bertgate {
 namespace {
 
+// Allocation failures do not always arrive as c10::OutOfMemoryError: the CPU allocator
+// raises a plain c10::Error, and the TorchScript interpreter may rethrow an op's error as a
+// std::runtime_error carrying the message. The messages are libtorch's own and stable.
+bool LooksLikeOutOfMemory(const std::string& message) {
+  return message.find("can't allocate memory") != std::string::npos ||
+         message.find("CUDA out of memory") != std::string::npos ||
+         message.find("CUDA error: out of memory") != std::string::npos;
+}
+
 LogitsType ToLogitsType(c10::ScalarType type) {
   if (type == c10::kHalf) return LogitsType::kFloat16;
   if (type == c10::kBFloat16) return LogitsType::kBFloat16;
@@ -103,18 +112,24 @@ Outcome<std::shared_ptr<InferOutput>> TorchEngine::Infer(const InferInput& input
   } catch (const EngineError& e) {
     return Failure{e.code(), e.what()};
   } catch (const c10::OutOfMemoryError& e) {
-    return Failure{ErrorCode::kOutOfMemory, "out of memory on " + model_->device().str() + " for a batch of " +
-                                                std::to_string(input.rows) + " x " + std::to_string(input.seq_len) +
-                                                " tokens: " + Brief(e)};
+    return OutOfMemory(input, Brief(e));
   } catch (const c10::Error& e) {
+    if (LooksLikeOutOfMemory(e.what_without_backtrace())) return OutOfMemory(input, Brief(e));
     return Failure{ErrorCode::kInference, "inference failed: " + Brief(e)};
   } catch (const std::bad_alloc&) {
     return Failure{ErrorCode::kOutOfMemory, "out of host memory for a batch of " + std::to_string(input.rows) + " x " +
                                                 std::to_string(input.seq_len) + " tokens"};
   } catch (const std::exception& e) {
     // The TorchScript interpreter rethrows the model's failures as plain runtime errors.
+    if (LooksLikeOutOfMemory(e.what())) return OutOfMemory(input, Brief(e.what()));
     return Failure{ErrorCode::kInference, "inference failed: " + Brief(e.what())};
   }
+}
+
+Failure TorchEngine::OutOfMemory(const InferInput& input, const std::string& detail) const {
+  return Failure{ErrorCode::kOutOfMemory, "out of memory on " + model_->device().str() + " for a batch of " +
+                                              std::to_string(input.rows) + " x " + std::to_string(input.seq_len) +
+                                              " tokens: " + detail};
 }
 
 }  // namespace bertgate

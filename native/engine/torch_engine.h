@@ -2,6 +2,7 @@
 // The Engine behind the library boundary: token ids in, compact scores out.
 
 #include <memory>
+#include <string>
 
 #include "engine_api.h"
 #include "model.h"
@@ -16,6 +17,7 @@ class TorchEngine : public Engine {
 
  private:
   std::shared_ptr<InferOutput> Run(const InferInput& input);
+  Failure OutOfMemory(const InferInput& input, const std::string& detail) const;
 
   std::unique_ptr<Model> model_;
 };

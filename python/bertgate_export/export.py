@@ -9,6 +9,7 @@ bundle.json (provenance and the parity figures).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 import warnings
@@ -169,6 +170,26 @@ def export_bundle(
         "weights": weights,
         "parity": {"max_abs_diff": parity.max_abs_diff, "cases": parity.cases, "tolerance": parity.tolerance},
         "random_weights": random_weights,
+        "files": file_digests(out_dir),
     }
     (out_dir / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+# The files whose bytes bertgate checks at load. A TorchScript archive stores tensors
+# uncompressed and unchecked, so a flipped byte in model.pt would otherwise load as a
+# silently different model. calibration.json is not sealed: `bertgate calibrate` rewrites it.
+SEALED_FILES = ("model.pt", "config.json", "tokenizer.json", "tokenizer_config.json")
+
+
+def file_digests(out_dir: Path) -> dict:
+    digests = {}
+    for name in SEALED_FILES:
+        path = out_dir / name
+        if path.exists():
+            sha = hashlib.sha256()
+            with path.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    sha.update(chunk)
+            digests[name] = {"bytes": path.stat().st_size, "sha256": sha.hexdigest()}
+    return digests

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from . import tokenizer_corpus
-from .export import export_bundle
+from .export import export_bundle, file_digests
 from .testmodels import ModelSpec, build_model_dir, corpus_lines
 
 SPECS: dict[str, ModelSpec] = {
@@ -124,6 +124,10 @@ def build_nan_bundle(source: Path, out: Path) -> None:
     shutil.copytree(source, out, dirs_exist_ok=True)
     unk = AutoTokenizer.from_pretrained(source).unk_token_id
     torch.jit.save(torch.jit.script(NanOnUnknown(torch.jit.load(str(source / "model.pt")), unk)), str(out / "model.pt"))
+    # A new model.pt: seal it again, as the exporter would have.
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["files"] = file_digests(out)
+    (out / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def build(out: Path) -> None:

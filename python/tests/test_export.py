@@ -1,5 +1,6 @@
 """The export tool: what it writes, and that its parity check can fail."""
 
+import hashlib
 import json
 
 import pytest
@@ -23,6 +24,15 @@ def test_writes_a_complete_bundle(model_dir, tmp_path):
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())
     assert config["id2label"] == {"0": "a", "1": "b", "2": "c"}
     assert AutoTokenizer.from_pretrained(tmp_path / "bundle").model_max_length == 40
+
+
+def test_seals_the_files_it_wrote(model_dir, tmp_path):
+    manifest = export_bundle(model_dir, tmp_path / "bundle", max_length=40)
+    sealed = manifest["files"]
+    assert set(sealed) == {"model.pt", "config.json", "tokenizer.json", "tokenizer_config.json"}
+    for name, entry in sealed.items():
+        data = (tmp_path / "bundle" / name).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def test_saved_trace_matches_eager_on_new_shapes(model_dir, tmp_path):
