@@ -1,6 +1,7 @@
 // Runs a benchmark with its inputs prepared: Debian texts from the apt lists, the
 // small-geometry bench model, and for `peers` its ONNX export and npm packages.
-// Usage: node scripts/bench.mjs forward|batching|tokenize|peers [extra flags for the bench]
+// Usage: node scripts/bench.mjs forward|batching|tokenize|peers|soak|leaks [extra flags for the bench]
+// (soak and leaks use the tests' small fixture model: run npm test, or scripts/setup.mjs, first)
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -14,9 +15,10 @@ const inRoot = { cwd: ROOT, env };
 const texts = join('bench', 'data', 'debian.jsonl');
 const small = join('bench', 'models', 'small');
 
-if (!existsSync(join(ROOT, texts)))
+const ownInputs = name === 'soak' || name === 'leaks'; // the fixture model; no texts file
+if (!ownInputs && !existsSync(join(ROOT, texts)))
   run(VENV_PYTHON, ['-m', 'bertgate_export.debian', 'sample', texts, '--limit', '5000'], inRoot);
-if (!existsSync(join(ROOT, small, 'model.pt')))
+if (!ownInputs && !existsSync(join(ROOT, small, 'model.pt')))
   run(VENV_PYTHON, ['bench/make_model.py', small, 'small', '--max-length', '128'], inRoot);
 
 const args = {
@@ -24,8 +26,10 @@ const args = {
   batching: ['--bundle', small, '--texts', texts],
   tokenize: ['--bundle', small, '--texts', texts],
   peers: ['--bundle', small, '--hf', `${small}-hf`, '--onnx', `${small}-onnx`, '--texts', texts],
+  soak: ['--bundle', join('.fixtures', 'labels7')],
+  leaks: ['--bundle', join('.fixtures', 'labels7')],
 }[name];
-if (!args) throw new Error('usage: node scripts/bench.mjs forward|batching|tokenize|peers [flags]');
+if (!args) throw new Error('usage: node scripts/bench.mjs forward|batching|tokenize|peers|soak|leaks [flags]');
 
 if (name === 'peers') {
   run(VENV_PYTHON, ['-m', 'pip', 'install', '-q', '-r', 'bench/requirements.txt'], inRoot);
@@ -40,4 +44,5 @@ if (name === 'peers') {
     });
   }
 }
-run(process.execPath, [join('dist', 'bench', `${name}.js`), ...args, ...extra], inRoot);
+const nodeFlags = name === 'leaks' ? ['--expose-gc'] : [];
+run(process.execPath, [...nodeFlags, join('dist', 'bench', `${name}.js`), ...args, ...extra], inRoot);
