@@ -71,6 +71,14 @@ export function createMetrics(classifier: Classifier<string, string>): ServerMet
       this.set(classifier.stats().inFlight);
     },
   });
+  new Gauge({
+    name: 'bertgate_out_of_memory_splits',
+    help: 'Batches split in half since start because the device ran out of memory for them',
+    registers: [registry],
+    collect() {
+      this.set(classifier.stats().outOfMemorySplits);
+    },
+  });
   const stop = classifier.onBatch((event) => {
     batchSize.observe(event.size);
     padded.inc(event.paddedTokens);

@@ -175,6 +175,7 @@ describe('bertgate serve', () => {
         'bertgate_texts_total 2',
         'bertgate_batch_size_count 1',
         'bertgate_queue_depth 0',
+        'bertgate_out_of_memory_splits 0',
       ]) {
         assert.ok(metrics.includes(line), `missing ${line}`);
       }
