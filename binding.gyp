@@ -1,27 +1,26 @@
-# The same two products as CMakeLists.txt, built by node-gyp (CPU): the engine library
+# The same two products as CMakeLists.txt, built by node-gyp: the CPU engine library
 # (libtorch, no N-API) and the thin addon that dlopens it. libtorch's location, version and
 # ABI come from scripts/torch-config.mjs, i.e. from the run-time lookup of lib/libtorch.ts.
-# CI builds this too (npm run test:gyp), so neither build rots.
+# CI builds this too (npm run test:gyp, which also writes engines.json), so neither build rots.
 {
   'variables': {
     'libtorch_dir': '<!(node scripts/torch-config.mjs dir)',
-    'torch_version': '<!(node scripts/torch-config.mjs version)',
+    'engine_name': '<!(node scripts/torch-config.mjs engine-name)',
     'cxx11_abi': '<!(node scripts/torch-config.mjs abi)',
     'rpath_link': '<!(node scripts/torch-config.mjs rpath-link)',
+    'cxx_std': '<!(node scripts/torch-config.mjs cxx-std)',
   },
   'target_defaults': {
     'cflags_cc!': ['-fno-rtti', '-fno-exceptions', '-std=gnu++17'],
-    'cflags_cc': ['-std=c++17', '-frtti', '-fexceptions', '-fvisibility=hidden', '-Wall', '-Wextra'],
+    'cflags_cc': ['-std=<(cxx_std)', '-frtti', '-fexceptions', '-fvisibility=hidden', '-Wall', '-Wextra'],
     # Node's common.gypi defines the ABI as 1; libtorch's own choice must win.
     'defines!': ['_GLIBCXX_USE_CXX11_ABI=1'],
-    'defines': [
-      '_GLIBCXX_USE_CXX11_ABI=<(cxx11_abi)',
-      'BERTGATE_TORCH_VERSION="<(torch_version)"',
-    ],
+    'defines': ['_GLIBCXX_USE_CXX11_ABI=<(cxx11_abi)'],
   },
   'targets': [
     {
       'target_name': 'bertgate_engine',
+      'product_name': '<(engine_name)',
       'type': 'shared_library',
       'product_prefix': 'lib',
       'product_dir': '<(PRODUCT_DIR)',
@@ -56,7 +55,7 @@
       'include_dirs': ["<!(node -p \"require('node-addon-api').include_dir\")"],
       'defines': ['NAPI_VERSION=8', 'NAPI_CPP_EXCEPTIONS', 'BERTGATE_BUILD_SYSTEM="node-gyp"'],
       # The addon dlopens the engine itself; linking it would make libtorch a load-time need.
-      'libraries!': ['<(PRODUCT_DIR)/libbertgate_engine.so'],
+      'libraries!': ['<(PRODUCT_DIR)/lib<(engine_name).so'],
       'link_settings': {'libraries': ['-ldl', '-lpthread']},
     },
   ],

@@ -1,12 +1,14 @@
 // Builds the engine library and the addon with cmake-js, against the libtorch that the
-// run-time lookup would pick, so build and run agree on one copy.
+// run-time lookup would pick (or one given), so build and run agree on one copy; then lists
+// the engine in engines.json beside the addon.
 // Usage: node scripts/build-native.mjs [--tests]
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 
+import { writeEngineManifest } from './engine-manifest.mjs';
 import { ROOT, isMain } from './paths.mjs';
 import { run } from './run.mjs';
 import { torchBuildConfig } from './torch-config.mjs';
@@ -34,15 +36,33 @@ function pipToolkitFlags(nvcc) {
 
 /**
  * `out`: the build directory (cmake-js --out), build/ by default; the products land in
- * <out>/Release. `extra`: more -D definitions, e.g. for the sanitizer build.
+ * <out>/Release. `parts`: 'all', 'engine' or 'addon' (which needs no libtorch). `torch`: the
+ * libtorch to build against (torchBuildConfig's shape), else the lookup's. `cuda`: AUTO, ON
+ * or OFF (default BERTGATE_CUDA, else AUTO); `nvcc` the compiler to use, else found. `extra`:
+ * more -D definitions, e.g. for the sanitizer build. Returns the engine built, if any.
  */
-export async function buildNative({ tests = false, out = undefined, extra = [] } = {}) {
-  const torch = await torchBuildConfig();
-  // BERTGATE_CUDA=OFF builds for the CPU only even where nvcc exists; ON insists on CUDA.
-  const cudaMode = process.env.BERTGATE_CUDA ?? 'AUTO';
-  const nvcc = cudaMode === 'OFF' ? undefined : findNvcc(torch);
+export async function buildNative({
+  tests = false,
+  out = undefined,
+  extra = [],
+  parts = 'all',
+  torch = undefined,
+  cuda = process.env.BERTGATE_CUDA ?? 'AUTO',
+  nvcc = undefined,
+} = {}) {
+  const withEngine = parts !== 'addon';
+  const libtorch = withEngine ? (torch ?? (await torchBuildConfig())) : undefined;
+  const compiler = withEngine && cuda !== 'OFF' ? (nvcc ?? findNvcc(libtorch)) : undefined;
   const cmakeJs = createRequire(import.meta.url).resolve('cmake-js/bin/cmake-js');
-  const common = ['--log-level', 'warn', '--parallel', String(availableParallelism()), ...(out ? ['--out', out] : [])];
+  const outDir = out ?? join(ROOT, 'build');
+  const common = ['--log-level', 'warn', '--parallel', String(availableParallelism()), '--out', outDir];
+  const torchDefinitions = libtorch
+    ? [
+        `--CDLIBTORCH_DIR=${libtorch.dir}`,
+        `--CDBERTGATE_CXX11_ABI=${libtorch.cxx11Abi ? 1 : 0}`,
+        `--CDBERTGATE_RUNTIME_DIRS=${libtorch.dependencyDirs.join(';')}`,
+      ]
+    : [];
   // `cmake-js build` alone skips configuring an existing build directory, so changed inputs
   // (another libtorch, tests on or off) would never reach the cache: configure every time.
   run(
@@ -51,19 +71,21 @@ export async function buildNative({ tests = false, out = undefined, extra = [] }
       cmakeJs,
       'configure',
       ...common,
-      `--CDLIBTORCH_DIR=${torch.dir}`,
-      `--CDBERTGATE_TORCH_VERSION=${torch.version}`,
-      `--CDBERTGATE_CXX11_ABI=${torch.cxx11Abi ? 1 : 0}`,
-      `--CDBERTGATE_RUNTIME_DIRS=${torch.dependencyDirs.join(';')}`,
+      `--CDBERTGATE_PARTS=${parts}`,
+      ...torchDefinitions,
       `--CDBERTGATE_BUILD_TESTS=${tests ? 'ON' : 'OFF'}`,
-      `--CDBERTGATE_CUDA=${cudaMode}`,
+      `--CDBERTGATE_CUDA=${cuda}`,
       ...(process.env.BERTGATE_GTEST_SOURCE ? [`--CDBERTGATE_GTEST_SOURCE=${process.env.BERTGATE_GTEST_SOURCE}`] : []),
-      ...(nvcc ? [`--CDCMAKE_CUDA_COMPILER=${nvcc}`, ...pipToolkitFlags(nvcc)] : []),
+      ...(compiler ? [`--CDCMAKE_CUDA_COMPILER=${compiler}`, ...pipToolkitFlags(compiler)] : []),
       ...extra.map((definition) => `--CD${definition}`),
     ],
     { cwd: ROOT },
   );
   run(process.execPath, [cmakeJs, 'build', ...common], { cwd: ROOT });
+  if (!withEngine) return undefined;
+  const release = join(outDir, 'Release');
+  const built = JSON.parse(readFileSync(join(release, 'engine-build.json'), 'utf8'));
+  return { dir: release, ...writeEngineManifest(release, [built])[0] };
 }
 
 if (isMain(import.meta.url)) await buildNative({ tests: process.argv.includes('--tests') });

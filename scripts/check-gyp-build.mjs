@@ -8,8 +8,10 @@ import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
 import { devEnv } from './dev-env.mjs';
+import { engineFileName, writeEngineManifest } from './engine-manifest.mjs';
 import { ROOT } from './paths.mjs';
 import { run } from './run.mjs';
+import { torchBuildConfig } from './torch-config.mjs';
 
 const dir = join(ROOT, '.gyp-check');
 rmSync(dir, { recursive: true, force: true });
@@ -28,7 +30,11 @@ run(
     env: devEnv(),
   },
 );
+// node-gyp builds the CPU flavour; the run time chooses it through engines.json.
+const { version } = await torchBuildConfig();
+const release = join(dir, 'build', 'Release');
+writeEngineManifest(release, [{ file: engineFileName(version, 'cpu'), torchVersion: version, flavour: 'cpu' }]);
 run(process.execPath, ['--test', join(ROOT, 'dist', 'test', 'parity.test.js')], {
   cwd: ROOT,
-  env: { ...devEnv(), BERTGATE_ADDON: join(dir, 'build', 'Release', 'bertgate.node') },
+  env: { ...devEnv(), BERTGATE_ADDON: join(release, 'bertgate.node') },
 });

@@ -5,7 +5,7 @@
 // leak scripts measure growth instead) and on for the engine tests, which own their process.
 // Usage: node scripts/sanitize.mjs [--no-build]
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { buildNative } from './build-native.mjs';
@@ -37,7 +37,8 @@ if (!process.argv.includes('--no-build')) {
 }
 
 // A build that silently lost its flags would pass everything: check the runtimes are linked.
-for (const product of ['bertgate.node', 'libbertgate_engine.so']) {
+const engine = JSON.parse(readFileSync(join(OUT, 'Release', 'engine-build.json'), 'utf8')).file;
+for (const product of ['bertgate.node', engine]) {
   const needed = spawnSync('ldd', [join(OUT, 'Release', product)], { encoding: 'utf8' }).stdout;
   if (!needed.includes('libasan') || !needed.includes('libubsan'))
     throw new Error(`${product} in ${OUT} is not linked with ASan and UBSan`);

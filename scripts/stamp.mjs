@@ -17,12 +17,15 @@ export function digest(paths) {
   return hash.digest('hex');
 }
 
-/** Runs `build` unless `dir` holds a stamp equal to the digest of `inputs`. */
-export function buildIfStale(dir, inputs, build) {
+/**
+ * Runs `build` (and awaits it) unless `dir` holds a stamp equal to the digest of `inputs`;
+ * the stamp is written only once the build succeeded.
+ */
+export async function buildIfStale(dir, inputs, build) {
   const stamp = join(dir, '.stamp');
   const want = digest(inputs);
   if (existsSync(stamp) && readFileSync(stamp, 'utf8') === want) return false;
-  build();
+  await build();
   writeFileSync(stamp, want);
   return true;
 }

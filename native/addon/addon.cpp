@@ -27,16 +27,10 @@ class OpenRuntimeWorker : public Napi::AsyncWorker {
  protected:
   void Execute() override {
     try {
-      PreloadLibraries(preload_);
-    } catch (const std::exception& e) {
-      code_ = "ERR_LIBTORCH_LOAD";
-      return SetError(e.what());
-    }
-    try {
-      OpenEngineLibrary(engine_);
-    } catch (const std::exception& e) {
-      code_ = "ERR_ENGINE_LOAD";
-      return SetError(e.what());
+      OpenRuntime(preload_, engine_);
+    } catch (const RuntimeOpenError& e) {
+      code_ = e.code();
+      SetError(e.what());
     }
   }
   void OnOK() override { deferred_.Resolve(Env().Undefined()); }
@@ -51,7 +45,7 @@ class OpenRuntimeWorker : public Napi::AsyncWorker {
   std::string code_;
 };
 
-Napi::Value OpenRuntime(const Napi::CallbackInfo& info) {
+Napi::Value OpenRuntimeJs(const Napi::CallbackInfo& info) {
   std::vector<std::string> preload;
   const auto paths = info[0].As<Napi::Array>();
   for (uint32_t i = 0; i < paths.Length(); ++i) preload.push_back(paths.Get(i).As<Napi::String>().Utf8Value());
@@ -61,20 +55,21 @@ Napi::Value OpenRuntime(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// The addon's own build; it is the same for every libtorch. The engine's half (which torch,
+// which flavour) is there once an engine is open.
 Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  o.Set("torchVersion", BERTGATE_TORCH_VERSION);
   o.Set("cxx11Abi", Napi::Boolean::New(env, _GLIBCXX_USE_CXX11_ABI != 0));
   o.Set("buildSystem", BERTGATE_BUILD_SYSTEM);
   o.Set("compiler", "g++ " __VERSION__);
   o.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
-#ifdef BERTGATE_WITH_CUDA
-  o.Set("cudaKernels", Napi::Boolean::New(env, true));
-#else
-  o.Set("cudaKernels", Napi::Boolean::New(env, false));
-#endif
   o.Set("engineLibrary", LoadedEngineLibraryPath());
+  if (EngineLibrary* library = LoadedEngineLibrary()) {
+    o.Set("engine", ToJs(env, library->Build()));
+  } else {
+    o.Set("engine", env.Null());
+  }
   return o;
 }
 
@@ -88,7 +83,7 @@ Napi::Value Quiesce(const Napi::CallbackInfo& info) {
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("openRuntime", Napi::Function::New<OpenRuntime>(env, "openRuntime"));
+  exports.Set("openRuntime", Napi::Function::New<OpenRuntimeJs>(env, "openRuntime"));
   exports.Set("buildInfo", Napi::Function::New<BuildInfo>(env, "buildInfo"));
   exports.Set("EngineHandle", EngineHandle::Define(env));
   exports.Set("quiesce", Napi::Function::New<Quiesce>(env, "quiesce"));

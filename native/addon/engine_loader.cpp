@@ -4,7 +4,6 @@
 
 #include <atomic>
 #include <mutex>
-#include <stdexcept>
 
 namespace bertgate {
 namespace {
@@ -12,38 +11,61 @@ namespace {
 std::mutex mutex;
 std::atomic<EngineLibrary*> library{nullptr};
 std::string library_path;
+// Where the first libc10.so preloaded came from: once any of libtorch is in the process, a
+// libtorch from elsewhere is refused, even when that first attempt failed later on.
+std::string libtorch_dir;
 
 std::string LastError() {
   const char* error = dlerror();
   return error ? error : "unknown dlopen error";
 }
 
-}  // namespace
-
-void PreloadLibraries(const std::vector<std::string>& paths) {
-  std::lock_guard<std::mutex> lock(mutex);
-  for (const std::string& path : paths) {
-    // RTLD_LOCAL keeps torch's C++ symbols from interposing on other libraries in the
-    // process; the handles are never closed, as libtorch cannot be unloaded safely.
-    if (dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL) == nullptr) throw std::runtime_error(LastError());
-  }
+std::string DirOf(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
-void OpenEngineLibrary(const std::string& path) {
+std::string Libc10Dir(const std::vector<std::string>& preload) {
+  for (const std::string& path : preload) {
+    if (path.size() >= 10 && path.compare(path.size() - 10, 10, "/libc10.so") == 0) return DirOf(path);
+  }
+  return "";
+}
+
+}  // namespace
+
+void OpenRuntime(const std::vector<std::string>& preload, const std::string& engine) {
   std::lock_guard<std::mutex> lock(mutex);
   if (library.load() != nullptr) {
-    if (path == library_path) return;
-    throw std::runtime_error("the engine library is already open from '" + library_path + "'");
+    if (engine == library_path) return;
+    throw RuntimeOpenError("ERR_LIBTORCH_CONFLICT", "this process already runs the engine '" + library_path +
+                                                        "' on the libtorch in '" + libtorch_dir +
+                                                        "'; it cannot also open '" + engine +
+                                                        "': one process holds one libtorch");
   }
-  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) throw std::runtime_error(LastError());
+  const std::string dir = Libc10Dir(preload);
+  if (!libtorch_dir.empty() && !dir.empty() && dir != libtorch_dir) {
+    throw RuntimeOpenError("ERR_LIBTORCH_CONFLICT", "the libtorch in '" + libtorch_dir +
+                                                        "' is already loaded in this process; it cannot also load "
+                                                        "the one in '" +
+                                                        dir + "': one process holds one libtorch");
+  }
+  for (const std::string& path : preload) {
+    // RTLD_LOCAL keeps torch's C++ symbols from interposing on other libraries in the
+    // process; the handles are never closed, as libtorch cannot be unloaded safely.
+    if (dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL) == nullptr) {
+      throw RuntimeOpenError("ERR_LIBTORCH_LOAD", LastError());
+    }
+    if (libtorch_dir.empty() && DirOf(path) == dir) libtorch_dir = dir;
+  }
+  void* handle = dlopen(engine.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) throw RuntimeOpenError("ERR_ENGINE_LOAD", LastError());
   auto entry = reinterpret_cast<EngineLibrary* (*)()>(dlsym(handle, BERTGATE_ENGINE_ENTRY));
   if (entry == nullptr) {
-    throw std::runtime_error("'" + path +
-                             "' has no " BERTGATE_ENGINE_ENTRY
-                             "; it belongs to another bertgate build (rebuild with npm run build:native)");
+    throw RuntimeOpenError("ERR_ENGINE_LOAD",
+                           "'" + engine + "' has no " BERTGATE_ENGINE_ENTRY "; it belongs to another bertgate build");
   }
-  library_path = path;
+  library_path = engine;
   library.store(entry());
 }
 

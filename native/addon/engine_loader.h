@@ -1,9 +1,16 @@
 #pragma once
 // Opens libtorch and the engine library at run time. The TypeScript side decides which
-// libtorch (lib/libtorch.ts) and passes absolute paths: their dependencies first, then
-// libc10 and libtorch_cpu. Loaded that way, the engine's DT_NEEDED entries (libc10.so,
-// libtorch_cpu.so) resolve by soname to the copies already in the process.
+// libtorch (lib/libtorch.ts) and which engine (lib/engines.ts) and passes absolute paths:
+// libtorch's dependencies first, then libc10 and libtorch_cpu, then the engine. Loaded that
+// way, the engine's DT_NEEDED entries (libc10.so, libtorch_cpu.so) resolve by soname to the
+// copies already in the process.
+//
+// The state is process-wide, shared by every Node environment (worker threads included):
+// libtorch cannot be unloaded, and two copies of it in one process would share nothing but
+// their symbol names, so a second, different libtorch or engine is refused before anything
+// of it is loaded.
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -11,11 +18,23 @@
 
 namespace bertgate {
 
-// Throws std::runtime_error with dlerror()'s text, naming the file.
-void PreloadLibraries(const std::vector<std::string>& paths);
-// Throws std::runtime_error; a second call with the same path is a no-op.
-void OpenEngineLibrary(const std::string& path);
-// nullptr until OpenEngineLibrary succeeded.
+// A failure to open, with the code lib/errors.ts maps to a typed error.
+class RuntimeOpenError : public std::runtime_error {
+ public:
+  RuntimeOpenError(std::string code, const std::string& message)
+      : std::runtime_error(message), code_(std::move(code)) {}
+  const std::string& code() const { return code_; }
+
+ private:
+  std::string code_;
+};
+
+// Preloads `preload` in order, then opens the engine library. A second call with the same
+// engine is a no-op. Throws RuntimeOpenError: ERR_LIBTORCH_CONFLICT (another libtorch or
+// engine is already in the process), ERR_LIBTORCH_LOAD (a library did not load: dlerror()'s
+// text, which names the file), ERR_ENGINE_LOAD (the engine did not load, or is not one).
+void OpenRuntime(const std::vector<std::string>& preload, const std::string& engine);
+// nullptr until OpenRuntime succeeded.
 EngineLibrary* LoadedEngineLibrary();
 std::string LoadedEngineLibraryPath();
 

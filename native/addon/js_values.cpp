@@ -65,6 +65,13 @@ Napi::Object ToJs(Napi::Env env, const RuntimeInfo& info) {
   return o;
 }
 
+Napi::Object ToJs(Napi::Env env, const EngineBuild& build) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("torchVersion", build.torch_version);
+  o.Set("cudaKernels", Napi::Boolean::New(env, build.cuda_kernels));
+  return o;
+}
+
 Napi::Object ToJs(Napi::Env env, const std::shared_ptr<InferOutput>& out) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("rows", Napi::Number::New(env, static_cast<double>(out->rows)));

@@ -16,6 +16,7 @@ Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string&
 
 Napi::Object ToJs(Napi::Env env, const ModelInfo& info);
 Napi::Object ToJs(Napi::Env env, const RuntimeInfo& info);
+Napi::Object ToJs(Napi::Env env, const EngineBuild& build);
 // Hands the result's arrays to JavaScript without copying; the last typed array collected
 // frees the result.
 Napi::Object ToJs(Napi::Env env, const std::shared_ptr<InferOutput>& output);

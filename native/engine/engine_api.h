@@ -126,6 +126,13 @@ struct InferOutput {
   double forward_ms = 0;  // the whole engine call: transfers, forward, scores
 };
 
+// What the engine library was compiled as: the addon checks it against engines.json, the
+// manifest that chose the file, so a renamed or mislabelled engine is refused.
+struct EngineBuild {
+  std::string torch_version;  // the headers the engine was compiled against: "2.11.0"
+  bool cuda_kernels = false;  // the CUDA flavour (fused kernel, device path), or CPU only
+};
+
 struct RuntimeInfo {
   std::string torch_version;  // the headers the engine was compiled against
   bool cxx11_abi = true;
@@ -148,11 +155,12 @@ class EngineLibrary {
   virtual ~EngineLibrary() = default;
   virtual Outcome<std::unique_ptr<Engine>> Load(const LoadOptions& options) noexcept = 0;
   virtual RuntimeInfo Runtime() noexcept = 0;
+  virtual EngineBuild Build() const noexcept = 0;
 };
 
 }  // namespace bertgate
 
 // The one symbol the addon looks up. Versioned so that an addon and an engine library from
 // different builds refuse each other instead of misreading these structs.
-#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v1"
-extern "C" bertgate::EngineLibrary* bertgate_engine_library_v1();
+#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v2"
+extern "C" bertgate::EngineLibrary* bertgate_engine_library_v2();

@@ -72,8 +72,7 @@ class TorchLibrary : public EngineLibrary {
 
   RuntimeInfo Runtime() noexcept override {
     RuntimeInfo info;
-    info.torch_version = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
-                         std::to_string(TORCH_VERSION_PATCH);
+    info.torch_version = CompiledTorchVersion();
     info.cxx11_abi = _GLIBCXX_USE_CXX11_ABI != 0;
     try {
       info.cuda_available = torch::cuda::is_available();
@@ -86,12 +85,27 @@ class TorchLibrary : public EngineLibrary {
     }
     return info;
   }
+
+  EngineBuild Build() const noexcept override {
+    EngineBuild build;
+    build.torch_version = CompiledTorchVersion();
+#ifdef BERTGATE_WITH_CUDA
+    build.cuda_kernels = true;
+#endif
+    return build;
+  }
+
+ private:
+  static std::string CompiledTorchVersion() {
+    return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+           std::to_string(TORCH_VERSION_PATCH);
+  }
 };
 
 }  // namespace
 }  // namespace bertgate
 
-extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v1() {
+extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v2() {
   static bertgate::TorchLibrary library;
   return &library;
 }

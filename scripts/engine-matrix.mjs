@@ -1,0 +1,89 @@
+// Every engine of the prebuild matrix against its own torch: each loads the parity fixtures
+// (.fixtures/labels2, labels7, labels50, exported with the project's torch) through the
+// prebuilt addon, on the libtorch of that torch release (scripts/torch-wheels.mjs), and its
+// logits must match transformers' eager logits within 1e-5. One child process per engine,
+// since a process holds one libtorch. test/engine-matrix.test.ts runs it in npm test; run it
+// alone to refresh the README's table:  node scripts/engine-matrix.mjs --write-readme
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { ROOT, isMain } from './paths.mjs';
+import { FLAVOURS } from './prebuilds.mjs';
+import { MATRIX, libtorchDir } from './torch-wheels.mjs';
+
+const exec = promisify(execFile);
+export const TOLERANCE = 1e-5;
+const FIXTURES = ['labels2', 'labels7', 'labels50'];
+
+// Runs in the child: the chosen engine (doctor) and the worst |logit - eager| over the fixtures.
+const CHILD = `
+import { readFileSync } from 'node:fs';
+import { Classifier, doctor } from ${JSON.stringify(join(ROOT, 'dist', 'lib', 'index.js'))};
+const report = await doctor();
+if (!report.ok) throw new Error(report.problem);
+let worst = 0, rows = 0;
+for (const name of ${JSON.stringify(FIXTURES)}) {
+  const dir = ${JSON.stringify(join(ROOT, '.fixtures'))} + '/' + name;
+  const ref = JSON.parse(readFileSync(dir + '.expected.json', 'utf8'));
+  const clf = await Classifier.load(dir, { maxBatchSize: 33 });
+  const got = await clf.logits(ref.texts);
+  got.forEach((row, i) => row.forEach((v, j) => { worst = Math.max(worst, Math.abs(v - ref.logits[i][j])); }));
+  rows += got.length;
+  await clf.close();
+}
+console.log(JSON.stringify({ engine: report.engines.chosen, torch: report.runtime.torchVersion, worst, rows }));
+`;
+
+/** One engine on one torch: { version, flavour, engine, torch, worst, rows } or { ..., error }. */
+export async function checkEngine(version, flavour) {
+  const env = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    LIBTORCH: libtorchDir(version),
+    BERTGATE_ENGINE: flavour,
+    BERTGATE_ADDON: join(ROOT, 'prebuilds', `${process.platform}-${process.arch}`, 'bertgate.glibc.node'),
+  };
+  try {
+    const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', CHILD], { env, cwd: ROOT });
+    return { version, flavour, ...JSON.parse(stdout.trim().split('\n').pop()) };
+  } catch (error) {
+    return { version, flavour, error: (error.stderr || error.message).trim().split('\n').slice(-3).join(' ') };
+  }
+}
+
+export async function checkMatrix(versions = MATRIX, flavours = FLAVOURS) {
+  const results = [];
+  for (const version of versions) for (const flavour of flavours) results.push(await checkEngine(version, flavour));
+  return results;
+}
+
+export function table(results) {
+  const lines = [
+    '| torch | flavour | engine loaded | logits vs eager (max abs diff, 3 fixtures) |',
+    '| --- | --- | --- | --- |',
+  ];
+  for (const r of results) {
+    const outcome = r.error ? `failed: ${r.error}` : `${r.worst.toExponential(1)} over ${r.rows} texts`;
+    lines.push(`| ${r.version} | ${r.flavour} | ${r.engine ?? '-'} on ${r.torch ?? '-'} | ${outcome} |`);
+  }
+  return lines.join('\n');
+}
+
+if (isMain(import.meta.url)) {
+  const results = await checkMatrix();
+  const text = table(results);
+  console.log(text);
+  if (process.argv.includes('--write-readme')) {
+    const readme = join(ROOT, 'README.md');
+    const [start, end] = ['<!-- engine-matrix:start -->', '<!-- engine-matrix:end -->'];
+    const current = readFileSync(readme, 'utf8');
+    const at = current.indexOf(start);
+    const stop = current.indexOf(end);
+    if (at < 0 || stop < 0) throw new Error(`README.md has no ${start} ... ${end} section`);
+    const stamp = `Measured ${new Date().toISOString().slice(0, 10)} by \`node scripts/engine-matrix.mjs --write-readme\`:`;
+    writeFileSync(readme, `${current.slice(0, at + start.length)}\n${stamp}\n\n${text}\n${current.slice(stop)}`);
+  }
+  if (results.some((r) => r.error || !(r.worst <= TOLERANCE))) process.exitCode = 1;
+}
