@@ -6,10 +6,20 @@
 
 import { createRequire } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { ENGINE_FILE, pickAddon, type AddonCandidate } from './addon-path.js';
+import { chooseAddon } from './addon-path.js';
+import {
+  chooseEngine,
+  describeSupport,
+  minorOf,
+  noEngineError,
+  readEngines,
+  verifyEngine,
+  type EngineCandidate,
+  type EngineChoice,
+} from './engines.js';
 import { RuntimeLoadError } from './errors.js';
 import {
   cudaDecision,
@@ -20,16 +30,16 @@ import {
   type LookupStep,
 } from './libtorch.js';
 
+/** The addon's own build: the same whichever libtorch it runs on. */
 export interface NativeBuildInfo {
-  torchVersion: string;
   cxx11Abi: boolean;
   buildSystem: string;
   compiler: string;
   napiVersion: number;
-  /** The engine has the CUDA kernels (and then needs libc10_cuda.so from its libtorch). */
-  cudaKernels: boolean;
-  /** Empty until the runtime is open. */
+  /** Empty until an engine is open. */
   engineLibrary: string;
+  /** What the open engine was compiled as; null until one is open. */
+  engine: { torchVersion: string; cudaKernels: boolean } | null;
 }
 
 export interface NativeLoadOptions {
@@ -116,29 +126,24 @@ export interface NativeAddon {
 
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** The addon to load (see addon-path.ts for the order); the first candidate when none fits. */
-export function addonPath(env: NodeJS.ProcessEnv = process.env): string {
-  const { chosen, candidates } = pickAddon(PACKAGE_ROOT, env);
-  return (chosen ?? (candidates[0] as AddonCandidate)).path;
-}
-
-let addon: NativeAddon | undefined;
+let addon: { native: NativeAddon; path: string } | undefined;
 
 /** The addon alone: it has no libtorch dependency, so this works even where libtorch is missing. */
-export function loadAddon(): NativeAddon {
+export function loadAddon(): { native: NativeAddon; path: string } {
   if (addon) return addon;
-  const { chosen, candidates } = pickAddon(PACKAGE_ROOT);
-  if (!chosen) {
-    const tried = candidates.map((c) => `  [${c.source}] ${c.problem}`).join('\n');
+  const choice = chooseAddon(PACKAGE_ROOT);
+  if (!choice.path) {
     throw new RuntimeLoadError(
       'ERR_ADDON_LOAD',
-      `the native addon is not built. Looked at, in order:\n${tried}\n` +
-        'Run "npm run build:native" in a checkout, or reinstall bertgate (npm rebuild bertgate --build-from-source).',
+      `the native addon was not found: ${choice.problem}\n` +
+        'Reinstall bertgate for this platform (linux-x64, glibc), run "npm run build:native" in a checkout, ' +
+        'or build it in the installed package with "npx bertgate build".',
     );
   }
-  const path = chosen.path;
+  const path = choice.path;
+  let native: NativeAddon;
   try {
-    addon = createRequire(import.meta.url)(path) as NativeAddon;
+    native = createRequire(import.meta.url)(path) as NativeAddon;
   } catch (error) {
     throw new RuntimeLoadError(
       'ERR_ADDON_LOAD',
@@ -151,84 +156,158 @@ export function loadAddon(): NativeAddon {
   // process.exit() skips the addon's cleanup hooks and runs C exit(), whose static destructors
   // would pull libtorch out from under a forward pass: stop the native workers first. Only on
   // the main thread, since the workers are process-wide and a worker_thread's exit is not ours.
-  if (isMainThread) process.once('exit', () => addon?.quiesce());
+  if (isMainThread) process.once('exit', () => native.quiesce());
+  addon = { native, path };
   return addon;
 }
 
 export interface Runtime {
   addon: NativeAddon;
+  addonPath: string;
   libtorch: LibtorchLocation;
   steps: LookupStep[];
   cuda: { loaded: boolean; reason: string };
+  engine: EngineChoice & { chosen: EngineCandidate };
 }
 
-let opening: Promise<Runtime> | undefined;
+/** What a lookup and an engine choice found, before anything of libtorch is loaded. */
+interface Plan extends Omit<Runtime, 'cuda'> {
+  cudaDecision: { load: boolean; reason: string };
+}
+
+// The environment the lookup and the choice read: when it changes, they are made again.
+const PLAN_INPUTS = ['LIBTORCH', 'BERTGATE_PYTHON', 'VIRTUAL_ENV', 'PATH', 'BERTGATE_CUDA', 'BERTGATE_ENGINE'];
+const planKey = (env: NodeJS.ProcessEnv): string => JSON.stringify(PLAN_INPUTS.map((name) => env[name] ?? null));
+
+let opened: { key: string; runtime: Promise<Runtime> } | undefined;
 
 /**
- * Finds libtorch, checks it is the version the addon was built for, preloads it and opens
- * the engine library. Once per process; later calls share the first result.
+ * Finds libtorch, chooses the engine that fits it, preloads libtorch and opens the engine.
+ * Once per process: later calls share the first runtime, unless the lookup's environment has
+ * changed and now finds another libtorch or engine, which is refused (ERR_LIBTORCH_CONFLICT):
+ * a process holds one libtorch.
  */
 export function openRuntime(): Promise<Runtime> {
-  opening ??= open().catch((error: unknown) => {
-    opening = undefined; // a fixed environment may succeed on the next try
-    throw error;
+  const key = planKey(process.env);
+  if (!opened) {
+    const runtime = plan().then(open);
+    opened = { key, runtime };
+    // A fixed environment may succeed on the next try.
+    runtime.catch(() => {
+      if (opened?.runtime === runtime) opened = undefined;
+    });
+    return runtime;
+  }
+  if (opened.key === key) return opened.runtime;
+  return opened.runtime.then(async (first) => {
+    const next = await plan();
+    if (next.libtorch.dir === first.libtorch.dir && next.engine.chosen.path === first.engine.chosen.path) return first;
+    throw new RuntimeLoadError(
+      'ERR_LIBTORCH_CONFLICT',
+      `this process already runs libtorch ${first.libtorch.version} from ${first.libtorch.dir} with the engine ` +
+        `${first.engine.chosen.file}; the lookup now finds libtorch ${next.libtorch.version ?? '(unknown version)'} ` +
+        `at ${next.libtorch.dir} (via ${next.libtorch.source}), which needs ${next.engine.chosen.file}. ` +
+        'One process holds one libtorch: load this model in another process, or restore the environment ' +
+        '(LIBTORCH, BERTGATE_PYTHON, VIRTUAL_ENV, PATH) the first load saw.',
+    );
   });
-  return opening;
 }
 
-async function open(): Promise<Runtime> {
-  const native = loadAddon();
-  const built = native.buildInfo();
+async function plan(): Promise<Plan> {
+  const { native, path } = loadAddon();
+  const addonDir = dirname(path);
+  const engines = readEngines(addonDir);
   const { location, steps } = await findLibtorch();
   if (!location) {
     throw new RuntimeLoadError(
       'ERR_LIBTORCH_NOT_FOUND',
-      `libtorch ${built.torchVersion} was not found. Looked at, in order:\n${formatSteps(steps)}\n` +
-        `Install torch==${built.torchVersion} into the active Python, or set LIBTORCH to a libtorch directory.`,
+      `libtorch was not found. Looked at, in order:\n${formatSteps(steps)}\n` +
+        `Install torch (bertgate has engines for ${describeSupport(engines)}) into the active Python, ` +
+        'or set LIBTORCH to a libtorch directory.',
     );
   }
-  if (location.version !== built.torchVersion) {
-    throw new RuntimeLoadError(
-      'ERR_LIBTORCH_VERSION',
-      `bertgate was built for libtorch ${built.torchVersion}, but the libtorch found at ${location.dir} ` +
-        `(via ${location.source}) is ${location.version ?? 'of unknown version (no include/torch/headeronly/version.h)'}. ` +
-        `Point LIBTORCH or BERTGATE_PYTHON at a ${built.torchVersion} install, or rebuild bertgate against this one.`,
-    );
-  }
-  if ((await readCxx11Abi(location.dir)) !== built.cxx11Abi) {
-    throw new RuntimeLoadError(
-      'ERR_LIBTORCH_VERSION',
-      `bertgate was built with the C++11 string ABI ${built.cxx11Abi ? 'on' : 'off'}, but the libtorch at ${location.dir} ` +
-        `uses it ${built.cxx11Abi ? 'off' : 'on'}; they cannot share a process. Rebuild bertgate against this libtorch.`,
-    );
-  }
+  const traits = { ...location, cxx11Abi: await readCxx11Abi(location.dir) };
   const decision = cudaDecision(location);
-  const engine = join(dirname(addonPath()), ENGINE_FILE);
-  // An engine built with CUDA kernels links libc10_cuda (streams, guards): small, and loadable
-  // without a GPU, unlike the rest of libtorch's CUDA half.
+  const engine = chooseEngine(engines, addonDir, traits, decision.load);
+  if (!engine.chosen) throw noEngineError(engine, traits, location.source);
+  return {
+    addon: native,
+    addonPath: path,
+    libtorch: location,
+    steps,
+    cudaDecision: decision,
+    engine: engine as Plan['engine'],
+  };
+}
+
+async function open(plan: Plan): Promise<Runtime> {
+  const { addon: native, libtorch: location, cudaDecision: decision, engine } = plan;
+  const chosen = engine.chosen;
+  await verifyEngine(chosen);
+  // The CUDA flavour links libc10_cuda (streams, guards): small, and loadable without a GPU,
+  // unlike the rest of libtorch's CUDA half.
   const cpuSet =
-    built.cudaKernels && location.c10Cuda ? withC10Cuda(location.preload, location.c10Cuda) : location.preload;
+    chosen.flavour === 'cuda' && location.c10Cuda ? withC10Cuda(location.preload, location.c10Cuda) : location.preload;
   let cuda = { loaded: false, reason: decision.reason };
   if (decision.load) {
     try {
-      await native.openRuntime([...cpuSet, ...location.cudaPreload], engine);
+      await native.openRuntime([...cpuSet, ...location.cudaPreload], chosen.path);
       cuda = { loaded: true, reason: decision.reason };
     } catch (error) {
+      if ((error as { code?: string }).code === 'ERR_LIBTORCH_CONFLICT') throw conflict(error);
       // The CPU half may still load; CUDA requests will then say why CUDA is missing.
       cuda = { loaded: false, reason: `loading libtorch's CUDA libraries failed: ${(error as Error).message}` };
     }
   }
   if (!cuda.loaded) {
     try {
-      await native.openRuntime(cpuSet, engine);
+      await native.openRuntime(cpuSet, chosen.path);
     } catch (error) {
-      const code = (error as { code?: string }).code === 'ERR_ENGINE_LOAD' ? 'ERR_ENGINE_LOAD' : 'ERR_LIBTORCH_LOAD';
-      throw new RuntimeLoadError(code, `opening libtorch from ${location.dir} failed: ${(error as Error).message}`, {
-        cause: error,
-      });
+      const code = (error as { code?: string }).code;
+      if (code === 'ERR_LIBTORCH_CONFLICT') throw conflict(error);
+      if (code === 'ERR_ENGINE_LOAD') {
+        throw new RuntimeLoadError(
+          'ERR_ENGINE_LOAD',
+          `opening the engine ${chosen.path} failed: ${(error as Error).message}`,
+          {
+            cause: error,
+          },
+        );
+      }
+      throw new RuntimeLoadError(
+        'ERR_LIBTORCH_LOAD',
+        `opening libtorch from ${location.dir} failed: ${(error as Error).message}. ` +
+          `Its libraries need ${location.dir}/lib and the CUDA runtime libraries (libcudart, libcupti of the ` +
+          'nvidia-cuda-runtime and nvidia-cuda-cupti wheels) beside it or in ../nvidia/*/lib.',
+        { cause: error },
+      );
     }
   }
-  return { addon: native, libtorch: location, steps, cuda };
+  const built = native.buildInfo().engine;
+  if (!built || minorOf(built.torchVersion) !== chosen.torch || built.cudaKernels !== (chosen.flavour === 'cuda')) {
+    throw new RuntimeLoadError(
+      'ERR_ENGINE_LOAD',
+      `${chosen.path} says it was built for torch ${built?.torchVersion} ` +
+        `(${built?.cudaKernels ? 'cuda' : 'cpu'}), but engines.json lists it for torch ${chosen.torch} (${chosen.flavour})`,
+    );
+  }
+  return {
+    addon: plan.addon,
+    addonPath: plan.addonPath,
+    libtorch: plan.libtorch,
+    steps: plan.steps,
+    engine: plan.engine,
+    cuda,
+  };
+}
+
+/** The native refusal, which names paths only, made a typed error. */
+function conflict(error: unknown): RuntimeLoadError {
+  return new RuntimeLoadError(
+    'ERR_LIBTORCH_CONFLICT',
+    `${(error as Error).message} (another thread of this process loaded it first; load this model in another process)`,
+    { cause: error },
+  );
 }
 
 /** libc10_cuda.so goes right after libc10.so, which it needs. */

@@ -8,9 +8,15 @@ import { createReadStream } from 'node:fs';
 import { access, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import type { NativeModelInfo } from './binding.js';
+import { PACKAGE_ROOT, type NativeModelInfo } from './binding.js';
 import { BundleError } from './errors.js';
 import { isPlainObject } from './validate.js';
+
+/**
+ * The bundled default model (Debian package descriptions into 50 sections): what
+ * `Classifier.load()` loads without a path, and what the CLI uses without --model.
+ */
+export const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models', 'default');
 
 export const BUNDLE_FILES = {
   model: 'model.pt',

@@ -9,7 +9,7 @@ import { availableParallelism } from 'node:os';
 
 import { Batcher, type BatchEvent, type BatcherStats } from './batcher.js';
 import { openRuntime, type NativeEngineHandle, type NativeInferResult, type NativeModelInfo } from './binding.js';
-import { checkAgainstModel, readBundle, verifyFiles, type Bundle } from './bundle.js';
+import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles, type Bundle } from './bundle.js';
 import { DecisionPolicy, type Decision } from './decision.js';
 import {
   AbortedError,
@@ -413,7 +413,8 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   }
 
   /**
-   * Loads a bundle directory (model.pt, config.json, tokenizer.json, optional calibration.json).
+   * Loads a bundle directory (model.pt, config.json, tokenizer.json, optional calibration.json);
+   * without one (undefined), the bundled default model (`DEFAULT_MODEL`).
    *
    * @example
    * const clf = await Classifier.load('./bundle', { labels: ['spam', 'ham'], thresholds: { spam: 0.9 } });
@@ -426,14 +427,14 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
    * @throws {RuntimeLoadError} libtorch or the addon could not be found or loaded
    */
   static async load<const L extends string = string, const O extends string = 'Other'>(
-    bundleDir: string,
+    bundleDir?: string,
     options?: ClassifierOptions<L, O>,
   ): Promise<Classifier<L, O>> {
     const stack = callerStack(Classifier.load);
     try {
-      if (typeof bundleDir !== 'string' || bundleDir.length === 0)
-        throw invalid('bundleDir', 'a directory path', bundleDir);
-      return await Classifier.#load<L, O>(bundleDir, parseOptions(options));
+      if (bundleDir !== undefined && (typeof bundleDir !== 'string' || bundleDir.length === 0))
+        throw invalid('bundleDir', 'a directory path (or undefined: the default model)', bundleDir);
+      return await Classifier.#load<L, O>(bundleDir ?? DEFAULT_MODEL, parseOptions(options));
     } catch (error) {
       throw error instanceof BertgateError ? restack(error, stack) : fromNative(error, stack);
     }

@@ -1,21 +1,31 @@
 /**
- * What bertgate finds on this machine, step by step: the addon, the libtorch lookup, CUDA,
- * threads. `bertgate doctor` prints it; a failure names the step that failed and why.
+ * What bertgate finds on this machine, step by step: the addon, the libtorch lookup, the
+ * engine chosen for that libtorch (and why each other one does not fit), CUDA, threads.
+ * `bertgate doctor` prints it; a failure names the step that failed and why.
  */
 
+import { dirname } from 'node:path';
 import { availableParallelism } from 'node:os';
 
-import { pickAddon, type AddonCandidate, type AddonSource } from './addon-path.js';
+import { chooseAddon, type AddonSource } from './addon-path.js';
 import { PACKAGE_ROOT, loadAddon, openRuntime, type NativeBuildInfo, type NativeRuntimeInfo } from './binding.js';
-import { findLibtorch, type LookupStep } from './libtorch.js';
+import { chooseEngine, readEngines, type EngineChoice } from './engines.js';
+import { cudaDecision, findLibtorch, readCxx11Abi, type LookupStep } from './libtorch.js';
 
 export interface DoctorReport {
   ok: boolean;
   /** The first thing that failed, in words; absent when ok. */
   problem?: string;
-  /** The addon chosen (source: which rule chose it) and every place looked at, in order. */
-  addon: { path: string; source: AddonSource | undefined; candidates: AddonCandidate[]; build?: NativeBuildInfo };
+  /** The addon chosen (source: which rule chose it), or why there is none. */
+  addon: {
+    path: string | undefined;
+    source: AddonSource | undefined;
+    problem: string | undefined;
+    build?: NativeBuildInfo;
+  };
   libtorch: { steps: LookupStep[]; dir?: string; version?: string | null; source?: string };
+  /** The engines beside the addon, each with why it fits this libtorch or not, and the one chosen. */
+  engines?: EngineSummary;
   cuda?: { loaded: boolean; reason: string };
   runtime?: NativeRuntimeInfo;
   /** The intra-op threads a Classifier uses unless told otherwise. */
@@ -23,17 +33,27 @@ export interface DoctorReport {
   cpus: number;
 }
 
+export type EngineSummary = Pick<EngineChoice, 'manifest' | 'candidates' | 'reason'> & { chosen: string | undefined };
+
+function summary(choice: EngineChoice): EngineSummary {
+  return {
+    manifest: choice.manifest,
+    candidates: choice.candidates,
+    reason: choice.reason,
+    chosen: choice.chosen?.file,
+  };
+}
+
 export async function doctor(): Promise<DoctorReport> {
-  const { chosen, candidates } = pickAddon(PACKAGE_ROOT);
   const report: DoctorReport = {
     ok: false,
-    addon: { path: (chosen ?? (candidates[0] as AddonCandidate)).path, source: chosen?.source, candidates },
+    addon: chooseAddon(PACKAGE_ROOT),
     libtorch: { steps: [] },
     defaultThreads: Math.max(1, availableParallelism() - 1),
     cpus: availableParallelism(),
   };
   try {
-    report.addon.build = loadAddon().buildInfo();
+    report.addon.build = loadAddon().native.buildInfo();
   } catch (error) {
     report.problem = (error as Error).message;
     return report;
@@ -46,6 +66,7 @@ export async function doctor(): Promise<DoctorReport> {
       version: runtime.libtorch.version,
       source: runtime.libtorch.source,
     };
+    report.engines = summary(runtime.engine);
     report.cuda = runtime.cuda;
     report.addon.build = runtime.addon.buildInfo();
     const handle = new runtime.addon.EngineHandle();
@@ -57,8 +78,22 @@ export async function doctor(): Promise<DoctorReport> {
     report.ok = true;
   } catch (error) {
     report.problem = (error as Error).message;
-    // Show the lookup even when opening failed after it.
-    if (report.libtorch.steps.length === 0) report.libtorch.steps = (await findLibtorch()).steps;
+    await explain(report);
   }
   return report;
+}
+
+/** After a failure, the lookup and the engine list as far as they go, without loading anything. */
+async function explain(report: DoctorReport): Promise<void> {
+  const { location, steps } = await findLibtorch();
+  if (report.libtorch.steps.length === 0) report.libtorch.steps = steps;
+  if (!location || !report.addon.path || report.engines) return;
+  report.libtorch = { steps, dir: location.dir, version: location.version, source: location.source };
+  try {
+    const traits = { ...location, cxx11Abi: await readCxx11Abi(location.dir) };
+    const engines = readEngines(dirname(report.addon.path));
+    report.engines = summary(chooseEngine(engines, dirname(report.addon.path), traits, cudaDecision(location).load));
+  } catch {
+    // The problem already says why the engines could not be listed.
+  }
 }

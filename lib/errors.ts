@@ -17,9 +17,11 @@ export type ErrorCode =
   | 'ERR_ABORTED'
   | 'ERR_TIMEOUT'
   | 'ERR_DATA'
+  | 'ERR_EXPORT'
   | 'ERR_LIBTORCH_NOT_FOUND'
   | 'ERR_LIBTORCH_VERSION'
   | 'ERR_LIBTORCH_LOAD'
+  | 'ERR_LIBTORCH_CONFLICT'
   | 'ERR_ADDON_LOAD'
   | 'ERR_ENGINE_LOAD'
   | 'ERR_INTERNAL';
@@ -120,11 +122,23 @@ export class DataError extends BertgateError {
   }
 }
 
+/** `bertgate export` could not run the export tool, or the tool refused the model. */
+export class ExportError extends BertgateError {
+  constructor(message: string) {
+    super('ERR_EXPORT', message);
+  }
+}
+
 /** libtorch or the native addon could not be found or loaded; the message says what was tried. */
 export class RuntimeLoadError extends BertgateError {
   constructor(
     code:
-      'ERR_LIBTORCH_NOT_FOUND' | 'ERR_LIBTORCH_VERSION' | 'ERR_LIBTORCH_LOAD' | 'ERR_ADDON_LOAD' | 'ERR_ENGINE_LOAD',
+      | 'ERR_LIBTORCH_NOT_FOUND'
+      | 'ERR_LIBTORCH_VERSION'
+      | 'ERR_LIBTORCH_LOAD'
+      | 'ERR_LIBTORCH_CONFLICT'
+      | 'ERR_ADDON_LOAD'
+      | 'ERR_ENGINE_LOAD',
     message: string,
     options?: ErrorOptions,
   ) {
@@ -167,6 +181,7 @@ export function fromNative(error: unknown, stack: string): BertgateError {
       typed = new ClosedError(message);
       break;
     case 'ERR_LIBTORCH_LOAD':
+    case 'ERR_LIBTORCH_CONFLICT':
     case 'ERR_ENGINE_LOAD':
       typed = new RuntimeLoadError(code, message);
       break;

@@ -1,4 +1,5 @@
 export { Classifier } from './classifier.js';
+export { DEFAULT_MODEL } from './bundle.js';
 export type {
   BatchingOptions,
   CallOptions,
@@ -20,6 +21,7 @@ export {
   BundleError,
   ClosedError,
   DeviceUnavailableError,
+  ExportError,
   InferenceError,
   InvalidArgumentError,
   ModelLoadError,

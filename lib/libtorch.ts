@@ -77,14 +77,28 @@ const NVIDIA_CUDA_DEPS: Array<[string, string]> = [
   ['cufile', 'libcufile.so.'],
 ];
 
-/** Reads major.minor.patch from libtorch's headers (present in both layouts). */
+/**
+ * Reads major.minor.patch from libtorch's headers (present in both layouts); without them (a
+ * runtime-only copy of the libraries), from a pip torch's version.py or a libtorch
+ * distribution's build-version file.
+ */
 export function readVersion(dir: string): string | null {
   const header = join(dir, 'include', 'torch', 'headeronly', 'version.h');
-  if (!existsSync(header)) return null;
-  const text = readFileSync(header, 'utf8');
-  const part = (name: string): string | undefined => new RegExp(`#define TORCH_VERSION_${name} (\\d+)`).exec(text)?.[1];
-  const [major, minor, patch] = [part('MAJOR'), part('MINOR'), part('PATCH')];
-  return major && minor && patch ? `${major}.${minor}.${patch}` : null;
+  if (existsSync(header)) {
+    const text = readFileSync(header, 'utf8');
+    const part = (name: string): string | undefined =>
+      new RegExp(`#define TORCH_VERSION_${name} (\\d+)`).exec(text)?.[1];
+    const [major, minor, patch] = [part('MAJOR'), part('MINOR'), part('PATCH')];
+    return major && minor && patch ? `${major}.${minor}.${patch}` : null;
+  }
+  for (const [file, pattern] of [
+    ['version.py', /^__version__ = '(\d+\.\d+\.\d+)/m],
+    ['build-version', /^(\d+\.\d+\.\d+)/],
+  ] as const) {
+    const path = join(dir, file);
+    if (existsSync(path)) return pattern.exec(readFileSync(path, 'utf8'))?.[1] ?? null;
+  }
+  return null;
 }
 
 /**

@@ -13,13 +13,13 @@ export async function doctorCommand(argv: string[]): Promise<number> {
     return report.ok ? 0 : 1;
   }
   const lines: string[] = [];
-  const build = report.addon.build;
-  lines.push(`addon            ${report.addon.path}${report.addon.source ? ` (${report.addon.source})` : ''}`);
-  for (const c of report.addon.candidates)
-    lines.push(`  [${c.source}] ${c.problem === undefined ? 'usable' : c.problem}`);
-  if (build) {
+  const { addon } = report;
+  lines.push(`addon            ${addon.path ?? '(none)'}${addon.source ? ` (${addon.source})` : ''}`);
+  if (addon.problem) lines.push(`  ${addon.problem.replace(/\n/g, '\n  ')}`);
+  if (addon.build) {
+    const b = addon.build;
     lines.push(
-      `  built for      libtorch ${build.torchVersion}, cxx11 ABI ${build.cxx11Abi ? 'on' : 'off'}, ${build.buildSystem}, ${build.compiler}, N-API ${build.napiVersion}, CUDA kernels ${build.cudaKernels ? 'yes' : 'no'}`,
+      `  built with     ${b.buildSystem}, ${b.compiler}, N-API ${b.napiVersion}, cxx11 ABI ${b.cxx11Abi ? 'on' : 'off'}`,
     );
   }
   lines.push('libtorch lookup');
@@ -29,11 +29,23 @@ export async function doctorCommand(argv: string[]): Promise<number> {
       `libtorch         ${report.libtorch.dir} (version ${report.libtorch.version}, via ${report.libtorch.source})`,
     );
   }
+  if (report.engines) {
+    const e = report.engines;
+    lines.push(`engines          ${e.manifest}`);
+    for (const c of e.candidates) {
+      const mark = c.file === e.chosen ? 'chosen' : c.problem === undefined ? 'fits' : c.problem;
+      lines.push(`  ${c.file.padEnd(44)} ${mark}`);
+    }
+    lines.push(`engine           ${e.chosen ?? '(none fits)'}${e.chosen ? ` (${e.reason})` : ''}`);
+  }
   if (report.cuda)
     lines.push(`CUDA libraries   ${report.cuda.loaded ? 'loaded' : 'not loaded'}: ${report.cuda.reason}`);
   if (report.runtime) {
     const r = report.runtime;
-    lines.push(`engine           ${build?.engineLibrary ?? ''}`);
+    const built = addon.build?.engine;
+    lines.push(
+      `  engine build   torch ${built?.torchVersion} headers, CUDA kernels ${built?.cudaKernels ? 'yes' : 'no'}`,
+    );
     lines.push(`  torch          ${r.torchVersion} (cxx11 ABI ${r.cxx11Abi ? 'on' : 'off'})`);
     lines.push(`  CUDA           ${r.cudaAvailable ? `available, ${r.cudaDeviceCount} device(s)` : 'not available'}`);
     lines.push(

@@ -1,12 +1,14 @@
 #!/usr/bin/env node
-// bertgate command line: classify, doctor, demo.
+// bertgate command line: classify, serve, calibrate, evaluate, export, build, doctor, demo.
 
 import { BertgateError, InvalidArgumentError } from '../errors.js';
+import { buildCommand } from './build.js';
 import { calibrateCommand } from './calibrate.js';
 import { classifyCommand } from './classify.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
 import { evaluateCommand } from './evaluate.js';
+import { exportCommand } from './export.js';
 import { serveCommand } from './serve.js';
 
 const USAGE = `Usage: bertgate <command> [options]
@@ -28,8 +30,16 @@ Commands:
   evaluate --model DIR --data FILE.jsonl [--ood FILE.jsonl] [--json]
       Accuracy, macro-F1, NLL, ECE, AURC, coverage and selective accuracy at the model's
       thresholds; with --ood, AUROC/FPR95 of each score and the share sent to "Other".
+  export HF_MODEL_DIR BUNDLE_DIR [--max-length N] [--tolerance T]
+      Make a bundle from a Hugging Face BertForSequenceClassification directory (save_pretrained
+      output with a fast tokenizer), with the Python whose torch bertgate found (it needs
+      transformers); checks the traced model against eager before writing it.
+  build [--cuda auto|on|off]
+      Compile the addon and an engine for the libtorch found (cmake, g++; nvcc for the CUDA
+      kernels) into this package's build/Release, for a torch no shipped engine fits.
   doctor [--json]
-      Report the addon, the libtorch lookup, CUDA and threads; exit 1 if anything is missing.
+      Report the addon, the libtorch lookup, the engine chosen for it (and why each other one
+      does not fit), CUDA and threads; exit 1 if anything is missing.
   demo
       Classify a few sample texts with the bundled default model.
 `;
@@ -62,6 +72,10 @@ async function dispatch(argv: string[]): Promise<number> {
       return evaluateCommand(rest);
     case 'demo':
       return demoCommand(rest);
+    case 'export':
+      return exportCommand(rest);
+    case 'build':
+      return buildCommand(rest);
     case undefined:
     case '-h':
     case '--help':

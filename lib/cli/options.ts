@@ -1,14 +1,13 @@
 // Command-line flags to Classifier options; shared by the commands that load a model.
 
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { PACKAGE_ROOT } from '../binding.js';
+import { DEFAULT_MODEL } from '../bundle.js';
 import type { ClassifierOptions, Device, DType } from '../classifier.js';
 import { InvalidArgumentError } from '../errors.js';
 
 /** The model `npm run demo` and `bertgate classify` use when no --model is given. */
-export const DEFAULT_BUNDLE = join(PACKAGE_ROOT, 'models', 'default');
+export const DEFAULT_BUNDLE = DEFAULT_MODEL;
 
 export const MODEL_FLAGS = {
   model: { type: 'string' },
