@@ -1,6 +1,7 @@
-// Brings a checkout to a testable state (npm test runs it first, as `pretest`). Idempotent,
-// and quick when nothing changed: node_modules (npm ci, which also builds, see install.mjs),
-// the .venv, the TypeScript and native builds, the test fixtures. (The default model is
+// Brings a checkout to a testable state (npm test runs it first, as `pretest`; npm run demo as
+// `predemo`). Idempotent, and quick when nothing changed: node_modules (npm ci), the .venv,
+// the TypeScript and native builds, the test fixtures, and with --prebuilds the prebuild
+// matrix the packed-install tests install (scripts/prebuilds.mjs). (The default model is
 // committed: models/default, trained by python -m bertgate_export.train.)
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,8 +15,9 @@ import { buildIfStale } from './stamp.mjs';
 
 const npm = process.env.npm_execpath ? [process.execPath, process.env.npm_execpath] : ['npm'];
 
+// --ignore-scripts: bertgate's own set-up is this script; no dependency needs an install script.
 if (!existsSync(join(ROOT, 'node_modules', '.package-lock.json'))) {
-  run(npm[0], [...npm.slice(1), 'ci'], { cwd: ROOT });
+  run(npm[0], [...npm.slice(1), 'ci', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: ROOT });
 }
 setupVenv();
 run(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')]);
@@ -26,7 +28,12 @@ const exporter = join(ROOT, 'python', 'bertgate_export');
 const inputs = [exporter, join(ROOT, 'requirements.txt')];
 
 const fixtures = join(ROOT, '.fixtures');
-buildIfStale(fixtures, inputs, () => {
+await buildIfStale(fixtures, inputs, () => {
   rmSync(fixtures, { recursive: true, force: true });
   python(['-m', 'bertgate_export.fixtures', fixtures]);
 });
+
+if (process.argv.includes('--prebuilds')) {
+  const { prebuilds } = await import('./prebuilds.mjs');
+  await prebuilds();
+}

@@ -146,7 +146,7 @@ describe('bad input: the API', () => {
       'a bundle path that is empty',
       () => Classifier.load(''),
       InvalidArgumentError,
-      'Expected bundleDir to be a directory path, got ""',
+      'Expected bundleDir to be a directory path (or undefined: the default model), got ""',
     ],
     ['a bundle path that is a file', () => Classifier.load(CLI), BundleError, `the bundle at ${CLI} has no model.pt`],
     [

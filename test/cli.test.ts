@@ -97,7 +97,9 @@ describe('bertgate doctor', () => {
     const { location } = await findLibtorch();
     assert.ok(location);
     assert.ok(r.stdout.includes(`libtorch         ${location.dir} (version 2.11.0, via python)`), r.stdout);
-    assert.match(r.stdout, /built for {6}libtorch 2\.11\.0, cxx11 ABI on, cmake-js/);
+    assert.match(r.stdout, /built with {5}cmake-js, g\+\+ [\d.]+, N-API 8, cxx11 ABI on/);
+    assert.match(r.stdout, /\nengine {11}libbertgate_engine\.torch-2\.11\.(cuda|cpu)\.so \(/);
+    assert.match(r.stdout, /engine build {3}torch 2\.11\.0 headers, CUDA kernels (yes|no)/);
     assert.match(r.stdout, /CUDA libraries {3}(loaded|not loaded): /);
     assert.match(r.stdout, /threads {8}\d+ intra-op per model by default/);
     assert.match(r.stdout, /\nok\n$/);
@@ -107,7 +109,7 @@ describe('bertgate doctor', () => {
     const r = await bertgate(['doctor'], { env: { LIBTORCH: '/nonexistent/libtorch' } });
     assert.equal(r.code, 1);
     assert.match(r.stdout + r.stderr, /\[LIBTORCH\] not-found: \/nonexistent\/libtorch does not exist/);
-    assert.match(r.stderr, /PROBLEM: libtorch 2\.11\.0 was not found\. Looked at, in order:/);
+    assert.match(r.stderr, /PROBLEM: libtorch was not found\. Looked at, in order:/);
   });
 
   it('exits 1 when the libtorch found is another version', async () => {
@@ -125,7 +127,7 @@ describe('bertgate doctor', () => {
       assert.equal(r.code, 1);
       assert.ok(
         r.stderr.includes(
-          `PROBLEM: bertgate was built for libtorch 2.11.0, but the libtorch found at ${fake} (via LIBTORCH) is 2.10.0.`,
+          `PROBLEM: no bertgate engine fits the libtorch found at ${fake} (via LIBTORCH), which is 2.10.0. The engines in `,
         ),
         r.stderr,
       );
@@ -139,7 +141,7 @@ describe('bertgate doctor', () => {
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
-      /PROBLEM: the native addon is not built\. Looked at, in order:\n {2}\[BERTGATE_ADDON\] \/nonexistent\/bertgate\.node does not exist\n/,
+      /PROBLEM: the native addon was not found: BERTGATE_ADDON names \/nonexistent\/bertgate\.node, which does not exist\n/,
     );
   });
 });

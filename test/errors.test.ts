@@ -121,7 +121,7 @@ describe('bad options', () => {
     expectRejects(
       Classifier.load(42 as never),
       InvalidArgumentError,
-      'Expected bundleDir to be a directory path, got 42',
+      'Expected bundleDir to be a directory path (or undefined: the default model), got 42',
     ));
 
   it('cuda on a machine without a GPU names the reason', async () => {

@@ -108,9 +108,14 @@ describe('libtorch lookup', () => {
       assert.equal(r.code, 1);
       assert.ok(
         r.stderr.includes(
-          `PROBLEM: bertgate was built for libtorch 2.11.0, but the libtorch found at ${dir} (via LIBTORCH) is 2.10.0.`,
+          `PROBLEM: no bertgate engine fits the libtorch found at ${dir} (via LIBTORCH), which is 2.10.0. ` +
+            'The engines in ',
         ),
         r.stderr,
+      );
+      assert.match(
+        r.stderr,
+        /libbertgate_engine\.torch-2\.11\.cuda\.so +built for torch 2\.11; this libtorch is 2\.10\.0/,
       );
     });
   });
@@ -172,7 +177,7 @@ describe('libtorch lookup', () => {
       assert.equal(r.code, 1);
       assert.match(
         r.stderr,
-        /PROBLEM: bertgate was built for libtorch 2\.11\.0, but the libtorch found at .* \(via python\) is 2\.10\.0\./,
+        /PROBLEM: no bertgate engine fits the libtorch found at .* \(via python\), which is 2\.10\.0\. The engines in .* are for torch 2\.11 \(CUDA\):/,
       );
     });
   });
@@ -208,11 +213,11 @@ describe('libtorch lookup', () => {
       assert.equal(r.code, 1);
       assert.match(
         r.stderr,
-        /PROBLEM: libtorch 2\.11\.0 was not found\. Looked at, in order:\n {2}1\. \[python\] not-found: .* has no torch package\n/,
+        /PROBLEM: libtorch was not found\. Looked at, in order:\n {2}1\. \[python\] not-found: .* has no torch package\n/,
       );
       assert.match(
         r.stderr,
-        /Install torch==2\.11\.0 into the active Python, or set LIBTORCH to a libtorch directory\./,
+        /Install torch \(bertgate has engines for 2\.11 \(CUDA\)\) into the active Python, or set LIBTORCH to a libtorch directory\./,
       );
     });
   });

@@ -14,11 +14,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast, pipeline
 
 from . import tokenizer_corpus
 from .export import export_bundle, file_digests
-from .testmodels import ModelSpec, build_model_dir, corpus_lines
+from .testmodels import ModelSpec, build_model_dir, corpus_lines, train_wordpiece
 
 SPECS: dict[str, ModelSpec] = {
     "labels2": ModelSpec(labels=["negative", "positive"], hidden=32, heads=2, max_positions=64, seed=1),
@@ -130,6 +130,64 @@ def build_nan_bundle(source: Path, out: Path) -> None:
     (out / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+# A model as a user would bring one to `bertgate export`: save_pretrained output, 50 labels, a
+# cased WordPiece tokenizer trained with Turkish text (dotted and dotless i kept apart).
+USER_TEXTS = [
+    "İstanbul'da ılık bir akşam, Boğaziçi'nde vapur",
+    "ISPARTA IĞDIR İZMİR DİYARBAKIR",
+    "Paket yöneticisi için komut satırı aracı",
+    "Kütüphane ve geliştirme başlık dosyaları",
+    "A fast web server with TLS support",
+    "",
+]
+
+
+def build_user_model(out: Path) -> None:
+    """out/turkish50-hf (an HF model directory) and out/turkish50.pipeline.json: the
+    transformers pipeline's probabilities for USER_TEXTS, every label, in id2label order."""
+    model_dir = out / "turkish50-hf"
+    extra = [line for line in tokenizer_corpus.TURKISH for _ in range(3)] + USER_TEXTS
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=train_wordpiece(1500, lowercase=False, extra_lines=extra),
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=64,
+    )
+    labels = [f"kategori_{i:02d}" for i in range(50)]
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=192,
+        max_position_embeddings=64,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(5)
+    model = BertForSequenceClassification(config).eval()
+    # Random weights give nearly uniform probabilities; a sharper head makes any difference in
+    # tokens or logits show in the probabilities compared.
+    with torch.no_grad():
+        model.classifier.weight.mul_(200)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    classify = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu")
+    probabilities = []
+    for text in USER_TEXTS:
+        scores = {item["label"]: item["score"] for item in classify([text])[0]}
+        probabilities.append([scores[label] for label in labels])
+    (out / "turkish50.pipeline.json").write_text(
+        json.dumps({"texts": USER_TEXTS, "labels": labels, "probabilities": probabilities})
+    )
+    print(f"fixtures: turkish50-hf ({len(labels)} labels, pipeline probabilities for {len(USER_TEXTS)} texts)")
+
+
 def build(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,6 +200,7 @@ def build(out: Path) -> None:
             print(f"fixtures: {name} ({len(spec.labels)} labels, {len(expected['texts'])} reference texts)")
     build_nan_bundle(out / "labels2", out / "nan")
     tokenizer_corpus.build(out / "tokenizers")
+    build_user_model(out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,306 @@
+// The engine matrix: every prebuilt engine loads on its own torch and reproduces the parity
+// fixtures (scripts/engine-matrix.mjs); and every way the choice can go wrong is a typed
+// error naming what was found and what would fit, in a process that stays alive: no engine
+// for the torch found, the wrong string ABI, a libtorch directory missing a library, a
+// truncated or corrupted engine, an engines.json that lies, two libtorch versions in one
+// process (one thread, or two).
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+
+import { prebuildDir } from '../lib/addon-path.js';
+import { PACKAGE_ROOT } from '../lib/binding.js';
+import { ENGINE_MANIFEST, type EngineEntry } from '../lib/engines.js';
+
+const exec = promisify(execFile);
+
+interface MatrixResult {
+  version: string;
+  flavour: string;
+  engine?: string;
+  torch?: string;
+  worst?: number;
+  rows?: number;
+  error?: string;
+}
+interface Scripts {
+  MATRIX: string[];
+  libtorchDir(version: string): string;
+  checkMatrix(): Promise<MatrixResult[]>;
+  TOLERANCE: number;
+}
+const load = async (name: string): Promise<Scripts> =>
+  (await import(pathToFileURL(join(PACKAGE_ROOT, 'scripts', name)).href)) as Scripts;
+const wheels = await load('torch-wheels.mjs');
+const matrix = await load('engine-matrix.mjs');
+const OLDEST = wheels.MATRIX[0] as string;
+const NEWEST = wheels.MATRIX[wheels.MATRIX.length - 1] as string;
+const minor = (version: string): string => version.split('.').slice(0, 2).join('.');
+const INDEX = pathToFileURL(join(PACKAGE_ROOT, 'dist', 'lib', 'index.js')).href;
+const DEFAULT = join(PACKAGE_ROOT, 'models', 'default');
+
+/**
+ * Runs `body` (an async module snippet with Classifier and `report(value)` in scope) in a fresh
+ * node with only `env`; returns what it reported and how the process ended.
+ */
+async function child(env: Record<string, string>, body: string): Promise<{ out: unknown[]; code: number }> {
+  const code = [
+    `import { Classifier } from ${JSON.stringify(INDEX)};`,
+    `const out = [];`,
+    `const report = (v) => out.push(v);`,
+    `const attempt = (p) => p.then((v) => ({ ok: v }), (e) => ({ code: e.code, name: e.name, message: e.message }));`,
+    body,
+    `console.log(JSON.stringify(out));`,
+  ].join('\n');
+  try {
+    const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', code], {
+      env: { PATH: process.env['PATH'], HOME: process.env['HOME'], ...env },
+    });
+    return { out: JSON.parse(stdout.trim().split('\n').pop() ?? '[]') as unknown[], code: 0 };
+  } catch (error) {
+    const e = error as { code: number; stderr: string };
+    assert.fail(`the child exited with ${e.code}: ${e.stderr}`);
+  }
+}
+
+const loadDefault = `report(await attempt(Classifier.load(${JSON.stringify(DEFAULT)}).then(async (c) => { const d = await c.classify('Python bindings for libxml2'); await c.close(); return d.label; })));`;
+
+describe('engine matrix', () => {
+  it('every engine loads on its own torch and matches eager within 1e-5', async (t) => {
+    const results = await matrix.checkMatrix();
+    assert.equal(results.length, wheels.MATRIX.length * 2);
+    for (const r of results) {
+      assert.equal(r.error, undefined, `torch ${r.version} ${r.flavour}: ${r.error}`);
+      assert.equal(r.engine, `libbertgate_engine.torch-${minor(r.version)}.${r.flavour}.so`);
+      assert.equal(r.torch, r.version);
+      assert.ok((r.worst as number) <= matrix.TOLERANCE, `torch ${r.version} ${r.flavour}: ${r.worst}`);
+      t.diagnostic(
+        `torch ${r.version} ${r.flavour}: max |Δ| ${(r.worst as number).toExponential(1)} over ${r.rows} texts`,
+      );
+    }
+  });
+});
+
+describe('engine choice: faults', () => {
+  let root: string;
+  let prebuilt: string; // a private copy of prebuilds/linux-x64
+  let entries: EngineEntry[];
+  const addonIn = (dir: string): Record<string, string> => ({ BERTGATE_ADDON: join(dir, 'bertgate.glibc.node') });
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'bertgate-engines-'));
+    prebuilt = join(root, 'prebuilt');
+    await cp(prebuildDir(PACKAGE_ROOT), prebuilt, { recursive: true });
+    entries = (JSON.parse(await readFile(join(prebuilt, ENGINE_MANIFEST), 'utf8')) as { engines: EngineEntry[] })
+      .engines;
+  });
+  after(() => rm(root, { recursive: true, force: true }));
+
+  /** A copy of the prebuild whose engines.json and files `change` may alter. */
+  async function variant(name: string, change: (dir: string, list: EngineEntry[]) => Promise<EngineEntry[]>) {
+    const dir = join(root, name);
+    await cp(prebuilt, dir, { recursive: true });
+    const list = await change(dir, structuredClone(entries));
+    await writeFile(join(dir, ENGINE_MANIFEST), JSON.stringify({ version: 1, engines: list }));
+    return dir;
+  }
+
+  it('a torch no engine fits: ERR_LIBTORCH_VERSION naming the torch found, the supported ones and the build command', async () => {
+    const fake = join(root, 'libtorch-2.10');
+    await mkdir(join(fake, 'include', 'torch', 'headeronly'), { recursive: true });
+    await writeFile(
+      join(fake, 'include', 'torch', 'headeronly', 'version.h'),
+      '#define TORCH_VERSION_MAJOR 2\n#define TORCH_VERSION_MINOR 10\n#define TORCH_VERSION_PATCH 0\n',
+    );
+    await symlink(join(wheels.libtorchDir(OLDEST), 'lib'), join(fake, 'lib'));
+    const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: fake }, loadDefault);
+    const [r] = out as Array<{ code: string; message: string }>;
+    assert.equal(r?.code, 'ERR_LIBTORCH_VERSION');
+    const support = wheels.MATRIX.map((v) => `${minor(v)} (CUDA, CPU)`).join(', ');
+    assert.ok(
+      r.message.startsWith(
+        `no bertgate engine fits the libtorch found at ${fake} (via LIBTORCH), which is 2.10.0. ` +
+          `The engines in ${join(prebuilt, ENGINE_MANIFEST)} are for torch ${support}:\n` +
+          `  libbertgate_engine.torch-${minor(OLDEST)}.cuda.so: built for torch ${minor(OLDEST)}; this libtorch is 2.10.0\n`,
+      ),
+      r.message,
+    );
+    assert.match(r.message, /or build an engine for this libtorch with: npx bertgate build$/);
+  });
+
+  it('a libtorch with the pre-C++11 string ABI: refused before loading, naming the ABI', async () => {
+    const fake = join(root, 'libtorch-old-abi');
+    await mkdir(join(fake, 'lib'), { recursive: true });
+    await writeFile(join(fake, 'version.py'), `__version__ = '${OLDEST}'\n`);
+    for (const lib of ['libc10.so', 'libtorch_cpu.so']) await writeFile(join(fake, 'lib', lib), 'not a library');
+    const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: fake }, loadDefault);
+    const [r] = out as Array<{ code: string; message: string }>;
+    assert.equal(r?.code, 'ERR_LIBTORCH_VERSION');
+    assert.match(
+      r.message,
+      new RegExp(`which is ${OLDEST.replace(/\./g, '\\.')} with the pre-C\\+\\+11 string ABI\\.`),
+    );
+    assert.match(r.message, /built with the C\+\+11 string ABI on; this libtorch has it off/);
+  });
+
+  it('a LIBTORCH directory missing a runtime library: ERR_LIBTORCH_LOAD naming it', async () => {
+    const dir = join(root, 'no-cudart');
+    await mkdir(join(dir, 'lib'), { recursive: true });
+    const source = wheels.libtorchDir(OLDEST);
+    for (const lib of ['libc10.so', 'libtorch_cpu.so', 'libgomp.so.1'])
+      await symlink(join(source, 'lib', lib), join(dir, 'lib', lib));
+    await writeFile(join(dir, 'version.py'), `__version__ = '${OLDEST}'\n`);
+    const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: dir }, `${loadDefault}\n${loadDefault}`);
+    const [first, second] = out as Array<{ code: string; message: string }>;
+    assert.equal(first?.code, 'ERR_LIBTORCH_LOAD');
+    assert.match(
+      first.message,
+      /^opening libtorch from .* failed: .*libcu(dart|pti)\.so\.13: cannot open shared object file/,
+    );
+    assert.match(first.message, /nvidia-cuda-runtime and nvidia-cuda-cupti wheels/);
+    assert.deepEqual(second, first, 'a second try says the same, and the process is still there');
+  });
+
+  it('a truncated engine: ERR_ENGINE_LOAD before anything loads it', async () => {
+    const file = `libbertgate_engine.torch-${minor(OLDEST)}.cpu.so`;
+    const dir = await variant('truncated', async (d, list) => {
+      await truncate(join(d, file), 4096);
+      return list;
+    });
+    const { out } = await child({ ...addonIn(dir), VIRTUAL_ENV: join(PACKAGE_ROOT, '.venv') }, loadDefault);
+    const [r] = out as Array<{ code: string; message: string }>;
+    assert.equal(r?.code, 'ERR_ENGINE_LOAD');
+    assert.match(
+      r.message,
+      new RegExp(`${file.replace(/\./g, '\\.')} is 4096 bytes, but engines.json lists \\d+: the file is truncated`),
+    );
+  });
+
+  it('a corrupted engine (one byte flipped): ERR_ENGINE_LOAD naming the digests', async () => {
+    const file = `libbertgate_engine.torch-${minor(OLDEST)}.cpu.so`;
+    const dir = await variant('flipped', async (d, list) => {
+      const bytes = await readFile(join(d, file));
+      const at = bytes.length >> 1;
+      bytes.writeUInt8(bytes.readUInt8(at) ^ 0xff, at);
+      await writeFile(join(d, file), bytes);
+      return list;
+    });
+    const { out } = await child({ ...addonIn(dir), VIRTUAL_ENV: join(PACKAGE_ROOT, '.venv') }, loadDefault);
+    const [r] = out as Array<{ code: string; message: string }>;
+    assert.equal(r?.code, 'ERR_ENGINE_LOAD');
+    assert.match(r.message, /does not match the SHA-256 engines\.json lists \([0-9a-f]{64} against [0-9a-f]{64}\)/);
+  });
+
+  it("an engines.json that lies about an engine's torch: the ABI drift is a typed error, not a crash", async () => {
+    // The 2.11 CPU engine listed as the 2.15 one: loaded on 2.15, its symbols do not resolve.
+    const dir = await variant('lying', async (d, list) =>
+      list.map((e) =>
+        e.torch === minor(NEWEST) && e.flavour === 'cpu'
+          ? { ...(list.find((o) => o.torch === minor(OLDEST) && o.flavour === 'cpu') as EngineEntry), torch: e.torch }
+          : e,
+      ),
+    );
+    const { out } = await child(
+      { ...addonIn(dir), LIBTORCH: wheels.libtorchDir(NEWEST) },
+      `${loadDefault}\nreport(1 + 1);`,
+    );
+    const [r, alive] = out as [{ code: string; message: string }, number];
+    assert.equal(r.code, 'ERR_ENGINE_LOAD');
+    assert.match(
+      r.message,
+      /^opening the engine .*libbertgate_engine\.torch-2\.11\.cpu\.so failed: .*undefined symbol/,
+    );
+    assert.equal(alive, 2);
+  });
+
+  it('a missing or malformed engines.json, and a BERTGATE_ENGINE nobody knows: ERR_ENGINE_LOAD', async () => {
+    const missing = await variant('no-manifest', async (_d, list) => list);
+    await rm(join(missing, ENGINE_MANIFEST));
+    const malformed = await variant('bad-manifest', async () => [{ file: '../escape.so' } as unknown as EngineEntry]);
+    const venv = { VIRTUAL_ENV: join(PACKAGE_ROOT, '.venv') };
+    const [a] = (await child({ ...addonIn(missing), ...venv }, loadDefault)).out as Array<{
+      code: string;
+      message: string;
+    }>;
+    assert.equal(a?.code, 'ERR_ENGINE_LOAD');
+    assert.match(a.message, /engines\.json does not exist: the addon in .* comes with no engine list/);
+    const [b] = (await child({ ...addonIn(malformed), ...venv }, loadDefault)).out as Array<{
+      code: string;
+      message: string;
+    }>;
+    assert.equal(b?.code, 'ERR_ENGINE_LOAD');
+    assert.match(b.message, /engines\.json is not an engine list/);
+    const [c] = (await child({ ...addonIn(prebuilt), ...venv, BERTGATE_ENGINE: 'gpu' }, loadDefault)).out as Array<{
+      code: string;
+      message: string;
+    }>;
+    assert.equal(c?.code, 'ERR_ENGINE_LOAD');
+    assert.equal(
+      c.message,
+      'BERTGATE_ENGINE is "gpu"; expected "cuda" or "cpu" (or unset: chosen by the CUDA decision)',
+    );
+  });
+
+  it('a second libtorch in one process: ERR_LIBTORCH_CONFLICT naming both; the first model keeps working', async () => {
+    const first = wheels.libtorchDir(OLDEST);
+    const second = wheels.libtorchDir(NEWEST);
+    const body = `
+      const clf = await Classifier.load(${JSON.stringify(DEFAULT)});
+      process.env.LIBTORCH = ${JSON.stringify(second)};
+      report(await attempt(Classifier.load(${JSON.stringify(DEFAULT)})));
+      process.env.LIBTORCH = ${JSON.stringify(first)};
+      const again = await Classifier.load(${JSON.stringify(DEFAULT)});
+      report((await clf.classify('Python bindings for libxml2')).label);
+      report((await again.classify('Python bindings for libxml2')).label);
+      await clf.close(); await again.close();
+    `;
+    const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: first }, body);
+    const [conflict, label, relabel] = out as [{ code: string; message: string }, string, string];
+    assert.equal(conflict.code, 'ERR_LIBTORCH_CONFLICT');
+    assert.equal(
+      conflict.message,
+      `this process already runs libtorch ${OLDEST} from ${first} with the engine libbertgate_engine.torch-${minor(OLDEST)}.cpu.so; ` +
+        `the lookup now finds libtorch ${NEWEST} at ${second} (via LIBTORCH), which needs libbertgate_engine.torch-${minor(NEWEST)}.cpu.so. ` +
+        'One process holds one libtorch: load this model in another process, or restore the environment ' +
+        '(LIBTORCH, BERTGATE_PYTHON, VIRTUAL_ENV, PATH) the first load saw.',
+    );
+    assert.deepEqual([label, relabel], ['python', 'python']);
+  });
+
+  it('a worker thread asking for another libtorch: the native side refuses it before loading anything', async () => {
+    const first = wheels.libtorchDir(OLDEST);
+    const second = wheels.libtorchDir(NEWEST);
+    const body = `
+      const { Worker } = await import('node:worker_threads');
+      const clf = await Classifier.load(${JSON.stringify(DEFAULT)});
+      const worker = new Worker(\`
+        import { Classifier } from ${JSON.stringify(INDEX)};
+        import { parentPort } from 'node:worker_threads';
+        Classifier.load(${JSON.stringify(DEFAULT)}).then(
+          () => parentPort.postMessage({ ok: true }),
+          (e) => parentPort.postMessage({ code: e.code, message: e.message }));
+      \`, { eval: true, env: { ...process.env, LIBTORCH: ${JSON.stringify(second)} } });
+      report(await new Promise((resolve) => worker.once('message', resolve)));
+      await worker.terminate();
+      report((await clf.classify('Python bindings for libxml2')).label);
+      await clf.close();
+    `;
+    const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: first }, body);
+    const [refused, label] = out as [{ code: string; message: string }, string];
+    assert.equal(refused.code, 'ERR_LIBTORCH_CONFLICT');
+    assert.match(
+      refused.message,
+      new RegExp(
+        `^this process already runs the engine '.*torch-${minor(OLDEST).replace('.', '\\.')}\\.cpu\\.so' on the libtorch in '${first}/lib'; ` +
+          `it cannot also open '.*torch-${minor(NEWEST).replace('.', '\\.')}\\.cpu\\.so': one process holds one libtorch \\(another thread`,
+      ),
+    );
+    assert.equal(label, 'python');
+  });
+});
