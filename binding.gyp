@@ -50,6 +50,7 @@
         'native/addon/engine_handle.cpp',
         'native/addon/engine_loader.cpp',
         'native/addon/js_values.cpp',
+        'native/addon/settle.cpp',
         'native/addon/worker_thread.cpp',
       ],
       'include_dirs': ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -2,57 +2,74 @@
 
 #include <napi.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "engine_handle.h"
 #include "engine_loader.h"
 #include "js_values.h"
+#include "settle.h"
 #include "worker_thread.h"
 
 namespace bertgate {
 namespace {
 
 // dlopen of libtorch takes a fraction of a second and runs its static initialisers; done once
-// per process, off the JS thread.
-class OpenRuntimeWorker : public Napi::AsyncWorker {
- public:
-  OpenRuntimeWorker(Napi::Env env, std::vector<std::string> preload, std::string engine)
-      : Napi::AsyncWorker(env),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        preload_(std::move(preload)),
-        engine_(std::move(engine)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      OpenRuntime(preload_, engine_);
-    } catch (const RuntimeOpenError& e) {
-      code_ = e.code();
-      SetError(e.what());
-    }
-  }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& error) override {
-    deferred_.Reject(MakeError(Env(), code_, error.Message()).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::vector<std::string> preload_;
-  std::string engine_;
-  std::string code_;
+// per process, off the JS thread. Raw async work, settled with checked calls (settle.h): the
+// environment may be torn down while the libraries load (a worker terminated mid-load).
+struct OpenJob {
+  napi_async_work work = nullptr;
+  napi_deferred deferred = nullptr;
+  std::vector<std::string> preload;
+  std::string engine;
+  std::string code;  // empty on success
+  std::string message;
 };
 
+void ExecuteOpen(napi_env, void* data) noexcept {
+  auto* job = static_cast<OpenJob*>(data);
+  try {
+    OpenRuntime(job->preload, job->engine);
+  } catch (const RuntimeOpenError& e) {
+    job->code = e.code();
+    job->message = e.what();
+  } catch (const std::exception& e) {
+    job->code = "ERR_INTERNAL";
+    job->message = e.what();
+  }
+}
+
+void CompleteOpen(napi_env env, napi_status status, void* data) noexcept {
+  std::unique_ptr<OpenJob> job(static_cast<OpenJob*>(data));
+  if (status == napi_ok) {
+    SafeHandleScope scope(env);
+    if (scope.ok()) {
+      if (job->code.empty()) {
+        ResolveUndefined(env, job->deferred);
+      } else {
+        Reject(env, job->deferred, job->code, job->message);
+      }
+    }
+  }
+  napi_delete_async_work(env, job->work);
+}
+
 Napi::Value OpenRuntimeJs(const Napi::CallbackInfo& info) {
-  std::vector<std::string> preload;
+  Napi::Env env = info.Env();
+  auto job = std::make_unique<OpenJob>();
   const auto paths = info[0].As<Napi::Array>();
-  for (uint32_t i = 0; i < paths.Length(); ++i) preload.push_back(paths.Get(i).As<Napi::String>().Utf8Value());
-  auto* worker = new OpenRuntimeWorker(info.Env(), std::move(preload), info[1].As<Napi::String>().Utf8Value());
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  for (uint32_t i = 0; i < paths.Length(); ++i) job->preload.push_back(paths.Get(i).As<Napi::String>().Utf8Value());
+  job->engine = info[1].As<Napi::String>().Utf8Value();
+  napi_value promise;
+  NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &job->deferred, &promise), Napi::Value());
+  NAPI_THROW_IF_FAILED(env,
+                       napi_create_async_work(env, nullptr, Napi::String::New(env, "bertgate.openRuntime"), ExecuteOpen,
+                                              CompleteOpen, job.get(), &job->work),
+                       Napi::Value());
+  NAPI_THROW_IF_FAILED(env, napi_queue_async_work(env, job->work), Napi::Value());
+  job.release();  // CompleteOpen owns it now
+  return Napi::Value(env, promise);
 }
 
 // The addon's own build; it is the same for every libtorch. The engine's half (which torch,

@@ -6,11 +6,14 @@
 
 #include "engine_loader.h"
 #include "js_values.h"
+#include "settle.h"
 
 namespace bertgate {
 
+// A raw napi_deferred, settled with checked calls (settle.h), so a completion that arrives
+// while the environment is torn down cannot throw through N-API.
 struct EngineHandle::Completion {
-  Napi::Promise::Deferred deferred;
+  napi_deferred deferred;
   Settlement settlement;
 };
 
@@ -52,12 +55,15 @@ void EngineHandle::Teardown() {
   }
 }
 
-Napi::Promise EngineHandle::Submit(Napi::Env env, std::function<Settlement()> work) {
-  auto deferred = Napi::Promise::Deferred::New(env);
+Napi::Value EngineHandle::Submit(Napi::Env env, std::function<Settlement()> work) {
   if (closing_) {
-    deferred.Reject(MakeError(env, "ERR_CLOSED", "the engine is closed").Value());
-    return deferred.Promise();
+    auto refused = Napi::Promise::Deferred::New(env);
+    refused.Reject(MakeError(env, "ERR_CLOSED", "the engine is closed").Value());
+    return refused.Promise();
   }
+  napi_deferred deferred;
+  napi_value promise;
+  NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &deferred, &promise), Napi::Value());
   if (pending_++ == 0) {
     channel_.Ref(env);  // pending work keeps the process alive, as any I/O would
     Ref();              // and keeps this handle from being collected under it
@@ -71,24 +77,33 @@ Napi::Promise EngineHandle::Submit(Napi::Env env, std::function<Settlement()> wo
     }
     if (channel_.NonBlockingCall(completion) != napi_ok) delete completion;
   });
-  return deferred.Promise();
+  return Napi::Value(env, promise);
 }
 
 void EngineHandle::Deliver(Napi::Env env, Napi::Function, EngineHandle* self, Completion* raw) {
   std::unique_ptr<Completion> completion(raw);
   if (env == nullptr) return;  // the environment is going away; nobody is left to tell
-  Napi::HandleScope scope(env);
+  SafeHandleScope scope(env);
+  if (!scope.ok()) return;  // likewise: it can no longer make values
   const Settlement& s = completion->settlement;
   if (s.failure) {
-    completion->deferred.Reject(MakeError(env, ErrorCodeName(s.failure->code), s.failure->message).Value());
+    Reject(env, completion->deferred, ErrorCodeName(s.failure->code), s.failure->message);
   } else {
+    // Building the value calls node-addon-api, which throws when a call fails (an
+    // environment being torn down, or no memory for the result): caught here, never let
+    // through the thread-safe function's C callback.
     try {
-      completion->deferred.Resolve(s.value(env));
-    } catch (const Napi::Error& e) {
-      completion->deferred.Reject(e.Value());
+      napi_resolve_deferred(env, completion->deferred, s.value(env));
+    } catch (const std::exception& e) {
+      Reject(env, completion->deferred, "ERR_INTERNAL",
+             std::string("the result could not be handed over: ") + e.what());
     }
   }
-  self->Settled(env);
+  try {
+    self->Settled(env);
+  } catch (const std::exception&) {
+    // Ref/Unref of the channel failed: the environment is going away.
+  }
 }
 
 void EngineHandle::Settled(Napi::Env env) {
@@ -141,7 +156,7 @@ Napi::Value EngineHandle::Close(const Napi::CallbackInfo& info) {
     return deferred.Promise();
   }
   // Queued behind any work already submitted, so close() lets it finish first.
-  Napi::Promise promise = Submit(env, [this]() -> Settlement {
+  Napi::Value promise = Submit(env, [this]() -> Settlement {
     engine_.reset();
     return {[](Napi::Env env) -> Napi::Value { return env.Undefined(); }, std::nullopt};
   });

@@ -33,7 +33,7 @@ class EngineHandle : public Napi::ObjectWrap<EngineHandle> {
   Napi::Value Runtime(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
-  Napi::Promise Submit(Napi::Env env, std::function<Settlement()> work);
+  Napi::Value Submit(Napi::Env env, std::function<Settlement()> work);
   static void Deliver(Napi::Env env, Napi::Function, EngineHandle* self, Completion* completion);
   void Settled(Napi::Env env);
   void Teardown();

@@ -17,7 +17,10 @@ Napi::TypedArrayOf<T> View(Napi::Env env, const Owner& owner, std::vector<T>& da
   auto buffer = Napi::ArrayBuffer::New(
       env, data.data(), bytes,
       [bytes](Napi::Env finalize_env, void*, Owner* hint) {
-        Napi::MemoryManagement::AdjustExternalMemory(finalize_env, -static_cast<int64_t>(bytes));
+        // Finalizers also run while the environment is torn down: the raw call, whose
+        // failure is harmless then, rather than node-addon-api's, which would throw.
+        int64_t adjusted;
+        napi_adjust_external_memory(finalize_env, -static_cast<int64_t>(bytes), &adjusted);
         delete hint;
       },
       new Owner(owner));
