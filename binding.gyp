@@ -25,8 +25,10 @@
       'product_prefix': 'lib',
       'product_dir': '<(PRODUCT_DIR)',
       'sources': [
+        'native/engine/cpu_scores.cpp',
         'native/engine/engine_library.cpp',
         'native/engine/fused_log_softmax.cpp',
+        'native/engine/logits.cpp',
         'native/engine/torch_engine.cpp',
         'native/engine/torchscript_model.cpp',
       ],

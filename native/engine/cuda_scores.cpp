@@ -8,6 +8,7 @@
 
 #include "engine_error.h"
 #include "fused_log_softmax_cuda.h"
+#include "logits.h"
 
 namespace bertgate {
 namespace {
@@ -34,8 +35,7 @@ T* At(uint8_t* base, int64_t offset) {
 
 }  // namespace
 
-void ScoresOnDevice(const at::Tensor& device_logits, const InferInput& in, InferOutput& out) {
-  const at::Tensor logits = device_logits.contiguous();
+void ScoresOnDevice(const at::Tensor& logits, const InferInput& in, InferOutput& out) {
   const c10::cuda::CUDAGuard guard(logits.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(logits.device().index());
   const int64_t rows = logits.size(0), cols = logits.size(1), k = in.top_k;
@@ -50,13 +50,7 @@ void ScoresOnDevice(const at::Tensor& device_logits, const InferInput& in, Infer
                              At<float>(d, layout.energy),
                              At<uint8_t>(d, layout.valid),
                              in.want_log_probs ? At<float>(d, layout.log_probs) : nullptr};
-  LogitsType type = LogitsType::kFloat32;
-  if (logits.scalar_type() == at::kHalf) type = LogitsType::kFloat16;
-  if (logits.scalar_type() == at::kBFloat16) type = LogitsType::kBFloat16;
-  if (logits.scalar_type() != at::kFloat && type == LogitsType::kFloat32) {
-    throw EngineError(ErrorCode::kModelOutput, std::string("logits of dtype ") + c10::toString(logits.scalar_type()) +
-                                                   " are not supported; expected float32, float16 or bfloat16");
-  }
+  const LogitsType type = LogitsTypeOf(logits);
   SoftmaxOptions options;
   options.temperature = in.temperature;
   options.top_k = in.top_k;

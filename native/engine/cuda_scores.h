@@ -9,7 +9,8 @@
 
 namespace bertgate {
 
-// Fills out's per-row arrays (and log_probs when asked) from device `logits` [rows, cols].
+// Fills out's per-row arrays (and log_probs when asked) from device `logits` [rows, cols], as
+// CheckedLogits returned them.
 // Synchronises the device's current stream once, at the end: the results are needed.
 void ScoresOnDevice(const at::Tensor& logits, const InferInput& in, InferOutput& out);
 

@@ -5,11 +5,11 @@
 #include <c10/util/Exception.h>
 
 #include <chrono>
-#include <cstring>
 #include <string>
 
+#include "cpu_scores.h"
 #include "engine_error.h"
-#include "fused_log_softmax.h"
+#include "logits.h"
 #ifdef BERTGATE_WITH_CUDA
 #include "cuda_scores.h"
 #endif
@@ -24,45 +24,6 @@ bool LooksLikeOutOfMemory(const std::string& message) {
   return message.find("can't allocate memory") != std::string::npos ||
          message.find("CUDA out of memory") != std::string::npos ||
          message.find("CUDA error: out of memory") != std::string::npos;
-}
-
-LogitsType ToLogitsType(c10::ScalarType type) {
-  if (type == c10::kHalf) return LogitsType::kFloat16;
-  if (type == c10::kBFloat16) return LogitsType::kBFloat16;
-  return LogitsType::kFloat32;
-}
-
-}  // namespace
-
-namespace {
-
-// The CPU kernel reads fp16/bf16 directly, so half-precision logits cross as they are.
-void ScoresOnHost(const at::Tensor& logits, const InferInput& in, InferOutput& out) {
-  const at::Tensor host = logits.to(at::kCPU).contiguous();
-  const int64_t rows = host.size(0), cols = host.size(1), k = in.top_k;
-  out.top_index.resize(rows * k);
-  out.top_log_prob.resize(rows * k);
-  out.margin.resize(rows);
-  out.entropy.resize(rows);
-  out.energy.resize(rows);
-  out.valid.resize(rows);
-  if (in.want_log_probs) out.log_probs.resize(rows * cols);
-  SoftmaxOptions options;
-  options.temperature = in.temperature;
-  options.top_k = in.top_k;
-  const SoftmaxOutputs views{out.top_index.data(),
-                             out.top_log_prob.data(),
-                             out.margin.data(),
-                             out.entropy.data(),
-                             out.energy.data(),
-                             out.valid.data(),
-                             in.want_log_probs ? out.log_probs.data() : nullptr};
-  FusedLogSoftmaxCpu(host.const_data_ptr(), ToLogitsType(host.scalar_type()), rows, cols, options, views);
-  if (in.want_logits) {
-    const at::Tensor f32 = host.to(at::kFloat).contiguous();
-    out.logits.resize(rows * cols);
-    std::memcpy(out.logits.data(), f32.const_data_ptr<float>(), sizeof(float) * rows * cols);
-  }
 }
 
 }  // namespace
@@ -84,11 +45,7 @@ std::shared_ptr<InferOutput> TorchEngine::Run(const InferInput& in) {
   const at::Tensor mask = widen(in.mask.data(), at::kByte);
   const at::Tensor type_ids = widen(in.type_ids.data(), at::kByte);
 
-  const at::Tensor logits = model_->Forward(ids, mask, type_ids);
-  if (logits.dim() != 2 || logits.size(0) != in.rows) {
-    throw EngineError(ErrorCode::kModelOutput, "the model returned logits of shape " + c10::str(logits.sizes()) +
-                                                   " for a batch of " + std::to_string(in.rows));
-  }
+  const at::Tensor logits = CheckedLogits(model_->Forward(ids, mask, type_ids), in.rows, model_->info().num_labels);
   auto out = std::make_shared<InferOutput>();
   out->rows = in.rows;
   out->cols = logits.size(1);

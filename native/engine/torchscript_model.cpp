@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine_error.h"
+#include "logits.h"
 
 namespace bertgate {
 namespace {
@@ -39,19 +40,6 @@ c10::ScalarType ToScalarType(DType dtype) {
       break;
   }
   return c10::kFloat;
-}
-
-std::string DTypeName(c10::ScalarType type) {
-  switch (type) {
-    case c10::kFloat:
-      return "float32";
-    case c10::kHalf:
-      return "float16";
-    case c10::kBFloat16:
-      return "bfloat16";
-    default:
-      return c10::toString(type);
-  }
 }
 
 bool EndsWith(const std::string& s, const std::string& suffix) {

@@ -201,6 +201,45 @@ TEST_F(TorchScriptModelTest, RejectsOutputsThatAreNotLogits) {
   EXPECT_EQ(no_logits.failure().code, ErrorCode::kModelOutput);
 }
 
+TEST_F(TorchScriptModelTest, ReadsFloat64LogitsAsTheirValues) {
+  auto engine =
+      Load(Save("double", "    return torch.tensor([[0.0, 0.0, 10.0]]).double().expand(ids.size(0), 3)\n", "Tensor"));
+  ASSERT_TRUE(engine.ok()) << engine.failure().message;
+  EXPECT_EQ(engine.value()->info().logits_dtype, "float64");
+  auto result = engine.value()->Infer(TwoRows());
+  ASSERT_TRUE(result.ok()) << result.failure().message;
+  const InferOutput& out = *result.value();
+  EXPECT_EQ(out.top_index[0], 2);
+  EXPECT_NEAR(std::exp(out.top_log_prob[0]), 1.0 / (1.0 + 2.0 * std::exp(-10.0)), 1e-6);
+  EXPECT_EQ(out.logits, (std::vector<float>{0, 0, 10, 0, 0, 10}));
+}
+
+// The output is checked on every batch, not only at the load probe ([1, 2] tokens).
+TEST_F(TorchScriptModelTest, RejectsAnOutputWhoseWidthChangesAfterTheProbe) {
+  auto engine = Load(Save("per_token", "    return ids.float()\n", "Tensor"));  // one column per token
+  ASSERT_TRUE(engine.ok()) << engine.failure().message;
+  EXPECT_EQ(engine.value()->info().num_labels, 2);
+  auto result = engine.value()->Infer(TwoRows());  // 3 tokens
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.failure().code, ErrorCode::kModelOutput);
+  EXPECT_NE(result.failure().message.find("[2, 3]"), std::string::npos) << result.failure().message;
+  EXPECT_NE(result.failure().message.find("2 labels"), std::string::npos) << result.failure().message;
+}
+
+TEST_F(TorchScriptModelTest, RejectsAnIntegerOutputAfterTheProbe) {
+  auto engine = Load(Save("int_later",
+                          "    x = torch.stack([ids.sum(1), mask.sum(1).long(), types.sum(1).long()], 1)\n"
+                          "    if ids.size(1) == 2:\n"
+                          "        return x.float()\n"
+                          "    return x\n",
+                          "Tensor"));
+  ASSERT_TRUE(engine.ok()) << engine.failure().message;
+  auto result = engine.value()->Infer(TwoRows());
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.failure().code, ErrorCode::kModelOutput);
+  EXPECT_NE(result.failure().message.find("int64"), std::string::npos) << result.failure().message;
+}
+
 TEST_F(TorchScriptModelTest, RejectsModulesWithAnotherSignature) {
   torch::jit::Module m("Model");
   m.define("def forward(self, ids: Tensor) -> Tensor:\n    return ids.float()\n");
