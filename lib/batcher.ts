@@ -18,6 +18,11 @@
  * - a request's AbortSignal or timeout drops its texts before they reach the device, and
  *   discards results already on their way.
  *
+ * It is the one place those refusals are decided and counted: a request is admitted (and
+ * counted) before its texts are prepared, so one refused or cancelled while its caller still
+ * tokenizes is refused here too. Every request counted in `submitted` ends in exactly one of
+ * completed, failed, overloaded, aborted or timedOut.
+ *
  * The batcher knows nothing of models: it is given a function that runs one batch.
  */
 
@@ -57,8 +62,12 @@ export interface BatchEvent {
 export type RunBatch<T, R> = (payloads: T[]) => Promise<R[]>;
 
 export interface BatcherStats {
+  /** Texts waiting for the device. */
   queueDepth: number;
+  /** Texts admitted whose caller is still preparing them (tokenizing); they count against maxQueue. */
+  preparing: number;
   inFlight: number;
+  /** Every request that reached the scheduler, and how each ended (the rest are under way). */
   requests: {
     submitted: number;
     completed: number;
@@ -138,11 +147,13 @@ export class Batcher<T, R> {
   readonly options: Readonly<BatcherOptions>;
   readonly #run: RunBatch<T, R>;
   #queue: Entry<T, R>[] = [];
+  #preparing = 0;
   #inFlight = 0;
   #seq = 0;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #draining = false;
+  #rejecting = false;
   #idle: Array<() => void> = [];
   readonly #latency = new LatencyWindow();
   readonly #counts = {
@@ -178,17 +189,32 @@ export class Batcher<T, R> {
 
   /** Whether `n` more texts would be refused now. */
   wouldOverflow(n: number): boolean {
-    return this.#queue.length + n > this.options.maxQueue;
+    return this.#queue.length + this.#preparing + n > this.options.maxQueue;
   }
 
   submit(items: readonly BatchItem<T>[], options: SubmitOptions = {}): Promise<R[]> {
+    return this.admit(items.length, () => items, options);
+  }
+
+  /**
+   * Admits a request of `count` texts whose items `prepare` makes (tokenizing, say): the
+   * refusals (closed, overloaded, already aborted) happen first, before anything is spent on
+   * it; its signal and timeout run from here, so they cover the preparing too, and a request
+   * cancelled meanwhile never reaches the queue. A failure of `prepare` fails the request.
+   */
+  admit(
+    count: number,
+    prepare: () => readonly BatchItem<T>[] | Promise<readonly BatchItem<T>[]>,
+    options: SubmitOptions = {},
+  ): Promise<R[]> {
     if (this.#closed) return Promise.reject(new ClosedError());
-    if (items.length === 0) return Promise.resolve([]);
-    if (this.wouldOverflow(items.length)) {
+    if (count === 0) return Promise.resolve([]);
+    this.#counts.submitted++;
+    if (this.wouldOverflow(count)) {
       this.#counts.overloaded++;
       return Promise.reject(
         new OverloadedError(
-          `overloaded: ${this.#queue.length} texts are waiting and ${items.length} more would exceed maxQueue (${this.options.maxQueue})`,
+          `overloaded: ${this.#queue.length + this.#preparing} texts are waiting and ${count} more would exceed maxQueue (${this.options.maxQueue})`,
         ),
       );
     }
@@ -198,9 +224,8 @@ export class Batcher<T, R> {
       return Promise.reject(new AbortedError(signal.reason));
     }
     return new Promise<R[]>((resolve, reject) => {
-      const request = new Request<R>(items.length, resolve, reject);
-      this.#counts.submitted++;
-      this.#counts.textsSubmitted += items.length;
+      const request = new Request<R>(count, resolve, reject);
+      this.#counts.textsSubmitted += count;
       request.onSettle(() => this.#latency.add(performance.now() - request.startedAt));
       if (signal) {
         const onAbort = (): void => this.#cancel(request, new AbortedError(signal.reason), 'aborted');
@@ -211,19 +236,50 @@ export class Batcher<T, R> {
         const timer = setTimeout(() => this.#cancel(request, new TimeoutError(timeoutMs), 'timedOut'), timeoutMs);
         request.onSettle(() => clearTimeout(timer));
       }
-      const now = performance.now();
-      items.forEach((item, index) =>
-        this.#queue.push({
-          request,
-          index,
-          tokens: item.tokens,
-          payload: item.payload,
-          enqueuedAt: now,
-          seq: this.#seq++,
-        }),
-      );
-      this.#pump();
+      let prepared: readonly BatchItem<T>[] | Promise<readonly BatchItem<T>[]>;
+      try {
+        prepared = prepare();
+      } catch (error) {
+        if (request.fail(error as Error)) this.#counts.failed++;
+        return;
+      }
+      // Items at hand are queued now; items still being prepared count against maxQueue
+      // meanwhile, and are queued only if the request is still wanted.
+      if (!(prepared instanceof Promise)) return this.#enqueue(request, prepared);
+      this.#preparing += count;
+      prepared
+        .finally(() => (this.#preparing -= count))
+        .then(
+          (items) => {
+            if (request.done) return; // cancelled while it was being prepared
+            if (this.#rejecting) {
+              if (request.fail(new ClosedError('the classifier was closed before this request ran')))
+                this.#counts.failed++;
+              return;
+            }
+            this.#enqueue(request, items);
+          },
+          (error: Error) => {
+            if (request.fail(error)) this.#counts.failed++;
+          },
+        )
+        .finally(() => this.#checkIdle());
     });
+  }
+
+  #enqueue(request: Request<R>, items: readonly BatchItem<T>[]): void {
+    const now = performance.now();
+    items.forEach((item, index) =>
+      this.#queue.push({
+        request,
+        index,
+        tokens: item.tokens,
+        payload: item.payload,
+        enqueuedAt: now,
+        seq: this.#seq++,
+      }),
+    );
+    this.#pump();
   }
 
   /**
@@ -234,6 +290,7 @@ export class Batcher<T, R> {
   close(mode: 'drain' | 'reject' = 'drain'): Promise<void> {
     this.#closed = true;
     if (mode === 'reject') {
+      this.#rejecting = true;
       const requests = new Set(this.#queue.map((e) => e.request));
       this.#queue = [];
       for (const request of requests) {
@@ -243,7 +300,7 @@ export class Batcher<T, R> {
       this.#draining = true;
       this.#pump();
     }
-    if (this.#queue.length === 0 && this.#inFlight === 0) return Promise.resolve();
+    if (this.#queue.length === 0 && this.#inFlight === 0 && this.#preparing === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
@@ -251,6 +308,7 @@ export class Batcher<T, R> {
     const c = this.#counts;
     return {
       queueDepth: this.#queue.length,
+      preparing: this.#preparing,
       inFlight: this.#inFlight,
       requests: {
         submitted: c.submitted,
@@ -365,7 +423,7 @@ export class Batcher<T, R> {
   }
 
   #checkIdle(): void {
-    if (this.#queue.length > 0 || this.#inFlight > 0) return;
+    if (this.#queue.length > 0 || this.#inFlight > 0 || this.#preparing > 0) return;
     for (const resolve of this.#idle.splice(0)) resolve();
   }
 }

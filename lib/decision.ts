@@ -60,6 +60,15 @@ export interface Invalid<L extends string, O extends string> {
 export type Rejected<L extends string, O extends string> = BelowThreshold<L, O> | Invalid<L, O>;
 export type Decision<L extends string = string, O extends string = 'Other'> = Accepted<L> | Rejected<L, O>;
 
+/**
+ * The accept rule, and the one place it lives (calibration's evaluation and thresholds use it
+ * too): a valid row is accepted when its best label's probability reaches that label's
+ * threshold; an invalid row (NaN or infinite logits) never is.
+ */
+export function accepts(valid: boolean, probability: number, threshold: number): boolean {
+  return valid && probability >= threshold;
+}
+
 export class DecisionPolicy<L extends string, O extends string> {
   readonly labels: readonly L[];
   readonly otherLabel: O;
@@ -110,7 +119,7 @@ export class DecisionPolicy<L extends string, O extends string> {
     };
     const common = { probability: best.probability, logProbability: best.logProbability, top, truncated, scores };
     const threshold = this.thresholdFor(bestIndex);
-    if (best.probability >= threshold) return { accepted: true, label: best.label, ...common };
+    if (accepts(true, best.probability, threshold)) return { accepted: true, label: best.label, ...common };
     return {
       accepted: false,
       label: this.otherLabel,

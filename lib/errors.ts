@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'ERR_LIBTORCH_CONFLICT'
   | 'ERR_ADDON_LOAD'
   | 'ERR_ENGINE_LOAD'
+  | 'ERR_ENGINE_NOT_OPEN'
   | 'ERR_INTERNAL';
 
 export class BertgateError extends Error {
@@ -37,8 +38,8 @@ export class BertgateError extends Error {
 
 /** A value passed to bertgate has the wrong type or is out of range. */
 export class InvalidArgumentError extends BertgateError {
-  constructor(message: string) {
-    super('ERR_INVALID_ARGUMENT', message);
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_INVALID_ARGUMENT', message, options);
   }
 }
 
@@ -138,7 +139,8 @@ export class RuntimeLoadError extends BertgateError {
       | 'ERR_LIBTORCH_LOAD'
       | 'ERR_LIBTORCH_CONFLICT'
       | 'ERR_ADDON_LOAD'
-      | 'ERR_ENGINE_LOAD',
+      | 'ERR_ENGINE_LOAD'
+      | 'ERR_ENGINE_NOT_OPEN',
     message: string,
     options?: ErrorOptions,
   ) {
@@ -160,7 +162,11 @@ export function restack<E extends Error>(error: E, stack: string): E {
   return error;
 }
 
-/** Turns a native `{ message, code }` rejection into the typed error for its code. */
+/**
+ * Turns a native `{ message, code }` rejection into the typed error for its code. Every code
+ * the native side raises has a case here (test/errors.test.ts reads them from native/):
+ * ERR_INTERNAL is for a native failure nobody foresaw, never for a known one.
+ */
 export function fromNative(error: unknown, stack: string): BertgateError {
   if (error instanceof BertgateError) return restack(error, stack);
   const message = error instanceof Error ? error.message : String(error);
@@ -183,6 +189,7 @@ export function fromNative(error: unknown, stack: string): BertgateError {
     case 'ERR_LIBTORCH_LOAD':
     case 'ERR_LIBTORCH_CONFLICT':
     case 'ERR_ENGINE_LOAD':
+    case 'ERR_ENGINE_NOT_OPEN':
       typed = new RuntimeLoadError(code, message);
       break;
     case 'ERR_INFERENCE':

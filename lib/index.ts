@@ -1,17 +1,9 @@
 export { Classifier } from './classifier.js';
 export { DEFAULT_MODEL } from './bundle.js';
-export type {
-  BatchingOptions,
-  CallOptions,
-  ClassifierInfo,
-  ClassifierOptions,
-  ClassifierStats,
-  Device,
-  DType,
-  Text,
-  TextInput,
-  TextPair,
-} from './classifier.js';
+export type { ClassifierInfo, ClassifierStats } from './classifier.js';
+export type { BatchingOptions, CallOptions, ClassifierOptions, Device, DType } from './options.js';
+export { DEFAULTS } from './options.js';
+export type { Text, TextInput, TextPair } from './inputs.js';
 export type { BatchEvent, BatcherStats } from './batcher.js';
 export type { TruncationSide, TruncationStrategy } from './tokenizer.js';
 export type { Accepted, BelowThreshold, Decision, Invalid, Rejected, Scores, TopEntry } from './decision.js';

@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 
 import { openRuntime, type NativeEngineHandle, type NativeInferRequest } from '../lib/binding.js';
 import { Classifier } from '../lib/index.js';
-import { bundle, watchTimer } from './helpers.js';
+import { MAX_EVENT_LOOP_GAP_MS, bundle, watchTimer } from './helpers.js';
 
 /** A padded batch of random ids, built without the tokenizer (which uses the libuv pool). */
 function randomBatch(rows: number, seqLen: number, vocab: number): NativeInferRequest {
@@ -72,6 +72,7 @@ describe('asynchronous inference', () => {
       assert.equal(result.rows, 48);
       // A call that blocked the JS thread would resolve before any timer could run.
       assert.ok(ticks > 0, 'the timer never fired while inference ran');
+      assert.ok(worst < MAX_EVENT_LOOP_GAP_MS, `the event loop stalled for ${worst.toFixed(1)} ms during inference`);
     } finally {
       await handle.close();
     }

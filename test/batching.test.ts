@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { AbortedError, Classifier, ClosedError, OverloadedError, TimeoutError } from '../lib/index.js';
-import { bundle, expected, maxAbsDiff, watchTimer } from './helpers.js';
+import { MAX_EVENT_LOOP_GAP_UNDER_LOAD_MS, bundle, expected, maxAbsDiff, watchTimer } from './helpers.js';
 
 describe('batching with the real model', () => {
   it('gives 200 concurrent calls their own rows, equal to running each alone', async () => {
@@ -71,6 +71,76 @@ describe('batching with the real model', () => {
     }
   });
 
+  it('counts the calls refused before any work (aborted, overloaded) in stats().requests', async () => {
+    const clf = await Classifier.load(bundle('labels2'), { maxQueue: 10 });
+    try {
+      await assert.rejects(clf.classify('x', { signal: AbortSignal.abort() }), AbortedError);
+      await assert.rejects(clf.classify(Array.from({ length: 11 }, () => 'x')), OverloadedError);
+      // Aborted while its texts are still being tokenized: refused, counted once.
+      const controller = new AbortController();
+      const pending = clf.classify(['a', 'b'], { signal: controller.signal });
+      controller.abort();
+      await assert.rejects(pending, AbortedError);
+      await clf.classify('ran');
+      const r = clf.stats().requests;
+      assert.deepEqual(
+        { submitted: r.submitted, completed: r.completed, overloaded: r.overloaded, aborted: r.aborted },
+        { submitted: 4, completed: 1, overloaded: 1, aborted: 2 },
+      );
+    } finally {
+      await clf.close();
+    }
+  });
+
+  it('under load, every submitted call ends in exactly one counted outcome, as its caller saw it', async () => {
+    const clf = await Classifier.load(bundle('labels7'), { maxQueue: 400, maxBatchSize: 16 });
+    const seen = { completed: 0, overloaded: 0, aborted: 0, timedOut: 0, other: 0 };
+    try {
+      await Promise.all(
+        Array.from({ length: 1500 }, async (_, i) => {
+          const controller = new AbortController();
+          // A third are aborted at some point (before the call, while it waits, or never in time).
+          if (i % 3 === 0) setTimeout(() => controller.abort(), i % 7);
+          if (i % 9 === 0) controller.abort();
+          try {
+            await clf.classify(
+              Array.from({ length: 1 + (i % 5) }, (__, j) => `text ${i} part ${j}`),
+              { signal: controller.signal, ...(i % 5 === 1 ? { timeoutMs: 1 + (i % 4) } : {}) },
+            );
+            seen.completed++;
+          } catch (error) {
+            if (error instanceof OverloadedError) seen.overloaded++;
+            else if (error instanceof AbortedError) seen.aborted++;
+            else if (error instanceof TimeoutError) seen.timedOut++;
+            else seen.other++;
+          }
+        }),
+      );
+      const r = clf.stats().requests;
+      assert.equal(seen.other, 0);
+      assert.deepEqual(
+        {
+          completed: r.completed,
+          overloaded: r.overloaded,
+          aborted: r.aborted,
+          timedOut: r.timedOut,
+          failed: r.failed,
+        },
+        {
+          completed: seen.completed,
+          overloaded: seen.overloaded,
+          aborted: seen.aborted,
+          timedOut: seen.timedOut,
+          failed: 0,
+        },
+      );
+      assert.equal(r.submitted, 1500);
+      assert.ok(seen.overloaded > 0 && seen.aborted > 0 && seen.completed > 0, JSON.stringify(seen));
+    } finally {
+      await clf.close();
+    }
+  });
+
   for (const drain of [true, false]) {
     it(`close({ drain: ${drain} }) with 10,000 pending calls settles every promise`, async () => {
       const clf = await Classifier.load(bundle('labels2'), { maxQueue: 20_000, maxBatchSize: 64 });
@@ -119,5 +189,6 @@ describe('batching with the real model', () => {
     );
     assert.equal(stats.requests.completed, 2048);
     assert.ok(ticks > 0, 'the timer never fired under load');
+    assert.ok(worst < MAX_EVENT_LOOP_GAP_UNDER_LOAD_MS, `the event loop stalled for ${worst.toFixed(1)} ms under load`);
   });
 });

@@ -2,26 +2,12 @@
 // labelled set made from its own predictions with a known share of labels flipped.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 
 import { Classifier } from '../lib/index.js';
-import { CLI, copyBundle } from './helpers.js';
-
-const run = promisify(execFile);
-
-async function bertgate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { maxBuffer: 16 << 20 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code?: number; stdout: string; stderr: string };
-    return { code: e.code ?? 1, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+import { bertgate, copyBundle } from './helpers.js';
 
 describe('bertgate calibrate and evaluate', () => {
   let copy: { dir: string; cleanup: () => Promise<void> };

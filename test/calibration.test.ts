@@ -10,7 +10,9 @@ import { gzipSync } from 'node:zlib';
 
 import { clopperPearsonUpper, incompleteBeta } from '../lib/calibration/beta.js';
 import { readLabelled } from '../lib/calibration/data.js';
-import { auroc, ece, mce, riskCoverage, type RowScores } from '../lib/calibration/metrics.js';
+import { calibrate } from '../lib/calibration/calibrate.js';
+import { evaluate } from '../lib/calibration/evaluate.js';
+import { auroc, ece, mce, nll, riskCoverage, scoreAll, type RowScores } from '../lib/calibration/metrics.js';
 import { fitTemperature } from '../lib/calibration/temperature.js';
 import { byCoverage, InsufficientDataError, minimumExamples, withGuarantee } from '../lib/calibration/thresholds.js';
 import { PACKAGE_ROOT } from '../lib/binding.js';
@@ -33,6 +35,7 @@ function gaussian(random: () => number): number {
 }
 
 const row = (maxProbability: number, correct: boolean): RowScores => ({
+  valid: true,
   predicted: 0,
   correct,
   probabilities: new Float64Array([maxProbability]),
@@ -115,6 +118,57 @@ describe('calibration figures', () => {
     assert.equal(auroc([3, 4], [1, 2]), 1);
     assert.equal(auroc([1, 2], [3, 4]), 0);
     assert.equal(auroc([1, 1], [1, 1]), 0.5);
+  });
+});
+
+describe('rows with NaN or infinite logits', () => {
+  // Two labels; the first four rows are clean, the last two are invalid and carry label 0,
+  // which a silent argmax would predict (NaN compares false, so index 0 "wins").
+  const clean = [
+    [3, 0],
+    [0, 3],
+    [2, 0],
+    [0, 1],
+  ];
+  const p = {
+    logits: [...clean, [Number.NaN, 0], [Number.POSITIVE_INFINITY, 1]],
+    labels: [0, 1, 0, 0, 0, 0],
+  };
+  const cleanOnly = { logits: clean, labels: [0, 1, 0, 0] };
+
+  it('are never accepted and count as wrong, with every score -Infinity', () => {
+    const e = evaluate(p, 1, () => 0, 2);
+    assert.equal(e.accuracy, 3 / 6); // the clean rows hold 3 right; the invalid two are wrong
+    assert.equal(e.coverage, 4 / 6);
+    assert.equal(e.selectiveAccuracy, 3 / 4);
+    const invalid = scoreAll(p, 1).slice(4);
+    for (const r of invalid) {
+      assert.equal(r.valid, false);
+      assert.equal(r.predicted, -1);
+      assert.equal(r.correct, false);
+      assert.equal(r.maxProbability, 0);
+      assert.equal(r.negativeEnergy, Number.NEGATIVE_INFINITY);
+      assert.equal(r.margin, Number.NEGATIVE_INFINITY);
+    }
+  });
+
+  it('take no part in NLL, ECE, or the temperature fit', () => {
+    const withNaN = scoreAll(p, 1.5);
+    const without = scoreAll(cleanOnly, 1.5);
+    assert.equal(nll(withNaN), nll(without));
+    assert.equal(ece(withNaN), ece(without));
+    assert.ok(Number.isFinite(nll(withNaN)));
+    assert.equal(fitTemperature(p), fitTemperature(cleanOnly));
+  });
+
+  it('take no part in where a threshold goes; coverage is still a share of all rows', () => {
+    const data = { file: 'x', sha256: '0' };
+    const a = calibrate(p, ['a', 'b'], { coverage: 0.5 }, data).file;
+    const b = calibrate(cleanOnly, ['a', 'b'], { coverage: 0.75 }, data).file;
+    assert.equal(a.threshold, b.threshold);
+    assert.ok(a.guarantee.kind === 'coverage' && b.guarantee.kind === 'coverage');
+    assert.equal(a.guarantee.coverage, 0.5);
+    assert.equal(a.figures.after.nll, b.figures.after.nll);
   });
 });
 

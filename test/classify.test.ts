@@ -86,6 +86,26 @@ describe('classify', () => {
     }
   });
 
+  it('gives the whole distribution with logProbabilities: log softmax(logits / T) of every label', async () => {
+    const c = await Classifier.load(bundle('labels7'), { temperature: 0.5 });
+    try {
+      const [rows, logits, one] = await Promise.all([
+        c.logProbabilities(texts),
+        c.logits(texts),
+        c.logProbabilities(texts[3] as string),
+      ]);
+      assert.equal(rows.length, texts.length);
+      rows.forEach((row, i) => {
+        assert.ok(row instanceof Float32Array && row.length === LABELS7.length);
+        const { p } = softmax(logits[i] as Float32Array, 0.5);
+        assert.ok(maxAbsDiff(Float32Array.from(row, Math.exp), p) < 1e-5, `text ${i}`);
+      });
+      assert.ok(maxAbsDiff(one, rows[3] as Float32Array) < 1e-5, 'one text alone equals its row in a batch');
+    } finally {
+      await c.close();
+    }
+  });
+
   it('sends texts below the threshold to "Other", naming the best label and the threshold', async () => {
     const c = await Classifier.load(bundle('labels7'), { threshold: 1 });
     try {

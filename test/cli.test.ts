@@ -1,7 +1,6 @@
 // The bertgate command line, run as users run it: a child process.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,26 +8,7 @@ import { describe, it } from 'node:test';
 
 import { PACKAGE_ROOT } from '../lib/binding.js';
 import { findLibtorch } from '../lib/libtorch.js';
-import { CLI, bundle } from './helpers.js';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function bertgate(args: string[], options: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env: { ...process.env, ...options.env }, timeout: 120_000 },
-      (error, stdout, stderr) =>
-        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-    child.stdin?.end(options.input ?? '');
-  });
-}
+import { bertgate, bundle } from './helpers.js';
 
 function jsonLines(text: string): Array<Record<string, unknown>> {
   return text

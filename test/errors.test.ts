@@ -2,7 +2,7 @@
 // process that carries on (the last test classifies again).
 
 import assert from 'node:assert/strict';
-import { readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -15,28 +15,9 @@ import {
   InvalidArgumentError,
   ModelLoadError,
 } from '../lib/index.js';
-import { bundle, copyBundle } from './helpers.js';
-
-type ErrorClass = new (...args: never[]) => BertgateError;
-
-async function rejectsWith(
-  promise: Promise<unknown>,
-  type: ErrorClass,
-  message: string | RegExp,
-): Promise<BertgateError> {
-  let caught: unknown;
-  await assert.rejects(promise, (e: unknown) => {
-    caught = e;
-    return true;
-  });
-  assert.ok(
-    caught instanceof type,
-    `expected ${type.name}, got ${(caught as Error)?.name}: ${(caught as Error)?.message}`,
-  );
-  if (typeof message === 'string') assert.equal(caught.message, message);
-  else assert.match(caught.message, message);
-  return caught;
-}
+import { PACKAGE_ROOT } from '../lib/binding.js';
+import { fromNative } from '../lib/errors.js';
+import { type ErrorClass, bundle, copyBundle, rejectsWith } from './helpers.js';
 
 /** For tests that need nothing of the error beyond the checks. */
 async function expectRejects(promise: Promise<unknown>, type: ErrorClass, message: string | RegExp): Promise<void> {
@@ -124,8 +105,8 @@ describe('bad options', () => {
       'Expected bundleDir to be a directory path (or undefined: the default model), got 42',
     ));
 
-  it('cuda on a machine without a GPU names the reason', async () => {
-    if (process.env['BERTGATE_CUDA'] === '1') return;
+  it('cuda on a machine without a GPU names the reason', async (t) => {
+    if (process.env['BERTGATE_CUDA'] === '1') return t.skip('this machine has a GPU');
     await rejectsWith(
       Classifier.load(labels2, { device: 'cuda:1' }),
       DeviceUnavailableError,
@@ -333,5 +314,23 @@ describe('bad texts', () => {
     await rejectsWith(c.logits(['hello']), ClosedError, 'the classifier is closed');
     const d = await clf.classify('still alive');
     assert.equal(d.accepted, true);
+  });
+});
+
+describe('native error codes', () => {
+  it('every code the native side raises becomes a typed error with that code', async () => {
+    const sources = await readdir(join(PACKAGE_ROOT, 'native'), { recursive: true });
+    const codes = new Set<string>();
+    for (const file of sources.filter((f) => /\.(cpp|h|cu)$/.test(f))) {
+      const text = await readFile(join(PACKAGE_ROOT, 'native', file), 'utf8');
+      for (const m of text.matchAll(/"(ERR_[A-Z_]+)"/g)) codes.add(m[1] as string);
+    }
+    assert.ok(codes.has('ERR_ENGINE_NOT_OPEN') && codes.has('ERR_MODEL_OUTPUT'), [...codes].join(', '));
+    for (const code of codes) {
+      const typed = fromNative(Object.assign(new Error('from native'), { code }), '');
+      assert.ok(typed instanceof BertgateError, code);
+      assert.equal(typed.code, code, `${code} surfaced as ${typed.code}`);
+      assert.equal(typed.message, 'from native');
+    }
   });
 });

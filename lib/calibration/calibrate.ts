@@ -16,7 +16,7 @@ import {
   type RiskCoverage,
 } from './metrics.js';
 import { fitTemperature } from './temperature.js';
-import { byCoverage, perLabel, withGuarantee, type Guarantee } from './thresholds.js';
+import { byCoverage, InsufficientDataError, perLabel, withGuarantee, type Guarantee } from './thresholds.js';
 
 export const BINS = 15;
 
@@ -74,7 +74,7 @@ export interface CalibrationOutcome {
 function figures(p: Predictions, temperature: number): Figures {
   const rows = scoreAll(p, temperature);
   return {
-    accuracy: rows.filter((r) => r.correct).length / rows.length,
+    accuracy: rows.filter((r) => r.correct).length / rows.length, // an invalid row is wrong
     nll: nll(rows),
     brier: brier(rows, p.labels),
     ece: ece(rows, BINS),
@@ -90,17 +90,24 @@ export function calibrate(
 ): CalibrationOutcome {
   const temperature = fitTemperature(p);
   const rows = scoreAll(p, temperature);
-  const scored = rows.map((r) => ({ score: r.maxProbability, correct: r.correct, predicted: r.predicted }));
+  // Thresholds are chosen among the valid rows only: an invalid row is rejected whatever the
+  // threshold (decision.ts), so it takes no part in where the threshold goes; coverage is still
+  // a share of all n.
+  const scored = rows
+    .filter((r) => r.valid)
+    .map((r) => ({ score: r.maxProbability, correct: r.correct, predicted: r.predicted }));
   const curve = riskCoverage(rows);
   const n = rows.length;
+  if (scored.length === 0) throw new InsufficientDataError('every calibration example has NaN or infinite logits');
+  const ofAll = (accepted: number): number => accepted / n;
 
   let threshold: number;
   let thresholds: Record<string, number> | undefined;
   let guarantee: CalibrationFile['guarantee'];
   if (request.coverage !== undefined) {
-    const chosen = byCoverage(scored, request.coverage);
+    const chosen = byCoverage(scored, Math.min(1, (request.coverage * n) / scored.length));
     threshold = chosen.threshold;
-    guarantee = { kind: 'coverage', coverage: chosen.coverage, n };
+    guarantee = { kind: 'coverage', coverage: ofAll(chosen.coverage * scored.length), n };
   } else {
     const target = request.targetAccuracy ?? 0.95;
     const delta = request.delta ?? 0.05;
@@ -139,7 +146,7 @@ export function calibrate(
       accepted: global.accepted,
       errors: global.errors,
       bound: global.bound,
-      coverage: global.coverage,
+      coverage: ofAll(global.accepted),
       ...(perLabelReport ? { per_label: perLabelReport } : {}),
     };
   }

@@ -3,6 +3,7 @@
  * well each confidence score separates out-of-distribution texts.
  */
 
+import { accepts } from '../decision.js';
 import {
   auroc,
   ece,
@@ -63,7 +64,7 @@ export function evaluate(
   ood?: ArrayLike<number>[],
 ): Evaluation {
   const rows = scoreAll(p, temperature);
-  const accepted = rows.filter((r) => r.maxProbability >= thresholdOf(r.predicted));
+  const accepted = rows.filter((r) => accepts(r.valid, r.maxProbability, thresholdOf(r.predicted)));
   const out: Evaluation = {
     n: rows.length,
     accuracy: rows.filter((r) => r.correct).length / rows.length,
@@ -88,7 +89,8 @@ export function evaluate(
     }
     out.ood = {
       n: oodRows.length,
-      toOther: oodRows.filter((r) => r.maxProbability < thresholdOf(r.predicted)).length / oodRows.length,
+      toOther:
+        oodRows.filter((r) => !accepts(r.valid, r.maxProbability, thresholdOf(r.predicted))).length / oodRows.length,
       scores,
     };
   }

@@ -1,6 +1,11 @@
 /**
  * Calibration and selective-prediction figures of labelled predictions, in float64. Rows are
  * raw logits; temperature T scales them (softmax(z / T)).
+ *
+ * A row with a NaN or infinite logit is invalid, as the classifier treats it (decision.ts):
+ * never accepted, wrong in accuracy and risk, every score -Infinity (maxProbability 0, the
+ * probability its decision reports), and left out of the figures it has no probabilities for
+ * (NLL, Brier, ECE, MCE, reliability bins, the temperature fit). Never a silent label 0.
  */
 
 export interface Predictions {
@@ -11,6 +16,8 @@ export interface Predictions {
 }
 
 export interface RowScores {
+  /** Every logit finite; an invalid row has predicted -1 and NaN probabilities. */
+  valid: boolean;
   predicted: number;
   correct: boolean;
   probabilities: Float64Array;
@@ -27,7 +34,28 @@ export interface RowScores {
 export type ScoreName = 'maxProbability' | 'margin' | 'negativeEntropy' | 'negativeEnergy';
 export const SCORE_NAMES: readonly ScoreName[] = ['maxProbability', 'margin', 'negativeEntropy', 'negativeEnergy'];
 
+/** Whether every logit of the row is finite (the classifier's rule for a valid row). */
+export function finiteRow(z: ArrayLike<number>): boolean {
+  for (let i = 0; i < z.length; i++) if (!Number.isFinite(z[i] as number)) return false;
+  return true;
+}
+
+function invalidRow(width: number): RowScores {
+  return {
+    valid: false,
+    predicted: -1,
+    correct: false,
+    probabilities: new Float64Array(width).fill(Number.NaN),
+    maxProbability: 0,
+    margin: Number.NEGATIVE_INFINITY,
+    negativeEntropy: Number.NEGATIVE_INFINITY,
+    negativeEnergy: Number.NEGATIVE_INFINITY,
+    logProbabilityOfLabel: Number.NEGATIVE_INFINITY,
+  };
+}
+
 export function scoreRow(z: ArrayLike<number>, label: number, temperature: number): RowScores {
+  if (!finiteRow(z)) return invalidRow(z.length);
   let m = -Infinity;
   for (let i = 0; i < z.length; i++) m = Math.max(m, (z[i] as number) / temperature);
   let s = 0;
@@ -45,6 +73,7 @@ export function scoreRow(z: ArrayLike<number>, label: number, temperature: numbe
   }
   const sorted = [...probabilities].sort((a, b) => b - a);
   return {
+    valid: true,
     predicted,
     correct: predicted === label,
     probabilities,
@@ -60,18 +89,22 @@ export function scoreAll(p: Predictions, temperature: number): RowScores[] {
   return p.logits.map((z, i) => scoreRow(z, p.labels[i] as number, temperature));
 }
 
-/** Mean negative log-likelihood of the true labels. */
+/** Mean negative log-likelihood of the true labels, over the valid rows. */
 export function nll(rows: RowScores[]): number {
-  return -rows.reduce((s, r) => s + r.logProbabilityOfLabel, 0) / rows.length;
+  const valid = rows.filter((r) => r.valid);
+  return -valid.reduce((s, r) => s + r.logProbabilityOfLabel, 0) / valid.length;
 }
 
-/** Multi-class Brier score: mean over examples of sum_k (p_k - 1[k = y])^2. */
+/** Multi-class Brier score: mean over the valid examples of sum_k (p_k - 1[k = y])^2. */
 export function brier(rows: RowScores[], labels: number[]): number {
   let total = 0;
+  let n = 0;
   rows.forEach((r, i) => {
+    if (!r.valid) return;
+    n++;
     r.probabilities.forEach((p, k) => (total += (p - (k === labels[i] ? 1 : 0)) ** 2));
   });
-  return total / rows.length;
+  return total / n;
 }
 
 export interface Bin {
@@ -82,7 +115,7 @@ export interface Bin {
   confidence: number;
 }
 
-/** Equal-width confidence bins (lower, upper]; the first also takes confidence 0. */
+/** Equal-width confidence bins (lower, upper] of the valid rows; the first also takes confidence 0. */
 export function reliabilityBins(rows: RowScores[], bins = 15): Bin[] {
   const out: Bin[] = Array.from({ length: bins }, (_, b) => ({
     lower: b / bins,
@@ -92,6 +125,7 @@ export function reliabilityBins(rows: RowScores[], bins = 15): Bin[] {
     confidence: 0,
   }));
   for (const r of rows) {
+    if (!r.valid) continue;
     const b = Math.min(bins - 1, Math.max(0, Math.ceil(r.maxProbability * bins) - 1));
     const bin = out[b] as Bin;
     bin.count++;
@@ -107,12 +141,10 @@ export function reliabilityBins(rows: RowScores[], bins = 15): Bin[] {
   return out;
 }
 
-/** Expected calibration error: sum over bins of (count / n) |accuracy - confidence|. */
+/** Expected calibration error: sum over bins of (count / n) |accuracy - confidence|, n the valid rows. */
 export function ece(rows: RowScores[], bins = 15): number {
-  return reliabilityBins(rows, bins).reduce(
-    (s, b) => s + (b.count / rows.length) * Math.abs(b.accuracy - b.confidence),
-    0,
-  );
+  const n = rows.filter((r) => r.valid).length;
+  return reliabilityBins(rows, bins).reduce((s, b) => s + (b.count / n) * Math.abs(b.accuracy - b.confidence), 0);
 }
 
 /** Maximum calibration error: the largest |accuracy - confidence| of a non-empty bin. */

@@ -4,19 +4,22 @@
  * linear term), so a golden-section search over beta finds the one minimum.
  */
 
-import type { Predictions } from './metrics.js';
+import { finiteRow, type Predictions } from './metrics.js';
 
-/** Mean NLL of softmax(beta * z) at the true labels. */
+/** Mean NLL of softmax(beta * z) at the true labels, over the rows whose logits are all finite. */
 export function nllAtBeta(p: Predictions, beta: number): number {
   let total = 0;
+  let n = 0;
   p.logits.forEach((z, i) => {
+    if (!finiteRow(z)) return; // invalid: no probabilities to fit (see metrics.ts)
+    n++;
     let m = -Infinity;
     for (let k = 0; k < z.length; k++) m = Math.max(m, beta * (z[k] as number));
     let s = 0;
     for (let k = 0; k < z.length; k++) s += Math.exp(beta * (z[k] as number) - m);
     total += m + Math.log(s) - beta * (z[p.labels[i] as number] as number);
   });
-  return total / p.logits.length;
+  return total / n;
 }
 
 /** The fitted temperature, searched over T in [0.05, 20]. */

@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 
 import { DEFAULT_MODEL } from '../bundle.js';
-import type { ClassifierOptions, Device, DType } from '../classifier.js';
+import type { ClassifierOptions, Device, DType } from '../options.js';
 import { InvalidArgumentError } from '../errors.js';
 
 /** The model `npm run demo` and `bertgate classify` use when no --model is given. */

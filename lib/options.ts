@@ -1,0 +1,362 @@
+/**
+ * Every option a Classifier takes, in one place: the types users write, their names (an
+ * unknown key is an error), the defaults (DEFAULTS, which doctor, the server and the CLI
+ * read rather than repeat), and the parsing that turns what a caller passed into settings the
+ * classifier trusts. Exact messages, as lib/validate.ts writes them.
+ */
+
+import { availableParallelism } from 'node:os';
+
+import type { Bundle } from './bundle.js';
+import { BundleError, InvalidArgumentError } from './errors.js';
+import type { TruncationSide, TruncationStrategy } from './tokenizer.js';
+import {
+  integerIn,
+  invalid,
+  isPlainObject,
+  knownKeys,
+  oneOf,
+  option,
+  positiveFinite,
+  probability,
+} from './validate.js';
+
+export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+export type DType = 'float32' | 'float16' | 'bfloat16';
+/** Per call: cancel it, or give it a deadline. Cancelled texts never reach the device. */
+export interface CallOptions {
+  signal?: AbortSignal;
+  /**
+   * Deadline for the whole call, tokenizing included; then it rejects with TimeoutError.
+   * In (0, 2^31 - 1] milliseconds, the range Node's timers hold.
+   */
+  timeoutMs?: number;
+}
+
+/** How the classifier forms batches; see lib/batcher.ts for the semantics. */
+export interface BatchingOptions {
+  /** Texts per batch; default 32. */
+  maxBatchSize?: number;
+  /** Padded tokens per batch (longest row x rows); default maxBatchSize x the model's maximum length. */
+  maxBatchTokens?: number;
+  /** How long a partial batch may wait while the device is busy; default 2 ms. Never when idle. */
+  maxDelayMs?: number;
+  /** Texts allowed to wait; beyond, calls are refused at once with OverloadedError. Default 10,000. */
+  maxQueue?: number;
+  /** Batches handed to the device at once, so host preparation overlaps device work; default 2. */
+  batchesInFlight?: number;
+  /** Group texts of similar length to cut padding (the oldest text always goes first); default true. */
+  lengthAware?: boolean;
+  /** With lengthAware, the largest share of a batch that may be padding; default 0.25. */
+  maxPaddingRatio?: number;
+}
+
+export interface ClassifierOptions<L extends string = string, O extends string = 'Other'> extends BatchingOptions {
+  /** 'cpu' (default), 'cuda' (= 'cuda:0') or 'cuda:N'. */
+  device?: Device;
+  /** Weights precision: 'float32' (default); 'float16' and 'bfloat16' on CUDA only. */
+  dtype?: DType;
+  /** Accept the best label when its probability is at least this; default: calibration.json's, else 0. */
+  threshold?: number;
+  /** Per-label thresholds, overriding `threshold` for the labels named. */
+  thresholds?: Partial<Record<L, number>>;
+  /** The label of rejected texts; default 'Other'. Must not be one of the model's labels. */
+  otherLabel?: O;
+  /** Softmax temperature; default: calibration.json's, else 1. */
+  temperature?: number;
+  /** How many of the best labels each decision lists; default min(5, labels). */
+  topK?: number;
+  /** Intra-op threads for this model; default: all cores but one, at least 1. */
+  threads?: number;
+  /** The labels the caller expects: checked against the bundle, and they type the decisions. */
+  labels?: readonly L[];
+  /** HF truncation strategy for texts over the model's maximum length; default 'longest_first'. */
+  truncation?: TruncationStrategy;
+  /** Which end is cut; default 'right'. */
+  truncationSide?: TruncationSide;
+  /** Longest text accepted, in UTF-16 code units; default 1,000,000. Longer texts are an error. */
+  maxTextLength?: number;
+  /** Freeze the TorchScript module for inference (default true). */
+  freeze?: boolean;
+  /**
+   * CUDA only: the share of the device's memory, in (0, 1], that libtorch's caching allocator
+   * may hold (per device, for the whole process). Past it, batches split as on a full device.
+   * Default: no limit.
+   */
+  cudaMemoryFraction?: number;
+  /**
+   * Check the files against the SHA-256 digests bundle.json records (default true). Costs a
+   * read of the bundle (about 0.3 s per 100 MB); false skips it for bundles you trust as is.
+   */
+  verify?: boolean;
+}
+
+const OPTION_NAMES = [
+  'device',
+  'dtype',
+  'threshold',
+  'thresholds',
+  'otherLabel',
+  'temperature',
+  'topK',
+  'threads',
+  'labels',
+  'maxTextLength',
+  'freeze',
+  'verify',
+  'cudaMemoryFraction',
+  'truncation',
+  'truncationSide',
+  'maxBatchSize',
+  'maxBatchTokens',
+  'maxDelayMs',
+  'maxQueue',
+  'batchesInFlight',
+  'lengthAware',
+  'maxPaddingRatio',
+] as const;
+
+/** What applies when neither the caller nor the bundle's calibration.json says otherwise. */
+export const DEFAULTS = {
+  device: 'cpu',
+  dtype: 'float32',
+  /** No threshold unless calibration.json or the caller gives one: never a silent cut-off. */
+  threshold: 0,
+  otherLabel: 'Other',
+  temperature: 1,
+  /** At most this many; fewer when the model has fewer labels. */
+  topK: 5,
+  /** All cores but one, so the event loop keeps a core. */
+  threads: Math.max(1, availableParallelism() - 1),
+  maxTextLength: 1_000_000,
+  freeze: true,
+  verify: true,
+  truncation: 'longest_first',
+  truncationSide: 'right',
+  batching: {
+    maxBatchSize: 32,
+    /** Per text of maxBatchSize: the model's maximum length (so any batch of full texts fits). */
+    maxBatchTokens: undefined,
+    maxDelayMs: 2,
+    maxQueue: 10_000,
+    batchesInFlight: 2,
+    lengthAware: true,
+    maxPaddingRatio: 0.25,
+  },
+  /** `bertgate serve`. */
+  server: {
+    port: 8080,
+    host: '127.0.0.1',
+    bodyLimit: 1024 * 1024,
+    maxTexts: 1024,
+    requestTimeoutMs: 30_000,
+  },
+} as const;
+
+const MAX_TOP_K = 64; // the fused kernel's limit
+
+export interface Settings {
+  device: 'cpu' | 'cuda';
+  deviceIndex: number;
+  dtype: DType;
+  threshold: number | undefined;
+  thresholds: Record<string, number>;
+  otherLabel: string;
+  temperature: number | undefined;
+  topK: number | undefined;
+  threads: number;
+  labels: readonly string[] | undefined;
+  maxTextLength: number;
+  freeze: boolean;
+  verify: boolean;
+  cudaMemoryFraction: number;
+  truncation: TruncationStrategy;
+  truncationSide: TruncationSide;
+  batching: BatchingOptions;
+}
+
+function parseDevice(value: unknown): { device: 'cpu' | 'cuda'; deviceIndex: number } {
+  const match = typeof value === 'string' ? /^(cpu|cuda)(?::(\d{1,3}))?$/.exec(value) : null;
+  if (!match || (match[1] === 'cpu' && match[2] !== undefined)) {
+    throw invalid(option('device'), '"cpu", "cuda" or "cuda:N"', value);
+  }
+  return { device: match[1] as 'cpu' | 'cuda', deviceIndex: Number(match[2] ?? 0) };
+}
+
+export function parseOptions(options: unknown): Settings {
+  if (options === undefined) options = {};
+  if (!isPlainObject(options)) throw invalid('the options', 'an object', options);
+  knownKeys('the options', options, OPTION_NAMES);
+  const o = options as Record<(typeof OPTION_NAMES)[number], unknown>;
+  const { device, deviceIndex } = o.device === undefined ? parseDevice(DEFAULTS.device) : parseDevice(o.device);
+  const dtype =
+    o.dtype === undefined
+      ? DEFAULTS.dtype
+      : oneOf(option('dtype'), o.dtype, ['float32', 'float16', 'bfloat16'] as const);
+  if (dtype !== 'float32' && device === 'cpu') {
+    throw new InvalidArgumentError(`The "dtype" option "${dtype}" needs a CUDA device; on "cpu" use "float32"`);
+  }
+  const thresholds: Record<string, number> = {};
+  if (o.thresholds !== undefined) {
+    if (!isPlainObject(o.thresholds))
+      throw invalid(option('thresholds'), 'an object mapping labels to numbers', o.thresholds);
+    for (const [label, value] of Object.entries(o.thresholds)) {
+      thresholds[label] = probability(`the threshold for label ${JSON.stringify(label)}`, value);
+    }
+  }
+  let labels: readonly string[] | undefined;
+  if (o.labels !== undefined) {
+    if (!Array.isArray(o.labels) || o.labels.some((l) => typeof l !== 'string')) {
+      throw invalid(option('labels'), 'an array of strings', o.labels);
+    }
+    labels = o.labels as string[];
+  }
+  if (o.otherLabel !== undefined && (typeof o.otherLabel !== 'string' || o.otherLabel.length === 0)) {
+    throw invalid(option('otherLabel'), 'a non-empty string', o.otherLabel);
+  }
+  if (o.freeze !== undefined && typeof o.freeze !== 'boolean') throw invalid(option('freeze'), 'a boolean', o.freeze);
+  if (o.verify !== undefined && typeof o.verify !== 'boolean') throw invalid(option('verify'), 'a boolean', o.verify);
+  if (o.cudaMemoryFraction !== undefined) {
+    const f = o.cudaMemoryFraction;
+    if (typeof f !== 'number' || !(f > 0 && f <= 1))
+      throw invalid(option('cudaMemoryFraction'), 'a number in (0, 1]', f);
+    if (device === 'cpu') {
+      throw new InvalidArgumentError('The "cudaMemoryFraction" option applies to CUDA devices; the device is "cpu"');
+    }
+  }
+  return {
+    device,
+    deviceIndex,
+    dtype,
+    threshold: o.threshold === undefined ? undefined : probability(option('threshold'), o.threshold),
+    thresholds,
+    otherLabel: (o.otherLabel as string | undefined) ?? DEFAULTS.otherLabel,
+    temperature: o.temperature === undefined ? undefined : positiveFinite(option('temperature'), o.temperature),
+    topK: o.topK === undefined ? undefined : integerIn(option('topK'), o.topK, 1, MAX_TOP_K),
+    threads: o.threads === undefined ? DEFAULTS.threads : integerIn(option('threads'), o.threads, 1, 1024),
+    labels,
+    maxTextLength:
+      o.maxTextLength === undefined
+        ? DEFAULTS.maxTextLength
+        : integerIn(option('maxTextLength'), o.maxTextLength, 1, 2 ** 29),
+    freeze: (o.freeze as boolean | undefined) ?? DEFAULTS.freeze,
+    verify: (o.verify as boolean | undefined) ?? DEFAULTS.verify,
+    cudaMemoryFraction: (o.cudaMemoryFraction as number | undefined) ?? 0,
+    truncation:
+      o.truncation === undefined
+        ? DEFAULTS.truncation
+        : oneOf(option('truncation'), o.truncation, ['longest_first', 'only_first', 'only_second'] as const),
+    truncationSide:
+      o.truncationSide === undefined
+        ? DEFAULTS.truncationSide
+        : oneOf(option('truncationSide'), o.truncationSide, ['right', 'left'] as const),
+    batching: parseBatching(o),
+  };
+}
+
+function parseBatching(o: Record<string, unknown>): BatchingOptions {
+  const out: BatchingOptions = {};
+  if (o['maxBatchSize'] !== undefined)
+    out.maxBatchSize = integerIn(option('maxBatchSize'), o['maxBatchSize'], 1, 65536);
+  if (o['maxBatchTokens'] !== undefined) {
+    out.maxBatchTokens = integerIn(option('maxBatchTokens'), o['maxBatchTokens'], 1, 2 ** 31 - 1);
+  }
+  if (o['maxDelayMs'] !== undefined) {
+    if (typeof o['maxDelayMs'] !== 'number' || !(o['maxDelayMs'] >= 0 && o['maxDelayMs'] <= 60_000)) {
+      throw invalid(option('maxDelayMs'), 'a number in [0, 60000]', o['maxDelayMs']);
+    }
+    out.maxDelayMs = o['maxDelayMs'];
+  }
+  if (o['maxQueue'] !== undefined) out.maxQueue = integerIn(option('maxQueue'), o['maxQueue'], 1, 2 ** 31 - 1);
+  if (o['batchesInFlight'] !== undefined) {
+    out.batchesInFlight = integerIn(option('batchesInFlight'), o['batchesInFlight'], 1, 64);
+  }
+  if (o['lengthAware'] !== undefined) {
+    if (typeof o['lengthAware'] !== 'boolean') throw invalid(option('lengthAware'), 'a boolean', o['lengthAware']);
+    out.lengthAware = o['lengthAware'];
+  }
+  if (o['maxPaddingRatio'] !== undefined)
+    out.maxPaddingRatio = probability(option('maxPaddingRatio'), o['maxPaddingRatio']);
+  return out;
+}
+
+/** Applies the caller's expectations and the bundle's calibration to the settings. */
+export function resolveAgainstBundle(
+  settings: Settings,
+  bundle: Bundle,
+): { threshold: number; temperature: number; topK: number; batching: Required<BatchingOptions> } {
+  if (settings.labels) {
+    const expected = [...settings.labels].sort();
+    const actual = [...bundle.labels].sort();
+    if (expected.length !== actual.length || expected.some((l, i) => l !== actual[i])) {
+      throw new BundleError(
+        'config.json',
+        'id2label',
+        `The "labels" option lists ${JSON.stringify(settings.labels)}, but config.json "id2label" names ${JSON.stringify(bundle.labels)}`,
+      );
+    }
+  }
+  for (const label of Object.keys(settings.thresholds)) {
+    if (!bundle.labels.includes(label)) {
+      throw new InvalidArgumentError(
+        `Unknown label ${JSON.stringify(label)} in the "thresholds" option; the model's labels are ${JSON.stringify(bundle.labels)}`,
+      );
+    }
+  }
+  if (bundle.labels.includes(settings.otherLabel)) {
+    throw new InvalidArgumentError(
+      `The "otherLabel" ${JSON.stringify(settings.otherLabel)} is also one of the model's labels; choose a label the model does not have`,
+    );
+  }
+  if (settings.topK !== undefined && settings.topK > bundle.labels.length) {
+    throw invalid(
+      option('topK'),
+      `an integer in [1, ${bundle.labels.length}] (the model's label count)`,
+      settings.topK,
+    );
+  }
+  const calibration = bundle.calibration ?? {};
+  const d = DEFAULTS.batching;
+  const maxBatchSize = settings.batching.maxBatchSize ?? d.maxBatchSize;
+  const batching: Required<BatchingOptions> = {
+    maxBatchSize,
+    maxBatchTokens: settings.batching.maxBatchTokens ?? maxBatchSize * bundle.maxLength,
+    maxDelayMs: settings.batching.maxDelayMs ?? d.maxDelayMs,
+    maxQueue: settings.batching.maxQueue ?? d.maxQueue,
+    batchesInFlight: settings.batching.batchesInFlight ?? d.batchesInFlight,
+    lengthAware: settings.batching.lengthAware ?? d.lengthAware,
+    maxPaddingRatio: settings.batching.maxPaddingRatio ?? d.maxPaddingRatio,
+  };
+  if (batching.maxBatchTokens < bundle.maxLength) {
+    throw invalid(
+      option('maxBatchTokens'),
+      `at least the model's maximum length (${bundle.maxLength}), so that any one text fits a batch`,
+      batching.maxBatchTokens,
+    );
+  }
+  return {
+    threshold: settings.threshold ?? calibration.threshold ?? DEFAULTS.threshold,
+    temperature: settings.temperature ?? calibration.temperature ?? DEFAULTS.temperature,
+    topK: settings.topK ?? Math.min(DEFAULTS.topK, bundle.labels.length),
+    batching,
+  };
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export function parseCallOptions(options: unknown): { signal: AbortSignal | undefined; timeoutMs: number | undefined } {
+  if (options === undefined) return { signal: undefined, timeoutMs: undefined };
+  if (!isPlainObject(options)) throw invalid('the call options', 'an object', options);
+  knownKeys('the call options', options, ['signal', 'timeoutMs']);
+  const { signal, timeoutMs } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal))
+    throw invalid(option('signal'), 'an AbortSignal', signal);
+  // Timers hold at most 2^31 - 1 ms; a longer one fires after 1 ms, so it is refused instead.
+  if (timeoutMs !== undefined && positiveFinite(option('timeoutMs'), timeoutMs) > MAX_TIMER_MS)
+    throw invalid(
+      option('timeoutMs'),
+      `a finite number greater than 0 and at most ${MAX_TIMER_MS} (about 24.8 days)`,
+      timeoutMs,
+    );
+  return { signal: signal as AbortSignal | undefined, timeoutMs: timeoutMs as number | undefined };
+}
