@@ -228,6 +228,14 @@ export function checkAgainstModel(bundle: Bundle, model: NativeModelInfo, tokeni
       `${config} "vocab_size" is ${bundle.vocabSize}, but ${modelFile} has ${model.vocabRows} word embeddings`,
     );
   }
+  if (model.typeVocabRows >= 0 && model.typeVocabRows !== bundle.typeVocabSize) {
+    // A pair's second text has type id 1: past a one-row table it would fail inside the model.
+    throw new BundleError(
+      config,
+      'type_vocab_size',
+      `${config} "type_vocab_size" is ${bundle.typeVocabSize}, but ${modelFile} has ${model.typeVocabRows} token type embeddings`,
+    );
+  }
   if (model.positionRows >= 0 && model.positionRows < bundle.maxLength) {
     throw new BundleError(
       config,

@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import { chooseAddon, type AddonSource } from './addon-path.js';
 import { PACKAGE_ROOT, loadAddon, openRuntime, type NativeBuildInfo, type NativeRuntimeInfo } from './binding.js';
 import { chooseEngine, readEngines, type EngineChoice } from './engines.js';
+import { DEFAULTS } from './options.js';
 import { cudaDecision, findLibtorch, readCxx11Abi, type LookupStep } from './libtorch.js';
 
 export interface DoctorReport {
@@ -49,7 +50,7 @@ export async function doctor(): Promise<DoctorReport> {
     ok: false,
     addon: chooseAddon(PACKAGE_ROOT),
     libtorch: { steps: [] },
-    defaultThreads: Math.max(1, availableParallelism() - 1),
+    defaultThreads: DEFAULTS.threads,
     cpus: availableParallelism(),
   };
   try {

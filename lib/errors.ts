@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'ERR_TIMEOUT'
   | 'ERR_DATA'
   | 'ERR_EXPORT'
+  | 'ERR_LISTEN'
   | 'ERR_LIBTORCH_NOT_FOUND'
   | 'ERR_LIBTORCH_VERSION'
   | 'ERR_LIBTORCH_LOAD'
@@ -127,6 +128,13 @@ export class DataError extends BertgateError {
 export class ExportError extends BertgateError {
   constructor(message: string) {
     super('ERR_EXPORT', message);
+  }
+}
+
+/** `bertgate serve` could not listen where it was told to (port in use, no permission, no such address). */
+export class ListenError extends BertgateError {
+  constructor(message: string) {
+    super('ERR_LISTEN', message);
   }
 }
 

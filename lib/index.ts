@@ -14,6 +14,7 @@ export {
   ClosedError,
   DeviceUnavailableError,
   ExportError,
+  ListenError,
   InferenceError,
   InvalidArgumentError,
   ModelLoadError,

@@ -150,6 +150,8 @@ export const DEFAULTS = {
     bodyLimit: 1024 * 1024,
     maxTexts: 1024,
     requestTimeoutMs: 30_000,
+    /** After SIGTERM/SIGINT, how long the drain may take before the process exits anyway. */
+    drainTimeoutMs: 30_000,
   },
 } as const;
 

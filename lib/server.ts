@@ -9,25 +9,49 @@
  *   GET  /metrics    Prometheus text
  *   GET  /stats      the classifier's statistics as JSON (queue, batches, padding, latency)
  *
- * Errors are JSON `{"error": {"code", "message"}}`: 400 for bad JSON or fields, 413 for a body
- * over the limit, 415 for a non-JSON body, 429 (with Retry-After) when the queue is full,
- * 503 while shutting down, 504 when timeoutMs passes.
+ * Every error answer is JSON `{"error": {"code", "message"}}`, fastify's own included: 400 for
+ * bad JSON or fields (ERR_BAD_REQUEST, ERR_INVALID_ARGUMENT), 400 for malformed HTTP
+ * (ERR_BAD_HTTP), 408 for a request that did not arrive within requestTimeoutMs
+ * (ERR_REQUEST_TIMEOUT), 413 for a body over the limit, 415 for a non-JSON body, 431 for headers
+ * over Node's limit, 429 (with Retry-After) when the queue is full, 503 while shutting down,
+ * 504 when timeoutMs passes. Each is counted once in /metrics, by its code and in
+ * bertgate_requests_total (route "none" where no route was matched: the HTTP never parsed).
  */
+
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 
 import type { Classifier } from './classifier.js';
 import { BertgateError } from './errors.js';
 import { createMetrics } from './metrics.js';
+import { DEFAULTS } from './options.js';
 
 export interface ServerOptions {
-  /** Largest request body in bytes; default 1 MiB. */
+  /** Largest request body in bytes; default 1 MiB (DEFAULTS.server). */
   bodyLimit?: number;
   /** Most texts in one request; default 1,024. */
   maxTexts?: number;
   /** A request (headers and body) must arrive within this; default 30 s (slow clients). */
   requestTimeoutMs?: number;
 }
+
+/** Errors Node's HTTP parser raises before fastify sees a request, as this API names them. */
+function clientError(error: { code?: string }): { status: number; code: string; message: string } {
+  if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT')
+    return {
+      status: 408,
+      code: 'ERR_REQUEST_TIMEOUT',
+      message: 'the request did not arrive in time (--request-timeout-ms)',
+    };
+  if (error.code === 'HPE_HEADER_OVERFLOW')
+    return { status: 431, code: 'ERR_HEADERS_TOO_LARGE', message: "the request's headers are over the size limit" };
+  return { status: 400, code: 'ERR_BAD_HTTP', message: `malformed HTTP request (${error.code ?? 'parse error'})` };
+}
+
+/** Sockets answered by the client-error handler: their half-read request is not counted again. */
+const answered = new WeakSet<Socket>();
 
 const STATUS: Partial<Record<string, number>> = {
   ERR_INVALID_ARGUMENT: 400,
@@ -65,10 +89,13 @@ function readBody(body: unknown, maxTexts: number): { single: boolean; texts: un
 }
 
 export function createServer(classifier: Classifier<string, string>, options: ServerOptions = {}): FastifyInstance {
-  const maxTexts = options.maxTexts ?? 1024;
-  const requestTimeout = options.requestTimeoutMs ?? 30_000;
+  const maxTexts = options.maxTexts ?? DEFAULTS.server.maxTexts;
+  const requestTimeout = options.requestTimeoutMs ?? DEFAULTS.server.requestTimeoutMs;
+  const bodyLimit = options.bodyLimit ?? DEFAULTS.server.bodyLimit;
+  // Assigned below, once the metrics exist; the handlers run only after listen().
+  let onClientError: (error: Error & { code?: string }, socket: Socket) => void = () => {};
   const app = Fastify({
-    bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    bodyLimit,
     requestTimeout,
     // Node enforces request and header deadlines only when it checks, every 30 s by default:
     // a slow client could hold a socket that long past its deadline. Check at a tenth of it.
@@ -78,10 +105,34 @@ export function createServer(classifier: Classifier<string, string>, options: Se
     },
     return503OnClosing: true,
     logger: false,
+    // Malformed HTTP, a request past its deadline, oversized headers: answered here in this
+    // API's shape (fastify's default writes its own), then the connection closes.
+    clientErrorHandler: (error, socket) => onClientError(error, socket),
+    // A URL the router cannot decode, and the like: fastify's own 400s, in this API's shape.
+    frameworkErrors: (error, _request, reply) => {
+      metrics.errors.inc({ code: 'ERR_BAD_REQUEST' });
+      return fail(reply, 400, 'ERR_BAD_REQUEST', error.message);
+    },
   });
   // JSON only: a text/plain body is a 415, not a string to misread.
   app.removeContentTypeParser('text/plain');
   const metrics = createMetrics(classifier);
+  onClientError = (error, socket) => {
+    // A reset connection has nobody to answer, and nothing went wrong on this side.
+    if (error.code === 'ECONNRESET' || socket.destroyed) return;
+    const { status, code, message } = clientError(error);
+    metrics.errors.inc({ code });
+    metrics.requests.inc({ route: 'none', status: String(status) });
+    answered.add(socket);
+    if (socket.writable) {
+      const body = JSON.stringify({ error: { code, message } });
+      socket.write(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    }
+    socket.destroy();
+  };
   let shuttingDown = false;
   app.addHook('preClose', async () => {
     shuttingDown = true;
@@ -97,14 +148,20 @@ export function createServer(classifier: Classifier<string, string>, options: Se
     if (shuttingDown) void reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (request, reply) => {
+    if (answered.has(request.raw.socket)) return; // counted as the client error it was
     const route = request.routeOptions.url ?? 'unknown';
     metrics.requests.inc({ route, status: String(reply.statusCode) });
     metrics.latency.observe({ route }, reply.elapsedTime / 1000);
     if (shuttingDown) setImmediate(() => app.server.closeIdleConnections());
   });
 
-  const bodyLimit = options.bodyLimit ?? 1024 * 1024;
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+    // The body stopped arriving because the connection was answered as a client error (408)
+    // or went away: nobody reads this reply, and the request was counted (or never was one).
+    if (answered.has(request.raw.socket) || request.raw.socket.destroyed) {
+      if (!answered.has(request.raw.socket)) metrics.errors.inc({ code: 'ERR_CLIENT_GONE' });
+      return reply.code(499).send();
+    }
     const status = error.statusCode ?? 500;
     // fastify's own errors: bad JSON, oversize or non-JSON bodies, timeouts.
     let code = status === 400 ? 'ERR_BAD_REQUEST' : 'ERR_INTERNAL';

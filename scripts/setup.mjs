@@ -7,6 +7,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { buildNative } from './build-native.mjs';
+import { buildTs } from './build-ts.mjs';
 import { devEnv } from './dev-env.mjs';
 import { ROOT, VENV_PYTHON } from './paths.mjs';
 import { run } from './run.mjs';
@@ -20,7 +21,7 @@ if (!existsSync(join(ROOT, 'node_modules', '.package-lock.json'))) {
   run(npm[0], [...npm.slice(1), 'ci', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: ROOT });
 }
 setupVenv();
-run(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')]);
+buildTs();
 await buildNative({ tests: true });
 
 const python = (args) => run(VENV_PYTHON, args, { cwd: ROOT, env: devEnv() });

@@ -5,6 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
@@ -261,6 +262,19 @@ describe('bad input: the command line', () => {
       ['classify', '--model', labels2, '--device', 'gpu', 'x'],
       'ERR_INVALID_ARGUMENT: Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "gpu"',
     ],
+    // calibrate and evaluate take the same model flags as classify.
+    [
+      ['calibrate', '--model', labels2, '--data', CLI, '--device', 'gpu'],
+      'ERR_INVALID_ARGUMENT: Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "gpu"',
+    ],
+    [
+      ['evaluate', '--model', labels2, '--data', CLI, '--dtype', 'float16'],
+      'ERR_INVALID_ARGUMENT: The "dtype" option "float16" needs a CUDA device; on "cpu" use "float32"',
+    ],
+    [
+      ['calibrate', '--model', labels2, '--data', CLI, '--temperature', '2'],
+      `ERR_INVALID_ARGUMENT: Unknown option '--temperature' (see "bertgate help")`,
+    ],
     [
       ['classify', '--model', labels2, '--top-k', '0', 'x'],
       'ERR_INVALID_ARGUMENT: Expected the "topK" option to be an integer in [1, 64], got 0',
@@ -457,6 +471,91 @@ describe('bad input: HTTP', () => {
     });
     assert.equal(status, 200);
     const r = await fetch(`${url}/classify`, json({ text: 'still serving' }));
+    assert.equal(r.status, 200);
+  });
+});
+
+describe('bad input: HTTP below the routes (slow clients, malformed requests)', () => {
+  let clf: Classifier<string, string>;
+  let app: FastifyInstance;
+  let port: number;
+  before(async () => {
+    clf = await Classifier.load(bundle('labels2'));
+    app = createServer(clf, { requestTimeoutMs: 300 });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    port = (app.server.address() as AddressInfo).port;
+  });
+  after(async () => {
+    await app.close();
+    await clf.close();
+  });
+
+  /** Writes `data` on a raw connection (then waits, if asked) and reads until the server closes it. */
+  function raw(data: string, options: { thenWaitMs?: number } = {}): Promise<{ status: number; body: unknown }> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1');
+      let text = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => (text += chunk));
+      socket.on('error', reject);
+      socket.on('close', () => {
+        const [head = '', body = ''] = text.split('\r\n\r\n');
+        const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0);
+        try {
+          resolve({ status, body: JSON.parse(body) });
+        } catch {
+          reject(new Error(`not JSON: ${JSON.stringify(text)}`));
+        }
+      });
+      socket.write(data);
+      if (options.thenWaitMs === undefined) socket.end();
+    });
+  }
+
+  const metric = async (line: RegExp): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    return Number(line.exec(text)?.[1] ?? 0);
+  };
+
+  it('a client too slow with its body gets 408 in the API shape, counted once as ERR_REQUEST_TIMEOUT', async () => {
+    const r = await raw(
+      'POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"text":',
+      { thenWaitMs: 0 },
+    );
+    assert.deepEqual(r, {
+      status: 408,
+      body: {
+        error: { code: 'ERR_REQUEST_TIMEOUT', message: 'the request did not arrive in time (--request-timeout-ms)' },
+      },
+    });
+    assert.equal(await metric(/bertgate_request_errors_total\{code="ERR_REQUEST_TIMEOUT"\} (\d+)/), 1);
+    assert.equal(await metric(/bertgate_request_errors_total\{code="ERR_BAD_REQUEST"\} (\d+)/), 0);
+    assert.equal(await metric(/bertgate_requests_total\{route="none",status="408"\} (\d+)/), 1);
+  });
+
+  it('malformed HTTP gets 400 ERR_BAD_HTTP in the API shape, and is counted', async () => {
+    const r = await raw('NOT HTTP AT ALL\r\n\r\n');
+    assert.equal(r.status, 400);
+    assert.deepEqual(Object.keys((r.body as { error: object }).error), ['code', 'message']);
+    assert.equal((r.body as { error: { code: string } }).error.code, 'ERR_BAD_HTTP');
+    assert.equal(await metric(/bertgate_request_errors_total\{code="ERR_BAD_HTTP"\} (\d+)/), 1);
+    assert.equal(await metric(/bertgate_requests_total\{route="none",status="400"\} (\d+)/), 1);
+  });
+
+  it('headers over the limit get 431 ERR_HEADERS_TOO_LARGE', async () => {
+    const r = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.deepEqual(r, {
+      status: 431,
+      body: { error: { code: 'ERR_HEADERS_TOO_LARGE', message: "the request's headers are over the size limit" } },
+    });
+  });
+
+  it('still serves afterwards', async () => {
+    const r = await fetch(`http://127.0.0.1:${port}/classify`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ text: 'fine' }),
+    });
     assert.equal(r.status, 200);
   });
 });

@@ -45,6 +45,35 @@ describe('bertgate classify', () => {
     assert.equal(jsonLines(r.stdout).length, 3);
   });
 
+  it('refuses invalid UTF-8 on stdin as the library does, naming the line', async () => {
+    const input = Buffer.concat([
+      Buffer.from('fine\r\n\nalso fine\nbad '),
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from('\n'),
+    ]);
+    const r = await bertgate(['classify', '--model', bundle('labels2')], { input });
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr,
+      'bertgate: ERR_INVALID_ARGUMENT: stdin line 4: expected UTF-8 text, got bytes that are not valid UTF-8\n',
+    );
+    assert.doesNotMatch(r.stdout, /\uFFFD/);
+  });
+
+  it('names the stdin line of a bad text, not its place in a chunk', async () => {
+    // Line 300 (the 44th text of the second chunk of 256) holds an unpaired surrogate, escaped in JSON.
+    const lines = Array.from({ length: 299 }, (_, i) => `text ${i + 1}`);
+    const r = await bertgate(['classify', '--model', bundle('labels2')], {
+      input: `${lines.join('\n')}\n{"text": "bad \\ud800"}\nafter\n`,
+    });
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr,
+      'bertgate: ERR_INVALID_ARGUMENT: Expected stdin line 300 to be well-formed Unicode, got a string with an unpaired surrogate\n',
+    );
+    assert.equal(jsonLines(r.stdout).length, 256, 'the first chunk was answered');
+  });
+
   it('fails with a typed message for a bad flag value', async () => {
     const r = await bertgate(['classify', '--model', bundle('labels2'), '--threshold', 'abc', 'x']);
     assert.equal(r.code, 1);

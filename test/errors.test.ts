@@ -232,6 +232,18 @@ describe('broken bundles', () => {
         ),
     ));
 
+  it('config.json with another number of token types than the weights', () =>
+    withFile(
+      'config.json',
+      async (p) => writeFile(p, JSON.stringify({ ...JSON.parse(await readFile(p, 'utf8')), type_vocab_size: 3 })),
+      () =>
+        expectRejects(
+          Classifier.load(copy.dir),
+          BundleError,
+          'config.json "type_vocab_size" is 3, but model.pt has 2 token type embeddings',
+        ),
+    ));
+
   it('a tokenizer.json that is not a tokenizer', () =>
     withFile(
       'tokenizer.json',

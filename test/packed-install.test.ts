@@ -160,6 +160,18 @@ describe('packed install', () => {
     t.diagnostic(`tarball ${(packedSize / 2 ** 20).toFixed(2)} MiB packed, ${paths.length} files`);
   });
 
+  it('packs (and tests) no compiled file whose source is gone: dist/ is built from scratch', () => {
+    const compiled = [
+      ...files.map((f) => f.path).filter((p) => p.startsWith('dist/')),
+      ...readdirSync(join(PACKAGE_ROOT, 'dist', 'test')).map((f) => `dist/test/${f}`),
+    ].filter((p) => p.endsWith('.js'));
+    const orphans = compiled.filter(
+      (p) => !existsSync(join(PACKAGE_ROOT, p.replace(/^dist\//, '').replace(/\.js$/, '.ts'))),
+    );
+    assert.ok(compiled.length > 20);
+    assert.deepEqual(orphans, []);
+  });
+
   it('installs with --ignore-scripts and no compiler on PATH, and builds nothing', () => {
     const installed = join(app, 'node_modules', 'bertgate');
     assert.equal(existsSync(join(installed, 'build')), false, 'something was built');

@@ -3,10 +3,13 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
+import { PACKAGE_ROOT } from '../lib/binding.js';
 import { Classifier } from '../lib/index.js';
-import { CLI, bundle } from './helpers.js';
+import { CLI, bertgate, bundle } from './helpers.js';
 
 interface Server {
   url: string;
@@ -240,5 +243,117 @@ describe('bertgate serve', () => {
     assert.equal(code, 0);
     assert.match(server.output(), /SIGTERM: finishing in-flight requests\nstopped\n/);
     await assert.rejects(fetch(`${server.url}/healthz`), 'the port is closed');
+  });
+});
+
+describe('bertgate serve: stopping', () => {
+  /** A server busy with 4 requests of 64 long texts, every one of them received. */
+  async function busy(args: string[] = []): Promise<{ server: Server; requests: Promise<Response>[] }> {
+    const server = await serve(['--model', bundle('long'), '--threads', '1', ...args]);
+    const long = 'word '.repeat(600);
+    const requests = Array.from({ length: 4 }, () =>
+      post(server.url, { texts: Array.from({ length: 64 }, () => long) }),
+    );
+    // A forced exit resets these: handled here, so that is no unhandled rejection.
+    void Promise.allSettled(requests);
+    await waitFor(
+      async () =>
+        ((await (await fetch(`${server.url}/stats`)).json()) as { texts: { submitted: number } }).texts.submitted ===
+        256,
+    );
+    return { server, requests };
+  }
+  const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+  it('keeps draining through a second signal, answers every request, and exits 0', async () => {
+    const { server, requests } = await busy();
+    const exited = once(server.child, 'exit');
+    server.child.kill('SIGTERM');
+    await pause(100);
+    server.child.kill('SIGINT');
+    for (const r of await Promise.all(requests)) assert.equal(r.status, 200);
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 0);
+    assert.match(
+      server.output(),
+      /SIGTERM: finishing in-flight requests\nSIGINT: still finishing in-flight requests; a third signal exits at once\nstopped\n/,
+    );
+  });
+
+  it('exits at once with status 1 on a third signal', async () => {
+    const { server, requests } = await busy();
+    const exited = once(server.child, 'exit');
+    for (const signal of ['SIGTERM', 'SIGTERM', 'SIGTERM'] as const) {
+      server.child.kill(signal);
+      await pause(100);
+    }
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 1);
+    assert.match(server.output(), /bertgate: exiting before the drain finished: SIGTERM a third time\n/);
+    const settled = await Promise.allSettled(requests);
+    assert.ok(
+      settled.some((s) => s.status === 'rejected'),
+      'the forced exit left requests unanswered',
+    );
+  });
+
+  it('exits with status 1 when the drain passes --drain-timeout-ms', async () => {
+    const { server, requests } = await busy(['--drain-timeout-ms', '200']);
+    const exited = once(server.child, 'exit');
+    server.child.kill('SIGTERM');
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 1);
+    assert.match(
+      server.output(),
+      /bertgate: exiting before the drain finished: the drain took longer than 200 ms \(--drain-timeout-ms\)\n/,
+    );
+    await Promise.allSettled(requests);
+  });
+
+  it('a port already in use is a one-line typed error, exit 1', async () => {
+    const holder = await serve(['--model', bundle('labels2')]);
+    try {
+      const port = new URL(holder.url).port;
+      const r = await bertgate(['serve', '--model', bundle('labels2'), '--port', port]);
+      assert.deepEqual(r, {
+        code: 1,
+        stdout: '',
+        stderr: `bertgate: ERR_LISTEN: cannot listen on 127.0.0.1:${port}: the address is in use; choose another --port\n`,
+      });
+    } finally {
+      await holder.stop();
+    }
+  });
+});
+
+describe('scripts/dev-env.mjs', () => {
+  it('passes SIGTERM on to the command it runs: a serve under it drains and stops, no orphan', async () => {
+    const wrapper = spawn(
+      process.execPath,
+      [
+        join(PACKAGE_ROOT, 'scripts', 'dev-env.mjs'),
+        process.execPath,
+        CLI,
+        'serve',
+        '--port',
+        '0',
+        '--model',
+        bundle('labels2'),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    wrapper.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+    wrapper.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+    await waitFor(async () => output.includes('listening on'));
+    const children = readFileSync(`/proc/${wrapper.pid}/task/${wrapper.pid}/children`, 'utf8').trim().split(/\s+/);
+    assert.equal(children.length, 1, `the wrapper runs one child: ${children.join(' ')}`);
+    const served = Number(children[0]);
+    const exited = once(wrapper, 'exit');
+    wrapper.kill('SIGTERM');
+    const [code, signal] = (await exited) as [number | null, string | null];
+    assert.deepEqual({ code, signal }, { code: 0, signal: null });
+    assert.match(output, /SIGTERM: finishing in-flight requests\nstopped\n/);
+    assert.throws(() => process.kill(served, 0), { code: 'ESRCH' }, 'the serve process is gone');
   });
 });

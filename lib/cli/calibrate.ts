@@ -12,7 +12,7 @@ import { reliabilitySvg, riskCoverageSvg } from '../calibration/plots.js';
 import { InsufficientDataError } from '../calibration/thresholds.js';
 import { Classifier } from '../classifier.js';
 import { DataError, InvalidArgumentError } from '../errors.js';
-import { DEFAULT_BUNDLE } from './options.js';
+import { RUNTIME_FLAGS, classifierOptions } from './options.js';
 import { progressBar } from './progress.js';
 
 function share(flag: string, value: string | undefined, { allowOne = false } = {}): number | undefined {
@@ -30,14 +30,13 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      model: { type: 'string' },
+      ...RUNTIME_FLAGS,
       data: { type: 'string' },
       'target-accuracy': { type: 'string' },
       delta: { type: 'string' },
       coverage: { type: 'string' },
       'per-label': { type: 'boolean' },
       out: { type: 'string' },
-      threads: { type: 'string' },
     },
     strict: true,
   });
@@ -57,8 +56,8 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   if (coverage !== undefined) request.coverage = coverage;
   if (values['per-label']) request.perLabel = true;
 
-  const bundle = values.model ?? DEFAULT_BUNDLE;
-  const classifier = await Classifier.load(bundle, values.threads ? { threads: Number(values.threads) } : {});
+  const { bundle, options } = classifierOptions(values);
+  const classifier = await Classifier.load(bundle, options);
   let outcome;
   try {
     const data = await readLabelled(values.data, classifier.labels);

@@ -1,6 +1,9 @@
 // bertgate classify: texts from the arguments or stdin, one JSON decision per line out.
+//
+// stdin follows the library's rule for bytes: UTF-8, decoded strictly (invalid bytes are an
+// error, never replaced with U+FFFD). Every error about a text names where it came from: the
+// stdin line (counting blank ones) or the argument, not its place in a chunk.
 
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 
 import { Classifier } from '../classifier.js';
@@ -25,19 +28,58 @@ function textOfLine(line: string, number: number): string {
   return text;
 }
 
-async function* stdinChunks(): AsyncGenerator<string[]> {
-  let chunk: string[] = [];
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** Lines of bytes, split at LF (a CR before it is dropped), decoded strictly, numbered from 1. */
+async function* stdinLines(): AsyncGenerator<{ line: string; number: number }> {
+  let pending: Buffer = Buffer.alloc(0);
   let number = 0;
-  for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+  const decode = (bytes: Buffer): string => {
     number++;
+    const end = bytes.length > 0 && bytes[bytes.length - 1] === 0x0d ? bytes.length - 1 : bytes.length;
+    try {
+      return utf8.decode(bytes.subarray(0, end));
+    } catch {
+      throw new InvalidArgumentError(`stdin line ${number}: expected UTF-8 text, got bytes that are not valid UTF-8`);
+    }
+  };
+  for await (const data of process.stdin as AsyncIterable<Buffer>) {
+    pending = pending.length === 0 ? data : Buffer.concat([pending, data]);
+    let start = 0;
+    for (let lf = pending.indexOf(0x0a); lf !== -1; lf = pending.indexOf(0x0a, start)) {
+      yield { line: decode(pending.subarray(start, lf)), number };
+      start = lf + 1;
+    }
+    pending = pending.subarray(start);
+  }
+  if (pending.length > 0) yield { line: decode(pending), number };
+}
+
+interface Chunk {
+  texts: string[];
+  /** Where each text came from, as an error names it. */
+  origins: string[];
+}
+
+async function* stdinChunks(): AsyncGenerator<Chunk> {
+  let chunk: Chunk = { texts: [], origins: [] };
+  for await (const { line, number } of stdinLines()) {
     if (line.trim() === '') continue;
-    chunk.push(textOfLine(line, number));
-    if (chunk.length === CHUNK) {
+    chunk.texts.push(textOfLine(line, number));
+    chunk.origins.push(`stdin line ${number}`);
+    if (chunk.texts.length === CHUNK) {
       yield chunk;
-      chunk = [];
+      chunk = { texts: [], origins: [] };
     }
   }
-  if (chunk.length > 0) yield chunk;
+  if (chunk.texts.length > 0) yield chunk;
+}
+
+/** The library names a text by its index in the call (`texts[i]`); the user knows its origin. */
+function renamed(error: unknown, origins: readonly string[]): unknown {
+  if (!(error instanceof InvalidArgumentError)) return error;
+  const message = error.message.replace(/\btexts\[(\d+)\]/g, (all, i: string) => origins[Number(i)] ?? all);
+  return message === error.message ? error : new InvalidArgumentError(message, { cause: error });
 }
 
 export async function classifyCommand(argv: string[]): Promise<number> {
@@ -45,9 +87,14 @@ export async function classifyCommand(argv: string[]): Promise<number> {
   const { bundle, options } = classifierOptions(values);
   const classifier = await Classifier.load(bundle, options);
   try {
-    const chunks = positionals.length > 0 ? [positionals] : stdinChunks();
-    for await (const texts of chunks) {
-      const decisions = await classifier.classify(texts);
+    const chunks: AsyncIterable<Chunk> | Chunk[] =
+      positionals.length > 0
+        ? [{ texts: positionals, origins: positionals.map((_, i) => `argument ${i + 1}`) }]
+        : stdinChunks();
+    for await (const { texts, origins } of chunks) {
+      const decisions = await classifier.classify(texts).catch((error: unknown) => {
+        throw renamed(error, origins);
+      });
       process.stdout.write(decisions.map((d) => JSON.stringify(d)).join('\n') + '\n');
     }
   } finally {

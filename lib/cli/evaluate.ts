@@ -8,26 +8,23 @@ import { evaluate } from '../calibration/evaluate.js';
 import { logitsOf } from '../calibration/logits.js';
 import { Classifier } from '../classifier.js';
 import { InvalidArgumentError } from '../errors.js';
-import { DEFAULT_BUNDLE } from './options.js';
+import { MODEL_FLAGS, classifierOptions } from './options.js';
 import { progressBar } from './progress.js';
 
 export async function evaluateCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      model: { type: 'string' },
+      ...MODEL_FLAGS,
       data: { type: 'string' },
       ood: { type: 'string' },
       json: { type: 'boolean' },
-      threads: { type: 'string' },
     },
     strict: true,
   });
   if (!values.data) throw new InvalidArgumentError('Expected --data FILE.jsonl (labelled {"text", "label"} lines)');
-  const classifier = await Classifier.load(
-    values.model ?? DEFAULT_BUNDLE,
-    values.threads ? { threads: Number(values.threads) } : {},
-  );
+  const { bundle, options } = classifierOptions(values);
+  const classifier = await Classifier.load(bundle, options);
   try {
     const data = await readLabelled(values.data, classifier.labels);
     const labelIndex = new Map(classifier.labels.map((l, i) => [l, i]));

@@ -21,15 +21,20 @@ Commands:
       Options: --device cpu|cuda|cuda:N  --dtype float32|float16|bfloat16  --temperature T
                --other-label NAME  --top-k K  --threads N  --batch-size N
   serve [--model DIR] [--port P] [--host H] [--body-limit BYTES] [--max-texts N] [--request-timeout-ms MS]
-      HTTP JSON API: POST /classify {"text"} or {"texts"}; GET /healthz, /readyz, /metrics.
+        [--drain-timeout-ms MS]
+      HTTP JSON API: POST /classify {"text"} or {"texts"}; GET /healthz, /readyz, /metrics, /stats.
       Batching: --batch-size N --max-batch-tokens N --max-delay-ms MS --max-queue N
-                --batches-in-flight N --fifo (no length-aware grouping). Stops gracefully on SIGTERM.
+                --batches-in-flight N --fifo (no length-aware grouping). Stops gracefully on
+                SIGTERM or SIGINT (a second one is ignored); a third signal, or the drain
+                deadline (default 30 s), exits at once with status 1.
   calibrate --model DIR --data FILE.jsonl [--target-accuracy 0.95 --delta 0.05 | --coverage 0.8] [--per-label] [--out DIR]
       Fit the temperature and choose the threshold(s) from labelled {"text", "label"} lines
       (.jsonl or .jsonl.gz); writes calibration.json, reliability.svg and risk-coverage.svg.
+      Takes classify's --device, --dtype, --threads and batching flags.
   evaluate --model DIR --data FILE.jsonl [--ood FILE.jsonl] [--json]
       Accuracy, macro-F1, NLL, ECE, AURC, coverage and selective accuracy at the model's
       thresholds; with --ood, AUROC/FPR95 of each score and the share sent to "Other".
+      Takes every flag classify takes (--threshold, --temperature... evaluate those settings).
   export HF_MODEL_DIR BUNDLE_DIR [--max-length N] [--tolerance T]
       Make a bundle from a Hugging Face BertForSequenceClassification directory (save_pretrained
       output with a fast tokenizer), with the Python whose torch bertgate found (it needs

@@ -9,14 +9,14 @@ import { InvalidArgumentError } from '../errors.js';
 /** The model `npm run demo` and `bertgate classify` use when no --model is given. */
 export const DEFAULT_BUNDLE = DEFAULT_MODEL;
 
-export const MODEL_FLAGS = {
+/**
+ * Where and how the model runs: every command that loads one takes these (calibrate too,
+ * which fits its own temperature and thresholds, so it takes no decision flags).
+ */
+export const RUNTIME_FLAGS = {
   model: { type: 'string' },
-  threshold: { type: 'string' },
   device: { type: 'string' },
   dtype: { type: 'string' },
-  temperature: { type: 'string' },
-  'other-label': { type: 'string' },
-  'top-k': { type: 'string' },
   threads: { type: 'string' },
   'batch-size': { type: 'string' },
   'max-batch-tokens': { type: 'string' },
@@ -24,6 +24,15 @@ export const MODEL_FLAGS = {
   'max-queue': { type: 'string' },
   'batches-in-flight': { type: 'string' },
   fifo: { type: 'boolean' },
+} as const;
+
+/** RUNTIME_FLAGS and how decisions are made: classify, serve, evaluate. */
+export const MODEL_FLAGS = {
+  ...RUNTIME_FLAGS,
+  threshold: { type: 'string' },
+  temperature: { type: 'string' },
+  'other-label': { type: 'string' },
+  'top-k': { type: 'string' },
 } as const;
 
 function number(flag: string, value: string | undefined): number | undefined {

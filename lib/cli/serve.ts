@@ -1,10 +1,13 @@
 // bertgate serve: the HTTP API (lib/server.ts) until SIGTERM or SIGINT, then a graceful stop:
-// no new connections, in-flight requests answered, the model's queue drained.
+// no new connections, in-flight requests answered, the model's queue drained. The drain
+// survives a second signal (an impatient Ctrl-C, an orchestrator repeating itself); a third
+// signal, or the drain deadline (--drain-timeout-ms), ends the process at once with exit 1.
 
 import { parseArgs } from 'node:util';
 
 import { Classifier } from '../classifier.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError, ListenError } from '../errors.js';
+import { DEFAULTS } from '../options.js';
 import { createServer } from '../server.js';
 import { MODEL_FLAGS, classifierOptions } from './options.js';
 
@@ -28,32 +31,78 @@ export async function serveCommand(argv: string[]): Promise<number> {
       'body-limit': { type: 'string' },
       'max-texts': { type: 'string' },
       'request-timeout-ms': { type: 'string' },
+      'drain-timeout-ms': { type: 'string' },
     },
     strict: true,
   });
   // Every flag is checked before the model loads: a typo fails in milliseconds, not after it.
-  const port = integer('port', values.port, 8080, 0, 65535);
+  const d = DEFAULTS.server;
+  const port = integer('port', values.port, d.port, 0, 65535);
+  const host = values.host ?? d.host;
   const server = {
-    bodyLimit: integer('body-limit', values['body-limit'], 1024 * 1024, 1, 2 ** 31 - 1),
-    maxTexts: integer('max-texts', values['max-texts'], 1024, 1, 1_000_000),
-    requestTimeoutMs: integer('request-timeout-ms', values['request-timeout-ms'], 30_000, 1, 3_600_000),
+    bodyLimit: integer('body-limit', values['body-limit'], d.bodyLimit, 1, 2 ** 31 - 1),
+    maxTexts: integer('max-texts', values['max-texts'], d.maxTexts, 1, 1_000_000),
+    requestTimeoutMs: integer('request-timeout-ms', values['request-timeout-ms'], d.requestTimeoutMs, 1, 3_600_000),
   };
+  const drainTimeoutMs = integer('drain-timeout-ms', values['drain-timeout-ms'], d.drainTimeoutMs, 1, 3_600_000);
   const { bundle, options } = classifierOptions(values);
   const classifier = await Classifier.load(bundle, options);
   const app = createServer(classifier, server);
-  const address = await app.listen({ port, host: values.host ?? '127.0.0.1' });
+  let address: string;
+  try {
+    address = await app.listen({ port, host });
+  } catch (error) {
+    await app.close().catch(() => {});
+    await classifier.close();
+    throw listenError(error as NodeJS.ErrnoException, host, port);
+  }
   process.stdout.write(`listening on ${address}\n`);
 
+  let signals = 0;
   await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      process.stdout.write(`${signal}: finishing in-flight requests\n`);
-      resolve();
+    const onSignal = (signal: NodeJS.Signals): void => {
+      signals++;
+      if (signals === 1) {
+        process.stdout.write(`${signal}: finishing in-flight requests\n`);
+        // The deadline must not hold the process open once the drain is done.
+        setTimeout(
+          () => forceExit(`the drain took longer than ${drainTimeoutMs} ms (--drain-timeout-ms)`),
+          drainTimeoutMs,
+        ).unref();
+        resolve();
+      } else if (signals === 2) {
+        process.stdout.write(`${signal}: still finishing in-flight requests; a third signal exits at once\n`);
+      } else {
+        forceExit(`${signal} a third time`);
+      }
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
   });
   await app.close();
   await classifier.close();
   process.stdout.write('stopped\n');
   return 0;
+}
+
+/** Ends the process now: the requests still in flight get no answer. */
+function forceExit(why: string): never {
+  process.stderr.write(`bertgate: exiting before the drain finished: ${why}\n`);
+  process.exit(1);
+}
+
+function listenError(error: NodeJS.ErrnoException, host: string, port: number): Error {
+  const where = `${host}:${port}`;
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return new ListenError(`cannot listen on ${where}: the address is in use; choose another --port`);
+    case 'EACCES':
+      return new ListenError(`cannot listen on ${where}: permission denied (ports below 1024 need privileges)`);
+    case 'EADDRNOTAVAIL':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new ListenError(`cannot listen on ${where}: no such address on this machine (--host)`);
+    default:
+      return new ListenError(`cannot listen on ${where}: ${error.code ?? ''} ${error.message}`.trim());
+  }
 }
