@@ -22,8 +22,8 @@ function loadTokenizers(): Promise<TokenizersModule> {
   // By default the binding fans each encodeBatch out over a rayon pool of every core, on top
   // of the libuv thread that called it, which competes with inference and the event loop.
   // Serial encoding on the calling pool thread instead makes parallelism explicit: large
-  // lists are split below, at most one part per core (measured: 1.55x Python's one-thread
-  // encode_batch on 2 cores, where the rayon path gave 0.92x). The user's setting wins.
+  // lists are split below, at most one part per core (docs/benchmarks.md, "Tokenizer", has
+  // the figures against Python). The user's setting wins.
   process.env['TOKENIZERS_PARALLELISM'] ??= 'false';
   tokenizers ??= import('tokenizers');
   return tokenizers;

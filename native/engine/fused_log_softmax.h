@@ -1,6 +1,6 @@
 #pragma once
 // Fused, temperature-scaled log-softmax over rows of logits, with the per-row summaries the
-// decision layer needs. The CUDA kernel (with the CUDA issue) implements the same contract.
+// decision layer needs. The CUDA kernel (fused_log_softmax_cuda.cu) implements the same contract.
 //
 // For each row z and temperature T > 0, with x = z / T:
 //   logp_i  = x_i - max(x) - log sum_j exp(x_j - max(x))     (the true max, never |z|)
