@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 
 import { PACKAGE_ROOT } from '../lib/binding.js';
 import { findLibtorch, formatSteps, type LibtorchLocation } from '../lib/libtorch.js';
-import { CLI } from './helpers.js';
+import { type CliRun, bertgate } from './helpers.js';
 
 const exec = promisify(execFile);
 const VENV_PYTHON = join(PACKAGE_ROOT, '.venv', 'bin', 'python');
@@ -34,14 +34,8 @@ async function fakeLibtorch(dir: string, realLib: string, version: string): Prom
   await symlink(realLib, join(dir, 'lib'));
 }
 
-async function doctor(env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, 'doctor'], { env });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+function doctor(env: NodeJS.ProcessEnv): Promise<CliRun> {
+  return bertgate(['doctor'], { exactEnv: env });
 }
 
 describe('libtorch lookup', () => {
