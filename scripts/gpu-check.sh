@@ -27,7 +27,8 @@ step() {
   shift
   N=$((N + 1))
   local log
-  log="$OUT_DIR/$(printf '%02d' "$N")-${name// /-}.log"
+  # Plain names only: the device tool brings back no file whose name has odd characters.
+  log="$OUT_DIR/$(printf '%02d' "$N")-$(printf '%s' "$name" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//').log"
   printf '\n== %s (%d s)\n' "$name" $((SECONDS - START))
   "$@" > "$log" 2>&1
   local status=$?
@@ -108,7 +109,7 @@ fi
 # The benchmark runs whatever the tests said: its table is the run's most valuable output.
 if step "bench model (BERT-base geometry)" bench_model; then
   step "GPU benchmark, 128 tokens" node dist/bench/gpu.js --bundle bench/models/bert-base --dtype float16
-  cp "$OUT_DIR/$(printf '%02d' "$N")-GPU-benchmark,-128-tokens.log" "$OUT_DIR/gpu-bench.md" 2> /dev/null
+  cp "$OUT_DIR/$(printf '%02d' "$N")-GPU-benchmark-128-tokens.log" "$OUT_DIR/gpu-bench.md"
 else
   skip "GPU benchmark" "no bench model"
 fi
