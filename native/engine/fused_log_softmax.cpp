@@ -21,11 +21,14 @@ constexpr int kMaxTopK = 64;
 // a degree-5 polynomial, ~1 ulp), so the reduction loop auto-vectorises. libm's expf is an
 // opaque call that GCC vectorises only under -ffast-math, which would also let it assume
 // that NaN cannot occur, and NaN detection is part of this kernel's contract.
+// exp(-87) ~ 1.6e-38, the bottom of normal fp32: below it a term is nothing beside the max's 1.
+constexpr float kMinExponent = -87.0f;
+
 inline float ExpNonPositive(float d) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693359375f;
   constexpr float kLn2Lo = -2.12194440e-4f;
-  d = std::max(d, -87.0f);  // exp(-87) ~ 1.6e-38, the bottom of normal fp32
+  d = std::max(d, kMinExponent);
   const float n = std::nearbyint(d * kLog2e);
   const float r = d - n * kLn2Hi - n * kLn2Lo;
   float p = 1.9875691500e-4f;
@@ -114,7 +117,9 @@ void Row(const T* z, int64_t cols, const SoftmaxOptions& options, int64_t row, c
     float block_t = 0;
 #pragma omp simd reduction(+ : block_s, block_t)
     for (int64_t i = 0; i < n; ++i) {
-      const float d = x[i] - m;
+      // x - m overflows to -inf for logits of opposite sign near the fp32 limit (3e38 and
+      // -3e38); clamped like the exponent, its share of t stays ~0 instead of 0 * -inf.
+      const float d = std::max(x[i] - m, kMinExponent);
       const float e = ExpNonPositive(d);
       block_s += e;
       block_t += e * d;

@@ -21,14 +21,19 @@ struct State {
   float m, s, t;  // s == 0 means empty
 };
 
+// Differences to the max are clamped where exp() reaches the bottom of normal fp32, as on the
+// CPU: for logits of opposite sign near the fp32 limit (3e38, -3e38) x - m overflows to -inf,
+// and exp(-inf) * -inf would make the entropy NaN in a valid row.
+__device__ __forceinline__ float Below(float d) { return fmaxf(d, -87.0f); }
+
 __device__ __forceinline__ State Push(State a, float x) {
   if (a.s == 0.0f) return {x, 1.0f, 0.0f};
   if (x <= a.m) {
-    const float d = x - a.m;
+    const float d = Below(x - a.m);
     const float e = __expf(d);
     return {a.m, a.s + e, a.t + e * d};
   }
-  const float shift = a.m - x;  // < 0
+  const float shift = Below(a.m - x);  // < 0
   const float scale = __expf(shift);
   return {x, a.s * scale + 1.0f, scale * (a.t + shift * a.s)};
 }
@@ -37,7 +42,7 @@ __device__ __forceinline__ State Merge(State a, State b) {
   if (a.s == 0.0f) return b;
   if (b.s == 0.0f) return a;
   const float m = fmaxf(a.m, b.m);
-  const float da = a.m - m, db = b.m - m;
+  const float da = Below(a.m - m), db = Below(b.m - m);
   const float ea = __expf(da), eb = __expf(db);
   return {m, a.s * ea + b.s * eb, ea * (a.t + da * a.s) + eb * (b.t + db * b.s)};
 }

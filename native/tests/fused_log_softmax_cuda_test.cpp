@@ -11,7 +11,9 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <vector>
 
+#include "../engine/fused_log_softmax.h"
 #include "random_logits.h"
 
 namespace bertgate {
@@ -105,6 +107,30 @@ TEST_F(FusedLogSoftmaxCudaTest, MarksNonFiniteRowsInvalid) {
   EXPECT_TRUE((r.top_index[1] == -1).all().item<bool>());
   EXPECT_TRUE(std::isnan(r.entropy[2].item<float>()));
   EXPECT_TRUE(r.log_probs[1].isnan().all().item<bool>());
+}
+
+// Where fp32 itself runs out (differences to the max overflow), the device gives the CPU's
+// answers: a valid row, entropy 0, not NaN.
+TEST_F(FusedLogSoftmaxCudaTest, AgreesWithTheCpuKernelNearTheFp32Limit) {
+  const at::Tensor z =
+      at::tensor({3e38f, -3e38f, 0.0f, -1.7e38f, 1.7e38f, 5.0f, -3e38f, -3e38f, 3e38f}).reshape({3, 3});
+  const DeviceResult d = RunOnDevice(z, 1.0f, 2);
+  std::vector<int32_t> top_index(6);
+  std::vector<float> top_log_prob(6), margin(3), entropy(3), energy(3), log_probs(9);
+  std::vector<uint8_t> valid(3);
+  FusedLogSoftmaxCpu(z.const_data_ptr(), LogitsType::kFloat32, 3, 3, SoftmaxOptions{1.0f, 2},
+                     SoftmaxOutputs{top_index.data(), top_log_prob.data(), margin.data(), entropy.data(), energy.data(),
+                                    valid.data(), log_probs.data()});
+  for (int64_t i = 0; i < 3; ++i) {
+    SCOPED_TRACE("row " + std::to_string(i));
+    EXPECT_EQ(d.valid[i].item<int>(), 1);
+    EXPECT_EQ(valid[i], 1);
+    EXPECT_FALSE(std::isnan(d.entropy[i].item<float>()));
+    EXPECT_NEAR(d.entropy[i].item<float>(), entropy[i], 1e-6);
+    EXPECT_NEAR(d.margin[i].item<float>(), margin[i], 1e-6);
+    EXPECT_FLOAT_EQ(d.energy[i].item<float>(), energy[i]);
+    EXPECT_EQ(d.top_index[i][0].item<int>(), top_index[i * 2]);
+  }
 }
 
 }  // namespace

@@ -154,6 +154,23 @@ TEST(FusedLogSoftmax, ScalingThatOverflowsMarksTheRowInvalid) {
   EXPECT_EQ(RunKernel(z, 0.01f, 1).valid[0], 0);
 }
 
+TEST(FusedLogSoftmax, LogitsOfOppositeSignNearTheFp32LimitGiveTheTrueEntropy) {
+  // 3e38 - (-3e38) overflows fp32; the row is still valid and all its mass is on one label,
+  // so its entropy is 0, not NaN (0 * -inf) or +inf.
+  const at::Tensor z = at::tensor({3e38f, -3e38f, -1.7e38f, 1.7e38f, 3e38f, -3e38f}).reshape({2, 3});
+  const Result r = RunKernel(z, 1.0f, 2);
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE("row " + std::to_string(i));
+    EXPECT_EQ(r.valid[i], 1);
+    EXPECT_NEAR(r.entropy[i], 0.0, 1e-6);
+    EXPECT_NEAR(r.top_log_prob[i * 2], 0.0, 1e-6);
+    EXPECT_NEAR(r.margin[i], 1.0, 1e-6);
+    EXPECT_FLOAT_EQ(r.energy[i], -3e38f);
+  }
+  EXPECT_EQ(r.top_index[0], 0);
+  EXPECT_EQ(r.top_index[2], 1);
+}
+
 TEST(FusedLogSoftmax, TiesKeepTheLowerIndexFirst) {
   const at::Tensor z = at::tensor({1.0f, 3.0f, 3.0f, 0.0f, 3.0f}).reshape({1, 5});
   const Result r = RunKernel(z, 1.0f, 3);
