@@ -87,6 +87,7 @@ const tokenizer = await TextTokenizer.load(join(bundleDir, 'tokenizer.json'), {
   maxLength,
   strategy: 'longest_first',
   side: 'right',
+  padToMultipleOf: 1,
 });
 const { handle } = await loadHandle(join(bundleDir, 'model.pt'), { threads });
 const naive = async (text: string): Promise<unknown> => {

@@ -24,17 +24,21 @@ export async function loadHandle(
     threads: 1,
     freeze: true,
     cudaMemoryFraction: 0,
+    warmupRows: 0,
+    warmupSeqLen: 0,
     ...options,
   });
   return { handle, vocab: info.vocabRows };
 }
 
-/** Full rows (no padding) of the given ids. */
+/** Full rows (no padding) of the given ids: [ids, mask of ones, type ids of zeros]. */
 export function fullRows(ids: Int32Array, rows: number, seqLen: number): NativeInferRequest {
+  const size = rows * seqLen;
+  const tokens = new Int32Array(3 * size);
+  tokens.set(ids.subarray(0, size));
+  tokens.fill(1, size, 2 * size);
   return {
-    ids: ids.subarray(0, rows * seqLen),
-    mask: new Uint8Array(rows * seqLen).fill(1),
-    typeIds: new Uint8Array(rows * seqLen),
+    tokens,
     rows,
     seqLen,
     temperature: 1,

@@ -130,6 +130,7 @@ const id2label = (JSON.parse(await readFile(join(onnx, 'config.json'), 'utf8')) 
     maxLength,
     strategy: 'longest_first',
     side: 'right',
+    padToMultipleOf: 1,
   });
   results.push(
     await measure('onnxruntime-node', async (batch) => {

@@ -34,6 +34,7 @@ const tokenizer = await TextTokenizer.load(bundle.tokenizerPath, {
   maxLength: bundle.maxLength,
   strategy: 'longest_first',
   side: 'right',
+  padToMultipleOf: 1,
 });
 
 function median(xs: number[]): number {

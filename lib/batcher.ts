@@ -38,6 +38,12 @@ export interface BatcherOptions {
   lengthAware: boolean;
   /** With lengthAware: the most padding a batch may carry, as a share of its padded tokens. */
   maxPaddingRatio: number;
+  /**
+   * The length a batch whose longest row is `longest` is padded to (the tokenizer's buckets);
+   * the token budget and the padded-token counts use it. Default: `longest`. The padding
+   * rule above judges the grouping, so it compares real lengths.
+   */
+  paddedLength?: (longest: number) => number;
 }
 
 export interface BatchItem<T> {
@@ -146,6 +152,7 @@ interface Entry<T, R> {
 export class Batcher<T, R> {
   readonly options: Readonly<BatcherOptions>;
   readonly #run: RunBatch<T, R>;
+  readonly #paddedLength: (longest: number) => number;
   #queue: Entry<T, R>[] = [];
   #preparing = 0;
   #inFlight = 0;
@@ -175,6 +182,7 @@ export class Batcher<T, R> {
   constructor(run: RunBatch<T, R>, options: BatcherOptions) {
     this.#run = run;
     this.options = options;
+    this.#paddedLength = options.paddedLength ?? ((longest) => longest);
   }
 
   get queueDepth(): number {
@@ -364,7 +372,7 @@ export class Batcher<T, R> {
     for (const candidate of window) {
       if (entries.length === maxBatchSize) break;
       const next = Math.max(longest, candidate.tokens);
-      if (next * (entries.length + 1) > maxBatchTokens) {
+      if (this.#paddedLength(next) * (entries.length + 1) > maxBatchTokens) {
         full = true; // the token budget binds: this batch is as good as it gets
         if (lengthAware) continue;
         break; // FIFO keeps arrival order
@@ -384,7 +392,7 @@ export class Batcher<T, R> {
     const event: BatchEvent = {
       size: entries.length,
       realTokens: entries.reduce((s, e) => s + e.tokens, 0),
-      paddedTokens: entries.reduce((m, e) => Math.max(m, e.tokens), 0) * entries.length,
+      paddedTokens: this.#paddedLength(entries.reduce((m, e) => Math.max(m, e.tokens), 0)) * entries.length,
     };
     this.#counts.batches++;
     this.#counts.realTokens += event.realTokens;

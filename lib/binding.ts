@@ -51,6 +51,9 @@ export interface NativeLoadOptions {
   freeze: boolean;
   /** CUDA: the share of device memory the caching allocator may hold; 0 for no limit. */
   cudaMemoryFraction: number;
+  /** A forward pass at [warmupRows, warmupSeqLen] after the load probe; 0 rows for none. */
+  warmupRows: number;
+  warmupSeqLen: number;
 }
 
 export interface NativeModelInfo {
@@ -68,10 +71,11 @@ export interface NativeModelInfo {
 }
 
 export interface NativeInferRequest {
-  /** [rows * seqLen] token ids, row-major; copied by the addon before the call returns. */
-  ids: Int32Array;
-  mask: Uint8Array;
-  typeIds: Uint8Array;
+  /**
+   * [3, rows, seqLen], row-major: token ids, attention mask (0/1), token type ids; copied by
+   * the addon before the call returns.
+   */
+  tokens: Int32Array;
   rows: number;
   seqLen: number;
   temperature: number;

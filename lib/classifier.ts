@@ -21,6 +21,7 @@ import {
   type CallOptions,
   type ClassifierOptions,
   type Settings,
+  warmupShape,
 } from './options.js';
 import { TextTokenizer, type Encoded, type TruncationSide, type TruncationStrategy } from './tokenizer.js';
 import { invalid } from './validate.js';
@@ -101,6 +102,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       inFlight: batching.batchesInFlight,
       lengthAware: batching.lengthAware,
       maxPaddingRatio: batching.maxPaddingRatio,
+      paddedLength: (longest) => tokenizer.paddedLength(longest),
     });
   }
 
@@ -146,11 +148,14 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
         `device '${deviceName}' was requested but libtorch's CUDA libraries are not loaded: ${runtime.cuda.reason}`,
       );
     }
+    const { batching } = resolved;
     const tokenizer = await TextTokenizer.load(bundle.tokenizerPath, {
       maxLength: bundle.maxLength,
       strategy: settings.truncation,
       side: settings.truncationSide,
+      padToMultipleOf: batching.padToMultipleOf,
     });
+    const warmup = warmupShape(settings.device, batching, bundle.maxLength, (n) => tokenizer.paddedLength(n));
     const handle = new runtime.addon.EngineHandle();
     let model: NativeModelInfo;
     try {
@@ -162,6 +167,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
         threads: settings.threads,
         freeze: settings.freeze,
         cudaMemoryFraction: settings.cudaMemoryFraction,
+        ...warmup,
       });
       checkAgainstModel(bundle, model, tokenizer.vocabSize);
     } catch (error) {
@@ -187,7 +193,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       maxTextLength: settings.maxTextLength,
       truncation: settings.truncation,
       truncationSide: settings.truncationSide,
-      batching: resolved.batching,
+      batching,
       frozen: model.frozen,
       randomWeights: bundle.manifest?.random_weights === true,
       guarantee: bundle.calibration?.guarantee,
@@ -326,7 +332,9 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   async #forward(jobs: Job[]): Promise<Row[]> {
     const batch = this.#tokenizer.pad(jobs.map((j) => j.encoded));
     const result = await this.#handle.infer({
-      ...batch,
+      tokens: batch.tokens,
+      rows: batch.rows,
+      seqLen: batch.seqLen,
       temperature: this.#info.temperature,
       topK: this.#info.topK,
       wantLogits: jobs.some((j) => j.want === 'logits'),

@@ -35,10 +35,18 @@ export interface CallOptions {
 
 /** How the classifier forms batches; see lib/batcher.ts for the semantics. */
 export interface BatchingOptions {
-  /** Texts per batch; default 32. */
+  /** Texts per batch; default 32 on a CPU, 256 on CUDA. */
   maxBatchSize?: number;
-  /** Padded tokens per batch (longest row x rows); default maxBatchSize x the model's maximum length. */
+  /**
+   * Padded tokens per batch (padded length x rows); default maxBatchSize x the model's maximum
+   * length on a CPU, and on CUDA 32,768 (256 x 128, 64 x 512), at least the maximum length.
+   */
   maxBatchTokens?: number;
+  /**
+   * Pad each batch to a multiple of this many tokens (never past the model's maximum), so
+   * shapes repeat; default 1 on a CPU (padding costs as much as text there), 32 on CUDA.
+   */
+  padToMultipleOf?: number;
   /** How long a partial batch may wait while the device is busy; default 2 ms. Never when idle. */
   maxDelayMs?: number;
   /** Texts allowed to wait; beyond, calls are refused at once with OverloadedError. Default 10,000. */
@@ -54,7 +62,7 @@ export interface BatchingOptions {
 export interface ClassifierOptions<L extends string = string, O extends string = 'Other'> extends BatchingOptions {
   /** 'cpu' (default), 'cuda' (= 'cuda:0') or 'cuda:N'. */
   device?: Device;
-  /** Weights precision: 'float32' (default); 'float16' and 'bfloat16' on CUDA only. */
+  /** Weights precision: 'float32' (the default on a CPU); 'float16' (the default on CUDA) and 'bfloat16' on CUDA only. */
   dtype?: DType;
   /** Accept the best label when its probability is at least this; default: calibration.json's, else 0. */
   threshold?: number;
@@ -109,6 +117,7 @@ const OPTION_NAMES = [
   'truncationSide',
   'maxBatchSize',
   'maxBatchTokens',
+  'padToMultipleOf',
   'maxDelayMs',
   'maxQueue',
   'batchesInFlight',
@@ -137,11 +146,28 @@ export const DEFAULTS = {
     maxBatchSize: 32,
     /** Per text of maxBatchSize: the model's maximum length (so any batch of full texts fits). */
     maxBatchTokens: undefined,
+    padToMultipleOf: 1,
     maxDelayMs: 2,
     maxQueue: 10_000,
     batchesInFlight: 2,
     lengthAware: true,
     maxPaddingRatio: 0.25,
+  },
+  /**
+   * On a CUDA device, where the CPU's defaults would leave most of the GPU idle: fp32 weights
+   * run plain FP32 matmuls (TF32 stays off, so float32 means float32), a fraction of the
+   * tensor cores' half-precision rate; one forward pass has a large fixed cost (kernel
+   * launches), which batches of 256 amortise; and fused kernels are compiled per shape, which
+   * buckets of 32 tokens make repeat. docs/design-decisions.md ("Defaults on CUDA") says why
+   * these numbers, and docs/benchmarks.md what they are expected to give.
+   */
+  cuda: {
+    dtype: 'float16',
+    maxBatchSize: 256,
+    maxBatchTokens: 32_768,
+    padToMultipleOf: 32,
+    /** The warm-up forward pass at load: rows of this many tokens (or the maximum length). */
+    warmupTokens: 128,
   },
   /** `bertgate serve`. */
   server: {
@@ -193,7 +219,9 @@ export function parseOptions(options: unknown): Settings {
   const { device, deviceIndex } = o.device === undefined ? parseDevice(DEFAULTS.device) : parseDevice(o.device);
   const dtype =
     o.dtype === undefined
-      ? DEFAULTS.dtype
+      ? device === 'cuda'
+        ? DEFAULTS.cuda.dtype
+        : DEFAULTS.dtype
       : oneOf(option('dtype'), o.dtype, ['float32', 'float16', 'bfloat16'] as const);
   if (dtype !== 'float32' && device === 'cpu') {
     throw new InvalidArgumentError(`The "dtype" option "${dtype}" needs a CUDA device; on "cpu" use "float32"`);
@@ -263,6 +291,9 @@ function parseBatching(o: Record<string, unknown>): BatchingOptions {
   if (o['maxBatchTokens'] !== undefined) {
     out.maxBatchTokens = integerIn(option('maxBatchTokens'), o['maxBatchTokens'], 1, 2 ** 31 - 1);
   }
+  if (o['padToMultipleOf'] !== undefined) {
+    out.padToMultipleOf = integerIn(option('padToMultipleOf'), o['padToMultipleOf'], 1, 4096);
+  }
   if (o['maxDelayMs'] !== undefined) {
     if (typeof o['maxDelayMs'] !== 'number' || !(o['maxDelayMs'] >= 0 && o['maxDelayMs'] <= 60_000)) {
       throw invalid(option('maxDelayMs'), 'a number in [0, 60000]', o['maxDelayMs']);
@@ -319,10 +350,16 @@ export function resolveAgainstBundle(
   }
   const calibration = bundle.calibration ?? {};
   const d = DEFAULTS.batching;
-  const maxBatchSize = settings.batching.maxBatchSize ?? d.maxBatchSize;
+  const cuda = settings.device === 'cuda';
+  const maxBatchSize = settings.batching.maxBatchSize ?? (cuda ? DEFAULTS.cuda.maxBatchSize : d.maxBatchSize);
   const batching: Required<BatchingOptions> = {
     maxBatchSize,
-    maxBatchTokens: settings.batching.maxBatchTokens ?? maxBatchSize * bundle.maxLength,
+    maxBatchTokens:
+      settings.batching.maxBatchTokens ??
+      (cuda
+        ? Math.max(bundle.maxLength, Math.min(DEFAULTS.cuda.maxBatchTokens, maxBatchSize * bundle.maxLength))
+        : maxBatchSize * bundle.maxLength),
+    padToMultipleOf: settings.batching.padToMultipleOf ?? (cuda ? DEFAULTS.cuda.padToMultipleOf : d.padToMultipleOf),
     maxDelayMs: settings.batching.maxDelayMs ?? d.maxDelayMs,
     maxQueue: settings.batching.maxQueue ?? d.maxQueue,
     batchesInFlight: settings.batching.batchesInFlight ?? d.batchesInFlight,
@@ -342,6 +379,24 @@ export function resolveAgainstBundle(
     topK: settings.topK ?? Math.min(DEFAULTS.topK, bundle.labels.length),
     batching,
   };
+}
+
+/**
+ * The forward pass the engine runs at load after its probe. On CUDA the executor profiles and
+ * the fuser compiles there, at a full batch of typical texts (warmupTokens, bucketed), so the
+ * first requests find the optimised graph ready; a CPU (no fuser in the pip builds) would gain
+ * nothing from it but load time, so it gets none.
+ */
+export function warmupShape(
+  device: Settings['device'],
+  batching: Required<BatchingOptions>,
+  maxLength: number,
+  paddedLength: (longest: number) => number,
+): { warmupRows: number; warmupSeqLen: number } {
+  if (device !== 'cuda') return { warmupRows: 0, warmupSeqLen: 0 };
+  const warmupSeqLen = paddedLength(Math.min(DEFAULTS.cuda.warmupTokens, maxLength));
+  const rows = Math.min(batching.maxBatchSize, Math.floor(batching.maxBatchTokens / warmupSeqLen));
+  return { warmupRows: Math.max(1, rows), warmupSeqLen };
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;

@@ -37,6 +37,8 @@ export interface TokenizerOptions {
   maxLength: number;
   strategy: TruncationStrategy;
   side: TruncationSide;
+  /** Batches are padded to a multiple of this (at most maxLength); 1: to their longest row. */
+  padToMultipleOf: number;
 }
 
 /** One input: a text, or a text pair (type ids 0 and 1, as for sentence-pair tasks). */
@@ -49,11 +51,14 @@ export interface Encoded {
   truncated: boolean;
 }
 
-/** Token arrays for one forward pass, right-padded to the longest row. */
+/** Token arrays for one forward pass, right-padded to the batch's padded length. */
 export interface PaddedBatch {
+  /** [3, rows, seqLen]: ids, then the attention mask, then the type ids; what the engine takes. */
+  tokens: Int32Array;
+  /** Views of `tokens`, [rows * seqLen] each. */
   ids: Int32Array;
-  mask: Uint8Array;
-  typeIds: Uint8Array;
+  mask: Int32Array;
+  typeIds: Int32Array;
   rows: number;
   seqLen: number;
 }
@@ -176,17 +181,29 @@ export class TextTokenizer {
     );
   }
 
+  /**
+   * The length a batch whose longest row has `longest` tokens is padded to: rounded up to
+   * padToMultipleOf, never past maxLength. Buckets make shapes repeat, so a GPU's fused
+   * kernels and graph specialisations are reused (the batcher budgets with it too).
+   */
+  paddedLength(longest: number): number {
+    const m = this.options.padToMultipleOf;
+    return Math.min(Math.max(this.options.maxLength, longest), Math.ceil(Math.max(longest, 1) / m) * m);
+  }
+
   pad(rows: readonly Encoded[]): PaddedBatch {
-    const seqLen = rows.reduce((longest, r) => Math.max(longest, r.ids.length), 1);
-    const ids = new Int32Array(rows.length * seqLen).fill(this.padId);
-    const mask = new Uint8Array(rows.length * seqLen);
-    const typeIds = new Uint8Array(rows.length * seqLen);
+    const seqLen = this.paddedLength(rows.reduce((longest, r) => Math.max(longest, r.ids.length), 1));
+    const size = rows.length * seqLen;
+    const tokens = new Int32Array(3 * size);
+    const ids = tokens.subarray(0, size).fill(this.padId);
+    const mask = tokens.subarray(size, 2 * size);
+    const typeIds = tokens.subarray(2 * size);
     rows.forEach((row, r) => {
       const offset = r * seqLen;
       ids.set(row.ids, offset);
       mask.fill(1, offset, offset + row.ids.length);
       if (row.typeIds) typeIds.set(row.typeIds, offset);
     });
-    return { ids, mask, typeIds, rows: rows.length, seqLen };
+    return { tokens, ids, mask, typeIds, rows: rows.length, seqLen };
   }
 }

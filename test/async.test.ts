@@ -15,11 +15,12 @@ import { MAX_EVENT_LOOP_GAP_MS, bundle, watchTimer } from './helpers.js';
 
 /** A padded batch of random ids, built without the tokenizer (which uses the libuv pool). */
 function randomBatch(rows: number, seqLen: number, vocab: number): NativeInferRequest {
-  const ids = new Int32Array(rows * seqLen).map(() => 5 + Math.floor(Math.random() * (vocab - 5)));
+  const size = rows * seqLen;
+  const tokens = new Int32Array(3 * size);
+  tokens.subarray(0, size).forEach((_, i) => (tokens[i] = 5 + Math.floor(Math.random() * (vocab - 5))));
+  tokens.fill(1, size, 2 * size); // the mask; type ids stay 0
   return {
-    ids,
-    mask: new Uint8Array(rows * seqLen).fill(1),
-    typeIds: new Uint8Array(rows * seqLen),
+    tokens,
     rows,
     seqLen,
     temperature: 1,
@@ -40,6 +41,8 @@ async function loadHandle(name: string): Promise<{ handle: NativeEngineHandle; v
     threads: 1,
     freeze: true,
     cudaMemoryFraction: 0,
+    warmupRows: 0,
+    warmupSeqLen: 0,
   });
   return { handle, vocab: info.vocabRows };
 }
@@ -109,10 +112,10 @@ describe('asynchronous inference', () => {
     const { handle, vocab } = await loadHandle('labels2');
     try {
       const request = randomBatch(4, 24, vocab);
-      const reference = await handle.infer({ ...request, ids: request.ids.slice() });
+      const reference = await handle.infer({ ...request, tokens: request.tokens.slice() });
       const pending = handle.infer(request);
-      request.ids.fill(1);
-      request.mask.fill(0);
+      request.tokens.fill(1, 0, request.tokens.length / 3); // the ids
+      request.tokens.fill(0, request.tokens.length / 3); // the mask and type ids
       const result = await pending;
       assert.deepEqual(result.logits, reference.logits);
     } finally {

@@ -111,6 +111,36 @@ describe('batcher', () => {
     }
   });
 
+  it('budgets tokens at the padded length it is given (buckets), but judges padding on real lengths', async () => {
+    const device = fakeDevice();
+    const tokens = (id: number) => [20, 21, 22, 23, 24, 25][id] as number;
+    const toBucket = (longest: number) => Math.ceil(longest / 32) * 32;
+    // Six rows of 20-25 tokens: 150 real, but 6 x 32 = 192 padded, over a budget of 160.
+    const batcher = new Batcher(device.run, {
+      ...OPTIONS,
+      maxBatchSize: 8,
+      maxBatchTokens: 160,
+      maxPaddingRatio: 0.25,
+      inFlight: 1,
+      maxDelayMs: 0,
+      paddedLength: toBucket,
+    });
+    const events: number[] = [];
+    batcher.observe((e) => events.push(e.paddedTokens));
+    const all = batcher.submit(items([0, 1, 2, 3, 4, 5], tokens));
+    await device.dispatched(1);
+    device.calls[0]?.finish();
+    await device.dispatched(2);
+    device.calls[1]?.finish();
+    await all;
+    // 5 rows fit (5 x 32 = 160) although 20-token rows pad 37% to 32: the padding rule saw 20-24.
+    assert.deepEqual(
+      device.calls.map((c) => c.payloads.length),
+      [5, 1],
+    );
+    assert.deepEqual(events, [160, 32]);
+  });
+
   it('groups similar lengths behind the oldest text, where FIFO takes arrival order', async () => {
     const lengths = [100, 10, 95, 12, 98, 11, 97];
     const tokens = (id: number) => lengths[id] as number;

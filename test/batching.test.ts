@@ -28,6 +28,23 @@ describe('batching with the real model', () => {
     }
   });
 
+  it('pads batches to buckets (padToMultipleOf) with the same logits as unpadded ones', async () => {
+    const ref = await expected('labels50');
+    const clf = await Classifier.load(bundle('labels50'), { padToMultipleOf: 16 });
+    const lengths: number[] = [];
+    clf.onBatch((e) => lengths.push(e.paddedTokens / e.size));
+    try {
+      const rows = await Promise.all(ref.texts.map((t) => clf.logits(t)));
+      rows.forEach((row, i) => assert.ok(maxAbsDiff(row, ref.logits[i] as number[]) <= 1e-5, `text ${i}`));
+      assert.ok(lengths.length > 0);
+      // 16, 32, 48, or the model's maximum (64, itself a multiple here).
+      for (const length of lengths) assert.equal(length % 16, 0, `a batch padded to ${length} tokens`);
+      assert.equal(clf.info.batching.padToMultipleOf, 16);
+    } finally {
+      await clf.close();
+    }
+  });
+
   it('rejects aborted and timed-out calls with typed errors, and keeps serving', async () => {
     const clf = await Classifier.load(bundle('labels2'));
     try {

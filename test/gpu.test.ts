@@ -16,7 +16,7 @@ const skip = devices === 0 ? 'no CUDA device' : false;
 describe('on a CUDA device', { skip }, () => {
   it('float32 logits match transformers eager (CPU) within 1e-4, batched and single', async () => {
     const ref = await expected('labels50');
-    const clf = await Classifier.load(bundle('labels50'), { device: 'cuda', maxBatchSize: 33 });
+    const clf = await Classifier.load(bundle('labels50'), { device: 'cuda', dtype: 'float32', maxBatchSize: 33 });
     try {
       assert.equal(clf.info.device, 'cuda:0');
       const rows = await clf.logits(ref.texts);
@@ -55,7 +55,12 @@ describe('on a CUDA device', { skip }, () => {
   it("the fused CUDA kernel gives the CPU kernel's scores", async () => {
     const ref = await expected('labels50');
     const cpu = await Classifier.load(bundle('labels50'), { topK: 5, temperature: 1.7 });
-    const gpu = await Classifier.load(bundle('labels50'), { device: 'cuda', topK: 5, temperature: 1.7 });
+    const gpu = await Classifier.load(bundle('labels50'), {
+      device: 'cuda',
+      dtype: 'float32',
+      topK: 5,
+      temperature: 1.7,
+    });
     try {
       const [a, b] = await Promise.all([cpu.classify(ref.texts), gpu.classify(ref.texts)]);
       a.forEach((d, i) => {
@@ -73,6 +78,43 @@ describe('on a CUDA device', { skip }, () => {
     } finally {
       await cpu.close();
       await gpu.close();
+    }
+  });
+
+  it('defaults to float16, batches of 256 and 32-token buckets, and warms up at load', async () => {
+    const clf = await Classifier.load(bundle('labels50'));
+    const gpu = await Classifier.load(bundle('labels50'), { device: 'cuda', topK: 5 });
+    try {
+      assert.equal(gpu.info.dtype, 'float16');
+      assert.equal(gpu.info.batching.maxBatchSize, 256);
+      assert.equal(gpu.info.batching.padToMultipleOf, 32);
+      const ref = await expected('labels50');
+      const [a, b] = await Promise.all([clf.classify(ref.texts), gpu.classify(ref.texts)]);
+      const agree = a.filter((d, i) => d.top[0]?.label === b[i]?.top[0]?.label).length;
+      assert.ok(agree / a.length >= 0.9, `${agree} of ${a.length} top labels agree`);
+    } finally {
+      await clf.close();
+      await gpu.close();
+    }
+  });
+
+  it('keeps several batches queued on its own stream and answers each as if alone', async () => {
+    const ref = await expected('labels50');
+    const clf = await Classifier.load(bundle('labels50'), {
+      device: 'cuda',
+      dtype: 'float32',
+      maxBatchSize: 4,
+      batchesInFlight: 8,
+    });
+    try {
+      const texts = Array.from({ length: 400 }, (_, i) => ref.texts[i % ref.texts.length] as string);
+      const rows = await Promise.all(texts.map((t) => clf.logits(t)));
+      rows.forEach((row, i) =>
+        assert.ok(maxAbsDiff(row, ref.logits[i % ref.texts.length] as number[]) <= 1e-4, `${i}`),
+      );
+      assert.ok(clf.stats().batches >= 100);
+    } finally {
+      await clf.close();
     }
   });
 
@@ -105,6 +147,7 @@ describe('on a CUDA device', { skip }, () => {
     );
     const free = await Classifier.load(bundle('long'), {
       device: 'cuda',
+      dtype: 'float32',
       maxBatchSize: 256,
       maxBatchTokens: 256 * 512,
     });
@@ -112,12 +155,15 @@ describe('on a CUDA device', { skip }, () => {
     await free.close();
     const capped = await Classifier.load(bundle('long'), {
       device: 'cuda',
+      dtype: 'float32',
       maxBatchSize: 256,
       maxBatchTokens: 256 * 512,
       cudaMemoryFraction: 0.001,
     });
     try {
       const rows = await capped.logits(texts);
+      // The cap was hit: the full batch failed and was split (the cached blocks the uncapped
+      // classifier left behind were handed back when the cap was set, not reused past it).
       assert.ok(capped.stats().outOfMemorySplits >= 1, JSON.stringify(capped.stats().batchSizes));
       rows.forEach((row, i) => assert.ok(maxAbsDiff(row, reference[i] as Float32Array) <= 1e-4, `text ${i}`));
     } finally {

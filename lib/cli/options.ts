@@ -20,6 +20,7 @@ export const RUNTIME_FLAGS = {
   threads: { type: 'string' },
   'batch-size': { type: 'string' },
   'max-batch-tokens': { type: 'string' },
+  'pad-to-multiple-of': { type: 'string' },
   'max-delay-ms': { type: 'string' },
   'max-queue': { type: 'string' },
   'batches-in-flight': { type: 'string' },
@@ -63,6 +64,7 @@ export function classifierOptions(values: Values): { bundle: string; options: Cl
   set('threads', number('threads', values.threads));
   set('maxBatchSize', number('batch-size', values['batch-size']));
   set('maxBatchTokens', number('max-batch-tokens', values['max-batch-tokens']));
+  set('padToMultipleOf', number('pad-to-multiple-of', values['pad-to-multiple-of']));
   set('maxDelayMs', number('max-delay-ms', values['max-delay-ms']));
   set('maxQueue', number('max-queue', values['max-queue']));
   set('batchesInFlight', number('batches-in-flight', values['batches-in-flight']));

@@ -1,6 +1,7 @@
 #include "engine_handle.h"
 
 #include <exception>
+#include <future>
 #include <string>
 #include <utility>
 
@@ -48,6 +49,11 @@ void EngineHandle::Teardown() {
   torn_down_ = true;
   worker_->Abandon();
   worker_->Join();
+  // Nothing posts to the completer now; batches it has not waited for are dropped with it.
+  if (completer_) {
+    completer_->Abandon();
+    completer_->Join();
+  }
   engine_.reset();
   if (!channel_released_) {
     channel_released_ = true;
@@ -55,7 +61,7 @@ void EngineHandle::Teardown() {
   }
 }
 
-Napi::Value EngineHandle::Submit(Napi::Env env, std::function<Settlement()> work) {
+Napi::Value EngineHandle::Post(Napi::Env env, std::function<void(Completion*)> job) {
   if (closing_) {
     auto refused = Napi::Promise::Deferred::New(env);
     refused.Reject(MakeError(env, "ERR_CLOSED", "the engine is closed").Value());
@@ -68,16 +74,78 @@ Napi::Value EngineHandle::Submit(Napi::Env env, std::function<Settlement()> work
     channel_.Ref(env);  // pending work keeps the process alive, as any I/O would
     Ref();              // and keeps this handle from being collected under it
   }
-  worker_->Post([this, deferred, work = std::move(work)] {
+  worker_->Post([this, deferred, job = std::move(job)] {
     auto* completion = new Completion{deferred, {}};
     try {
-      completion->settlement = work();
+      job(completion);
     } catch (const std::exception& e) {
-      completion->settlement.failure = Failure{ErrorCode::kInternal, e.what()};
+      completion->settlement = {nullptr, Failure{ErrorCode::kInternal, e.what()}};
+      Send(completion);
     }
-    if (channel_.NonBlockingCall(completion) != napi_ok) delete completion;
   });
   return Napi::Value(env, promise);
+}
+
+Napi::Value EngineHandle::Submit(Napi::Env env, std::function<Settlement()> work) {
+  return Post(env, [this, work = std::move(work)](Completion* completion) {
+    completion->settlement = work();
+    Send(completion);
+  });
+}
+
+void EngineHandle::Send(Completion* completion) {
+  if (channel_.NonBlockingCall(completion) != napi_ok) delete completion;
+}
+
+namespace {
+
+// A batch on its way to the completer: whoever drops it unsent (a completer abandoned at
+// exit) frees the completion with it.
+struct Handoff {
+  Handoff(EngineHandle::Completion* c, std::unique_ptr<PendingBatch> p) : completion(c), pending(std::move(p)) {}
+  Handoff(const Handoff&) = delete;
+  Handoff& operator=(const Handoff&) = delete;
+  ~Handoff() { delete completion; }
+  EngineHandle::Completion* completion;
+  std::unique_ptr<PendingBatch> pending;
+};
+
+EngineHandle::Settlement Settle(Outcome<std::shared_ptr<InferOutput>> outcome) {
+  if (!outcome.ok()) return {nullptr, outcome.failure()};
+  std::shared_ptr<InferOutput> output = std::move(outcome.value());
+  return {[output](Napi::Env env) -> Napi::Value { return ToJs(env, output); }, std::nullopt};
+}
+
+}  // namespace
+
+void EngineHandle::Finish(Completion* completion, std::unique_ptr<PendingBatch> pending) {
+  if (pending->done()) {
+    completion->settlement = Settle(engine_->Complete(std::move(pending)));
+    Send(completion);
+    return;
+  }
+  if (!completer_) completer_ = std::make_unique<WorkerThread>("bertgate-wait");
+  auto handoff = std::make_shared<Handoff>(completion, std::move(pending));
+  Engine* engine = engine_.get();
+  completer_->Post([this, engine, handoff] {
+    Completion* c = std::exchange(handoff->completion, nullptr);
+    try {
+      c->settlement = Settle(engine->Complete(std::move(handoff->pending)));
+    } catch (const std::exception& e) {
+      c->settlement = {nullptr, Failure{ErrorCode::kInternal, e.what()}};
+    }
+    Send(c);
+  });
+}
+
+// Returns once the completer has handed over every batch posted to it. Waits on a task rather
+// than joining the thread, which the process-exit path may be joining at the same moment: an
+// abandoned completer drops the task, and the broken promise ends the wait.
+void EngineHandle::DrainCompleter() {
+  if (!completer_) return;
+  auto drained = std::make_shared<std::promise<void>>();
+  std::future<void> done = drained->get_future();
+  if (completer_->Post([drained] { drained->set_value(); })) done.wait();
 }
 
 void EngineHandle::Deliver(Napi::Env env, Napi::Function, EngineHandle* self, Completion* raw) {
@@ -109,8 +177,13 @@ void EngineHandle::Deliver(Napi::Env env, Napi::Function, EngineHandle* self, Co
 void EngineHandle::Settled(Napi::Env env) {
   if (--pending_ > 0) return;
   if (closing_ && !channel_released_) {
-    // The close job was the last one: the worker has finished its queue.
+    // The close job was the last one: the worker has finished its queue, and the completer
+    // (drained by the close job) has nothing left to hand over.
     worker_->Join();
+    if (completer_) {
+      completer_->Stop();
+      completer_->Join();
+    }
     channel_released_ = true;
     channel_.Release();
   } else if (!channel_released_) {
@@ -132,12 +205,17 @@ Napi::Value EngineHandle::Load(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineHandle::Infer(const Napi::CallbackInfo& info) {
   std::shared_ptr<InferInput> input = InferInputFromJs(info[0].As<Napi::Object>());
-  return Submit(info.Env(), [this, input]() -> Settlement {
-    if (!engine_) return {nullptr, Failure{ErrorCode::kInternal, "infer() before a model was loaded"}};
-    auto outcome = engine_->Infer(*input);
-    if (!outcome.ok()) return {nullptr, outcome.failure()};
-    std::shared_ptr<InferOutput> output = std::move(outcome.value());
-    return {[output](Napi::Env env) -> Napi::Value { return ToJs(env, output); }, std::nullopt};
+  return Post(info.Env(), [this, input](Completion* completion) {
+    if (!engine_) {
+      completion->settlement = {nullptr, Failure{ErrorCode::kInternal, "infer() before a model was loaded"}};
+      return Send(completion);
+    }
+    auto queued = engine_->Enqueue(*input);
+    if (!queued.ok()) {
+      completion->settlement = {nullptr, queued.failure()};
+      return Send(completion);
+    }
+    Finish(completion, std::move(queued.value()));
   });
 }
 
@@ -157,6 +235,7 @@ Napi::Value EngineHandle::Close(const Napi::CallbackInfo& info) {
   }
   // Queued behind any work already submitted, so close() lets it finish first.
   Napi::Value promise = Submit(env, [this]() -> Settlement {
+    DrainCompleter();
     engine_.reset();
     return {[](Napi::Env env) -> Napi::Value { return env.Undefined(); }, std::nullopt};
   });

@@ -2,6 +2,8 @@
 // A JavaScript handle on one engine: its model, and the native thread that runs every
 // load and inference for it. Each call returns a Promise that a thread-safe function settles
 // on the JS thread; the handle keeps the event loop alive only while work is pending.
+// On a GPU a second thread waits for the batches the first has queued, so that batch N+1 is
+// queued on the device while batch N still runs there.
 
 #include <napi.h>
 
@@ -33,7 +35,14 @@ class EngineHandle : public Napi::ObjectWrap<EngineHandle> {
   Napi::Value Runtime(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
+  // Runs `job` on the worker; the job settles its Completion with Send, then or later.
+  Napi::Value Post(Napi::Env env, std::function<void(Completion*)> job);
   Napi::Value Submit(Napi::Env env, std::function<Settlement()> work);
+  void Send(Completion* completion);
+  // Waits on the completer for a batch the device still runs (made on first use: CPU engines
+  // never need it), or completes it here when it is done already.
+  void Finish(Completion* completion, std::unique_ptr<PendingBatch> pending);
+  void DrainCompleter();
   static void Deliver(Napi::Env env, Napi::Function, EngineHandle* self, Completion* completion);
   void Settled(Napi::Env env);
   void Teardown();
@@ -42,6 +51,8 @@ class EngineHandle : public Napi::ObjectWrap<EngineHandle> {
 
   EngineLibrary* library_;
   std::unique_ptr<WorkerThread> worker_;
+  // Made and posted to on the worker thread only; stopped by the close job or at teardown.
+  std::unique_ptr<WorkerThread> completer_;
   // Touched only on the worker thread, and destroyed after it has been joined.
   std::unique_ptr<Engine> engine_;
   Channel channel_;

@@ -102,14 +102,14 @@ LoadOptions LoadOptionsFromJs(const Napi::Object& o) {
   options.threads = o.Get("threads").As<Napi::Number>().Int32Value();
   options.freeze = o.Get("freeze").As<Napi::Boolean>().Value();
   options.cuda_memory_fraction = o.Get("cudaMemoryFraction").As<Napi::Number>().DoubleValue();
+  options.warmup_rows = o.Get("warmupRows").As<Napi::Number>().Int64Value();
+  options.warmup_seq_len = o.Get("warmupSeqLen").As<Napi::Number>().Int64Value();
   return options;
 }
 
 std::shared_ptr<InferInput> InferInputFromJs(const Napi::Object& o) {
   auto in = std::make_shared<InferInput>();
-  in->ids = Copy<int32_t>(o.Get("ids"));
-  in->mask = Copy<uint8_t>(o.Get("mask"));
-  in->type_ids = Copy<uint8_t>(o.Get("typeIds"));
+  in->tokens = Copy<int32_t>(o.Get("tokens"));
   in->rows = o.Get("rows").As<Napi::Number>().Int64Value();
   in->seq_len = o.Get("seqLen").As<Napi::Number>().Int64Value();
   in->temperature = o.Get("temperature").As<Napi::Number>().FloatValue();

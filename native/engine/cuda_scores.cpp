@@ -35,57 +35,66 @@ T* At(uint8_t* base, int64_t offset) {
 
 }  // namespace
 
-void ScoresOnDevice(const at::Tensor& logits, const InferInput& in, InferOutput& out) {
+DeviceScores::DeviceScores(const at::Tensor& logits, const InferInput& in)
+    : rows_(logits.size(0)),
+      cols_(logits.size(1)),
+      k_(in.top_k),
+      want_logits_(in.want_logits),
+      want_log_probs_(in.want_log_probs) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(logits.device().index());
-  const int64_t rows = logits.size(0), cols = logits.size(1), k = in.top_k;
-  const Layout layout(rows, cols, k, in.want_log_probs);
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(logits.device().index());
+  const Layout layout(rows_, cols_, k_, want_log_probs_);
 
-  at::Tensor device = at::empty({layout.bytes}, at::TensorOptions().dtype(at::kByte).device(logits.device()));
-  uint8_t* d = device.data_ptr<uint8_t>();
+  device_ = at::empty({layout.bytes}, at::TensorOptions().dtype(at::kByte).device(logits.device()));
+  uint8_t* d = device_.data_ptr<uint8_t>();
   const SoftmaxOutputs views{At<int32_t>(d, layout.top_index),
                              At<float>(d, layout.top_log_prob),
                              At<float>(d, layout.margin),
                              At<float>(d, layout.entropy),
                              At<float>(d, layout.energy),
                              At<uint8_t>(d, layout.valid),
-                             in.want_log_probs ? At<float>(d, layout.log_probs) : nullptr};
-  const LogitsType type = LogitsTypeOf(logits);
+                             want_log_probs_ ? At<float>(d, layout.log_probs) : nullptr};
   SoftmaxOptions options;
   options.temperature = in.temperature;
   options.top_k = in.top_k;
-  const cudaError_t launched = FusedLogSoftmaxCuda(logits.const_data_ptr(), type, rows, cols, options, views, stream);
+  const cudaError_t launched =
+      FusedLogSoftmaxCuda(logits.const_data_ptr(), LogitsTypeOf(logits), rows_, cols_, options, views, stream);
   if (launched != cudaSuccess) {
     throw EngineError(ErrorCode::kInference,
                       std::string("the log-softmax kernel failed to launch: ") + cudaGetErrorString(launched));
   }
-
-  // Compact results (and raw logits, when asked) cross in pinned memory, asynchronously,
-  // then the stream is waited for once.
-  at::Tensor host = at::empty({layout.bytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
-  host.copy_(device, /*non_blocking=*/true);
-  at::Tensor host_logits;
-  if (in.want_logits) {
-    host_logits = at::empty({rows, cols}, at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
-    host_logits.copy_(logits.to(at::kFloat), /*non_blocking=*/true);
+  // Compact results (and raw logits, when asked) cross in pinned memory, asynchronously; the
+  // event marks the end of this batch's work on the stream.
+  host_ = at::empty({layout.bytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+  host_.copy_(device_, /*non_blocking=*/true);
+  if (want_logits_) {
+    host_logits_ = at::empty({rows_, cols_}, at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
+    host_logits_.copy_(logits.to(at::kFloat), /*non_blocking=*/true);
   }
-  C10_CUDA_CHECK(cudaStreamSynchronize(stream));
+  cudaEvent_t event = nullptr;
+  C10_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  done_.reset(event);
+  C10_CUDA_CHECK(cudaEventRecord(done_.get(), stream));
+}
 
-  const uint8_t* h = host.const_data_ptr<uint8_t>();
+void DeviceScores::Finish(InferOutput& out) {
+  C10_CUDA_CHECK(cudaEventSynchronize(done_.get()));
+  const Layout layout(rows_, cols_, k_, want_log_probs_);
+  const uint8_t* h = host_.const_data_ptr<uint8_t>();
   auto take = [h](auto& vec, int64_t offset, int64_t count) {
     vec.resize(count);
     std::memcpy(vec.data(), h + offset, sizeof(vec[0]) * count);
   };
-  take(out.top_index, layout.top_index, rows * k);
-  take(out.top_log_prob, layout.top_log_prob, rows * k);
-  take(out.margin, layout.margin, rows);
-  take(out.entropy, layout.entropy, rows);
-  take(out.energy, layout.energy, rows);
-  take(out.valid, layout.valid, rows);
-  if (in.want_log_probs) take(out.log_probs, layout.log_probs, rows * cols);
-  if (in.want_logits) {
-    out.logits.resize(rows * cols);
-    std::memcpy(out.logits.data(), host_logits.const_data_ptr<float>(), sizeof(float) * rows * cols);
+  take(out.top_index, layout.top_index, rows_ * k_);
+  take(out.top_log_prob, layout.top_log_prob, rows_ * k_);
+  take(out.margin, layout.margin, rows_);
+  take(out.entropy, layout.entropy, rows_);
+  take(out.energy, layout.energy, rows_);
+  take(out.valid, layout.valid, rows_);
+  if (want_log_probs_) take(out.log_probs, layout.log_probs, rows_ * cols_);
+  if (want_logits_) {
+    out.logits.resize(rows_ * cols_);
+    std::memcpy(out.logits.data(), host_logits_.const_data_ptr<float>(), sizeof(float) * rows_ * cols_);
   }
 }
 

@@ -4,14 +4,36 @@
 // with CUDA (BERTGATE_WITH_CUDA).
 
 #include <ATen/core/Tensor.h>
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <type_traits>
 
 #include "engine_api.h"
 
 namespace bertgate {
 
-// Fills out's per-row arrays (and log_probs when asked) from device `logits` [rows, cols], as
-// CheckedLogits returned them.
-// Synchronises the device's current stream once, at the end: the results are needed.
-void ScoresOnDevice(const at::Tensor& logits, const InferInput& in, InferOutput& out);
+// Two halves, so that a batch can be queued while the one before it is still running: the
+// constructor queues the kernel and the copies on the current stream of `logits`' device
+// (the caller's DeviceScope) and records an event; Finish waits for that event alone, on
+// whatever thread, and unpacks into `out`.
+class DeviceScores {
+ public:
+  // `logits` [rows, cols] on the device, as CheckedLogits returned them.
+  DeviceScores(const at::Tensor& logits, const InferInput& in);
+
+  // Fills out's per-row arrays (and logits, log_probs when asked).
+  void Finish(InferOutput& out);
+
+ private:
+  int64_t rows_, cols_, k_;
+  bool want_logits_, want_log_probs_;
+  at::Tensor device_;       // the kernel's compact results; kept until the copy is done
+  at::Tensor host_;         // pinned: the same bytes on the host
+  at::Tensor host_logits_;  // pinned fp32 logits, when asked
+  // A plain CUDA runtime event (ATen's CUDAEvent header pulls in cuBLAS, which the engine
+  // neither links nor has headers for in the prebuild matrix).
+  std::unique_ptr<std::remove_pointer_t<cudaEvent_t>, cudaError_t (*)(cudaEvent_t)> done_{nullptr, cudaEventDestroy};
+};
 
 }  // namespace bertgate

@@ -79,6 +79,11 @@ struct LoadOptions {
   // CUDA only: the share of the device's memory libtorch's caching allocator may hold, in
   // (0, 1]; 0 leaves it unlimited. Per device and process-wide (the allocator is shared).
   double cuda_memory_fraction = 0;
+  // A forward pass at [warmup_rows, warmup_seq_len] after the load probe, so the executor's
+  // profiling and the fuser's compilation happen at load, at a shape like the traffic's,
+  // rather than on a user's request. 0 rows: none (the probe alone).
+  int64_t warmup_rows = 0;
+  int64_t warmup_seq_len = 0;
 };
 
 struct ModelInfo {
@@ -96,12 +101,11 @@ struct ModelInfo {
   int64_t type_vocab_rows = -1;
 };
 
-// Token ids arrive as int32 (every BERT vocabulary fits) and masks as bytes; the engine
-// widens them to the int64 the model wants.
+// Token ids arrive as int32 (every BERT vocabulary fits); the engine widens them to the
+// int64 the model wants. Ids, mask and type ids travel in one buffer, so a batch costs one
+// copy to the device (through pinned memory) and one widening cast, not three of each.
 struct InferInput {
-  std::vector<int32_t> ids;  // [rows * seq_len], row-major
-  std::vector<uint8_t> mask;
-  std::vector<uint8_t> type_ids;
+  std::vector<int32_t> tokens;  // [3, rows, seq_len], row-major: ids, then mask (0/1), then type ids
   int64_t rows = 0;
   int64_t seq_len = 0;
   float temperature = 1.0f;
@@ -143,11 +147,35 @@ struct RuntimeInfo {
   std::string parallel_info;
 };
 
+// A batch handed to the device and not yet waited for: what Engine::Enqueue returns and
+// Engine::Complete takes. Opaque to the caller.
+class PendingBatch {
+ public:
+  virtual ~PendingBatch() = default;
+  // True when the results are already on the host (a CPU model): Complete returns at once, so
+  // a caller need not hand the batch to another thread to wait.
+  virtual bool done() const noexcept = 0;
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
   virtual const ModelInfo& info() const = 0;
-  virtual Outcome<std::shared_ptr<InferOutput>> Infer(const InferInput& input) noexcept = 0;
+  // Queues a batch on the model's device and stream: copy in, forward pass, fused scores, and
+  // the copy of the compact results to the host. On a CPU all of it has run on return; on a
+  // GPU it returns once the work is queued, so the next batch can be queued while this one
+  // runs. Called on the thread that loaded the engine.
+  virtual Outcome<std::unique_ptr<PendingBatch>> Enqueue(const InferInput& input) noexcept = 0;
+  // Waits for a batch Enqueue returned and hands its results over. Callable from any one
+  // thread, in the order the batches were queued; it never touches the model.
+  virtual Outcome<std::shared_ptr<InferOutput>> Complete(std::unique_ptr<PendingBatch> pending) noexcept = 0;
+
+  // Both, one after the other: for callers that have nothing to overlap.
+  Outcome<std::shared_ptr<InferOutput>> Infer(const InferInput& input) noexcept {
+    auto pending = Enqueue(input);
+    if (!pending.ok()) return pending.failure();
+    return Complete(std::move(pending.value()));
+  }
 };
 
 class EngineLibrary {
@@ -162,5 +190,5 @@ class EngineLibrary {
 
 // The one symbol the addon looks up. Versioned so that an addon and an engine library from
 // different builds refuse each other instead of misreading these structs.
-#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v2"
-extern "C" bertgate::EngineLibrary* bertgate_engine_library_v2();
+#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v3"
+extern "C" bertgate::EngineLibrary* bertgate_engine_library_v3();

@@ -4,6 +4,7 @@
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/jit/api/module.h>
 #include <torch/cuda.h>
 #include <torch/headeronly/version.h>
 
@@ -27,11 +28,18 @@ namespace {
 // in 100,000 classifications (bench/soak.ts), and by 430 MiB over 6,000 shapes in plain
 // Python. ATen's own kernels are as fast here (within 5% at 32 x 128 tokens, equal at
 // batch 1), so bertgate turns oneDNN off for the process; BERTGATE_ONEDNN=1 keeps it.
+//
+// TorchScript's fuser (NNC; on CUDA in the pip builds, which have no CPU fuser) compiles its
+// first two specialisations for fixed shapes and falls back after a few more: with batch
+// shapes that change on every request, that is recompilation and then unfused kernels. A
+// dynamic-shape strategy compiles kernels that take any shape, so the warm-up's are reused.
 void ConfigureOnce() {
   static std::once_flag once;
   std::call_once(once, [] {
     const char* keep = std::getenv("BERTGATE_ONEDNN");
     if (keep == nullptr || std::strcmp(keep, "1") != 0) at::globalContext().setUserEnabledMkldnn(false);
+    torch::jit::FusionStrategy dynamic{{torch::jit::FusionBehavior::DYNAMIC, 20}};
+    torch::jit::setFusionStrategy(dynamic);
   });
 }
 
@@ -43,6 +51,10 @@ void LimitCudaMemory(const LoadOptions& options) {
   (void)at::empty({1}, at::TensorOptions().device(at::kCUDA, static_cast<c10::DeviceIndex>(options.device_index)));
   c10::cuda::CUDACachingAllocator::setMemoryFraction(options.cuda_memory_fraction,
                                                      static_cast<c10::DeviceIndex>(options.device_index));
+  // The cap is checked only when the allocator asks the device for more: blocks it already
+  // caches (another model's, an earlier batch's) would be reused past the cap. Handing them
+  // back makes the cap hold from here on.
+  c10::cuda::CUDACachingAllocator::emptyCache();
 #else
   (void)options;
   throw EngineError(ErrorCode::kInternal, "cudaMemoryFraction needs an engine built with the CUDA kernels");
@@ -105,7 +117,7 @@ class TorchLibrary : public EngineLibrary {
 }  // namespace
 }  // namespace bertgate
 
-extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v2() {
+extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v3() {
   static bertgate::TorchLibrary library;
   return &library;
 }

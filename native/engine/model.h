@@ -4,8 +4,10 @@
 // loader from the file name.
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Stream.h>
 
 #include <memory>
+#include <optional>
 
 #include "engine_api.h"
 
@@ -15,9 +17,12 @@ class Model {
  public:
   virtual ~Model() = default;
   // int64 [B, T] inputs already on the model's device; returns logits [B, C] on that device.
+  // The caller holds a DeviceScope for device() and stream().
   virtual at::Tensor Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) = 0;
   virtual const ModelInfo& info() const = 0;
   virtual const c10::Device& device() const = 0;
+  // The stream the model's work is queued on: its own on a GPU, none on a CPU.
+  virtual std::optional<c10::Stream> stream() const { return std::nullopt; }
 };
 
 // Throws EngineError.

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cpu_scores.h"
+#include "device_scope.h"
 #include "engine_error.h"
 #include "logits.h"
 #ifdef BERTGATE_WITH_CUDA
@@ -16,6 +17,8 @@
 
 namespace bertgate {
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 // Allocation failures do not always arrive as c10::OutOfMemoryError: the CPU allocator
 // raises a plain c10::Error, and the TorchScript interpreter may rethrow an op's error as a
@@ -26,67 +29,101 @@ bool LooksLikeOutOfMemory(const std::string& message) {
          message.find("CUDA error: out of memory") != std::string::npos;
 }
 
-}  // namespace
-
-std::shared_ptr<InferOutput> TorchEngine::Run(const InferInput& in) {
-  c10::InferenceMode guard;
-  const auto start = std::chrono::steady_clock::now();
-  const c10::Device device = model_->device();
-  const std::vector<int64_t> shape{in.rows, in.seq_len};
-  // from_blob borrows the input vectors; every path below copies out of them, so nothing
-  // refers to the caller's memory once the tensors exist. For a GPU the narrow ids go over
-  // through pinned memory, asynchronously, and are widened to int64 on the device.
-  auto widen = [&](const void* data, c10::ScalarType type) {
-    const at::Tensor host = at::from_blob(const_cast<void*>(data), shape, at::TensorOptions().dtype(type));
-    if (device.is_cuda()) return host.pin_memory().to(device, /*non_blocking=*/true).to(at::kLong);
-    return host.to(at::kLong);
-  };
-  const at::Tensor ids = widen(in.ids.data(), at::kInt);
-  const at::Tensor mask = widen(in.mask.data(), at::kByte);
-  const at::Tensor type_ids = widen(in.type_ids.data(), at::kByte);
-
-  const at::Tensor logits = CheckedLogits(model_->Forward(ids, mask, type_ids), in.rows, model_->info().num_labels);
-  auto out = std::make_shared<InferOutput>();
-  out->rows = in.rows;
-  out->cols = logits.size(1);
-  out->top_k = in.top_k;
-#ifdef BERTGATE_WITH_CUDA
-  if (logits.is_cuda()) {
-    ScoresOnDevice(logits, in, *out);
-  } else {
-    ScoresOnHost(logits, in, *out);
-  }
-#else
-  ScoresOnHost(logits, in, *out);
-#endif
-  out->forward_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  return out;
+std::string Shape(int64_t rows, int64_t seq_len) {
+  return std::to_string(rows) + " x " + std::to_string(seq_len) + " tokens";
 }
 
-Outcome<std::shared_ptr<InferOutput>> TorchEngine::Infer(const InferInput& input) noexcept {
+struct TorchPending : PendingBatch {
+  std::shared_ptr<InferOutput> out = std::make_shared<InferOutput>();
+  Clock::time_point start;
+  int64_t seq_len = 0;
+#ifdef BERTGATE_WITH_CUDA
+  std::unique_ptr<DeviceScores> on_device;  // set while the device still has work queued
+  bool done() const noexcept override {
+    return on_device == nullptr;
+  }
+#else
+  bool done() const noexcept override {
+    return true;
+  }
+#endif
+};
+
+}  // namespace
+
+std::unique_ptr<PendingBatch> TorchEngine::Queue(const InferInput& in) {
+  auto pending = std::make_unique<TorchPending>();
+  pending->start = Clock::now();
+  pending->seq_len = in.seq_len;
+  const DeviceScope scope(model_->device(), model_->stream());
+  c10::InferenceMode guard;
+  const c10::Device device = model_->device();
+  // from_blob borrows the input buffer; the first step copies out of it, so nothing refers to
+  // the caller's memory once the tensors exist. One [3, B, T] int32 buffer: on a GPU one
+  // pinned staging copy, one asynchronous transfer and one widening cast on the device.
+  const at::Tensor host = at::from_blob(const_cast<int32_t*>(in.tokens.data()), {3, in.rows, in.seq_len},
+                                        at::TensorOptions().dtype(at::kInt));
+  const at::Tensor tokens =
+      device.is_cuda() ? host.pin_memory().to(device, /*non_blocking=*/true).to(at::kLong) : host.to(at::kLong);
+
+  const at::Tensor logits =
+      CheckedLogits(model_->Forward(tokens[0], tokens[1], tokens[2]), in.rows, model_->info().num_labels);
+  InferOutput& out = *pending->out;
+  out.rows = in.rows;
+  out.cols = logits.size(1);
+  out.top_k = in.top_k;
+#ifdef BERTGATE_WITH_CUDA
+  if (logits.is_cuda()) {
+    pending->on_device = std::make_unique<DeviceScores>(logits, in);
+    return pending;
+  }
+#endif
+  ScoresOnHost(logits, in, out);
+  out.forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - pending->start).count();
+  return pending;
+}
+
+template <class Work>
+auto TorchEngine::Guarded(int64_t rows, int64_t seq_len, Work&& work) noexcept -> decltype(work()) {
+  const auto out_of_memory = [&](const std::string& detail) {
+    return Failure{ErrorCode::kOutOfMemory, "out of memory on " + model_->device().str() + " for a batch of " +
+                                                Shape(rows, seq_len) + ": " + detail};
+  };
   try {
-    return Run(input);
+    return work();
   } catch (const EngineError& e) {
     return Failure{e.code(), e.what()};
   } catch (const c10::OutOfMemoryError& e) {
-    return OutOfMemory(input, Brief(e));
+    return out_of_memory(Brief(e));
   } catch (const c10::Error& e) {
-    if (LooksLikeOutOfMemory(e.what_without_backtrace())) return OutOfMemory(input, Brief(e));
+    if (LooksLikeOutOfMemory(e.what_without_backtrace())) return out_of_memory(Brief(e));
     return Failure{ErrorCode::kInference, "inference failed: " + Brief(e)};
   } catch (const std::bad_alloc&) {
-    return Failure{ErrorCode::kOutOfMemory, "out of host memory for a batch of " + std::to_string(input.rows) + " x " +
-                                                std::to_string(input.seq_len) + " tokens"};
+    return Failure{ErrorCode::kOutOfMemory, "out of host memory for a batch of " + Shape(rows, seq_len)};
   } catch (const std::exception& e) {
     // The TorchScript interpreter rethrows the model's failures as plain runtime errors.
-    if (LooksLikeOutOfMemory(e.what())) return OutOfMemory(input, Brief(e.what()));
+    if (LooksLikeOutOfMemory(e.what())) return out_of_memory(Brief(e.what()));
     return Failure{ErrorCode::kInference, "inference failed: " + Brief(e.what())};
   }
 }
 
-Failure TorchEngine::OutOfMemory(const InferInput& input, const std::string& detail) const {
-  return Failure{ErrorCode::kOutOfMemory, "out of memory on " + model_->device().str() + " for a batch of " +
-                                              std::to_string(input.rows) + " x " + std::to_string(input.seq_len) +
-                                              " tokens: " + detail};
+Outcome<std::unique_ptr<PendingBatch>> TorchEngine::Enqueue(const InferInput& input) noexcept {
+  return Guarded(input.rows, input.seq_len, [&]() -> Outcome<std::unique_ptr<PendingBatch>> { return Queue(input); });
+}
+
+Outcome<std::shared_ptr<InferOutput>> TorchEngine::Complete(std::unique_ptr<PendingBatch> batch) noexcept {
+  // Only this engine's Enqueue makes the batches it is given back.
+  auto* pending = static_cast<TorchPending*>(batch.get());
+  return Guarded(pending->out->rows, pending->seq_len, [&]() -> Outcome<std::shared_ptr<InferOutput>> {
+#ifdef BERTGATE_WITH_CUDA
+    if (pending->on_device) {
+      pending->on_device->Finish(*pending->out);
+      pending->on_device.reset();
+      pending->out->forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - pending->start).count();
+    }
+#endif
+    return pending->out;
+  });
 }
 
 }  // namespace bertgate

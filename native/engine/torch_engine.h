@@ -13,11 +13,14 @@ class TorchEngine : public Engine {
  public:
   explicit TorchEngine(std::unique_ptr<Model> model) : model_(std::move(model)) {}
   const ModelInfo& info() const override { return model_->info(); }
-  Outcome<std::shared_ptr<InferOutput>> Infer(const InferInput& input) noexcept override;
+  Outcome<std::unique_ptr<PendingBatch>> Enqueue(const InferInput& input) noexcept override;
+  Outcome<std::shared_ptr<InferOutput>> Complete(std::unique_ptr<PendingBatch> pending) noexcept override;
 
  private:
-  std::shared_ptr<InferOutput> Run(const InferInput& input);
-  Failure OutOfMemory(const InferInput& input, const std::string& detail) const;
+  std::unique_ptr<PendingBatch> Queue(const InferInput& input);
+  // Runs `work`, turning whatever it throws into the Failure the caller reports.
+  template <class Work>
+  auto Guarded(int64_t rows, int64_t seq_len, Work&& work) noexcept -> decltype(work());
 
   std::unique_ptr<Model> model_;
 };

@@ -2,6 +2,7 @@
 
 #include <ATen/core/Dict.h>
 #include <c10/core/InferenceMode.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/freeze_module.h>
 #include <torch/cuda.h>
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "device_scope.h"
 #include "engine_error.h"
 #include "logits.h"
 
@@ -92,7 +94,20 @@ int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& devic
   return changed;
 }
 
-TorchScriptModel::TorchScriptModel(const LoadOptions& options) : device_(ResolveDevice(options)) {
+namespace {
+
+// A stream of the model's own on a GPU, from libtorch's pool: engines on one device no longer
+// share (and serialise on) the legacy default stream.
+std::optional<c10::Stream> OwnStream(const c10::Device& device) {
+  if (!device.is_cuda()) return std::nullopt;
+  return c10::impl::VirtualGuardImpl(device.type()).getStreamFromGlobalPool(device, /*isHighPriority=*/false);
+}
+
+}  // namespace
+
+TorchScriptModel::TorchScriptModel(const LoadOptions& options)
+    : device_(ResolveDevice(options)), stream_(OwnStream(device_)) {
+  const DeviceScope scope(device_, stream_);
   const std::string& path = options.model_path;
   try {
     module_ = torch::jit::load(path, device_);
@@ -121,22 +136,8 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options) : device_(Resolve
   RetargetDeviceConstants(module_, device_);
 
   // Probe with the smallest input BERT accepts ([CLS] [SEP]-shaped): this checks the module's
-  // signature and output, measures the label count, and runs the executor's first
-  // (profiling) pass here rather than on a user's first request.
-  const auto ids = at::zeros({1, 2}, at::TensorOptions().dtype(at::kLong).device(device_));
-  at::Tensor logits;
-  try {
-    c10::InferenceMode guard;
-    std::vector<c10::IValue> inputs{ids, at::ones_like(ids), at::zeros_like(ids)};
-    logits = Logits(module_.forward(inputs), &info_.output_kind);
-  } catch (const EngineError&) {
-    throw;
-  } catch (const std::exception& e) {  // c10::Error, or the TorchScript interpreter's rethrow
-    throw EngineError(ErrorCode::kModelLoad, "'" + path +
-                                                 "' does not run on (input_ids, attention_mask, token_type_ids) "
-                                                 "int64 [B, T]: " +
-                                                 Brief(e.what()));
-  }
+  // signature and output and measures the label count.
+  const at::Tensor logits = Run(path, 1, 2, "");
   if (logits.dim() != 2 || logits.size(0) != 1 || logits.size(1) < 2 || !at::isFloatingType(logits.scalar_type())) {
     throw EngineError(ErrorCode::kModelOutput, "'" + path + "' returned logits of shape " + c10::str(logits.sizes()) +
                                                    " and dtype " + DTypeName(logits.scalar_type()) +
@@ -144,6 +145,31 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options) : device_(Resolve
   }
   info_.num_labels = logits.size(1);
   info_.logits_dtype = DTypeName(logits.scalar_type());
+  // The executor profiles the first runs and the fuser compiles for what it saw: done here, at
+  // a shape like the traffic's, the first requests find the optimised graph ready.
+  if (options.warmup_rows > 0 && options.warmup_seq_len > 0) {
+    const at::Tensor warm = Run(path, options.warmup_rows, options.warmup_seq_len, " (warm-up)");
+    CheckedLogits(warm, options.warmup_rows, info_.num_labels);
+  }
+}
+
+// One forward pass at [rows, seq_len] of [CLS]-like ids with a full mask, during load: any
+// failure is a load failure naming the file.
+at::Tensor TorchScriptModel::Run(const std::string& path, int64_t rows, int64_t seq_len, const char* what) {
+  const auto ids = at::zeros({rows, seq_len}, at::TensorOptions().dtype(at::kLong).device(device_));
+  try {
+    c10::InferenceMode guard;
+    std::vector<c10::IValue> inputs{ids, at::ones_like(ids), at::zeros_like(ids)};
+    return Logits(module_.forward(inputs), &info_.output_kind);
+  } catch (const EngineError&) {
+    throw;
+  } catch (const std::exception& e) {  // c10::Error, or the TorchScript interpreter's rethrow
+    throw EngineError(ErrorCode::kModelLoad, "'" + path +
+                                                 "' does not run on (input_ids, attention_mask, token_type_ids) "
+                                                 "int64 [" +
+                                                 std::to_string(rows) + ", " + std::to_string(seq_len) + "]" + what +
+                                                 ": " + Brief(e.what()));
+  }
 }
 
 at::Tensor TorchScriptModel::Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) {

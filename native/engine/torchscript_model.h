@@ -23,12 +23,15 @@ class TorchScriptModel : public Model {
   at::Tensor Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) override;
   const ModelInfo& info() const override { return info_; }
   const c10::Device& device() const override { return device_; }
+  std::optional<c10::Stream> stream() const override { return stream_; }
 
  private:
+  at::Tensor Run(const std::string& path, int64_t rows, int64_t seq_len, const char* what);
   // Finds the logits in the module's output; names where they were found in *kind.
   static at::Tensor Logits(const c10::IValue& output, std::string* kind);
 
   c10::Device device_;
+  std::optional<c10::Stream> stream_;
   torch::jit::Module module_;
   ModelInfo info_;
 };

@@ -42,7 +42,7 @@ class TorchScriptModelTest : public ::testing::Test {
     options.model_path = path;
     options.device = device;
     options.threads = 1;
-    return bertgate_engine_library_v2()->Load(options);
+    return bertgate_engine_library_v3()->Load(options);
   }
 
   fs::path dir_;
@@ -55,9 +55,9 @@ InferInput TwoRows() {
   InferInput in;
   in.rows = 2;
   in.seq_len = 3;
-  in.ids = {1, 2, 3, 4, 5, 0};
-  in.mask = {1, 1, 1, 1, 1, 0};
-  in.type_ids = {0, 0, 1, 0, 1, 1};
+  in.tokens = {1, 2, 3, 4, 5, 0,   // ids
+               1, 1, 1, 1, 1, 0,   // mask
+               0, 0, 1, 0, 1, 1};  // type ids
   in.top_k = 3;
   in.want_logits = true;
   in.want_log_probs = true;
@@ -139,7 +139,7 @@ TEST_F(TorchScriptModelTest, ReportsAModelFailureAsInferenceWithItsCause) {
   auto engine = Load(path);
   ASSERT_TRUE(engine.ok()) << engine.failure().message;
   InferInput in = TwoRows();  // ids up to 5 fit the table
-  in.ids[3] = 99;             // this one does not
+  in.tokens[3] = 99;          // this one does not
   auto result = engine.value()->Infer(in);
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.failure().code, ErrorCode::kInference);
