@@ -9,9 +9,10 @@
  */
 
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { neededLibraries } from './elf.js';
 import { RuntimeLoadError } from './errors.js';
 import type { LibtorchLocation } from './libtorch.js';
 
@@ -52,7 +53,11 @@ export interface LibtorchTraits {
   version: string | null;
   cxx11Abi: boolean;
   c10Cuda: LibtorchLocation['c10Cuda'];
+  cudaRuntime: LibtorchLocation['cudaRuntime'];
 }
+
+// A file name in the engine's own directory: no path, no "." or "..", a shared library.
+const ENGINE_FILE = /^[A-Za-z0-9_+-][A-Za-z0-9._+-]*\.so$/;
 
 function engineLoadError(message: string, cause?: unknown): RuntimeLoadError {
   return new RuntimeLoadError('ERR_ENGINE_LOAD', message, cause === undefined ? undefined : { cause });
@@ -64,7 +69,7 @@ function isEntry(value: unknown): value is EngineEntry {
     typeof e === 'object' &&
     e !== null &&
     typeof e['file'] === 'string' &&
-    !e['file'].includes('/') &&
+    ENGINE_FILE.test(e['file']) &&
     typeof e['torch'] === 'string' &&
     /^\d+\.\d+$/.test(e['torch']) &&
     typeof e['builtAgainst'] === 'string' &&
@@ -116,6 +121,7 @@ export function describeSupport(entries: readonly EngineEntry[]): string {
 
 function problemWith(
   entry: EngineEntry,
+  addonDir: string,
   libtorch: LibtorchTraits,
   forced: EngineFlavour | undefined,
 ): string | undefined {
@@ -130,6 +136,14 @@ function problemWith(
     return `BERTGATE_ENGINE=${forced} asks for the ${forced} flavour`;
   if (entry.flavour === 'cuda' && libtorch.c10Cuda === null) {
     return `the CUDA flavour needs libc10_cuda.so, which ${join(libtorch.dir, 'lib')} lacks (a CPU-only libtorch)`;
+  }
+  if (entry.flavour === 'cuda' && libtorch.cudaRuntime !== null) {
+    // A torch of the same minor built for another CUDA major (torch's own index has +cu126,
+    // +cu128, ... builds) has a libc10_cuda.so too, but not the CUDA runtime this engine needs.
+    const needs = neededLibraries(join(addonDir, entry.file))?.find((n) => n.startsWith('libcudart.so'));
+    if (needs !== undefined && needs !== libtorch.cudaRuntime) {
+      return `built against the CUDA runtime ${needs}; this libtorch uses ${libtorch.cudaRuntime}`;
+    }
   }
   return undefined;
 }
@@ -157,7 +171,7 @@ export function chooseEngine(
   const candidates = entries.map((e) => ({
     ...e,
     path: join(addonDir, e.file),
-    problem: problemWith(e, libtorch, forced),
+    problem: problemWith(e, addonDir, libtorch, forced),
   }));
   const fitting = candidates.filter((c) => c.problem === undefined);
   const preferred: EngineFlavour = forced ?? (cudaLoaded ? 'cuda' : 'cpu');
@@ -172,16 +186,35 @@ export function chooseEngine(
 }
 
 /** The error for a libtorch no engine fits: what was found, what would fit, what to run. */
-export function noEngineError(choice: EngineChoice, libtorch: LibtorchTraits, via: string): RuntimeLoadError {
+export function noEngineError(
+  choice: EngineChoice,
+  libtorch: LibtorchTraits,
+  via: string,
+  env: NodeJS.ProcessEnv = process.env,
+  hint = '',
+): RuntimeLoadError {
   const support = describeSupport(choice.candidates);
   const lines = choice.candidates.map((c) => `  ${c.file}: ${c.problem ?? 'fits'}`).join('\n');
+  const forced = env['BERTGATE_ENGINE'];
+  const minor = minorOf(libtorch.version);
+  if ((forced === 'cuda' || forced === 'cpu') && choice.candidates.some((c) => c.torch === minor)) {
+    // The version fits; the flavour the variable insists on does not.
+    return new RuntimeLoadError(
+      'ERR_ENGINE_LOAD',
+      `BERTGATE_ENGINE=${forced} asks for the ${forced.toUpperCase()} engine, and none of those in ${choice.manifest} ` +
+        `for torch ${minor} fits the libtorch at ${libtorch.dir}:\n${lines}\n` +
+        'Unset BERTGATE_ENGINE to take the engine that fits' +
+        (forced === 'cuda' ? ', or use a CUDA build of torch.' : '.'),
+    );
+  }
   return new RuntimeLoadError(
     'ERR_LIBTORCH_VERSION',
     `no bertgate engine fits the libtorch found at ${libtorch.dir} (via ${via}), which is ` +
       `${libtorch.version ?? 'of unknown version'}${libtorch.cxx11Abi ? '' : ' with the pre-C++11 string ABI'}. ` +
       `The engines in ${choice.manifest} are for torch ${support || 'nothing'}:\n${lines}\n` +
       'Install one of those torch releases into the active Python (or point LIBTORCH or BERTGATE_PYTHON at one), ' +
-      'or build an engine for this libtorch with: npx bertgate build',
+      'or build an engine for this libtorch with: npx bertgate build' +
+      hint,
   );
 }
 
@@ -191,6 +224,8 @@ export function noEngineError(choice: EngineChoice, libtorch: LibtorchTraits, vi
  */
 export async function verifyEngine(engine: EngineCandidate): Promise<void> {
   if (!existsSync(engine.path)) throw engineLoadError(`${engine.path} (listed in engines.json) does not exist`);
+  // Reading a FIFO would wait forever, a directory fail untyped.
+  if (!statSync(engine.path).isFile()) throw engineLoadError(`${engine.path} (listed in engines.json) is not a file`);
   const hash = createHash('sha256');
   let bytes = 0;
   for await (const chunk of createReadStream(engine.path)) {

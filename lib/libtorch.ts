@@ -14,10 +14,13 @@
  */
 
 import { execFile } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+
+import { neededLibraries, readSection } from './elf.js';
+import { RuntimeLoadError } from './errors.js';
 
 const run = promisify(execFile);
 
@@ -33,9 +36,12 @@ export interface LookupStep {
 
 export interface LibtorchLocation {
   source: LookupSource;
-  /** Holds include/ and lib/. */
+  /** Holds include/ and lib/; symbolic links resolved, so one libtorch has one name. */
   dir: string;
-  /** major.minor.patch from the headers, or null when they are absent. */
+  /**
+   * major.minor.patch of the libraries themselves (libtorch_cpu.so's own version string),
+   * checked against the headers or version file; null when neither says.
+   */
   version: string | null;
   /** CPU runtime, in load order: dependencies, then libc10.so and libtorch_cpu.so. */
   preload: string[];
@@ -43,6 +49,8 @@ export interface LibtorchLocation {
   cudaPreload: string[];
   /** libc10_cuda.so, which an engine built with CUDA kernels links; null for a CPU libtorch. */
   c10Cuda: string | null;
+  /** The CUDA runtime libc10_cuda.so links ("libcudart.so.13"); null for a CPU libtorch or when unreadable. */
+  cudaRuntime: string | null;
   /** Directories of libtorch's own dependencies (linking and running the engine tests). */
   dependencyDirs: string[];
 }
@@ -102,12 +110,37 @@ export function readVersion(dir: string): string | null {
 }
 
 /**
+ * The torch release a libtorch_cpu.so was built as, read from the file (never loaded): its
+ * read-only data holds the release as a string ("2.11.0"). `claimed` is what the directory's
+ * version files say; when the library holds it, that is the answer. Otherwise the one string
+ * of a torch 2.x-9.x release there, or null when there is not exactly one.
+ */
+export function readLibraryVersion(libtorchCpu: string, claimed: string | null): string | null {
+  const rodata = readSection(libtorchCpu, '.rodata');
+  if (!rodata) return null;
+  if (claimed !== null && rodata.includes(`\0${claimed}\0`, 0, 'latin1')) return claimed;
+  const releases = new Set<string>();
+  for (const match of rodata.toString('latin1').matchAll(/\0([2-9]\.\d{1,3}\.\d{1,3})\0/g)) {
+    releases.add(match[1] as string);
+  }
+  return releases.size === 1 ? ([...releases][0] as string) : null;
+}
+
+/**
  * Whether libtorch was built with the C++11 std::string ABI (all torch >= 2.7 wheels; older
  * or custom builds may differ). Its symbols say so. The addon must match, since strings
  * cross from it into the engine, and the engine must match libtorch.
  */
 export async function readCxx11Abi(dir: string): Promise<boolean> {
   return (await readFile(join(dir, 'lib', 'libc10.so'))).includes('__cxx11');
+}
+
+function isLink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
 }
 
 // A pip torch keeps its CUDA dependencies in sibling nvidia/<component>/lib folders, or in
@@ -125,14 +158,38 @@ function nvidiaLibrary(sitePackages: string, folder: string, prefix: string): st
   return null;
 }
 
-function describeLayout(dir: string): Omit<LibtorchLocation, 'source'> | string {
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function describeLayout(dir: string, sitePackages: string[]): Omit<LibtorchLocation, 'source'> | string {
   const lib = join(dir, 'lib');
   for (const name of ['libc10.so', 'libtorch_cpu.so']) {
     if (!existsSync(join(lib, name))) return `no lib/${name}`;
+    // A directory, a FIFO or a device there would fail, or hang, the reads and dlopen below.
+    if (!isFile(join(lib, name))) return `lib/${name} is not a regular file`;
   }
-  const sitePackages = dirname(dir);
+  // A version file can be left over from another release, or simply wrong; loading libraries
+  // of one release with an engine for another can crash the process. The library decides.
+  const claimed = readVersion(dir);
+  const version = readLibraryVersion(join(lib, 'libtorch_cpu.so'), claimed);
+  if (claimed !== null && version !== claimed) {
+    return (
+      `its ${versionSource(dir)} says torch ${claimed}, but lib/libtorch_cpu.so is ` +
+      `${version === null ? 'of no torch release bertgate can read' : `torch ${version}`}: ` +
+      'files of two releases are mixed there; reinstall torch'
+    );
+  }
   const deps = (list: Array<[string, string]>): string[] =>
-    list.map(([folder, prefix]) => nvidiaLibrary(sitePackages, folder, prefix)).filter((p): p is string => p !== null);
+    list
+      .map(([folder, prefix]) =>
+        sitePackages.map((site) => nvidiaLibrary(site, folder, prefix)).find((p) => p !== null),
+      )
+      .filter((p): p is string => p !== undefined && p !== null);
   const gomp = join(lib, 'libgomp.so.1');
   const preload = [
     ...deps(NVIDIA_CPU_DEPS),
@@ -146,22 +203,43 @@ function describeLayout(dir: string): Omit<LibtorchLocation, 'source'> | string 
   const cudaPreload = existsSync(cuda) ? [...deps(NVIDIA_CUDA_DEPS), cuda] : [];
   const dependencyDirs = [...new Set([...preload, ...cudaPreload].map((p) => dirname(p)))].filter((d) => d !== lib);
   const c10Cuda = join(lib, 'libc10_cuda.so');
+  const hasC10Cuda = isFile(c10Cuda);
   return {
     dir,
-    version: readVersion(dir),
+    version,
     preload,
     cudaPreload,
-    c10Cuda: existsSync(c10Cuda) ? c10Cuda : null,
+    c10Cuda: hasC10Cuda ? c10Cuda : null,
+    cudaRuntime: hasC10Cuda ? (neededLibraries(c10Cuda)?.find((n) => n.startsWith('libcudart.so')) ?? null) : null,
     dependencyDirs,
   };
 }
 
-function inspect(source: LookupSource, dir: string, steps: LookupStep[], via = dir): LibtorchLocation | null {
-  if (!existsSync(dir)) {
-    steps.push({ source, candidate: via, outcome: 'not-found', detail: `${dir} does not exist` });
+/** Which of readVersion's sources the directory has: for messages. */
+function versionSource(dir: string): string {
+  if (existsSync(join(dir, 'include', 'torch', 'headeronly', 'version.h'))) return 'include/torch/headeronly/version.h';
+  return existsSync(join(dir, 'version.py')) ? 'version.py' : 'build-version';
+}
+
+function inspect(source: LookupSource, given: string, steps: LookupStep[], via = given): LibtorchLocation | null {
+  let dir: string;
+  try {
+    dir = realpathSync(given);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ELOOP'
+        ? 'is a loop of symbolic links'
+        : code === 'ENOENT'
+          ? 'does not exist'
+          : `cannot be read (${code})`;
+    const dangling = code === 'ENOENT' && isLink(given) ? ' (a symbolic link to nothing)' : '';
+    steps.push({ source, candidate: via, outcome: 'not-found', detail: `${given} ${why}${dangling}` });
     return null;
   }
-  const layout = describeLayout(dir);
+  // The nvidia-* wheels sit beside the torch folder as it was named: a linked torch folder
+  // finds them beside the link or beside its target.
+  const layout = describeLayout(dir, [...new Set([dirname(given), dirname(dir)])]);
   if (typeof layout === 'string') {
     steps.push({ source, candidate: via, outcome: 'unusable', detail: `${dir}: ${layout}` });
     return null;
@@ -261,9 +339,15 @@ export function cudaDecision(
   location: LibtorchLocation,
   env: NodeJS.ProcessEnv = process.env,
 ): { load: boolean; reason: string } {
+  const forced = env['BERTGATE_CUDA'];
+  if (forced !== undefined && forced !== '' && forced !== '0' && forced !== '1') {
+    throw new RuntimeLoadError(
+      'ERR_LIBTORCH_LOAD',
+      `BERTGATE_CUDA is ${JSON.stringify(forced)}; expected "1" (load libtorch's CUDA half), "0" (do not), or unset (decide by the driver)`,
+    );
+  }
   if (location.cudaPreload.length === 0)
     return { load: false, reason: `the libtorch at ${location.dir} has no CUDA support` };
-  const forced = env['BERTGATE_CUDA'];
   if (forced === '0') return { load: false, reason: 'BERTGATE_CUDA=0' };
   if (forced === '1') return { load: true, reason: 'BERTGATE_CUDA=1' };
   if (existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidiactl')) {

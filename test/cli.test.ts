@@ -3,12 +3,12 @@
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { join, relative } from 'node:path';
+import { after, before, describe, it } from 'node:test';
 
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT, loadAddon } from '../lib/binding.js';
 import { findLibtorch } from '../lib/libtorch.js';
-import { bertgate, bundle } from './helpers.js';
+import { FIXTURES, bertgate, bundle } from './helpers.js';
 
 function jsonLines(text: string): Array<Record<string, unknown>> {
   return text
@@ -121,7 +121,7 @@ describe('bertgate doctor', () => {
     assert.match(r.stderr, /PROBLEM: libtorch was not found\. Looked at, in order:/);
   });
 
-  it('exits 1 when the libtorch found is another version', async () => {
+  it("exits 1 when the libtorch's headers name another release than its libraries", async () => {
     const { location } = await findLibtorch();
     assert.ok(location);
     const fake = await mkdtemp(join(tmpdir(), 'bertgate-libtorch-'));
@@ -136,7 +136,8 @@ describe('bertgate doctor', () => {
       assert.equal(r.code, 1);
       assert.ok(
         r.stderr.includes(
-          `PROBLEM: no bertgate engine fits the libtorch found at ${fake} (via LIBTORCH), which is 2.10.0. The engines in `,
+          `[LIBTORCH] unusable: ${fake}: its include/torch/headeronly/version.h says torch 2.10.0, but ` +
+            `lib/libtorch_cpu.so is torch ${location.version}`,
         ),
         r.stderr,
       );
@@ -153,6 +154,61 @@ describe('bertgate doctor', () => {
       /PROBLEM: the native addon was not found: BERTGATE_ADDON names \/nonexistent\/bertgate\.node, which does not exist\n/,
     );
   });
+});
+
+describe('bertgate doctor: addon paths', () => {
+  it('takes a BERTGATE_ADDON relative to the working directory, as a shell user means it', async () => {
+    const absolute = loadAddon().path;
+    const r = await bertgate(['doctor', '--json'], { env: { BERTGATE_ADDON: relative(process.cwd(), absolute) } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { addon: { path: string } }).addon.path, absolute);
+  });
+});
+
+describe('bertgate export: arguments', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bertgate-export-args-'));
+    await mkdir(join(dir, 'old-bundle'));
+    await writeFile(join(dir, 'old-bundle', 'calibration.json'), '{}');
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  const model = join(FIXTURES, 'turkish50-hf');
+  const at = (name: string): string => join(dir, name);
+  for (const [name, args, message] of [
+    [
+      'a model directory that does not exist',
+      () => ['/nonexistent/model', at('out')],
+      'HF_MODEL_DIR /nonexistent/model is not a directory',
+    ],
+    [
+      'a bundle directory that is the model directory',
+      () => [model, model],
+      `BUNDLE_DIR is HF_MODEL_DIR (${model}); give the bundle a directory of its own`,
+    ],
+    [
+      'a bundle directory that holds files',
+      () => [model, at('old-bundle')],
+      'is not empty (calibration.json): export into a new or empty directory',
+    ],
+    [
+      '--max-length 0',
+      () => [model, at('new'), '--max-length', '0'],
+      'Expected --max-length to be a whole number of tokens, at least 2, got "0"',
+    ],
+    [
+      '--tolerance=-1',
+      () => [model, at('new'), '--tolerance=-1'],
+      'Expected --tolerance to be a positive number, got "-1"',
+    ],
+  ] as const) {
+    it(`refuses ${name} before any Python runs`, async () => {
+      const r = await bertgate(['export', ...args()], { env: { BERTGATE_PYTHON: '/nonexistent/python' } });
+      assert.equal(r.code, 1);
+      assert.ok(r.stderr.startsWith('bertgate: ERR_INVALID_ARGUMENT: ') && r.stderr.includes(message), r.stderr);
+    });
+  }
 });
 
 describe('bertgate demo', () => {

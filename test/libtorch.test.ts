@@ -12,7 +12,8 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
 import { PACKAGE_ROOT } from '../lib/binding.js';
-import { findLibtorch, formatSteps, type LibtorchLocation } from '../lib/libtorch.js';
+import { RuntimeLoadError } from '../lib/errors.js';
+import { cudaDecision, findLibtorch, formatSteps, type LibtorchLocation } from '../lib/libtorch.js';
 import { type CliRun, bertgate } from './helpers.js';
 
 const exec = promisify(execFile);
@@ -95,22 +96,58 @@ describe('libtorch lookup', () => {
       assert.equal(steps[0]?.detail, `${join(root, 'empty')}: no lib/libc10.so`);
     });
 
-    it('wrong version: doctor refuses it, naming both versions', async () => {
+    it('headers that name another release than the libraries: unusable, naming both (the libraries decide)', async () => {
       const dir = join(root, 'libtorch-2.10');
       await fakeLibtorch(dir, join(real.dir, 'lib'), '2.10.0');
+      const { location, steps } = await findLibtorch(lookupEnv({ LIBTORCH: dir }));
+      assert.equal(location, null);
+      assert.deepEqual(steps, [
+        {
+          source: 'LIBTORCH',
+          candidate: dir,
+          outcome: 'unusable',
+          detail:
+            `${dir}: its include/torch/headeronly/version.h says torch 2.10.0, but lib/libtorch_cpu.so is torch 2.11.0: ` +
+            'files of two releases are mixed there; reinstall torch',
+        },
+      ]);
+    });
+
+    it('a version.py that lies is caught the same way, before anything is loaded', async () => {
+      const dir = join(root, 'lying-version-py');
+      await mkdir(dir);
+      await symlink(join(real.dir, 'lib'), join(dir, 'lib'));
+      await writeFile(join(dir, 'version.py'), "__version__ = '2.14.1+cu130'\n");
       const r = await doctor({ ...process.env, LIBTORCH: dir });
       assert.equal(r.code, 1);
-      assert.ok(
-        r.stderr.includes(
-          `PROBLEM: no bertgate engine fits the libtorch found at ${dir} (via LIBTORCH), which is 2.10.0. ` +
-            'The engines in ',
-        ),
-        r.stderr,
-      );
-      assert.match(
-        r.stderr,
-        /libbertgate_engine\.torch-2\.11\.cuda\.so +built for torch 2\.11; this libtorch is 2\.10\.0/,
-      );
+      assert.match(r.stdout + r.stderr, /version\.py says torch 2\.14\.1, but lib\/libtorch_cpu\.so is torch 2\.11\.0/);
+    });
+
+    it('no version file at all: the version is read from the library', async () => {
+      const dir = join(root, 'libraries-only');
+      await mkdir(dir);
+      await symlink(join(real.dir, 'lib'), join(dir, 'lib'));
+      const { location } = await findLibtorch(lookupEnv({ LIBTORCH: dir }));
+      assert.equal(location?.version, '2.11.0');
+    });
+
+    it('a link to libtorch is that libtorch: one name for one copy', async () => {
+      const link = join(root, 'linked-libtorch');
+      await symlink(real.dir, link);
+      const { location } = await findLibtorch(lookupEnv({ LIBTORCH: link }));
+      assert.equal(location?.dir, real.dir);
+      assert.deepEqual(location?.preload, real.preload);
+    });
+
+    it('a loop of links, or a library that is a directory: said so', async () => {
+      const loop = join(root, 'loop');
+      await symlink(loop, loop);
+      const looped = await findLibtorch(lookupEnv({ LIBTORCH: loop }));
+      assert.equal(looped.steps[0]?.detail, `${loop} is a loop of symbolic links`);
+      const odd = join(root, 'odd');
+      await mkdir(join(odd, 'lib', 'libc10.so'), { recursive: true });
+      const found = await findLibtorch(lookupEnv({ LIBTORCH: odd }));
+      assert.equal(found.steps[0]?.detail, `${odd}: lib/libc10.so is not a regular file`);
     });
   });
 
@@ -166,13 +203,29 @@ describe('libtorch lookup', () => {
       );
     });
 
-    it("wrong version: doctor refuses the Python's torch, naming both versions", async () => {
+    it("a Python's torch whose headers and libraries disagree: unusable, naming both", async () => {
       const r = await doctor({ ...process.env, BERTGATE_PYTHON: oldTorchPython });
       assert.equal(r.code, 1);
       assert.match(
         r.stderr,
-        /PROBLEM: no bertgate engine fits the libtorch found at .* \(via python\), which is 2\.10\.0\. The engines in .* are for torch 2\.11 \(CUDA\):/,
+        /PROBLEM: libtorch was not found\. Looked at, in order:\n {2}1\. \[python\] unusable: .*: its include\/torch\/headeronly\/version\.h says torch 2\.10\.0, but lib\/libtorch_cpu\.so is torch 2\.11\.0/,
       );
+    });
+  });
+
+  describe('BERTGATE_CUDA', () => {
+    it('takes "1", "0" or nothing; anything else is an error, not ignored', () => {
+      assert.equal(cudaDecision(real, { BERTGATE_CUDA: '1' }).load, true);
+      assert.equal(cudaDecision(real, { BERTGATE_CUDA: '0' }).load, false);
+      for (const bad of ['true', 'ON', ' 1', '2']) {
+        assert.throws(
+          () => cudaDecision(real, { BERTGATE_CUDA: bad }),
+          (e: unknown) =>
+            e instanceof RuntimeLoadError &&
+            e.code === 'ERR_LIBTORCH_LOAD' &&
+            e.message.startsWith(`BERTGATE_CUDA is ${JSON.stringify(bad)}; expected "1"`),
+        );
+      }
     });
   });
 
