@@ -11,7 +11,7 @@
 
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join, relative, sep } from 'node:path';
+import { join, relative, resolve, sep } from 'node:path';
 
 export type AddonSource = 'BERTGATE_ADDON' | 'build' | 'prebuild';
 
@@ -34,15 +34,18 @@ export function prebuildDir(root: string, platform = process.platform, arch = pr
 }
 
 export function chooseAddon(root: string, env: NodeJS.ProcessEnv = process.env): AddonChoice {
-  const override = env['BERTGATE_ADDON'];
-  if (override) {
-    // An explicit choice is never silently replaced by another binary.
+  const given = env['BERTGATE_ADDON'];
+  if (given) {
+    // An explicit choice is never silently replaced by another binary. Relative to the working
+    // directory, as a shell user means it.
+    const override = resolve(given);
     const problem = existsSync(override) ? undefined : `BERTGATE_ADDON names ${override}, which does not exist`;
     return { path: problem ? undefined : override, source: 'BERTGATE_ADDON', problem };
   }
   let path: string;
   try {
-    path = nodeGypBuild.path(root);
+    // node-gyp-build answers relative to BERTGATE_PREBUILD when that is relative.
+    path = resolve(nodeGypBuild.path(root));
   } catch (error) {
     // node-gyp-build names the platform tags it looked for and the directory.
     return { path: undefined, source: undefined, problem: (error as Error).message.trim() };

@@ -4,12 +4,11 @@
  * side trusts them.
  */
 
-import { createRequire } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { chooseAddon } from './addon-path.js';
+import { chooseAddon, prebuildDir } from './addon-path.js';
 import {
   chooseEngine,
   describeSupport,
@@ -19,6 +18,7 @@ import {
   verifyEngine,
   type EngineCandidate,
   type EngineChoice,
+  type LibtorchTraits,
 } from './engines.js';
 import { RuntimeLoadError } from './errors.js';
 import {
@@ -147,15 +147,21 @@ export function loadAddon(): { native: NativeAddon; path: string } {
   const path = choice.path;
   let native: NativeAddon;
   try {
-    native = createRequire(import.meta.url)(path) as NativeAddon;
+    // dlopen, never require(): a path given in BERTGATE_ADDON is a file, not a module name, and
+    // whatever it names is loaded as a native module, never run as JavaScript.
+    const module = { exports: {} as NativeAddon };
+    process.dlopen(module, path);
+    native = module.exports;
   } catch (error) {
-    throw new RuntimeLoadError(
-      'ERR_ADDON_LOAD',
-      `the native addon at ${path} failed to load: ${(error as Error).message}`,
-      {
-        cause: error,
-      },
-    );
+    const message = (error as Error).message;
+    // The prebuilds are built on Debian 12 (glibc 2.36) and need glibc 2.34 (dlopen moved into libc).
+    const glibc = /GLIBC_\d/.test(message)
+      ? ` This system's glibc is ${glibcVersion() ?? 'unknown'}; the prebuilt addon needs 2.34 or later: ` +
+        'build bertgate here instead (npx bertgate build).'
+      : '';
+    throw new RuntimeLoadError('ERR_ADDON_LOAD', `the native addon at ${path} failed to load: ${message}${glibc}`, {
+      cause: error,
+    });
   }
   // process.exit() skips the addon's cleanup hooks and runs C exit(), whose static destructors
   // would pull libtorch out from under a forward pass: stop the native workers first. Only on
@@ -163,6 +169,11 @@ export function loadAddon(): { native: NativeAddon; path: string } {
   if (isMainThread) process.once('exit', () => native.quiesce());
   addon = { native, path };
   return addon;
+}
+
+function glibcVersion(): string | undefined {
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  return header?.glibcVersionRuntime;
 }
 
 export interface Runtime {
@@ -180,48 +191,67 @@ interface Plan extends Omit<Runtime, 'cuda'> {
 }
 
 // The environment the lookup and the choice read: when it changes, they are made again.
-const PLAN_INPUTS = ['LIBTORCH', 'BERTGATE_PYTHON', 'VIRTUAL_ENV', 'PATH', 'BERTGATE_CUDA', 'BERTGATE_ENGINE'];
-const planKey = (env: NodeJS.ProcessEnv): string => JSON.stringify(PLAN_INPUTS.map((name) => env[name] ?? null));
+const PLAN_INPUTS = ['LIBTORCH', 'BERTGATE_PYTHON', 'VIRTUAL_ENV', 'PATH', 'BERTGATE_CUDA', 'BERTGATE_ENGINE'] as const;
+// A copy of the whole environment (the lookup runs Python with it), taken when a call is made.
+type PlanEnv = Readonly<NodeJS.ProcessEnv>;
+const planKey = (env: PlanEnv): string => JSON.stringify(PLAN_INPUTS.map((name) => env[name] ?? null));
 
-let opened: { key: string; runtime: Promise<Runtime> } | undefined;
+let opened: { key: string; env: PlanEnv; runtime: Promise<Runtime> } | undefined;
 
 /**
  * Finds libtorch, chooses the engine that fits it, preloads libtorch and opens the engine.
  * Once per process: later calls share the first runtime, unless the lookup's environment has
  * changed and now finds another libtorch or engine, which is refused (ERR_LIBTORCH_CONFLICT):
- * a process holds one libtorch.
+ * a process holds one libtorch. Each call works with the environment as it was when it was
+ * made, even while an earlier call is still opening.
  */
 export function openRuntime(): Promise<Runtime> {
-  const key = planKey(process.env);
-  if (!opened) {
-    const runtime = plan().then(open);
-    opened = { key, runtime };
+  return openWith({ ...process.env });
+}
+
+function openWith(env: PlanEnv): Promise<Runtime> {
+  const key = planKey(env);
+  const current = opened;
+  if (!current) {
+    const runtime = plan(env).then(open);
+    opened = { key, env, runtime };
     // A fixed environment may succeed on the next try.
     runtime.catch(() => {
       if (opened?.runtime === runtime) opened = undefined;
     });
     return runtime;
   }
-  if (opened.key === key) return opened.runtime;
-  return opened.runtime.then(async (first) => {
-    const next = await plan();
-    if (next.libtorch.dir === first.libtorch.dir && next.engine.chosen.path === first.engine.chosen.path) return first;
-    throw new RuntimeLoadError(
-      'ERR_LIBTORCH_CONFLICT',
-      `this process already runs libtorch ${first.libtorch.version} from ${first.libtorch.dir} with the engine ` +
-        `${first.engine.chosen.file}; the lookup now finds libtorch ${next.libtorch.version ?? '(unknown version)'} ` +
-        `at ${next.libtorch.dir} (via ${next.libtorch.source}), which needs ${next.engine.chosen.file}. ` +
-        'One process holds one libtorch: load this model in another process, or restore the environment ' +
-        '(LIBTORCH, BERTGATE_PYTHON, VIRTUAL_ENV, PATH) the first load saw.',
-    );
-  });
+  if (current.key === key) return current.runtime;
+  return current.runtime.then(
+    async (first) => {
+      const next = await plan(env);
+      if (next.libtorch.dir === first.libtorch.dir && next.engine.chosen.path === first.engine.chosen.path) {
+        return first;
+      }
+      const changed = PLAN_INPUTS.filter((name) => current.env[name] !== env[name]).join(', ');
+      const sameLibtorch = next.libtorch.dir === first.libtorch.dir;
+      throw new RuntimeLoadError(
+        'ERR_LIBTORCH_CONFLICT',
+        `this process already runs libtorch ${first.libtorch.version} from ${first.libtorch.dir} with the engine ` +
+          `${first.engine.chosen.file}; ` +
+          (sameLibtorch
+            ? `with ${changed} changed since, the same libtorch would need the engine ${next.engine.chosen.file}. `
+            : `with ${changed} changed since, the lookup finds libtorch ${next.libtorch.version ?? '(unknown version)'} ` +
+              `at ${next.libtorch.dir} (via ${next.libtorch.source}), which needs ${next.engine.chosen.file}. `) +
+          `One process holds one libtorch and one engine: load this model in another process, or restore ${changed} ` +
+          'as the first load saw it.',
+      );
+    },
+    // The first attempt failed (and was forgotten): this environment gets its own.
+    () => openWith(env),
+  );
 }
 
-async function plan(): Promise<Plan> {
+async function plan(env: PlanEnv): Promise<Plan> {
   const { native, path } = loadAddon();
   const addonDir = dirname(path);
   const engines = readEngines(addonDir);
-  const { location, steps } = await findLibtorch();
+  const { location, steps } = await findLibtorch(env);
   if (!location) {
     throw new RuntimeLoadError(
       'ERR_LIBTORCH_NOT_FOUND',
@@ -231,9 +261,9 @@ async function plan(): Promise<Plan> {
     );
   }
   const traits = { ...location, cxx11Abi: await readCxx11Abi(location.dir) };
-  const decision = cudaDecision(location);
-  const engine = chooseEngine(engines, addonDir, traits, decision.load);
-  if (!engine.chosen) throw noEngineError(engine, traits, location.source);
+  const decision = cudaDecision(location, env);
+  const engine = chooseEngine(engines, addonDir, traits, decision.load, env);
+  if (!engine.chosen) throw noEngineError(engine, traits, location.source, env, shadowedPrebuilds(path, traits));
   return {
     addon: native,
     addonPath: path,
@@ -305,13 +335,32 @@ async function open(plan: Plan): Promise<Runtime> {
   };
 }
 
-/** The native refusal, which names paths only, made a typed error. */
+/** The native refusal, which says what is loaded and what was asked, made a typed error. */
 function conflict(error: unknown): RuntimeLoadError {
   return new RuntimeLoadError(
     'ERR_LIBTORCH_CONFLICT',
-    `${(error as Error).message} (another thread of this process loaded it first; load this model in another process)`,
+    `${(error as Error).message}. Load this model in another process (a worker_thread shares this one's libtorch).`,
     { cause: error },
   );
+}
+
+/**
+ * A source build (build/Release) wins over the prebuilds; when none of its engines fits but a
+ * prebuilt one would, the error says so, and how to get it back.
+ */
+function shadowedPrebuilds(addonPath: string, libtorch: LibtorchTraits): string {
+  if (chooseAddon(PACKAGE_ROOT, {}).source !== 'build' || dirname(addonPath) !== join(PACKAGE_ROOT, 'build', 'Release'))
+    return '';
+  const prebuilt = prebuildDir(PACKAGE_ROOT);
+  try {
+    const fits = chooseEngine(readEngines(prebuilt), prebuilt, libtorch, false, {}).chosen;
+    return fits
+      ? `\nThe prebuilt ${fits.file} in ${prebuilt} would fit, but the source build in ${dirname(addonPath)} comes ` +
+          `first: remove ${join(PACKAGE_ROOT, 'build')} to use the prebuilds.`
+      : '';
+  } catch {
+    return '';
+  }
 }
 
 /** libc10_cuda.so goes right after libc10.so, which it needs. */

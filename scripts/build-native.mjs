@@ -38,7 +38,8 @@ function pipToolkitFlags(nvcc) {
  * `out`: the build directory (cmake-js --out), build/ by default; the products land in
  * <out>/Release. `parts`: 'all', 'engine' or 'addon' (which needs no libtorch). `torch`: the
  * libtorch to build against (torchBuildConfig's shape), else the lookup's. `cuda`: AUTO, ON
- * or OFF (default BERTGATE_CUDA, else AUTO); `nvcc` the compiler to use, else found. `extra`:
+ * or OFF (default BERTGATE_BUILD_CUDA, else AUTO; BERTGATE_CUDA is the run time's, "1"/"0");
+ * `nvcc` the compiler to use, else found. `extra`:
  * more -D definitions, e.g. for the sanitizer build. Returns the engine built, if any.
  */
 export async function buildNative({
@@ -47,7 +48,7 @@ export async function buildNative({
   extra = [],
   parts = 'all',
   torch = undefined,
-  cuda = process.env.BERTGATE_CUDA ?? 'AUTO',
+  cuda = process.env.BERTGATE_BUILD_CUDA ?? 'AUTO',
   nvcc = undefined,
 } = {}) {
   const withEngine = parts !== 'addon';

@@ -90,7 +90,7 @@ bench_model() {
 
 step "unpack Node and the runtime" unpack || finish
 step "environment" environment
-step "build: cmake-js, CUDA kernels required" env BERTGATE_CUDA=ON node scripts/build-native.mjs --tests || finish
+step "build: cmake-js, CUDA kernels required" env BERTGATE_BUILD_CUDA=ON node scripts/build-native.mjs --tests || finish
 step "doctor" node dist/lib/cli/main.js doctor
 if [ "${DRY_RUN:-0}" = 1 ]; then
   echo "DRY_RUN=1: stopping before the steps that need a GPU"

@@ -32,7 +32,7 @@ function runtime(name) {
 }
 
 if (!process.argv.includes('--no-build')) {
-  process.env.BERTGATE_CUDA = 'OFF'; // nvcc-compiled code is not instrumented anyway
+  process.env.BERTGATE_BUILD_CUDA = 'OFF'; // nvcc-compiled code is not instrumented anyway
   await buildNative({ out: OUT, tests: true, extra: ['BERTGATE_SANITIZE=ON'] });
 }
 

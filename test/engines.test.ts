@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { cp, mkdir, mkdtemp, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -16,7 +17,16 @@ import { promisify } from 'node:util';
 
 import { prebuildDir } from '../lib/addon-path.js';
 import { PACKAGE_ROOT } from '../lib/binding.js';
-import { ENGINE_MANIFEST, type EngineEntry } from '../lib/engines.js';
+import {
+  ENGINE_MANIFEST,
+  chooseEngine,
+  noEngineError,
+  readEngines,
+  verifyEngine,
+  type EngineEntry,
+  type LibtorchTraits,
+} from '../lib/engines.js';
+import { RuntimeLoadError } from '../lib/errors.js';
 
 const exec = promisify(execFile);
 
@@ -87,6 +97,59 @@ describe('engine matrix', () => {
   });
 });
 
+describe('engine choice, read from the files alone', () => {
+  const dir = prebuildDir(PACKAGE_ROOT);
+  const torch: LibtorchTraits = {
+    dir: wheels.libtorchDir(OLDEST),
+    version: OLDEST,
+    cxx11Abi: true,
+    c10Cuda: join(wheels.libtorchDir(OLDEST), 'lib', 'libc10_cuda.so'),
+    cudaRuntime: 'libcudart.so.13',
+  };
+
+  it('a torch of the same minor built for another CUDA major: the CUDA engine does not fit, the CPU one does', () => {
+    const entries = readEngines(dir);
+    const same = chooseEngine(entries, dir, torch, true, {});
+    assert.equal(same.chosen?.flavour, 'cuda');
+    const cu12 = chooseEngine(entries, dir, { ...torch, cudaRuntime: 'libcudart.so.12' }, true, {});
+    assert.equal(cu12.chosen?.flavour, 'cpu');
+    assert.equal(
+      cu12.candidates.find((c) => c.torch === minor(OLDEST) && c.flavour === 'cuda')?.problem,
+      'built against the CUDA runtime libcudart.so.13; this libtorch uses libcudart.so.12',
+    );
+  });
+
+  it('BERTGATE_ENGINE=cuda on a CPU-only libtorch of a supported version: says the flavour, not the version', () => {
+    const cpuOnly = { ...torch, c10Cuda: null, cudaRuntime: null };
+    const env = { BERTGATE_ENGINE: 'cuda' };
+    const choice = chooseEngine(readEngines(dir), dir, cpuOnly, false, env);
+    assert.equal(choice.chosen, undefined);
+    const error = noEngineError(choice, cpuOnly, 'LIBTORCH', env);
+    assert.equal(error.code, 'ERR_ENGINE_LOAD');
+    assert.match(
+      error.message,
+      new RegExp(`^BERTGATE_ENGINE=cuda asks for the CUDA engine, and none of those in .* for torch ${minor(OLDEST)}`),
+    );
+    assert.match(error.message, /lacks \(a CPU-only libtorch\)/);
+    assert.match(error.message, /Unset BERTGATE_ENGINE to take the engine that fits, or use a CUDA build of torch\.$/);
+  });
+
+  it('an engine path that is not a file (a FIFO, a directory): refused at once, never read', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'bertgate-fifo-'));
+    try {
+      const fifo = join(root, 'libbertgate_engine.torch-2.11.cpu.so');
+      assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+      const entry = readEngines(dir)[0] as EngineEntry;
+      await assert.rejects(
+        verifyEngine({ ...entry, path: fifo, problem: undefined }),
+        (e: unknown) => e instanceof RuntimeLoadError && e.message === `${fifo} (listed in engines.json) is not a file`,
+      );
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('engine choice: faults', () => {
   let root: string;
   let prebuilt: string; // a private copy of prebuilds/linux-x64
@@ -112,33 +175,55 @@ describe('engine choice: faults', () => {
   }
 
   it('a torch no engine fits: ERR_LIBTORCH_VERSION naming the torch found, the supported ones and the build command', async () => {
-    const fake = join(root, 'libtorch-2.10');
-    await mkdir(join(fake, 'include', 'torch', 'headeronly'), { recursive: true });
-    await writeFile(
-      join(fake, 'include', 'torch', 'headeronly', 'version.h'),
-      '#define TORCH_VERSION_MAJOR 2\n#define TORCH_VERSION_MINOR 10\n#define TORCH_VERSION_PATCH 0\n',
-    );
-    await symlink(join(wheels.libtorchDir(OLDEST), 'lib'), join(fake, 'lib'));
-    const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: fake }, loadDefault);
+    // The matrix without its oldest minor, as a package would be for a torch it predates.
+    const dir = await variant('no-oldest', async (_d, list) => list.filter((e) => e.torch !== minor(OLDEST)));
+    const torch = wheels.libtorchDir(OLDEST);
+    const { out } = await child({ ...addonIn(dir), LIBTORCH: torch }, loadDefault);
     const [r] = out as Array<{ code: string; message: string }>;
     assert.equal(r?.code, 'ERR_LIBTORCH_VERSION');
-    const support = wheels.MATRIX.map((v) => `${minor(v)} (CUDA, CPU)`).join(', ');
+    const support = wheels.MATRIX.slice(1)
+      .map((v) => `${minor(v)} (CUDA, CPU)`)
+      .join(', ');
+    const next = wheels.MATRIX[1] as string;
     assert.ok(
       r.message.startsWith(
-        `no bertgate engine fits the libtorch found at ${fake} (via LIBTORCH), which is 2.10.0. ` +
-          `The engines in ${join(prebuilt, ENGINE_MANIFEST)} are for torch ${support}:\n` +
-          `  libbertgate_engine.torch-${minor(OLDEST)}.cuda.so: built for torch ${minor(OLDEST)}; this libtorch is 2.10.0\n`,
+        `no bertgate engine fits the libtorch found at ${torch} (via LIBTORCH), which is ${OLDEST}. ` +
+          `The engines in ${join(dir, ENGINE_MANIFEST)} are for torch ${support}:\n` +
+          `  libbertgate_engine.torch-${minor(next)}.cuda.so: built for torch ${minor(next)}; this libtorch is ${OLDEST}\n`,
       ),
       r.message,
     );
     assert.match(r.message, /or build an engine for this libtorch with: npx bertgate build$/);
   });
 
+  it('a version file that names another release than the libraries: refused before anything loads', async () => {
+    // 2.12's libraries under a version.py saying 2.14: loading the 2.14 engine on them crashed
+    // the process one time in three. The library's own version string decides.
+    const fake = join(root, 'mixed-release');
+    const source = wheels.libtorchDir(wheels.MATRIX[1] as string);
+    await mkdir(fake);
+    await symlink(join(source, 'lib'), join(fake, 'lib'));
+    await writeFile(join(fake, 'version.py'), `__version__ = '${wheels.MATRIX[3]}'\n`);
+    const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: fake }, `${loadDefault}\nreport(1 + 1);`);
+    const [r, alive] = out as [{ code: string; message: string }, number];
+    assert.equal(r.code, 'ERR_LIBTORCH_NOT_FOUND');
+    assert.ok(
+      r.message.includes(
+        `${fake}: its version.py says torch ${wheels.MATRIX[3]}, but lib/libtorch_cpu.so is torch ${wheels.MATRIX[1]}`,
+      ),
+      r.message,
+    );
+    assert.equal(alive, 2);
+  });
+
   it('a libtorch with the pre-C++11 string ABI: refused before loading, naming the ABI', async () => {
     const fake = join(root, 'libtorch-old-abi');
     await mkdir(join(fake, 'lib'), { recursive: true });
     await writeFile(join(fake, 'version.py'), `__version__ = '${OLDEST}'\n`);
-    for (const lib of ['libc10.so', 'libtorch_cpu.so']) await writeFile(join(fake, 'lib', lib), 'not a library');
+    // The real libtorch_cpu.so (its version is read from it), and a libc10.so without a single
+    // __cxx11 symbol, as a pre-C++11-ABI build has.
+    await symlink(join(wheels.libtorchDir(OLDEST), 'lib', 'libtorch_cpu.so'), join(fake, 'lib', 'libtorch_cpu.so'));
+    await writeFile(join(fake, 'lib', 'libc10.so'), 'not a library');
     const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: fake }, loadDefault);
     const [r] = out as Array<{ code: string; message: string }>;
     assert.equal(r?.code, 'ERR_LIBTORCH_VERSION');
@@ -223,6 +308,12 @@ describe('engine choice: faults', () => {
     const missing = await variant('no-manifest', async (_d, list) => list);
     await rm(join(missing, ENGINE_MANIFEST));
     const malformed = await variant('bad-manifest', async () => [{ file: '../escape.so' } as unknown as EngineEntry]);
+    // Well-formed entries whose file is no file name of this directory.
+    const badNames = await Promise.all(
+      ['..', '', '.so', 'sub/x.so'].map((file, i) =>
+        variant(`bad-name-${i}`, async (_d, list) => list.map((e) => ({ ...e, file }))),
+      ),
+    );
     const venv = { VIRTUAL_ENV: join(PACKAGE_ROOT, '.venv') };
     const [a] = (await child({ ...addonIn(missing), ...venv }, loadDefault)).out as Array<{
       code: string;
@@ -236,6 +327,14 @@ describe('engine choice: faults', () => {
     }>;
     assert.equal(b?.code, 'ERR_ENGINE_LOAD');
     assert.match(b.message, /engines\.json is not an engine list/);
+    for (const dir of badNames) {
+      const [r] = (await child({ ...addonIn(dir), ...venv }, loadDefault)).out as Array<{
+        code: string;
+        message: string;
+      }>;
+      assert.equal(r?.code, 'ERR_ENGINE_LOAD', dir);
+      assert.match(r.message, /engines\.json is not an engine list/);
+    }
     const [c] = (await child({ ...addonIn(prebuilt), ...venv, BERTGATE_ENGINE: 'gpu' }, loadDefault)).out as Array<{
       code: string;
       message: string;
@@ -266,11 +365,52 @@ describe('engine choice: faults', () => {
     assert.equal(
       conflict.message,
       `this process already runs libtorch ${OLDEST} from ${first} with the engine libbertgate_engine.torch-${minor(OLDEST)}.cpu.so; ` +
-        `the lookup now finds libtorch ${NEWEST} at ${second} (via LIBTORCH), which needs libbertgate_engine.torch-${minor(NEWEST)}.cpu.so. ` +
-        'One process holds one libtorch: load this model in another process, or restore the environment ' +
-        '(LIBTORCH, BERTGATE_PYTHON, VIRTUAL_ENV, PATH) the first load saw.',
+        `with LIBTORCH changed since, the lookup finds libtorch ${NEWEST} at ${second} (via LIBTORCH), which needs ` +
+        `libbertgate_engine.torch-${minor(NEWEST)}.cpu.so. One process holds one libtorch and one engine: load this ` +
+        'model in another process, or restore LIBTORCH as the first load saw it.',
     );
     assert.deepEqual([label, relabel], ['python', 'python']);
+  });
+
+  it('the same libtorch by another path is no conflict; another flavour of the same one names the variable', async () => {
+    const first = wheels.libtorchDir(OLDEST);
+    const link = join(root, 'torch-link');
+    await symlink(first, link);
+    const body = `
+      const clf = await Classifier.load(${JSON.stringify(DEFAULT)});
+      process.env.LIBTORCH = ${JSON.stringify(link + '/')};
+      report(await attempt(Classifier.load(${JSON.stringify(DEFAULT)}).then((c) => c.close().then(() => 'same'))));
+      process.env.BERTGATE_ENGINE = 'cuda';
+      report(await attempt(Classifier.load(${JSON.stringify(DEFAULT)})));
+      await clf.close();
+    `;
+    const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: first }, body);
+    const [same, flavour] = out as [{ ok: string }, { code: string; message: string }];
+    assert.deepEqual(same, { ok: 'same' });
+    assert.equal(flavour.code, 'ERR_LIBTORCH_CONFLICT');
+    assert.match(
+      flavour.message,
+      new RegExp(
+        `with LIBTORCH, BERTGATE_ENGINE changed since, the same libtorch would need the engine libbertgate_engine\\.torch-${minor(OLDEST).replace('.', '\\.')}\\.cuda\\.so`,
+      ),
+    );
+  });
+
+  it('concurrent loads each use the environment of their own call, and one failing does not fail the other', async () => {
+    const body = `
+      process.env.LIBTORCH = ${JSON.stringify(join(root, 'nowhere'))};
+      const bad = attempt(Classifier.load(${JSON.stringify(DEFAULT)}));
+      process.env.LIBTORCH = ${JSON.stringify(wheels.libtorchDir(OLDEST))};
+      const good = attempt(Classifier.load(${JSON.stringify(DEFAULT)}).then((c) => c.close().then(() => 'loaded')));
+      process.env.LIBTORCH = ${JSON.stringify(join(root, 'elsewhere'))};
+      report(await bad);
+      report(await good);
+    `;
+    const { out } = await child(addonIn(prebuilt), body);
+    const [bad, good] = out as [{ code: string; message: string }, { ok: string }];
+    assert.equal(bad.code, 'ERR_LIBTORCH_NOT_FOUND');
+    assert.match(bad.message, /nowhere does not exist/);
+    assert.deepEqual(good, { ok: 'loaded' });
   });
 
   it('a worker thread asking for another libtorch: the native side refuses it before loading anything', async () => {
@@ -298,9 +438,37 @@ describe('engine choice: faults', () => {
       refused.message,
       new RegExp(
         `^this process already runs the engine '.*torch-${minor(OLDEST).replace('.', '\\.')}\\.cpu\\.so' on the libtorch in '${first}/lib'; ` +
-          `it cannot also open '.*torch-${minor(NEWEST).replace('.', '\\.')}\\.cpu\\.so': one process holds one libtorch \\(another thread`,
+          `it cannot also open '.*torch-${minor(NEWEST).replace('.', '\\.')}\\.cpu\\.so' on the one in '${second}/lib': one process holds one libtorch\\. Load this model in another process`,
       ),
     );
     assert.equal(label, 'python');
+  });
+
+  it('a worker thread asking for a copy of the same torch elsewhere: refused too, not silently given the first', async () => {
+    const first = wheels.libtorchDir(OLDEST);
+    const copy = join(root, 'torch-copy');
+    await mkdir(join(copy, 'lib'), { recursive: true });
+    for (const lib of ['libc10.so', 'libtorch_cpu.so', 'libgomp.so.1'])
+      await symlink(join(first, 'lib', lib), join(copy, 'lib', lib));
+    await cp(join(first, 'version.py'), join(copy, 'version.py'));
+    await symlink(join(first, '..', 'nvidia'), join(root, 'nvidia'));
+    const body = `
+      const { Worker } = await import('node:worker_threads');
+      const clf = await Classifier.load(${JSON.stringify(DEFAULT)});
+      const worker = new Worker(\`
+        import { Classifier } from ${JSON.stringify(INDEX)};
+        import { parentPort } from 'node:worker_threads';
+        Classifier.load(${JSON.stringify(DEFAULT)}).then(
+          () => parentPort.postMessage({ ok: true }),
+          (e) => parentPort.postMessage({ code: e.code, message: e.message }));
+      \`, { eval: true, env: { ...process.env, LIBTORCH: ${JSON.stringify(copy)} } });
+      report(await new Promise((resolve) => worker.once('message', resolve)));
+      await worker.terminate();
+      await clf.close();
+    `;
+    const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: first }, body);
+    const [refused] = out as [{ code: string; message: string }];
+    assert.equal(refused.code, 'ERR_LIBTORCH_CONFLICT');
+    assert.match(refused.message, new RegExp(`on the one in '${copy}/lib'`));
   });
 });

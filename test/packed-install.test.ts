@@ -294,6 +294,26 @@ describe('packed install', () => {
     const env = cleanEnv(process.env['PATH'] ?? '', { VIRTUAL_ENV: VENV });
     await npm(built, ['install', '--ignore-scripts', tarball], env);
     const installed = join(built, 'node_modules', 'bertgate');
+
+    // A build that fails half-way (the addon compiles, the engine cannot: a header of this
+    // libtorch is broken) leaves nothing behind: the prebuilds still load.
+    const broken = join(root, 'broken-headers');
+    const real = wheels.libtorchDir(OLDEST);
+    await mkdir(join(broken, 'include', 'torch'), { recursive: true });
+    for (const entry of readdirSync(join(real, 'include')).filter((e) => e !== 'torch'))
+      await symlink(join(real, 'include', entry), join(broken, 'include', entry));
+    for (const entry of readdirSync(join(real, 'include', 'torch')).filter((e) => e !== 'cuda.h'))
+      await symlink(join(real, 'include', 'torch', entry), join(broken, 'include', 'torch', entry));
+    await writeFile(join(broken, 'include', 'torch', 'cuda.h'), '#error broken on purpose\n');
+    await symlink(join(real, 'lib'), join(broken, 'lib'));
+    await symlink(join(real, 'version.py'), join(broken, 'version.py'));
+    await symlink(join(real, '..', 'nvidia'), join(root, 'nvidia')); // beside broken-headers, as in a wheel
+    const failed = await bertgate(built, ['build', '--cuda', 'off'], { ...env, LIBTORCH: broken });
+    assert.equal(failed.code, 1, failed.stdout);
+    assert.match(failed.stderr, /ERR_ENGINE_LOAD: building bertgate failed/);
+    assert.equal(existsSync(join(installed, 'build')), false, 'a failed build left build/ behind');
+    assert.equal((await classifyDefault(built, env)).label, 'python');
+
     await rm(join(installed, 'prebuilds'), { recursive: true });
     const missing = await bertgate(built, ['classify', TEXT], env);
     assert.equal(missing.code, 1);

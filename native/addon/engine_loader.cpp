@@ -36,19 +36,22 @@ std::string Libc10Dir(const std::vector<std::string>& preload) {
 
 void OpenRuntime(const std::vector<std::string>& preload, const std::string& engine) {
   std::lock_guard<std::mutex> lock(mutex);
+  // Paths arrive with symbolic links resolved (lib/libtorch.ts), so equal strings are equal files.
+  const std::string dir = Libc10Dir(preload);
   if (library.load() != nullptr) {
-    if (engine == library_path) return;
+    // Another thread (a worker_thread, with its own JS state) may ask with another libtorch:
+    // the engine alone matching is not enough.
+    if (engine == library_path && (dir.empty() || dir == libtorch_dir)) return;
     throw RuntimeOpenError("ERR_LIBTORCH_CONFLICT", "this process already runs the engine '" + library_path +
                                                         "' on the libtorch in '" + libtorch_dir +
-                                                        "'; it cannot also open '" + engine +
-                                                        "': one process holds one libtorch");
-  }
-  const std::string dir = Libc10Dir(preload);
-  if (!libtorch_dir.empty() && !dir.empty() && dir != libtorch_dir) {
-    throw RuntimeOpenError("ERR_LIBTORCH_CONFLICT", "the libtorch in '" + libtorch_dir +
-                                                        "' is already loaded in this process; it cannot also load "
-                                                        "the one in '" +
+                                                        "'; it cannot also open '" + engine + "' on the one in '" +
                                                         dir + "': one process holds one libtorch");
+  }
+  if (!libtorch_dir.empty() && !dir.empty() && dir != libtorch_dir) {
+    throw RuntimeOpenError("ERR_LIBTORCH_CONFLICT",
+                           "an earlier attempt in this process loaded the libtorch in '" + libtorch_dir +
+                               "' (and failed after that); it cannot also load the one in '" + dir +
+                               "': a loaded libtorch cannot be unloaded, so only a new process can use another");
   }
   for (const std::string& path : preload) {
     // RTLD_LOCAL keeps torch's C++ symbols from interposing on other libraries in the
