@@ -4,7 +4,8 @@
 // the bundle.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { join } from 'node:path';
+import { readdirSync, realpathSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { PACKAGE_ROOT } from '../binding.js';
@@ -18,7 +19,8 @@ async function exportPython(): Promise<{ python: string; why: string }> {
     const found = steps.find((s) => s.outcome === 'found' && s.source === 'python');
     if (found) return { python: found.candidate, why: `its torch is the libtorch bertgate found (${location.dir})` };
   }
-  const python = process.env['BERTGATE_PYTHON'] ?? 'python3';
+  // Empty counts as unset, as the lookup reads it.
+  const python = process.env['BERTGATE_PYTHON'] || 'python3';
   return { python, why: `libtorch came from ${location ? location.source : 'nowhere'}, so ${python} is used` };
 }
 
@@ -33,6 +35,17 @@ export async function exportCommand(argv: string[]): Promise<number> {
     throw new InvalidArgumentError(
       `Expected two arguments, HF_MODEL_DIR and BUNDLE_DIR, got ${positionals.length} (see "bertgate help")`,
     );
+  }
+  const [modelDir, bundleDir] = checkDirs(positionals[0] as string, positionals[1] as string);
+  const maxLength = values['max-length'];
+  if (maxLength !== undefined && !(/^\d+$/.test(maxLength) && Number(maxLength) >= 2)) {
+    throw new InvalidArgumentError(
+      `Expected --max-length to be a whole number of tokens, at least 2, got ${JSON.stringify(maxLength)}`,
+    );
+  }
+  const tolerance = values.tolerance;
+  if (tolerance !== undefined && !(Number(tolerance) > 0 && Number.isFinite(Number(tolerance)))) {
+    throw new InvalidArgumentError(`Expected --tolerance to be a positive number, got ${JSON.stringify(tolerance)}`);
   }
   const { python, why } = await exportPython();
   const env = {
@@ -50,14 +63,61 @@ export async function exportCommand(argv: string[]): Promise<number> {
         'Install transformers there (pip install transformers), or set BERTGATE_PYTHON to a Python that has both.',
     );
   }
-  const args = ['-m', 'bertgate_export', ...positionals];
-  if (values['max-length'] !== undefined) args.push('--max-length', values['max-length']);
-  if (values.tolerance !== undefined) args.push('--tolerance', values.tolerance);
-  const code = await new Promise<number>((resolve, reject) => {
-    const child = spawn(python, args, { env, stdio: 'inherit' });
+  const args = ['-m', 'bertgate_export', modelDir, bundleDir];
+  if (maxLength !== undefined) args.push('--max-length', maxLength);
+  if (tolerance !== undefined) args.push('--tolerance', tolerance);
+  // The tool's stderr is shown as it comes and kept: its own refusals are one line, which
+  // becomes the error's message.
+  let stderr = '';
+  const code = await new Promise<number>((done, reject) => {
+    const child = spawn(python, args, { env, stdio: ['ignore', 'inherit', 'pipe'] });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+      process.stderr.write(chunk);
+    });
     child.on('error', reject);
-    child.on('exit', (status, signal) => resolve(status ?? (signal ? 1 : 0)));
+    child.on('close', (status, signal) => done(status ?? (signal ? 1 : 0)));
   });
-  if (code !== 0) throw new ExportError(`the export tool (${python} -m bertgate_export) failed with exit code ${code}`);
+  if (code !== 0) {
+    const refusal = /^bertgate_export: (.*)$/m.exec(stderr)?.[1];
+    throw new ExportError(
+      refusal ?? `the export tool (${python} -m bertgate_export) failed with exit code ${code}; its output is above`,
+    );
+  }
   return 0;
+}
+
+/**
+ * The directories, checked before any Python runs: the model directory must hold a
+ * save_pretrained model, and the bundle goes to a new or empty directory other than it (an
+ * export over an old bundle would leave its calibration.json applied to another model).
+ */
+function checkDirs(model: string, bundle: string): [string, string] {
+  const modelDir = resolve(model);
+  const bundleDir = resolve(bundle);
+  let real: string;
+  try {
+    real = realpathSync(modelDir);
+    if (!statSync(real).isDirectory()) throw new Error('not a directory');
+  } catch {
+    throw new InvalidArgumentError(`HF_MODEL_DIR ${modelDir} is not a directory`);
+  }
+  let entries: string[] | undefined;
+  try {
+    entries = readdirSync(bundleDir);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR') throw new InvalidArgumentError(`BUNDLE_DIR ${bundleDir} is a file, not a directory`);
+    if (code !== 'ENOENT') throw new InvalidArgumentError(`BUNDLE_DIR ${bundleDir} cannot be read (${code})`);
+  }
+  if (entries !== undefined && realpathSync(bundleDir) === real) {
+    throw new InvalidArgumentError(`BUNDLE_DIR is HF_MODEL_DIR (${modelDir}); give the bundle a directory of its own`);
+  }
+  if (entries !== undefined && entries.length > 0) {
+    throw new InvalidArgumentError(
+      `BUNDLE_DIR ${bundleDir} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}): ` +
+        'export into a new or empty directory, so no file of an older bundle (calibration.json) stays behind',
+    );
+  }
+  return [modelDir, bundleDir];
 }

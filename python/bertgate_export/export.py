@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
 
 from . import __version__
 
@@ -131,11 +131,33 @@ def export_bundle(
     to the device's dtype at load. The parity check then compares against the eager model with
     the same rounded weights, so it still tests the trace, not the rounding."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    model = BertForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    check_model_dir(model_dir)
+    model, loading = BertForSequenceClassification.from_pretrained(
+        model_dir, dtype=torch.float32, output_loading_info=True
+    )
+    model.eval()
+    # transformers fills what the checkpoint lacks with random values and only warns: a
+    # BertModel checkpoint would export with a random classification head.
+    missing = [k for k in loading.get("missing_keys", []) if not k.endswith("position_ids")]
+    if missing:
+        raise ExportError(
+            f"{model_dir} lacks weights the classifier needs ({', '.join(sorted(missing)[:4])}"
+            f"{', ...' if len(missing) > 4 else ''}): it is not a trained BertForSequenceClassification "
+            "(a BertModel or a pre-training checkpoint has no classification head)"
+        )
+    if loading.get("mismatched_keys"):
+        raise ExportError(f"{model_dir} has weights of the wrong shape: {sorted(loading['mismatched_keys'])[:4]}")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(f"{model_dir} has no fast tokenizer (tokenizer.json); bertgate needs one")
     config = model.config
+    # transformers 5 builds an empty BertTokenizer when the files are missing: every text
+    # would become [UNK]. A real WordPiece vocabulary has far more than its special tokens.
+    if len(tokenizer) <= len(tokenizer.all_special_tokens) + 1:
+        raise ExportError(
+            f"the tokenizer of {model_dir} has {len(tokenizer)} tokens, only its special ones: "
+            "its vocabulary is missing"
+        )
     if config.num_labels < 2:
         raise ExportError(f"num_labels is {config.num_labels}; classification needs at least 2 labels")
     length = max_length_of(config, tokenizer, max_length)
@@ -174,6 +196,26 @@ def export_bundle(
     }
     (out_dir / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """What a model directory must hold before anything is loaded, named plainly."""
+    if not (model_dir / "config.json").is_file():
+        raise ExportError(f"{model_dir} has no config.json: it is not a save_pretrained model directory")
+    model_type = AutoConfig.from_pretrained(model_dir).model_type
+    if model_type != "bert":
+        raise ExportError(
+            f"{model_dir} holds a {model_type!r} model; bertgate exports BertForSequenceClassification "
+            "(model_type 'bert')"
+        )
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        raise ExportError(
+            f"{model_dir} has no tokenizer ({' or '.join(TOKENIZER_FILES)}): save the tokenizer beside the model "
+            "(tokenizer.save_pretrained) before exporting"
+        )
 
 
 # The files whose bytes bertgate checks at load. A TorchScript archive stores tensors

@@ -78,3 +78,38 @@ def test_float16_weights_halve_the_file_and_keep_parity(model_dir, tmp_path):
     loaded = torch.jit.load(str(tmp_path / "fp16" / "model.pt"))
     assert {p.dtype for p in loaded.parameters()} == {torch.float16}
     assert {b.dtype for b in loaded.buffers()} == {torch.int64}
+
+
+def test_refuses_a_checkpoint_without_a_classification_head(model_dir, tmp_path):
+    # A BertModel saved beside the same tokenizer: transformers would make up the head at random.
+    headless = tmp_path / "headless"
+    BertForSequenceClassification.from_pretrained(model_dir).bert.save_pretrained(headless)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (headless / name).write_bytes((model_dir / name).read_bytes())
+    with pytest.raises(
+        ExportError, match=r"lacks weights the classifier needs \(classifier\.bias, classifier\.weight\)"
+    ):
+        export_bundle(headless, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_refuses_a_model_directory_without_a_tokenizer(model_dir, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for path in model_dir.iterdir():
+        if not path.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            (bare / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(ExportError, match=r"has no tokenizer \(tokenizer\.json or vocab\.txt\)"):
+        export_bundle(bare, tmp_path / "bundle")
+
+
+def test_refuses_another_architecture_and_a_directory_without_config(model_dir, tmp_path):
+    other = tmp_path / "distil"
+    other.mkdir()
+    config = json.loads((model_dir / "config.json").read_text())
+    config["model_type"] = "distilbert"
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match="holds a 'distilbert' model; bertgate exports BertForSequenceClassification"):
+        export_bundle(other, tmp_path / "bundle")
+    with pytest.raises(ExportError, match="has no config.json"):
+        export_bundle(tmp_path / "nothing-here", tmp_path / "bundle")
