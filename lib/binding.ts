@@ -64,6 +64,8 @@ export interface NativeModelInfo {
   logitsDtype: string;
   numLabels: number;
   frozen: boolean;
+  /** The graph runs quantized (int8) operators. */
+  quantized: boolean;
   /** -1 where the module has no such embedding table. */
   vocabRows: number;
   positionRows: number;

@@ -9,6 +9,7 @@ import { access, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { PACKAGE_ROOT, type NativeModelInfo } from './binding.js';
+import { isConfidenceMap, type ConfidenceMap } from './confidence-map.js';
 import { BundleError } from './errors.js';
 import { isPlainObject } from './validate.js';
 
@@ -29,8 +30,11 @@ export const BUNDLE_FILES = {
 
 export interface Calibration {
   temperature?: number;
+  /** The top-label confidence map the thresholds apply through (calibrated_max_probability). */
+  map?: ConfidenceMap;
   threshold?: number;
-  thresholds?: Record<string, number>;
+  /** null: the label is never accepted (calibrate certified no threshold for it). */
+  thresholds?: Record<string, number | null>;
   /** What `bertgate calibrate` recorded about the threshold: kept as written, for reporting. */
   guarantee?: Record<string, unknown>;
 }
@@ -53,6 +57,8 @@ export interface Bundle {
   typeVocabSize: number;
   calibration: Calibration | null;
   manifest: Manifest | null;
+  /** What bundle.json says of the weights: 'int8' for dynamic int8 Linear layers (CPU only), else null. */
+  quantization: 'int8' | null;
 }
 
 async function readJson(dir: string, file: string, required: boolean): Promise<unknown> {
@@ -117,12 +123,25 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
   if (!isPlainObject(value)) throw new BundleError(file, undefined, `${file} must hold a JSON object`);
   const calibration: Calibration = {};
   const score = value['score'];
-  if (score !== undefined && score !== 'max_probability') {
+  if (score !== undefined && score !== 'max_probability' && score !== 'calibrated_max_probability') {
     throw new BundleError(
       file,
       'score',
-      `${file}: "score" ${JSON.stringify(score)} is not supported; thresholds apply to "max_probability"`,
+      `${file}: "score" ${JSON.stringify(score)} is not supported; thresholds apply to "max_probability" ` +
+        'or "calibrated_max_probability"',
     );
+  }
+  if (score === 'calibrated_max_probability') {
+    // Without its map the thresholds would apply to another scale: never silently.
+    if (!isConfidenceMap(value['map'])) {
+      throw new BundleError(
+        file,
+        'map',
+        `${file}: "score" is "calibrated_max_probability", so "map" must be its isotonic map ` +
+          '({ kind: "isotonic", x, y }: knots increasing, values in [0, 1])',
+      );
+    }
+    calibration.map = value['map'];
   }
   const t = value['temperature'];
   if (t !== undefined) {
@@ -158,15 +177,15 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
           `${file}: "thresholds" names ${JSON.stringify(label)}, which is not a label of this model`,
         );
       }
-      if (typeof q !== 'number' || !(q >= 0 && q <= 1)) {
+      if (q !== null && (typeof q !== 'number' || !(q >= 0 && q <= 1))) {
         throw new BundleError(
           file,
           'thresholds',
-          `${file}: "thresholds.${label}" must be a number in [0, 1], got ${JSON.stringify(q)}`,
+          `${file}: "thresholds.${label}" must be a number in [0, 1], or null (never accepted), got ${JSON.stringify(q)}`,
         );
       }
     }
-    calibration.thresholds = per as Record<string, number>;
+    calibration.thresholds = per as Record<string, number | null>;
   }
   if (isPlainObject(value['guarantee'])) calibration.guarantee = value['guarantee'];
   return calibration;
@@ -199,6 +218,7 @@ export async function readBundle(dir: string): Promise<Bundle> {
 
   const manifest = await readJson(dir, BUNDLE_FILES.manifest, false);
   return {
+    quantization: readQuantization(manifest),
     dir,
     modelPath,
     tokenizerPath,
@@ -211,9 +231,36 @@ export async function readBundle(dir: string): Promise<Bundle> {
   };
 }
 
+/** bundle.json "quantization": null (or absent) for float weights, the exporter's int8 record otherwise. */
+function readQuantization(manifest: unknown): 'int8' | null {
+  const q = isPlainObject(manifest) ? manifest['quantization'] : undefined;
+  if (q === undefined || q === null) return null;
+  if (
+    isPlainObject(q) &&
+    q['layers'] === 'Linear' &&
+    typeof q['scheme'] === 'string' &&
+    q['scheme'].startsWith('dynamic int8')
+  )
+    return 'int8';
+  throw new BundleError(
+    BUNDLE_FILES.manifest,
+    'quantization',
+    `${BUNDLE_FILES.manifest} "quantization" is ${JSON.stringify(q)}; expected null or the export tool's dynamic int8 record`,
+  );
+}
+
 /** The bundle against the weights actually loaded and the tokenizer actually read. */
 export function checkAgainstModel(bundle: Bundle, model: NativeModelInfo, tokenizerVocabSize: number): void {
-  const { config, model: modelFile, tokenizer } = BUNDLE_FILES;
+  const { config, model: modelFile, tokenizer, manifest } = BUNDLE_FILES;
+  if (model.quantized !== (bundle.quantization === 'int8')) {
+    // Calibration, the device check and the exporter's parity all go by what bundle.json says.
+    throw new BundleError(
+      manifest,
+      'quantization',
+      `${manifest} says the weights are ${bundle.quantization === 'int8' ? 'dynamic int8' : 'not quantized'}, but ` +
+        `${modelFile} ${model.quantized ? 'holds quantized (int8) layers' : 'holds no quantized layer'}`,
+    );
+  }
   if (model.numLabels !== bundle.labels.length) {
     throw new BundleError(
       config,

@@ -11,7 +11,15 @@ import { Batcher, type BatchEvent, type BatcherStats } from './batcher.js';
 import { openRuntime, type NativeEngineHandle, type NativeInferResult, type NativeModelInfo } from './binding.js';
 import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles } from './bundle.js';
 import { DecisionPolicy, type Decision } from './decision.js';
-import { BertgateError, ClosedError, DeviceUnavailableError, callerStack, fromNative, restack } from './errors.js';
+import {
+  BertgateError,
+  ClosedError,
+  DeviceUnavailableError,
+  InvalidArgumentError,
+  callerStack,
+  fromNative,
+  restack,
+} from './errors.js';
 import { normaliseTexts, type TextInput } from './inputs.js';
 import {
   parseCallOptions,
@@ -38,7 +46,10 @@ export interface ClassifierInfo {
   device: string;
   dtype: string;
   threshold: number;
-  thresholds: Readonly<Record<string, number>>;
+  /** Per label; null: that label is never accepted (calibrate certified no threshold for it). */
+  thresholds: Readonly<Record<string, number | null>>;
+  /** Whether a calibration map turns probabilities into the confidence the thresholds apply to. */
+  confidenceMap: boolean;
   temperature: number;
   topK: number;
   threads: number;
@@ -48,6 +59,8 @@ export interface ClassifierInfo {
   truncationSide: TruncationSide;
   batching: Required<BatchingOptions>;
   frozen: boolean;
+  /** 'int8': the Linear layers run as dynamic int8 (CPU only; bundle.json "quantization"). */
+  quantization: 'int8' | null;
   /** The bundle's weights are random (a development stand-in, not a trained model). */
   randomWeights: boolean;
   /** The guarantee calibration.json records for the threshold, if any. */
@@ -143,6 +156,13 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     if (settings.verify) await verifyFiles(bundle);
     const resolved = resolveAgainstBundle(settings, bundle);
     const deviceName = settings.device === 'cpu' ? 'cpu' : `cuda:${settings.deviceIndex}`;
+    if (bundle.quantization === 'int8' && settings.device === 'cuda') {
+      throw new InvalidArgumentError(
+        `The bundle at ${bundleDir} holds dynamic int8 weights (bundle.json "quantization"), which run on the CPU ` +
+          `only (libtorch has no CUDA kernel for quantized::linear_dynamic); load it with device "cpu", or export ` +
+          `the model without --quantize for "${deviceName}"`,
+      );
+    }
     if (settings.device === 'cuda' && !runtime.cuda.loaded) {
       throw new DeviceUnavailableError(
         `device '${deviceName}' was requested but libtorch's CUDA libraries are not loaded: ${runtime.cuda.reason}`,
@@ -174,10 +194,17 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       await handle.close();
       throw error;
     }
-    const policy = new DecisionPolicy<L, O>(bundle.labels as L[], settings.otherLabel as O, resolved.threshold, {
-      ...bundle.calibration?.thresholds,
-      ...settings.thresholds,
-    } as Partial<Record<L, number>>);
+    // The map was fitted to probabilities at the calibration's temperature: another temperature
+    // would feed it a different scale, so with one the probabilities are used as they are.
+    const calibration = bundle.calibration;
+    const map = resolved.temperature === calibration?.temperature ? calibration.map : undefined;
+    const policy = new DecisionPolicy<L, O>(
+      bundle.labels as L[],
+      settings.otherLabel as O,
+      resolved.threshold,
+      { ...calibration?.thresholds, ...settings.thresholds } as Partial<Record<L, number | null>>,
+      map,
+    );
     const info: ClassifierInfo = {
       bundleDir,
       labels: bundle.labels,
@@ -186,6 +213,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       dtype: model.dtype,
       threshold: resolved.threshold,
       thresholds: Object.fromEntries(bundle.labels.map((l, i) => [l, policy.thresholdFor(i)])),
+      confidenceMap: map !== undefined,
       temperature: resolved.temperature,
       topK: resolved.topK,
       threads: settings.threads,
@@ -195,6 +223,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       truncationSide: settings.truncationSide,
       batching,
       frozen: model.frozen,
+      quantization: bundle.quantization,
       randomWeights: bundle.manifest?.random_weights === true,
       guarantee: bundle.calibration?.guarantee,
       model,
@@ -255,6 +284,15 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     const { single, rows } = await this.#run(input, options, callerStack(this.logProbabilities), 'logProbs');
     const out = rows.map(({ result, row }) => result.logProbs.subarray(row * result.cols, (row + 1) * result.cols));
     return single ? (out[0] as Float32Array) : out;
+  }
+
+  /**
+   * The confidence a decision would carry for this probability of its best label: through the
+   * bundle's calibration map when it has one (and the temperature is the calibration's), else
+   * the probability itself. The thresholds apply to it.
+   */
+  confidenceOf(probability: number): number {
+    return this.#policy.confidenceOf(probability);
   }
 
   /** Queue depth, batch sizes, padding, latency percentiles. */

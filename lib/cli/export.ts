@@ -27,7 +27,12 @@ async function exportPython(): Promise<{ python: string; why: string }> {
 export async function exportCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { 'max-length': { type: 'string' }, tolerance: { type: 'string' } },
+    options: {
+      'max-length': { type: 'string' },
+      tolerance: { type: 'string' },
+      quantize: { type: 'string' },
+      weights: { type: 'string' },
+    },
     allowPositionals: true,
     strict: true,
   });
@@ -47,6 +52,11 @@ export async function exportCommand(argv: string[]): Promise<number> {
   if (tolerance !== undefined && !(Number(tolerance) > 0 && Number.isFinite(Number(tolerance)))) {
     throw new InvalidArgumentError(`Expected --tolerance to be a positive number, got ${JSON.stringify(tolerance)}`);
   }
+  const { quantize, weights } = values;
+  if (quantize !== undefined && quantize !== 'int8')
+    throw new InvalidArgumentError(`Expected --quantize to be int8, got ${JSON.stringify(quantize)}`);
+  if (weights !== undefined && weights !== 'float32' && weights !== 'float16')
+    throw new InvalidArgumentError(`Expected --weights to be float32 or float16, got ${JSON.stringify(weights)}`);
   const { python, why } = await exportPython();
   const env = {
     ...process.env,
@@ -66,6 +76,8 @@ export async function exportCommand(argv: string[]): Promise<number> {
   const args = ['-m', 'bertgate_export', modelDir, bundleDir];
   if (maxLength !== undefined) args.push('--max-length', maxLength);
   if (tolerance !== undefined) args.push('--tolerance', tolerance);
+  if (quantize !== undefined) args.push('--quantize', quantize);
+  if (weights !== undefined) args.push('--weights', weights);
   // The tool's stderr is shown as it comes and kept: its own refusals are one line, which
   // becomes the error's message.
   let stderr = '';

@@ -35,7 +35,7 @@ Commands:
       Accuracy, macro-F1, NLL, ECE, AURC, coverage and selective accuracy at the model's
       thresholds; with --ood, AUROC/FPR95 of each score and the share sent to "Other".
       Takes every flag classify takes (--threshold, --temperature... evaluate those settings).
-  export HF_MODEL_DIR BUNDLE_DIR [--max-length N] [--tolerance T]
+  export HF_MODEL_DIR BUNDLE_DIR [--max-length N] [--tolerance T] [--quantize int8] [--weights float16]
       Make a bundle from a Hugging Face BertForSequenceClassification directory (save_pretrained
       output with a fast tokenizer), with the Python whose torch bertgate found (it needs
       transformers); checks the traced model against eager before writing it.

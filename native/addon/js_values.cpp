@@ -50,6 +50,7 @@ Napi::Object ToJs(Napi::Env env, const ModelInfo& info) {
   o.Set("logitsDtype", info.logits_dtype);
   o.Set("numLabels", Napi::Number::New(env, static_cast<double>(info.num_labels)));
   o.Set("frozen", Napi::Boolean::New(env, info.frozen));
+  o.Set("quantized", Napi::Boolean::New(env, info.quantized));
   o.Set("vocabRows", Napi::Number::New(env, static_cast<double>(info.vocab_rows)));
   o.Set("positionRows", Napi::Number::New(env, static_cast<double>(info.position_rows)));
   o.Set("typeVocabRows", Napi::Number::New(env, static_cast<double>(info.type_vocab_rows)));

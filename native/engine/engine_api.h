@@ -94,6 +94,7 @@ struct ModelInfo {
   std::string logits_dtype;  // dtype of the logits the model returns
   int64_t num_labels = 0;    // output width, probed with a forward pass at load
   bool frozen = false;
+  bool quantized = false;  // the graph runs quantized:: operators (dynamic int8 Linear layers)
   // Embedding table sizes read from the module's parameters (-1 when not found), so the
   // bundle's config and tokenizer can be checked against the weights actually shipped.
   int64_t vocab_rows = -1;

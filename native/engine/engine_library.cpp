@@ -8,6 +8,7 @@
 #include <torch/cuda.h>
 #include <torch/headeronly/version.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -40,6 +41,16 @@ void ConfigureOnce() {
     if (keep == nullptr || std::strcmp(keep, "1") != 0) at::globalContext().setUserEnabledMkldnn(false);
     torch::jit::FusionStrategy dynamic{{torch::jit::FusionBehavior::DYNAMIC, 20}};
     torch::jit::setFusionStrategy(dynamic);
+    // int8 bundles are exported on the x86 quantized engine (fbgemm) and their packed weights
+    // are unpacked for the engine current at load, so it is set before any load, explicitly:
+    // libtorch's default differs by build and platform.
+    const auto& supported = at::globalContext().supportedQEngines();
+    for (const at::QEngine engine : {at::QEngine::X86, at::QEngine::FBGEMM}) {
+      if (std::find(supported.begin(), supported.end(), engine) != supported.end()) {
+        at::globalContext().setQEngine(engine);
+        break;
+      }
+    }
   });
 }
 

@@ -1,5 +1,6 @@
 #include "torchscript_model.h"
 
+#include <ATen/Context.h>
 #include <ATen/core/Dict.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
@@ -71,6 +72,24 @@ void CastFloatingState(torch::jit::Module& module, c10::ScalarType dtype) {
 
 }  // namespace
 
+bool UsesQuantizedOps(const torch::jit::Module& module) {
+  for (const auto& submodule : module.modules()) {
+    for (const auto& method : submodule.get_methods()) {
+      std::vector<torch::jit::Block*> blocks{method.graph()->block()};
+      while (!blocks.empty()) {
+        torch::jit::Block* block = blocks.back();
+        blocks.pop_back();
+        for (torch::jit::Node* node : block->nodes()) {
+          for (torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
+          if (node->kind().is_aten() || node->kind().is_prim()) continue;
+          if (std::string(node->kind().ns().toUnqualString()) == "quantized") return true;
+        }
+      }
+    }
+  }
+  return false;
+}
+
 int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device) {
   int changed = 0;
   const std::string target = device.str();
@@ -134,6 +153,20 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
     }
   }
   RetargetDeviceConstants(module_, device_);
+  info_.quantized = UsesQuantizedOps(module_);
+  if (info_.quantized && device_.is_cuda()) {
+    // quantized::linear_dynamic has CPU kernels only: the probe would fail with libtorch's
+    // "could not run on the CUDA backend", which names neither the bundle nor the way out.
+    throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds dynamic int8 (quantized::) layers, which run on " +
+                                                 "the CPU only; load it on \"cpu\", or export the model without " +
+                                                 "--quantize for " + device_.str());
+  }
+  const at::QEngine qengine = at::globalContext().qEngine();
+  if (info_.quantized && qengine != at::QEngine::X86 && qengine != at::QEngine::FBGEMM) {
+    throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds dynamic int8 layers made for the x86 (fbgemm) " +
+                                                 "quantized engine, which this CPU or libtorch lacks (it has " +
+                                                 c10::toString(qengine) + ")");
+  }
 
   // Probe with the smallest input BERT accepts ([CLS] [SEP]-shaped): this checks the module's
   // signature and output and measures the label count.

@@ -17,6 +17,9 @@ namespace bertgate {
 // Returns how many constants it changed.
 int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device);
 
+// Whether any method of the module runs quantized:: operators (a dynamic int8 bundle).
+bool UsesQuantizedOps(const torch::jit::Module& module);
+
 class TorchScriptModel : public Model {
  public:
   explicit TorchScriptModel(const LoadOptions& options);

@@ -1,4 +1,4 @@
-"""python -m bertgate_export MODEL_DIR OUT_DIR [--max-length N] [--tolerance T]"""
+"""python -m bertgate_export MODEL_DIR OUT_DIR [--max-length N] [--tolerance T] [--quantize int8] [--weights float16]"""
 
 from __future__ import annotations
 
@@ -17,9 +17,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", help="where to write the bundle")
     parser.add_argument("--max-length", type=int, default=None, help="cap on tokens per text (default: the model's)")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max |trace - eager| accepted (default 1e-5)")
+    parser.add_argument(
+        "--quantize", choices=["int8"], default=None, help="dynamic int8 Linear layers (CPU only, about 2x faster)"
+    )
+    parser.add_argument(
+        "--weights", choices=["float32", "float16"], default="float32", help="how the other weights are stored"
+    )
     args = parser.parse_args(argv)
     try:
-        manifest = export_bundle(args.model_dir, args.out_dir, max_length=args.max_length, tolerance=args.tolerance)
+        manifest = export_bundle(
+            args.model_dir,
+            args.out_dir,
+            max_length=args.max_length,
+            tolerance=args.tolerance,
+            quantize=args.quantize,
+            weights=args.weights,
+        )
     except ExportError as error:
         print(f"bertgate_export: {error}", file=sys.stderr)
         return 1

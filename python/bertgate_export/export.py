@@ -124,12 +124,20 @@ def export_bundle(
     tolerance: float = 1e-5,
     random_weights: bool = False,
     weights: str = "float32",
+    quantize: str | None = None,
+    agreement_texts: list[str] | None = None,
 ) -> dict:
     """Writes the bundle; returns the manifest written to bundle.json.
 
     weights="float16" stores the weights at half precision (half the file); bertgate casts them
     to the device's dtype at load. The parity check then compares against the eager model with
-    the same rounded weights, so it still tests the trace, not the rounding."""
+    the same rounded weights, so it still tests the trace, not the rounding.
+
+    quantize="int8": the Linear layers become dynamic int8 (torch.ao quantize_dynamic; weights
+    int8 per tensor, activations quantized per batch at run time), on the x86 quantized engine;
+    the rest keeps `weights`. CPU only. Parity is then checked against the quantized eager
+    model, and the agreement with the unquantized one (top-1, max |logit difference|) is
+    reported, on `agreement_texts` when given, else on the parity check's random batches."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     check_model_dir(model_dir)
     model, loading = BertForSequenceClassification.from_pretrained(
@@ -163,19 +171,32 @@ def export_bundle(
     length = max_length_of(config, tokenizer, max_length)
     if weights not in ("float32", "float16"):
         raise ExportError(f"weights must be float32 or float16, got {weights}")
+    if quantize not in (None, "int8"):
+        raise ExportError(f"quantize must be int8 (or none), got {quantize}")
     if weights == "float16":
         model = model.half().float()  # the values the file will hold
+    reference = model  # what the file must reproduce
+    if quantize == "int8":
+        torch.backends.quantized.engine = quantized_engine()
+        reference = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
-    traced = trace(model, length)
+    traced = trace(reference, length)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / "model.pt"
-    if weights == "float16":
-        torch.jit.save(traced.half(), str(model_path))
-        model.float()  # the trace shares the model's parameters: undo the cast for the reference
-    else:
-        torch.jit.save(traced, str(model_path))
+    torch.jit.save(traced.half() if weights == "float16" else traced, str(model_path))
+    reference.float()  # the trace shares the reference's parameters: undo the cast
     # Check the file as it will be loaded (cast to fp32, as bertgate does on a CPU).
-    parity = check_parity(model, torch.jit.load(str(model_path)).float(), length, tolerance)
+    loaded = torch.jit.load(str(model_path)).float()
+    parity = check_parity(reference, loaded, length, tolerance)
+    quantization = None
+    if quantize == "int8":
+        quantization = {
+            "scheme": "dynamic int8: Linear weights int8 per tensor, activations quantized per batch",
+            "layers": "Linear",
+            "engine": torch.backends.quantized.engine,
+            "other_weights": weights,
+            "agreement_with_unquantized": agreement(model, loaded, tokenizer, length, agreement_texts),
+        }
 
     config.save_pretrained(out_dir)
     tokenizer.model_max_length = length
@@ -190,12 +211,53 @@ def export_bundle(
         "num_labels": config.num_labels,
         "max_length": length,
         "weights": weights,
+        "quantization": quantization,
         "parity": {"max_abs_diff": parity.max_abs_diff, "cases": parity.cases, "tolerance": parity.tolerance},
         "random_weights": random_weights,
         "files": file_digests(out_dir),
     }
     (out_dir / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def quantized_engine() -> str:
+    """x86 (fbgemm, with oneDNN where it is faster) where this torch has it: the engine
+    bertgate sets when it loads the bundle."""
+    supported = torch.backends.quantized.supported_engines
+    for engine in ("x86", "fbgemm"):
+        if engine in supported:
+            return engine
+    raise ExportError(f"this torch has no x86 quantized engine (it has {supported}); int8 bundles need one")
+
+
+def agreement(fp32, quantized, tokenizer, length: int, texts: list[str] | None) -> dict:
+    """Top-1 agreement and the largest |logit difference| of the quantized file against the
+    unquantized eager model."""
+    same = total = 0
+    worst = 0.0
+    with torch.no_grad():
+        if texts:
+            batches = []
+            for start in range(0, len(texts), 64):
+                enc = tokenizer(
+                    texts[start : start + 64], truncation=True, max_length=length, padding=True, return_tensors="pt"
+                )
+                batches.append((enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]))
+        else:
+            generator = torch.Generator().manual_seed(2)
+            cfg = fp32.config
+            batches = [random_batch(generator, 16, length, cfg.vocab_size, cfg.type_vocab_size) for _ in range(4)]
+        for ids, mask, types in batches:
+            want = fp32(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+            got = _logits(quantized(ids, mask, types))
+            same += int((want.argmax(1) == got.argmax(1)).sum())
+            total += len(ids)
+            worst = max(worst, (want - got).abs().max().item())
+    return {
+        "on": f"{len(texts)} texts" if texts else f"{total} random sequences",
+        "top1": same / total,
+        "max_abs_logit_diff": worst,
+    }
 
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")

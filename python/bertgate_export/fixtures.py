@@ -17,7 +17,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast, pipeline
 
 from . import tokenizer_corpus
-from .export import export_bundle, file_digests
+from .export import export_bundle, file_digests, quantized_engine
 from .testmodels import ModelSpec, build_model_dir, corpus_lines, train_wordpiece
 
 SPECS: dict[str, ModelSpec] = {
@@ -36,6 +36,9 @@ SPECS: dict[str, ModelSpec] = {
     # Big enough that one batch takes a noticeable time on a CPU: the event-loop test.
     "long": ModelSpec(labels=["a", "b"], hidden=128, heads=4, layers=2, max_positions=512, vocab_size=2000, seed=4),
 }
+
+# Also exported with dynamic int8 Linear layers, beside the float bundle of the same weights.
+INT8 = ("labels50",)
 
 SPECIAL_TEXTS = [
     "",
@@ -75,10 +78,15 @@ def pair_logits(tokenizer, model, pairs: list[list[str]], max_length: int) -> li
     return out
 
 
-def reference(model_dir: Path, bundle_dir: Path, texts: list[str]) -> dict:
+def reference(model_dir: Path, bundle_dir: Path, texts: list[str], quantize: bool = False) -> dict:
+    """quantize: the reference is the dynamic int8 eager model (what an int8 bundle must
+    reproduce), not the float one."""
     tokenizer = AutoTokenizer.from_pretrained(bundle_dir)
     tokenizer.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
     model = BertForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if quantize:
+        torch.backends.quantized.engine = quantized_engine()
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     max_length = tokenizer.model_max_length
     pairs = [[texts[i], texts[-1 - i]] for i in range(0, len(texts), 3)]
     ids, logits, truncated = [], [], []
@@ -198,6 +206,11 @@ def build(out: Path) -> None:
             expected = reference(model_dir, bundle, parity_texts(spec.max_positions))
             (out / f"{name}.expected.json").write_text(json.dumps(expected))
             print(f"fixtures: {name} ({len(spec.labels)} labels, {len(expected['texts'])} reference texts)")
+            if name in INT8:
+                export_bundle(model_dir, out / f"{name}-int8", random_weights=True, quantize="int8")
+                expected = reference(model_dir, out / f"{name}-int8", parity_texts(spec.max_positions), quantize=True)
+                (out / f"{name}-int8.expected.json").write_text(json.dumps(expected))
+                print(f"fixtures: {name}-int8 (dynamic int8 Linear layers, the quantized eager reference)")
     build_nan_bundle(out / "labels2", out / "nan")
     tokenizer_corpus.build(out / "tokenizers")
     build_user_model(out)

@@ -1,0 +1,122 @@
+// int8 bundles: the exporter's dynamic int8 Linear layers run on the CPU, reproduce the
+// quantized eager model (not the float one), agree with the float bundle of the same weights,
+// and are refused where they cannot run or where bundle.json says otherwise.
+
+import assert from 'node:assert/strict';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { BundleError, Classifier, InvalidArgumentError } from '../lib/index.js';
+import { bundle, expected, maxAbsDiff } from './helpers.js';
+
+// Activations are quantized per batch (one scale for the whole [B, T, H] tensor), so a text's
+// logits move a little with its batch-mates: within this of running alone.
+const BATCH_TOLERANCE = 0.01;
+
+describe('int8 bundles', () => {
+  let clf: Classifier;
+  before(async () => {
+    clf = await Classifier.load(bundle('labels50-int8'));
+  });
+  after(() => clf.close());
+
+  it('load as int8 on the CPU and say so', () => {
+    assert.equal(clf.info.quantization, 'int8');
+    assert.equal(clf.info.model.quantized, true);
+    assert.equal(clf.info.device, 'cpu');
+  });
+
+  it('reproduce the quantized eager model, text by text, within 1e-4', async () => {
+    const ref = await expected('labels50-int8');
+    for (const [i, text] of ref.texts.entries()) {
+      const row = await clf.logits(text);
+      assert.ok(
+        maxAbsDiff(row, ref.logits[i] as number[]) <= 1e-4,
+        `text ${i}: ${maxAbsDiff(row, ref.logits[i] as number[])}`,
+      );
+    }
+  });
+
+  it('batched, every text keeps its top label and stays within the per-batch quantization tolerance', async () => {
+    const ref = await expected('labels50-int8');
+    const batched = await clf.logits(ref.texts);
+    let same = 0;
+    batched.forEach((row, i) => {
+      const alone = ref.logits[i] as number[];
+      assert.ok(maxAbsDiff(row, alone) <= BATCH_TOLERANCE, `text ${i}: ${maxAbsDiff(row, alone)}`);
+      if (row.indexOf(Math.max(...row)) === alone.indexOf(Math.max(...alone))) same++;
+    });
+    assert.ok(same / batched.length >= 0.97, `${same} of ${batched.length} top labels as alone`);
+  });
+
+  it('agree with the float bundle of the same weights on the top label', async () => {
+    const float = await Classifier.load(bundle('labels50'));
+    try {
+      const ref = await expected('labels50');
+      const [a, b] = await Promise.all([float.classify(ref.texts), clf.classify(ref.texts)]);
+      const agree = a.filter((d, i) => d.top[0]?.label === b[i]?.top[0]?.label).length;
+      // Random weights leave small gaps between labels; a trained model agrees far more (docs/benchmarks.md).
+      assert.ok(agree / a.length >= 0.95, `${agree} of ${a.length}`);
+    } finally {
+      await float.close();
+    }
+  });
+});
+
+describe('int8 bundles: refusals', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bertgate-int8-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  /** A copy of `name` whose bundle.json "quantization" is `value`. */
+  async function claiming(name: string, value: unknown): Promise<string> {
+    const copy = join(dir, `${name}-${JSON.stringify(value).length}-${Math.random().toString(36).slice(2)}`);
+    await cp(bundle(name), copy, { recursive: true });
+    const manifest = JSON.parse(await readFile(join(copy, 'bundle.json'), 'utf8')) as Record<string, unknown>;
+    manifest['quantization'] = value;
+    await writeFile(join(copy, 'bundle.json'), JSON.stringify(manifest));
+    return copy;
+  }
+
+  it('on a CUDA device: refused before anything loads, naming the bundle and the reason', async () => {
+    await assert.rejects(
+      Classifier.load(bundle('labels50-int8'), { device: 'cuda:0' }),
+      (e: unknown) =>
+        e instanceof InvalidArgumentError &&
+        e.message ===
+          `The bundle at ${bundle('labels50-int8')} holds dynamic int8 weights (bundle.json "quantization"), which run ` +
+            'on the CPU only (libtorch has no CUDA kernel for quantized::linear_dynamic); load it with device "cpu", ' +
+            'or export the model without --quantize for "cuda:0"',
+    );
+  });
+
+  it('a bundle.json that hides the quantization, or claims one the model lacks: BundleError naming the field', async () => {
+    const hidden = await claiming('labels50-int8', null);
+    await assert.rejects(
+      Classifier.load(hidden),
+      (e: unknown) =>
+        e instanceof BundleError &&
+        e.file === 'bundle.json' &&
+        e.field === 'quantization' &&
+        e.message === 'bundle.json says the weights are not quantized, but model.pt holds quantized (int8) layers',
+    );
+    const claimed = await claiming('labels50', { layers: 'Linear', scheme: 'dynamic int8: made up' });
+    await assert.rejects(
+      Classifier.load(claimed),
+      (e: unknown) =>
+        e instanceof BundleError &&
+        e.message === 'bundle.json says the weights are dynamic int8, but model.pt holds no quantized layer',
+    );
+    const garbage = await claiming('labels50', 'int4');
+    await assert.rejects(
+      Classifier.load(garbage),
+      (e: unknown) =>
+        e instanceof BundleError &&
+        e.message === `bundle.json "quantization" is "int4"; expected null or the export tool's dynamic int8 record`,
+    );
+  });
+});
