@@ -1,9 +1,12 @@
 /**
- * From per-row scores to a decision: the best label when its (temperature-scaled)
- * probability reaches the threshold, else the "Other" label with the reason.
+ * From per-row scores to a decision: the best label when its confidence reaches the
+ * threshold, else the "Other" label with the reason. The confidence is the best label's
+ * (temperature-scaled) probability through the bundle's calibration map when it has one
+ * (lib/confidence-map.ts), else that probability itself.
  */
 
 import type { NativeInferResult } from './binding.js';
+import { applyConfidenceMap, type ConfidenceMap } from './confidence-map.js';
 
 export interface TopEntry<L extends string> {
   label: L;
@@ -22,8 +25,14 @@ export interface Scores {
 }
 
 interface Common<L extends string> {
+  /** softmax(logits / T) of the best label. */
   probability: number;
   logProbability: number;
+  /**
+   * How likely the best label is right: `probability` through the calibration map (equal to it
+   * without one). The thresholds apply to this.
+   */
+  confidence: number;
   top: TopEntry<L>[];
   /** The text was longer than the model's maximum length and was cut. */
   truncated: boolean;
@@ -41,7 +50,8 @@ export interface BelowThreshold<L extends string, O extends string> extends Comm
   /** The label the model would have given. */
   best: L;
   reason: 'below-threshold';
-  threshold: number;
+  /** null: no threshold was certified for the best label, which is never accepted. */
+  threshold: number | null;
 }
 
 /** The model produced NaN or infinite logits for this text; no label can be trusted. */
@@ -52,6 +62,7 @@ export interface Invalid<L extends string, O extends string> {
   reason: 'invalid';
   probability: 0;
   logProbability: number;
+  confidence: 0;
   top: TopEntry<L>[];
   truncated: boolean;
   scores: null;
@@ -62,28 +73,44 @@ export type Decision<L extends string = string, O extends string = 'Other'> = Ac
 
 /**
  * The accept rule, and the one place it lives (calibration's evaluation and thresholds use it
- * too): a valid row is accepted when its best label's probability reaches that label's
- * threshold; an invalid row (NaN or infinite logits) never is.
+ * too): a valid row is accepted when its best label's confidence reaches that label's
+ * threshold; an invalid row (NaN or infinite logits) never is. A label whose threshold is
+ * null (calibrate certified none) never is either.
  */
-export function accepts(valid: boolean, probability: number, threshold: number): boolean {
-  return valid && probability >= threshold;
+export function accepts(valid: boolean, confidence: number, threshold: number | null): boolean {
+  return valid && threshold !== null && confidence >= threshold;
 }
 
 export class DecisionPolicy<L extends string, O extends string> {
   readonly labels: readonly L[];
   readonly otherLabel: O;
   readonly threshold: number;
-  readonly #perLabel: Float64Array;
+  readonly map: ConfidenceMap | undefined;
+  readonly #perLabel: Array<number | null>;
 
-  constructor(labels: readonly L[], otherLabel: O, threshold: number, thresholds: Partial<Record<L, number>>) {
+  constructor(
+    labels: readonly L[],
+    otherLabel: O,
+    threshold: number,
+    thresholds: Partial<Record<L, number | null>>,
+    map?: ConfidenceMap,
+  ) {
     this.labels = labels;
     this.otherLabel = otherLabel;
     this.threshold = threshold;
-    this.#perLabel = Float64Array.from(labels, (label) => thresholds[label] ?? threshold);
+    this.map = map;
+    this.#perLabel = labels.map((label) => (thresholds[label] === undefined ? threshold : (thresholds[label] ?? null)));
   }
 
-  thresholdFor(index: number): number {
-    return this.#perLabel[index] ?? this.threshold;
+  /** The threshold in force for a label; null: that label is never accepted. */
+  thresholdFor(index: number): number | null {
+    const t = this.#perLabel[index];
+    return t === undefined ? this.threshold : t;
+  }
+
+  /** The confidence of a served max probability: through the map, if any. */
+  confidenceOf(probability: number): number {
+    return this.map ? applyConfidenceMap(this.map, probability) : probability;
   }
 
   decide(result: NativeInferResult, row: number, truncated: boolean): Decision<L, O> {
@@ -95,6 +122,7 @@ export class DecisionPolicy<L extends string, O extends string> {
         reason: 'invalid',
         probability: 0,
         logProbability: Number.NEGATIVE_INFINITY,
+        confidence: 0,
         top: [],
         truncated,
         scores: null,
@@ -117,9 +145,17 @@ export class DecisionPolicy<L extends string, O extends string> {
       entropy: result.entropy[row] as number,
       energy: result.energy[row] as number,
     };
-    const common = { probability: best.probability, logProbability: best.logProbability, top, truncated, scores };
+    const confidence = this.confidenceOf(best.probability);
+    const common = {
+      probability: best.probability,
+      logProbability: best.logProbability,
+      confidence,
+      top,
+      truncated,
+      scores,
+    };
     const threshold = this.thresholdFor(bestIndex);
-    if (accepts(true, best.probability, threshold)) return { accepted: true, label: best.label, ...common };
+    if (accepts(true, confidence, threshold)) return { accepted: true, label: best.label, ...common };
     return {
       accepted: false,
       label: this.otherLabel,

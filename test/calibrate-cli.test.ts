@@ -6,7 +6,7 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { Classifier } from '../lib/index.js';
+import { Classifier, type Decision } from '../lib/index.js';
 import { bertgate, copyBundle } from './helpers.js';
 
 describe('bertgate calibrate and evaluate', () => {
@@ -51,10 +51,12 @@ describe('bertgate calibrate and evaluate', () => {
     ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^1200 examples from .*; temperature \d+\.\d{4}/);
-    assert.match(r.stdout, /\| ECE \(15 bins\) \| \d\.\d{4} \| \d\.\d{4} \|/);
+    assert.match(r.stdout, /\| ECE \(15 bins\) \| \d\.\d{4} \| \d\.\d{4} \| \d\.\d{4} \|/);
     const calibration = JSON.parse(await readFile(join(copy.dir, 'calibration.json'), 'utf8'));
     assert.equal(calibration.format, 1);
-    assert.equal(calibration.score, 'max_probability');
+    assert.equal(calibration.score, 'calibrated_max_probability');
+    assert.equal(calibration.map.kind, 'isotonic');
+    assert.ok(calibration.figures.mapped.ece <= calibration.figures.after.ece + 1e-9, 'the map fits the same data');
     assert.equal(calibration.guarantee.kind, 'selective-risk');
     assert.equal(calibration.guarantee.target_accuracy, 0.8);
     assert.equal(calibration.guarantee.delta, 0.1);
@@ -72,6 +74,27 @@ describe('bertgate calibrate and evaluate', () => {
     const clf = await Classifier.load(copy.dir);
     assert.equal(clf.info.temperature, calibration.temperature);
     assert.equal(clf.info.threshold, calibration.threshold);
+    assert.equal(clf.info.confidenceMap, true);
+    // Served as counted: the calibration texts the classifier accepts are exactly the ones the
+    // guarantee counted, the text at the threshold included (thresholds are on served values).
+    const lines = (await readFile(data, 'utf8')).trim().split('\n');
+    const examples = lines.map((l) => JSON.parse(l) as { text: string; label: string });
+    // In calibrate's chunks of 512: a text's fp32 logits can move in the last bit with its
+    // batch-mates, and the text at the threshold is compared exactly.
+    const decisions: Decision<string, string>[] = [];
+    for (let start = 0; start < examples.length; start += 512) {
+      decisions.push(...(await clf.classify(examples.slice(start, start + 512).map((e) => e.text))));
+    }
+    const accepted = decisions.filter((d) => d.accepted);
+    assert.equal(accepted.length, calibration.guarantee.accepted);
+    assert.equal(
+      accepted.filter((d) => d.label !== examples[decisions.indexOf(d)]?.label).length,
+      calibration.guarantee.errors,
+    );
+    assert.ok(
+      decisions.some((d) => d.confidence === calibration.threshold && d.accepted),
+      'the text at the threshold',
+    );
     await clf.close();
 
     const e = await bertgate(['evaluate', '--model', copy.dir, '--data', data, '--json']);
@@ -118,7 +141,11 @@ describe('bertgate calibrate and evaluate', () => {
     assert.equal(perLabel.code, 0, perLabel.stderr);
     const p = JSON.parse(await readFile(join(copy.dir, 'p', 'calibration.json'), 'utf8'));
     assert.ok(p.guarantee.per_label, 'a report per label');
-    assert.ok(Object.keys(p.thresholds ?? {}).every((label: string) => label in p.guarantee.per_label));
+    // Every label has an entry: a certified threshold, or null (never accepted), never the global one.
+    const labels = Object.keys(p.guarantee.per_label);
+    assert.deepEqual(Object.keys(p.thresholds).sort(), labels.sort());
+    for (const label of labels) assert.equal(p.thresholds[label] === null, p.guarantee.per_label[label] === null);
+    assert.match(p.guarantee.method, /never accepted/);
   });
 
   it('refuses bad data and impossible guarantees with ERR_DATA', async () => {

@@ -14,7 +14,14 @@ import { calibrate } from '../lib/calibration/calibrate.js';
 import { evaluate } from '../lib/calibration/evaluate.js';
 import { auroc, ece, mce, nll, riskCoverage, scoreAll, type RowScores } from '../lib/calibration/metrics.js';
 import { fitTemperature } from '../lib/calibration/temperature.js';
-import { byCoverage, InsufficientDataError, minimumExamples, withGuarantee } from '../lib/calibration/thresholds.js';
+import {
+  byCoverage,
+  fixedSequences,
+  InsufficientDataError,
+  minimumExamples,
+  withGuarantee,
+} from '../lib/calibration/thresholds.js';
+import { applyConfidenceMap, fitConfidenceMap, isConfidenceMap } from '../lib/confidence-map.js';
 import { PACKAGE_ROOT } from '../lib/binding.js';
 import { DataError } from '../lib/errors.js';
 
@@ -228,6 +235,111 @@ describe('thresholds', () => {
         );
       },
     );
+  });
+});
+
+describe('per-label thresholds: fixed-sequence scans from several starts', () => {
+  it('certify a threshold past a stretch too thin for any bound, where a binary search gives up', () => {
+    // 400 texts of one label, most confident first: 2 errors among the first 30, then none down
+    // to 330, then 40%. At 200 texts the 2 errors still fail the bound (the binary search's
+    // first test, after which it only tries fewer); at 250 to 330 they pass.
+    const random = rng(11);
+    const rows = Array.from({ length: 400 }, (_, i) => ({
+      score: 1 - i / 400,
+      correct: i < 330 ? i !== 3 && i !== 17 : random() >= 0.4,
+    }));
+    const scanned = fixedSequences(rows, 0.05, 0.05 / 50);
+    assert.ok(scanned && scanned.accepted >= 300, `accepted ${scanned?.accepted}`);
+    assert.ok(scanned.bound <= 0.05);
+    let searched = 0;
+    try {
+      searched = withGuarantee(rows, 0.05, 0.05 / 50).accepted;
+    } catch (error) {
+      if (!(error instanceof InsufficientDataError)) throw error;
+    }
+    assert.ok(scanned.accepted > searched, `scans ${scanned.accepted}, binary search ${searched}`);
+  });
+
+  it('hold their guarantee in at least 1 - delta of 1,000 random calibration sets', () => {
+    // As for the global threshold: P(correct | s) = 0.5 + 0.5 s, true selective risk 0.25 (1 - t).
+    const risk = 0.1;
+    const delta = 0.1;
+    const random = rng(8);
+    let violations = 0;
+    let certified = 0;
+    for (let trial = 0; trial < 1000; trial++) {
+      const rows = Array.from({ length: 3000 }, () => {
+        const score = random();
+        return { score, correct: random() < 0.5 + 0.5 * score };
+      });
+      const g = fixedSequences(rows, risk, delta);
+      if (g === null) continue;
+      certified++;
+      if (0.25 * (1 - g.threshold) > risk) violations++;
+    }
+    assert.ok(violations <= delta * 1000, `${violations} of 1000 broke the guarantee`);
+    assert.ok(certified >= 900, `${certified} of 1000 certified a threshold`);
+  });
+
+  it('leave a label with too few texts without a threshold: calibrate never accepts it', () => {
+    // Label 0: 2,000 confident, mostly right texts; label 1: 20 texts, too few for any bound.
+    const random = rng(12);
+    const logits: Float32Array[] = [];
+    const labels: number[] = [];
+    for (let i = 0; i < 2020; i++) {
+      const label = i < 2000 ? 0 : 1;
+      const margin = 2 + 4 * random();
+      logits.push(Float32Array.from(label === 0 ? [margin, 0] : [0, margin]));
+      labels.push(random() < 0.97 ? label : 1 - label);
+    }
+    const { file } = calibrate(
+      { logits, labels },
+      ['big', 'small'],
+      { targetAccuracy: 0.9, delta: 0.05, perLabel: true },
+      {
+        file: 'synthetic',
+        sha256: '0',
+      },
+    );
+    assert.equal(file.thresholds?.['small'], null);
+    assert.equal(typeof file.thresholds?.['big'], 'number');
+    assert.equal(file.guarantee.kind === 'selective-risk' && file.guarantee.per_label?.['small'], null);
+    assert.match(file.guarantee.kind === 'selective-risk' ? file.guarantee.method : '', /never accepted/);
+  });
+});
+
+describe('the confidence map', () => {
+  it('turns an overconfident model calibrated: ECE from over 10% to under 1.5%', () => {
+    // True accuracy at max probability p is p^2: overconfident everywhere but at 1.
+    const random = rng(13);
+    const make = (n: number): RowScores[] =>
+      Array.from({ length: n }, () => {
+        const p = 0.3 + 0.7 * random();
+        return row(p, random() < p * p);
+      });
+    const fit = make(10_000);
+    const map = fitConfidenceMap(
+      fit.map((r) => r.maxProbability),
+      fit.map((r) => r.correct),
+    );
+    assert.ok(isConfidenceMap(map));
+    const test = make(10_000);
+    const mapped = test.map((r) => ({ ...r, maxProbability: applyConfidenceMap(map, r.maxProbability) }));
+    assert.ok(ece(test) > 0.1, `before ${ece(test)}`);
+    assert.ok(ece(mapped) < 0.015, `after ${ece(mapped)}`);
+  });
+
+  it('is increasing, flat outside its knots, and never ties two scores inside them', () => {
+    const map = fitConfidenceMap([0.2, 0.4, 0.4, 0.6, 0.8, 0.9], [false, true, false, false, true, true]);
+    // 0.2 wrong; 0.4 (once right, once wrong) pooled with 0.6 (wrong); 0.8 and 0.9 (right) pooled.
+    assert.equal(map.x.length, 3);
+    [0.2, (0.4 + 0.4 + 0.6) / 3, 0.85].forEach((x, i) => assert.ok(Math.abs((map.x[i] as number) - x) < 1e-12));
+    assert.deepEqual(map.y, [0, 1 / 3, 1]);
+    assert.equal(applyConfidenceMap(map, 0.1), 0);
+    assert.equal(applyConfidenceMap(map, 0.95), 1);
+    assert.ok(applyConfidenceMap(map, 0.61) < applyConfidenceMap(map, 0.62));
+    assert.equal(isConfidenceMap({ kind: 'isotonic', x: [0.5, 0.4], y: [0.1, 0.2] }), false);
+    assert.equal(isConfidenceMap({ kind: 'isotonic', x: [0.4, 0.5], y: [0.3, 0.2] }), false);
   });
 });
 

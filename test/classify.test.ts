@@ -244,6 +244,7 @@ describe('invalid logits', () => {
         reason: 'invalid',
         probability: 0,
         logProbability: Number.NEGATIVE_INFINITY,
+        confidence: 0,
         top: [],
         truncated: false,
         scores: null,

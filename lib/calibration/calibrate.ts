@@ -1,6 +1,12 @@
 /**
  * From logits of labelled calibration examples to calibration.json: the temperature, the
- * threshold(s) and the guarantee they carry, with the figures before and after scaling.
+ * top-label confidence map, the threshold(s) and the guarantee they carry, with the figures
+ * before scaling, after it, and after the map.
+ *
+ * Thresholds are chosen on the confidence the classifier will serve: the engine's fp32 max
+ * probability at the fitted temperature (`served`, from a pass through the addon), through the
+ * map, compared as decision.ts compares it. So a calibration text at the threshold is accepted
+ * at run time exactly as it was counted here.
  */
 
 import {
@@ -15,6 +21,7 @@ import {
   type Predictions,
   type RiskCoverage,
 } from './metrics.js';
+import { applyConfidenceMap, fitConfidenceMap, type ConfidenceMap } from '../confidence-map.js';
 import { fitTemperature } from './temperature.js';
 import { byCoverage, InsufficientDataError, perLabel, withGuarantee, type Guarantee } from './thresholds.js';
 
@@ -26,8 +33,14 @@ export interface CalibrateRequest {
   delta?: number;
   /** Or: the share of examples to accept, with no guarantee. */
   coverage?: number;
-  /** Per-label thresholds (with a guarantee: delta split over the global threshold and the labels). */
+  /** Per-label thresholds, each certified at delta / labels; a label none certifies is never accepted. */
   perLabel?: boolean;
+}
+
+/** What the classifier serves at the fitted temperature, per example (0 for an invalid row). */
+export interface Served {
+  temperature: number;
+  maxProbability: ArrayLike<number>;
 }
 
 export interface Figures {
@@ -41,9 +54,12 @@ export interface Figures {
 export interface CalibrationFile {
   format: 1;
   temperature: number;
-  score: 'max_probability';
+  /** The thresholds apply to the max probability through `map`. */
+  score: 'calibrated_max_probability';
+  map: ConfidenceMap;
   threshold: number;
-  thresholds?: Record<string, number>;
+  /** Per label; null: no threshold was certified, the label is never accepted. */
+  thresholds?: Record<string, number | null>;
   guarantee:
     | {
         kind: 'selective-risk';
@@ -59,7 +75,15 @@ export interface CalibrationFile {
         per_label?: Record<string, Omit<Guarantee, 'threshold'> | null>;
       }
     | { kind: 'coverage'; coverage: number; n: number };
-  figures: { before: Figures; after: Figures; aurc: number; e_aurc: number; bins: number };
+  figures: {
+    before: Figures;
+    after: Figures;
+    /** ECE and MCE of the confidence the map gives (what the thresholds are on). */
+    mapped: { ece: number; mce: number };
+    aurc: number;
+    e_aurc: number;
+    bins: number;
+  };
   data: { file: string; sha256: string; n: number };
   created: string;
 }
@@ -87,22 +111,34 @@ export function calibrate(
   labels: readonly string[],
   request: CalibrateRequest,
   data: { file: string; sha256: string },
+  served?: Served,
 ): CalibrationOutcome {
-  const temperature = fitTemperature(p);
+  const temperature = served?.temperature ?? fitTemperature(p);
   const rows = scoreAll(p, temperature);
+  const raw = (i: number): number =>
+    served ? (served.maxProbability[i] as number) : (rows[i]?.maxProbability as number);
+  const valid = rows.map((r, i) => ({ r, i })).filter(({ r }) => r.valid);
+  const map = fitConfidenceMap(
+    valid.map(({ i }) => raw(i)),
+    valid.map(({ r }) => r.correct),
+  );
+  const confidence = rows.map((r, i) => (r.valid ? applyConfidenceMap(map, raw(i)) : 0));
+  const mappedRows = rows.map((r, i) => ({ ...r, maxProbability: confidence[i] as number }));
   // Thresholds are chosen among the valid rows only: an invalid row is rejected whatever the
   // threshold (decision.ts), so it takes no part in where the threshold goes; coverage is still
   // a share of all n.
-  const scored = rows
-    .filter((r) => r.valid)
-    .map((r) => ({ score: r.maxProbability, correct: r.correct, predicted: r.predicted }));
+  const scored = valid.map(({ r, i }) => ({
+    score: confidence[i] as number,
+    correct: r.correct,
+    predicted: r.predicted,
+  }));
   const curve = riskCoverage(rows);
   const n = rows.length;
   if (scored.length === 0) throw new InsufficientDataError('every calibration example has NaN or infinite logits');
   const ofAll = (accepted: number): number => accepted / n;
 
   let threshold: number;
-  let thresholds: Record<string, number> | undefined;
+  let thresholds: Record<string, number | null> | undefined;
   let guarantee: CalibrationFile['guarantee'];
   if (request.coverage !== undefined) {
     const chosen = byCoverage(scored, Math.min(1, (request.coverage * n) / scored.length));
@@ -112,54 +148,72 @@ export function calibrate(
     const target = request.targetAccuracy ?? 0.95;
     const delta = request.delta ?? 0.05;
     const risk = Number((1 - target).toFixed(12)); // 1 - 0.85 is 0.15000000000000002 in binary
-    // Per label, delta is split: half for the global threshold, half over the labels.
-    const global = withGuarantee(scored, risk, request.perLabel ? delta / 2 : delta);
-    threshold = global.threshold;
-    let perLabelReport: Record<string, Omit<Guarantee, 'threshold'> | null> | undefined;
     if (request.perLabel) {
-      const each = perLabel(scored, labels.length, risk, delta / 2);
-      thresholds = {};
-      perLabelReport = {};
-      each.forEach((g, i) => {
-        const label = labels[i] as string;
-        if (g) {
-          (thresholds as Record<string, number>)[label] = g.threshold;
-          (perLabelReport as Record<string, Omit<Guarantee, 'threshold'> | null>)[label] = {
-            coverage: g.coverage,
-            accepted: g.accepted,
-            errors: g.errors,
-            bound: g.bound,
-          };
-        } else {
-          (perLabelReport as Record<string, Omit<Guarantee, 'threshold'> | null>)[label] = null;
-        }
-      });
+      // Every label certified at delta / labels, or never accepted: the whole of delta goes to
+      // the labels, and no global threshold applies to any of them.
+      const each = perLabel(scored, labels.length, risk, delta);
+      const certified = each.filter((g): g is Guarantee => g !== null);
+      if (certified.length === 0) {
+        throw new InsufficientDataError(
+          `no label has a threshold with selective risk <= ${risk} at confidence ${1 - delta / labels.length} ` +
+            `(delta ${delta} split over ${labels.length} labels): ${n} examples are too few`,
+        );
+      }
+      thresholds = Object.fromEntries(labels.map((label, i) => [label, each[i]?.threshold ?? null]));
+      threshold = Math.min(...certified.map((g) => g.threshold));
+      const accepted = certified.reduce((s, g) => s + g.accepted, 0);
+      const errors = certified.reduce((s, g) => s + g.errors, 0);
+      guarantee = {
+        kind: 'selective-risk',
+        method:
+          'per label: fixed-sequence (Learn then Test) scan of one-sided Clopper-Pearson bounds at delta / labels; ' +
+          'labels without a certified threshold are never accepted',
+        target_accuracy: target,
+        risk,
+        delta,
+        n,
+        accepted,
+        errors,
+        // Every accepted label's risk is within its bound at once (probability >= 1 - delta): so is their mixture.
+        bound: Math.max(...certified.map((g) => g.bound)),
+        coverage: ofAll(accepted),
+        per_label: Object.fromEntries(
+          labels.map((label, i) => {
+            const g = each[i];
+            return [label, g ? { coverage: g.coverage, accepted: g.accepted, errors: g.errors, bound: g.bound } : null];
+          }),
+        ),
+      };
+    } else {
+      const global = withGuarantee(scored, risk, delta);
+      threshold = global.threshold;
+      guarantee = {
+        kind: 'selective-risk',
+        method:
+          'SGR (Geifman & El-Yaniv 2017): binary search, ceil(log2 n) one-sided Clopper-Pearson bounds at delta / ceil(log2 n)',
+        target_accuracy: target,
+        risk,
+        delta,
+        n,
+        accepted: global.accepted,
+        errors: global.errors,
+        bound: global.bound,
+        coverage: ofAll(global.accepted),
+      };
     }
-    guarantee = {
-      kind: 'selective-risk',
-      method:
-        'SGR (Geifman & El-Yaniv 2017): binary search, ceil(log2 n) one-sided Clopper-Pearson bounds at delta / ceil(log2 n)',
-      target_accuracy: target,
-      risk,
-      delta,
-      n,
-      accepted: global.accepted,
-      errors: global.errors,
-      bound: global.bound,
-      coverage: ofAll(global.accepted),
-      ...(perLabelReport ? { per_label: perLabelReport } : {}),
-    };
   }
   const file: CalibrationFile = {
     format: 1,
     temperature,
-    score: 'max_probability',
+    score: 'calibrated_max_probability',
+    map,
     threshold,
     ...(thresholds ? { thresholds } : {}),
     guarantee,
     figures: {
       before: figures(p, 1),
       after: figures(p, temperature),
+      mapped: { ece: ece(mappedRows, BINS), mce: mce(mappedRows, BINS) },
       aurc: curve.aurc,
       e_aurc: curve.eAurc,
       bins: BINS,
@@ -167,5 +221,10 @@ export function calibrate(
     data: { file: data.file, sha256: data.sha256, n },
     created: new Date().toISOString(),
   };
-  return { file, binsBefore: reliabilityBins(scoreAll(p, 1), BINS), binsAfter: reliabilityBins(rows, BINS), curve };
+  return {
+    file,
+    binsBefore: reliabilityBins(scoreAll(p, 1), BINS),
+    binsAfter: reliabilityBins(mappedRows, BINS),
+    curve,
+  };
 }

@@ -13,6 +13,7 @@ import {
   scoreAll,
   SCORE_NAMES,
   type Predictions,
+  type RowScores,
   type ScoreName,
 } from './metrics.js';
 
@@ -21,7 +22,12 @@ export interface Evaluation {
   accuracy: number;
   macroF1: number;
   nll: number;
+  /** Of the confidence decisions carry (through the calibration map, if any), 15 equal-width bins. */
   ece: number;
+  /** A 95% bootstrap interval of `ece` (1,000 resamples of the examples). */
+  eceInterval: [number, number];
+  /** Of the max probability itself (softmax(logits / T)), for comparison. */
+  eceProbability: number;
   aurc: number;
   /** Share of texts the thresholds accept (not "Other"). */
   coverage: number;
@@ -55,15 +61,44 @@ function macroF1(predicted: number[], truth: number[], labels: number): number {
   return total / present;
 }
 
-/** `thresholdOf(predictedIndex)` gives the threshold in force for that label. */
+/** A small seeded generator (mulberry32): the bootstrap interval is the same on every run. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function bootstrapInterval(
+  rows: RowScores[],
+  statistic: (rows: RowScores[]) => number,
+  resamples = 1000,
+): [number, number] {
+  const next = random(20261203);
+  const values = Array.from({ length: resamples }, () =>
+    statistic(Array.from({ length: rows.length }, () => rows[Math.floor(next() * rows.length)] as RowScores)),
+  ).sort((a, b) => a - b);
+  return [values[Math.floor(0.025 * resamples)] as number, values[Math.ceil(0.975 * resamples) - 1] as number];
+}
+
+/**
+ * `thresholdOf(predictedIndex)` gives the threshold in force for that label (null: never
+ * accepted); `confidenceOf` turns a max probability into the confidence decisions carry.
+ */
 export function evaluate(
   p: Predictions,
   temperature: number,
-  thresholdOf: (label: number) => number,
+  thresholdOf: (label: number) => number | null,
   labels: number,
   ood?: ArrayLike<number>[],
+  confidenceOf: (probability: number) => number = (probability) => probability,
 ): Evaluation {
-  const rows = scoreAll(p, temperature);
+  const raw = scoreAll(p, temperature);
+  const rows = raw.map((r) => (r.valid ? { ...r, maxProbability: confidenceOf(r.maxProbability) } : r));
   const accepted = rows.filter((r) => accepts(r.valid, r.maxProbability, thresholdOf(r.predicted)));
   const out: Evaluation = {
     n: rows.length,
@@ -73,14 +108,18 @@ export function evaluate(
       p.labels,
       labels,
     ),
-    nll: nll(rows),
+    nll: nll(raw),
     ece: ece(rows),
-    aurc: riskCoverage(rows).aurc,
+    eceInterval: bootstrapInterval(rows, (sample) => ece(sample)),
+    eceProbability: ece(raw),
+    aurc: riskCoverage(raw).aurc,
     coverage: accepted.length / rows.length,
     selectiveAccuracy: accepted.length === 0 ? Number.NaN : accepted.filter((r) => r.correct).length / accepted.length,
   };
   if (ood && ood.length > 0) {
-    const oodRows = scoreAll({ logits: [...Array.from(ood)], labels: Array.from(ood, () => -1) }, temperature);
+    const oodRows = scoreAll({ logits: [...Array.from(ood)], labels: Array.from(ood, () => -1) }, temperature).map(
+      (r) => (r.valid ? { ...r, maxProbability: confidenceOf(r.maxProbability) } : r),
+    );
     const scores = {} as Record<ScoreName, { auroc: number; fpr95: number }>;
     for (const name of SCORE_NAMES) {
       const inScores = rows.map((r) => r[name]);

@@ -1,4 +1,4 @@
-/** Logits of many texts through a classifier, in chunks, reporting progress. */
+/** Logits, or served probabilities, of many texts through a classifier, in chunks, reporting progress. */
 
 import type { Classifier } from '../classifier.js';
 
@@ -13,6 +13,24 @@ export async function logitsOf(
   for (let start = 0; start < texts.length; start += CHUNK) {
     out.push(...(await classifier.logits(texts.slice(start, start + CHUNK))));
     onProgress?.(out.length, texts.length);
+  }
+  return out;
+}
+
+/**
+ * The max probability the classifier serves for each text (its fused fp32 pass at its
+ * temperature, as decisions carry it; 0 for a text with invalid logits).
+ */
+export async function servedMaxProbability(
+  classifier: Classifier<string, string>,
+  texts: readonly string[],
+  onProgress?: (done: number, total: number) => void,
+): Promise<Float64Array> {
+  const out = new Float64Array(texts.length);
+  for (let start = 0; start < texts.length; start += CHUNK) {
+    const decisions = await classifier.classify(texts.slice(start, start + CHUNK));
+    decisions.forEach((d, i) => (out[start + i] = d.probability));
+    onProgress?.(Math.min(texts.length, start + CHUNK), texts.length);
   }
   return out;
 }

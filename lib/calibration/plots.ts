@@ -29,7 +29,7 @@ function frame(title: string, xLabel: string, yLabel: string, body: string): str
   );
 }
 
-/** Accuracy per confidence bin, before (grey) and after (blue) temperature scaling. */
+/** Accuracy per confidence bin, before (grey) and after (blue) temperature scaling and the confidence map. */
 export function reliabilitySvg(before: Bin[], after: Bin[], temperature: number): string {
   const bars = (bins: Bin[], color: string, offset: number): string =>
     bins
@@ -44,7 +44,7 @@ export function reliabilitySvg(before: Bin[], after: Bin[], temperature: number)
     bars(after, '#3b6fb6', 1) +
     `<line x1="${x(0)}" y1="${y(0)}" x2="${x(1)}" y2="${y(1)}" stroke="#c33" stroke-dasharray="4 3"/>` +
     `<text x="${M + 8}" y="${M + 16}" fill="#777">before (T = 1)</text>` +
-    `<text x="${M + 8}" y="${M + 30}" fill="#3b6fb6">after (T = ${temperature.toFixed(3)})</text>`;
+    `<text x="${M + 8}" y="${M + 30}" fill="#3b6fb6">after (T = ${temperature.toFixed(3)}, then the map)</text>`;
   return frame('Reliability (15 equal-width bins)', 'confidence (max probability)', 'accuracy', body);
 }
 

@@ -6,8 +6,10 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { calibrate, type CalibrateRequest } from '../calibration/calibrate.js';
-import { readLabelled } from '../calibration/data.js';
-import { logitsOf } from '../calibration/logits.js';
+import { readLabelled, type LabelledData } from '../calibration/data.js';
+import { logitsOf, servedMaxProbability } from '../calibration/logits.js';
+import type { Predictions } from '../calibration/metrics.js';
+import { fitTemperature } from '../calibration/temperature.js';
 import { reliabilitySvg, riskCoverageSvg } from '../calibration/plots.js';
 import { InsufficientDataError } from '../calibration/thresholds.js';
 import { Classifier } from '../classifier.js';
@@ -58,28 +60,48 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
 
   const { bundle, options } = classifierOptions(values);
   const classifier = await Classifier.load(bundle, options);
-  let outcome;
+  let predictions: Predictions;
+  let data: LabelledData;
   try {
-    const data = await readLabelled(values.data, classifier.labels);
+    data = await readLabelled(values.data, classifier.labels);
     const logits = await logitsOf(
       classifier,
       data.examples.map((e) => e.text),
       progressBar('logits'),
     );
     const labelIndex = new Map(classifier.labels.map((l, i) => [l, i]));
-    try {
-      outcome = calibrate(
-        { logits, labels: data.examples.map((e) => labelIndex.get(e.label) as number) },
-        classifier.labels,
-        request,
-        { file: values.data, sha256: data.sha256 },
-      );
-    } catch (error) {
-      if (error instanceof InsufficientDataError) throw new DataError(values.data, undefined, error.message);
-      throw error;
-    }
+    predictions = { logits, labels: data.examples.map((e) => labelIndex.get(e.label) as number) };
   } finally {
     await classifier.close();
+  }
+  // The thresholds go on what the classifier will serve: its own pass at the fitted temperature.
+  const temperature = fitTemperature(predictions);
+  const serving = await Classifier.load(bundle, { ...options, temperature, threshold: 0, topK: 1 });
+  let served: Float64Array;
+  try {
+    served = await servedMaxProbability(
+      serving,
+      data.examples.map((e) => e.text),
+      progressBar('served'),
+    );
+  } finally {
+    await serving.close();
+  }
+  let outcome;
+  try {
+    outcome = calibrate(
+      predictions,
+      serving.labels,
+      request,
+      { file: values.data, sha256: data.sha256 },
+      {
+        temperature,
+        maxProbability: served,
+      },
+    );
+  } catch (error) {
+    if (error instanceof InsufficientDataError) throw new DataError(values.data, undefined, error.message);
+    throw error;
   }
 
   const out = values.out ?? bundle;
@@ -96,27 +118,31 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
     riskCoverageSvg(outcome.curve, chosenRisk === undefined ? undefined : { coverage: g.coverage, risk: chosenRisk }),
   );
 
-  const { before, after } = outcome.file.figures;
+  const { before, after, mapped } = outcome.file.figures;
   const f = (v: number): string => v.toFixed(4);
   const lines = [
     `${outcome.file.data.n} examples from ${values.data}; temperature ${outcome.file.temperature.toFixed(4)}`,
     '',
-    '| figure | before (T = 1) | after |',
-    '| --- | --- | --- |',
-    `| accuracy | ${f(before.accuracy)} | ${f(after.accuracy)} |`,
-    `| NLL | ${f(before.nll)} | ${f(after.nll)} |`,
-    `| Brier | ${f(before.brier)} | ${f(after.brier)} |`,
-    `| ECE (15 bins) | ${f(before.ece)} | ${f(after.ece)} |`,
-    `| MCE (15 bins) | ${f(before.mce)} | ${f(after.mce)} |`,
+    '| figure | before (T = 1) | after temperature | after the confidence map |',
+    '| --- | --- | --- | --- |',
+    `| accuracy | ${f(before.accuracy)} | ${f(after.accuracy)} | ${f(after.accuracy)} |`,
+    `| NLL | ${f(before.nll)} | ${f(after.nll)} | (a top-label map) |`,
+    `| Brier | ${f(before.brier)} | ${f(after.brier)} | (a top-label map) |`,
+    `| ECE (15 bins) | ${f(before.ece)} | ${f(after.ece)} | ${f(mapped.ece)} |`,
+    `| MCE (15 bins) | ${f(before.mce)} | ${f(after.mce)} | ${f(mapped.mce)} |`,
     '',
     `AURC ${f(outcome.file.figures.aurc)}, E-AURC ${f(outcome.file.figures.e_aurc)}`,
     g.kind === 'selective-risk'
-      ? `threshold ${f(outcome.file.threshold)} on max probability: accepts ${(g.coverage * 100).toFixed(1)}% (${g.accepted}), ` +
-        `${g.errors} errors; selective risk <= ${f(g.bound)} <= ${f(g.risk)} with probability >= ${1 - g.delta}, ` +
-        `i.e. accuracy on accepted >= ${f(g.target_accuracy)}`
-      : `threshold ${f(outcome.file.threshold)} on max probability: accepts ${(g.coverage * 100).toFixed(1)}% (no guarantee)`,
+      ? `${outcome.file.thresholds ? 'per-label thresholds' : `threshold ${f(outcome.file.threshold)}`} on the calibrated ` +
+        `confidence: accepts ${(g.coverage * 100).toFixed(1)}% (${g.accepted}), ${g.errors} errors; selective risk ` +
+        `<= ${f(g.bound)} <= ${f(g.risk)} with probability >= ${1 - g.delta}` +
+        `${outcome.file.thresholds ? ' for every accepted label' : ''}, i.e. accuracy on accepted >= ${f(g.target_accuracy)}`
+      : `threshold ${f(outcome.file.threshold)} on the calibrated confidence: accepts ${(g.coverage * 100).toFixed(1)}% (no guarantee)`,
     ...(outcome.file.thresholds
-      ? [`per-label thresholds for ${Object.keys(outcome.file.thresholds).length} labels`]
+      ? [
+          `per-label thresholds certified for ${Object.values(outcome.file.thresholds).filter((t) => t !== null).length} ` +
+            `of ${Object.keys(outcome.file.thresholds).length} labels; the others are never accepted (their texts go to "Other")`,
+        ]
       : []),
     `wrote ${join(out, 'calibration.json')}, reliability.svg, risk-coverage.svg`,
   ];

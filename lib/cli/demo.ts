@@ -30,10 +30,12 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const decisions = await classifier.classify(texts);
     decisions.forEach((d, i) => {
       const verdict = d.accepted
-        ? `${d.label} (p=${d.probability.toFixed(3)})`
+        ? `${d.label} (confidence ${d.confidence.toFixed(3)})`
         : d.reason === 'invalid'
           ? `${d.label} (invalid logits)`
-          : `${d.label} (best ${d.best}, p=${d.probability.toFixed(3)} < ${round(d.threshold)})`;
+          : d.threshold === null
+            ? `${d.label} (best ${d.best}, a label never accepted)`
+            : `${d.label} (best ${d.best}, confidence ${d.confidence.toFixed(3)} < ${round(d.threshold)})`;
       out.push(`${JSON.stringify(texts[i])}\n  -> ${verdict}${d.truncated ? ' [truncated]' : ''}`);
     });
     out.push('');

@@ -42,13 +42,14 @@ export async function evaluateCommand(argv: string[]): Promise<number> {
         )
       : undefined;
     const { info } = classifier;
-    const thresholds = classifier.labels.map((l) => info.thresholds[l] ?? info.threshold);
+    const thresholds = classifier.labels.map((l) => info.thresholds[l] ?? null);
     const result = evaluate(
       { logits, labels: data.examples.map((e) => labelIndex.get(e.label) as number) },
       info.temperature,
-      (label) => thresholds[label] as number,
+      (label) => thresholds[label] ?? null,
       classifier.labels.length,
       oodLogits,
+      (probability) => classifier.confidenceOf(probability),
     );
     if (values.json) {
       process.stdout.write(JSON.stringify(result, null, 2) + '\n');
@@ -64,7 +65,8 @@ export async function evaluateCommand(argv: string[]): Promise<number> {
       `| accuracy | ${f(result.accuracy)} |`,
       `| macro-F1 | ${f(result.macroF1)} |`,
       `| NLL | ${f(result.nll)} |`,
-      `| ECE (15 bins) | ${f(result.ece)} |`,
+      `| ECE of the confidence (15 bins; 95% bootstrap interval) | ${f(result.ece)} (${f(result.eceInterval[0])}–${f(result.eceInterval[1])}) |`,
+      `| ECE of the max probability (15 bins) | ${f(result.eceProbability)} |`,
       `| AURC | ${f(result.aurc)} |`,
       `| coverage (not "${info.otherLabel}") | ${f(result.coverage)} |`,
       `| selective accuracy | ${f(result.selectiveAccuracy)} |`,
