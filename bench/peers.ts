@@ -1,11 +1,13 @@
 // bertgate against its peers on CPU, one run: the same model (TorchScript for bertgate, the
 // Hugging Face directory for Python, ONNX for the Node peers), the same texts, truncation and
-// intra-op threads. Texts/s and median latency per call, one text per call and 32 per call,
-// plus the worst event-loop gap while each Node competitor ran, and how often each peer's
-// top label agrees with bertgate's (a check that all ran the same model).
+// intra-op threads, in fp32 and in int8 (each runtime's own dynamic quantization of the same
+// weights: bertgate's exporter, onnxruntime's quantize_dynamic, which transformers.js loads as
+// "q8"). Texts/s and median latency per call, one text per call and 32 per call, the worst
+// event-loop gap while each Node competitor ran, and how often each one's top label agrees
+// with bertgate fp32's (for the int8 ones: their agreement with fp32).
 //
-//   node scripts/dev-env.mjs node dist/bench/peers.js --bundle DIR --hf DIR --onnx DIR --texts FILE.jsonl
-//        [--count 256] [--threads N]
+//   node scripts/dev-env.mjs node dist/bench/peers.js --bundle DIR --bundle-int8 DIR --hf DIR --onnx DIR
+//        --texts FILE.jsonl [--count 256] [--threads N]
 // Peers come from bench/peers (npm install there with ONNXRUNTIME_NODE_INSTALL=skip).
 
 import { execFile } from 'node:child_process';
@@ -23,6 +25,7 @@ import { watchLoop } from './native.js';
 const { values } = parseArgs({
   options: {
     bundle: { type: 'string' },
+    'bundle-int8': { type: 'string' },
     hf: { type: 'string' },
     onnx: { type: 'string' },
     texts: { type: 'string' },
@@ -30,10 +33,11 @@ const { values } = parseArgs({
     threads: { type: 'string', default: String(Math.max(1, availableParallelism() - 1)) },
   },
 });
-if (!values.bundle || !values.hf || !values.onnx || !values.texts) {
-  throw new Error('--bundle, --hf, --onnx and --texts are required');
+if (!values.bundle || !values['bundle-int8'] || !values.hf || !values.onnx || !values.texts) {
+  throw new Error('--bundle, --bundle-int8, --hf, --onnx and --texts are required');
 }
 const { bundle, hf, onnx } = values as { bundle: string; hf: string; onnx: string };
+const bundleInt8 = values['bundle-int8'];
 const threads = Number(values.threads);
 const texts = (await readFile(values.texts, 'utf8'))
   .trim()
@@ -66,6 +70,7 @@ interface TransformersJs {
 
 interface Result {
   name: string;
+  int8: boolean;
   perS: Record<number, number>;
   p50: Record<number, number>;
   worstGap: number;
@@ -78,9 +83,9 @@ function median(xs: number[]): number {
 }
 
 /** Batch 1 and 32 over all texts; `call` returns the top label of each text it was given. */
-async function measure(name: string, call: (batch: string[]) => Promise<string[]>): Promise<Result> {
+async function measure(name: string, int8: boolean, call: (batch: string[]) => Promise<string[]>): Promise<Result> {
   await call(texts.slice(0, 8)); // warm-up
-  const result: Result = { name, perS: {}, p50: {}, worstGap: 0, labels: [] };
+  const result: Result = { name, int8, perS: {}, p50: {}, worstGap: 0, labels: [] };
   const stopWatching = watchLoop();
   for (const batch of [1, 32]) {
     const calls: number[] = [];
@@ -100,13 +105,14 @@ async function measure(name: string, call: (batch: string[]) => Promise<string[]
 
 const results: Result[] = [];
 
-// bertgate
-{
-  const clf = await Classifier.load(bundle, { threads });
+// bertgate, fp32 then int8
+for (const [name, dir, int8] of [
+  ['bertgate classify()', bundle, false],
+  ['bertgate classify(), int8 bundle', bundleInt8, true],
+] as const) {
+  const clf = await Classifier.load(dir, { threads });
   results.push(
-    await measure('bertgate classify()', async (batch) =>
-      (await clf.classify(batch)).map((d) => d.top[0]?.label as string),
-    ),
+    await measure(name, int8, async (batch) => (await clf.classify(batch)).map((d) => d.top[0]?.label as string)),
   );
   await clf.close();
 }
@@ -118,10 +124,13 @@ const maxLength = (
 const id2label = (JSON.parse(await readFile(join(onnx, 'config.json'), 'utf8')) as { id2label: Record<string, string> })
   .id2label;
 
-// onnxruntime-node, fed by bertgate's tokenizer (the same ids), arg-max in JS.
-{
+// onnxruntime-node, fed by bertgate's tokenizer (the same ids), arg-max in JS; fp32, then int8.
+for (const [name, file, int8] of [
+  ['onnxruntime-node', 'model.onnx', false],
+  ['onnxruntime-node, int8 (quantize_dynamic)', 'model_quantized.onnx', true],
+] as const) {
   const ort = peers('onnxruntime-node') as OrtModule;
-  const session = await ort.InferenceSession.create(join(onnx, 'onnx', 'model.onnx'), {
+  const session = await ort.InferenceSession.create(join(onnx, 'onnx', file), {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
@@ -133,7 +142,7 @@ const id2label = (JSON.parse(await readFile(join(onnx, 'config.json'), 'utf8')) 
     padToMultipleOf: 1,
   });
   results.push(
-    await measure('onnxruntime-node', async (batch) => {
+    await measure(name, int8, async (batch) => {
       const padded = tokenizer.pad(await tokenizer.encode(batch));
       const dims = [padded.rows, padded.seqLen];
       const tensor = (a: ArrayLike<number>) => new ort.Tensor('int64', BigInt64Array.from(Array.from(a, BigInt)), dims);
@@ -153,17 +162,18 @@ const id2label = (JSON.parse(await readFile(join(onnx, 'config.json'), 'utf8')) 
   await session.release();
 }
 
-// @huggingface/transformers (transformers.js): its own tokenizer and pipeline, over ORT.
-{
+// @huggingface/transformers (transformers.js): its own tokenizer and pipeline, over ORT; fp32,
+// then q8 (it loads onnx/model_quantized.onnx).
+for (const dtype of ['fp32', 'q8'] as const) {
   const tjs = (await import(peers.resolve('@huggingface/transformers'))) as TransformersJs;
   tjs.env.allowRemoteModels = false;
   tjs.env.localModelPath = dirname(onnx) + '/';
   const pipe = await tjs.pipeline('text-classification', onnx.split('/').pop() as string, {
-    dtype: 'fp32',
+    dtype,
     session_options: { intraOpNumThreads: threads, interOpNumThreads: 1 },
   });
   results.push(
-    await measure('@huggingface/transformers', async (batch) => {
+    await measure(`@huggingface/transformers${dtype === 'q8' ? ', q8' : ''}`, dtype === 'q8', async (batch) => {
       const out = (await pipe(batch)) as Array<{ label: string }> | Array<Array<{ label: string }>>;
       return out.map((o) => (Array.isArray(o) ? (o[0]?.label as string) : o.label));
     }),
@@ -192,6 +202,7 @@ const id2label = (JSON.parse(await readFile(join(onnx, 'config.json'), 'utf8')) 
   const py = JSON.parse(stdout) as { runs: Record<string, { texts_per_s: number; p50_ms: number }>; labels: string[] };
   results.push({
     name: 'Python transformers pipeline',
+    int8: false,
     perS: { 1: py.runs['1']?.texts_per_s as number, 32: py.runs['32']?.texts_per_s as number },
     p50: { 1: py.runs['1']?.p50_ms as number, 32: py.runs['32']?.p50_ms as number },
     worstGap: Number.NaN,
@@ -199,20 +210,39 @@ const id2label = (JSON.parse(await readFile(join(onnx, 'config.json'), 'utf8')) 
   });
 }
 
+// Ratios against bertgate of the same precision (fp32 against fp32, int8 against int8);
+// agreement against bertgate fp32, the reference every quantization is measured from.
 const ours = results[0] as Result;
+const oursInt8 = results[1] as Result;
 console.log(
   `${texts.length} texts from ${values.texts}, truncated to ${maxLength} tokens; ${threads} intra-op thread(s); ` +
     `${cpus()[0]?.model}, ${availableParallelism()} CPUs\n`,
 );
 console.log(
-  '| competitor | batch 1 texts/s | p50 ms | batch 32 texts/s | p50 ms | worst loop gap ms | bertgate / this, batch 1 | batch 32 | same top label |',
+  '| competitor | batch 1 texts/s | p50 ms | batch 32 texts/s | p50 ms | worst loop gap ms | bertgate (same precision) / this, batch 1 | batch 32 | same top label as bertgate fp32 |',
 );
 console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const r of results) {
   const agree = r.labels.filter((l, i) => l === ours.labels[i]).length / ours.labels.length;
+  const mine = r.int8 ? oursInt8 : ours;
   console.log(
     `| ${r.name} | ${r.perS[1]?.toFixed(1)} | ${r.p50[1]?.toFixed(2)} | ${r.perS[32]?.toFixed(1)} | ${r.p50[32]?.toFixed(1)} | ` +
-      `${Number.isNaN(r.worstGap) ? 'n/a' : r.worstGap.toFixed(0)} | ${((ours.perS[1] as number) / (r.perS[1] as number)).toFixed(2)} | ` +
-      `${((ours.perS[32] as number) / (r.perS[32] as number)).toFixed(2)} | ${(agree * 100).toFixed(1)}% |`,
+      `${Number.isNaN(r.worstGap) ? 'n/a' : r.worstGap.toFixed(0)} | ${((mine.perS[1] as number) / (r.perS[1] as number)).toFixed(2)} | ` +
+      `${((mine.perS[32] as number) / (r.perS[32] as number)).toFixed(2)} | ${(agree * 100).toFixed(1)}% |`,
+  );
+}
+
+// The targets: bertgate int8 against the fastest fp32 peer and the fastest int8 peer.
+for (const batch of [1, 32]) {
+  const fastest = (int8: boolean): Result =>
+    results
+      .filter((r) => r.int8 === int8 && !r.name.startsWith('bertgate'))
+      .reduce((a, b) => ((a.perS[batch] as number) >= (b.perS[batch] as number) ? a : b));
+  const fp32 = fastest(false);
+  const int8 = fastest(true);
+  const ratio = (r: Result): string => ((oursInt8.perS[batch] as number) / (r.perS[batch] as number)).toFixed(2);
+  console.log(
+    `batch ${batch}: bertgate int8 is ${ratio(fp32)}x the fastest fp32 peer (${fp32.name}) and ` +
+      `${ratio(int8)}x the fastest int8 peer (${int8.name})`,
   );
 }

@@ -25,7 +25,18 @@ const args = {
   forward: ['--bundle', small, '--batches', '1,4,16,32'],
   batching: ['--bundle', small, '--texts', texts],
   tokenize: ['--bundle', small, '--texts', texts],
-  peers: ['--bundle', small, '--hf', `${small}-hf`, '--onnx', `${small}-onnx`, '--texts', texts],
+  peers: [
+    '--bundle',
+    small,
+    '--bundle-int8',
+    `${small}-int8`,
+    '--hf',
+    `${small}-hf`,
+    '--onnx',
+    `${small}-onnx`,
+    '--texts',
+    texts,
+  ],
   soak: ['--bundle', join('.fixtures', 'labels7')],
   leaks: ['--bundle', join('.fixtures', 'labels7')],
 }[name];
@@ -35,6 +46,14 @@ if (name === 'peers') {
   run(VENV_PYTHON, ['-m', 'pip', 'install', '-q', '-r', 'bench/requirements.txt'], inRoot);
   if (!existsSync(join(ROOT, `${small}-onnx`, 'onnx', 'model.onnx'))) {
     run(VENV_PYTHON, ['bench/export_onnx.py', `${small}-hf`, `${small}-onnx`, '128'], inRoot);
+  }
+  // The int8 competitors: the same weights quantized by each runtime's own tool.
+  if (!existsSync(join(ROOT, `${small}-onnx`, 'onnx', 'model_quantized.onnx'))) {
+    run(VENV_PYTHON, ['bench/quantize_onnx.py', `${small}-onnx`], inRoot);
+  }
+  if (!existsSync(join(ROOT, `${small}-int8`, 'model.pt'))) {
+    const exporter = ['-m', 'bertgate_export', `${small}-hf`, `${small}-int8`, '--max-length', '128'];
+    run(VENV_PYTHON, [...exporter, '--quantize', 'int8'], inRoot);
   }
   if (!existsSync(join(ROOT, 'bench', 'peers', 'node_modules'))) {
     // onnxruntime-node's post-install would fetch CUDA files from outside npm; its CPU binaries ship in the package.
