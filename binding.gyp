@@ -29,6 +29,7 @@
         'native/engine/engine_library.cpp',
         'native/engine/fused_log_softmax.cpp',
         'native/engine/logits.cpp',
+        'native/engine/ood_gate.cpp',
         'native/engine/torch_engine.cpp',
         'native/engine/torchscript_model.cpp',
       ],

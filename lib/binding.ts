@@ -54,6 +54,10 @@ export interface NativeLoadOptions {
   /** A forward pass at [warmupRows, warmupSeqLen] after the load probe; 0 rows for none. */
   warmupRows: number;
   warmupSeqLen: number;
+  /** The out-of-distribution gate: projection [gateDim, width], class centres [classes, gateDim]; gateDim 0: none. */
+  gateDim: number;
+  gateProjection?: Float32Array;
+  gateCentres?: Float32Array;
 }
 
 export interface NativeModelInfo {
@@ -66,6 +70,8 @@ export interface NativeModelInfo {
   frozen: boolean;
   /** The graph runs quantized (int8) operators. */
   quantized: boolean;
+  /** Width of the pooled features the model returns beside its logits; 0 when it returns none. */
+  featureWidth: number;
   /** -1 where the module has no such embedding table. */
   vocabRows: number;
   positionRows: number;
@@ -85,6 +91,8 @@ export interface NativeInferRequest {
   topK: number;
   wantLogits: boolean;
   wantLogProbs: boolean;
+  /** The pooled features [rows * featureWidth]: the model must return them. */
+  wantFeatures: boolean;
 }
 
 /** Views over native memory, handed over without a copy. */
@@ -102,6 +110,10 @@ export interface NativeInferResult {
   logits: Float32Array;
   /** Empty unless wantLogProbs. */
   logProbs: Float32Array;
+  /** Empty unless wantFeatures. */
+  features: Float32Array;
+  /** With a gate: its score per row (higher: further from the calibration texts); else empty. */
+  oodScore: Float32Array;
   forwardMs: number;
 }
 

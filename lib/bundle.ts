@@ -10,6 +10,7 @@ import { join } from 'node:path';
 
 import { PACKAGE_ROOT, type NativeModelInfo } from './binding.js';
 import { isConfidenceMap, type ConfidenceMap } from './confidence-map.js';
+import { DRIFT_BINS, type DriftReference } from './drift.js';
 import { BundleError } from './errors.js';
 import { isPlainObject } from './validate.js';
 
@@ -25,6 +26,7 @@ export const BUNDLE_FILES = {
   tokenizer: 'tokenizer.json',
   tokenizerConfig: 'tokenizer_config.json',
   calibration: 'calibration.json',
+  gate: 'gate.bin',
   manifest: 'bundle.json',
 } as const;
 
@@ -37,6 +39,23 @@ export interface Calibration {
   thresholds?: Record<string, number | null>;
   /** What `bertgate calibrate` recorded about the threshold: kept as written, for reporting. */
   guarantee?: Record<string, unknown>;
+  /** The calibration texts' served scores, which the drift alarm compares live texts with. */
+  drift?: DriftReference;
+  /** The out-of-distribution gate calibrate fitted (lib/calibration/gate.ts), its numbers read from gate.bin. */
+  gate?: Gate;
+}
+
+/** An out-of-distribution gate as a bundle holds it. */
+export interface Gate {
+  dim: number;
+  width: number;
+  /** A text whose score is above this is flagged. */
+  threshold: number;
+  /** At most this share of in-distribution texts is flagged. */
+  alpha: number;
+  /** [dim, width] then [classes, dim], from gate.bin. */
+  projection: Float32Array;
+  centres: Float32Array;
 }
 
 /** Written by the export tool: where the bundle came from. */
@@ -188,6 +207,58 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
     calibration.thresholds = per as Record<string, number | null>;
   }
   if (isPlainObject(value['guarantee'])) calibration.guarantee = value['guarantee'];
+  const gate = value['gate'];
+  if (gate !== undefined) {
+    const g = gate as Record<string, unknown>;
+    const positive = (x: unknown): x is number => Number.isInteger(x) && (x as number) > 0;
+    if (
+      !isPlainObject(gate) ||
+      g['kind'] !== 'mahalanobis' ||
+      !positive(g['dim']) ||
+      !positive(g['width']) ||
+      typeof g['threshold'] !== 'number' ||
+      !(typeof g['alpha'] === 'number' && g['alpha'] > 0 && g['alpha'] < 1) ||
+      g['file'] !== BUNDLE_FILES.gate
+    ) {
+      throw new BundleError(
+        file,
+        'gate',
+        `${file}: "gate" must be calibrate's { kind: "mahalanobis", dim, width, threshold, alpha, file: "${BUNDLE_FILES.gate}" }`,
+      );
+    }
+    // The numbers arrive from gate.bin in readBundle.
+    calibration.gate = {
+      dim: g['dim'] as number,
+      width: g['width'] as number,
+      threshold: g['threshold'] as number,
+      alpha: g['alpha'] as number,
+      projection: new Float32Array(0),
+      centres: new Float32Array(0),
+    };
+  }
+  const drift = value['drift'];
+  if (drift !== undefined) {
+    const counts = isPlainObject(drift) ? drift['counts'] : undefined;
+    const guarantee = calibration.guarantee;
+    const coverage = guarantee?.['coverage'];
+    const data = value['data'];
+    if (
+      !Array.isArray(counts) ||
+      counts.length !== DRIFT_BINS ||
+      !counts.every((x) => Number.isInteger(x) && (x as number) >= 0) ||
+      !counts.some((x) => (x as number) > 0) ||
+      typeof coverage !== 'number'
+    ) {
+      throw new BundleError(
+        file,
+        'drift',
+        `${file}: "drift" must hold "counts", the calibration texts' max probabilities counted in ${DRIFT_BINS} ` +
+          'bins, beside a guarantee with its "coverage"',
+      );
+    }
+    const sha = isPlainObject(data) && typeof data['sha256'] === 'string' ? data['sha256'] : 'unknown';
+    calibration.drift = { counts, coverage, id: `${sha}@${String(value['created'] ?? '')}` };
+  }
   return calibration;
 }
 
@@ -217,6 +288,8 @@ export async function readBundle(dir: string): Promise<Bundle> {
   const maxLength = typeof declared === 'number' && declared > 0 && declared < maxPositions ? declared : maxPositions;
 
   const manifest = await readJson(dir, BUNDLE_FILES.manifest, false);
+  const calibration = readCalibration(await readJson(dir, BUNDLE_FILES.calibration, false), labels);
+  if (calibration?.gate) await readGate(dir, calibration.gate, labels.length, manifest);
   return {
     quantization: readQuantization(manifest),
     dir,
@@ -226,9 +299,53 @@ export async function readBundle(dir: string): Promise<Bundle> {
     maxLength,
     vocabSize: positiveInteger(BUNDLE_FILES.config, config, 'vocab_size'),
     typeVocabSize: positiveInteger(BUNDLE_FILES.config, config, 'type_vocab_size', 2),
-    calibration: readCalibration(await readJson(dir, BUNDLE_FILES.calibration, false), labels),
+    calibration,
     manifest: isPlainObject(manifest) ? (manifest as Manifest) : null,
   };
+}
+
+/**
+ * gate.bin: the gate's projection [dim, width] then its class centres [classes, dim], fp32
+ * little-endian, as calibrate wrote them; checked against calibration.json and bundle.json.
+ */
+async function readGate(dir: string, gate: Gate, classes: number, manifest: unknown): Promise<void> {
+  const file = BUNDLE_FILES.gate;
+  const path = join(dir, file);
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch {
+    throw new BundleError(
+      file,
+      undefined,
+      `${BUNDLE_FILES.calibration} has an out-of-distribution gate, but ${path} is missing`,
+    );
+  }
+  const { dim, width } = gate;
+  const expected = (dim * width + classes * dim) * 4;
+  if (bytes.length !== expected) {
+    throw new BundleError(
+      file,
+      undefined,
+      `${file} is ${bytes.length} bytes; a gate of ${dim} directions over ${width}-wide features for ${classes} labels is ${expected}`,
+    );
+  }
+  const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+  gate.projection = floats.subarray(0, dim * width);
+  gate.centres = floats.subarray(dim * width);
+  const outputs = isPlainObject(manifest) ? manifest['outputs'] : undefined;
+  const featureWidth = isPlainObject(outputs) ? outputs['features'] : undefined;
+  if (isPlainObject(manifest) && featureWidth !== width) {
+    throw new BundleError(
+      BUNDLE_FILES.calibration,
+      'gate',
+      `${BUNDLE_FILES.calibration} has an out-of-distribution gate fitted on ${width}-wide features, but ` +
+        `${BUNDLE_FILES.manifest} says model.pt returns ` +
+        (featureWidth === undefined
+          ? 'no features (export it with --features)'
+          : `${String(featureWidth)}-wide features`),
+    );
+  }
 }
 
 /** bundle.json "quantization": null (or absent) for float weights, the exporter's int8 record otherwise. */

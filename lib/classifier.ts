@@ -9,8 +9,9 @@
 
 import { Batcher, type BatchEvent, type BatcherStats } from './batcher.js';
 import { openRuntime, type NativeEngineHandle, type NativeInferResult, type NativeModelInfo } from './binding.js';
-import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles } from './bundle.js';
+import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles, type Bundle, type Gate } from './bundle.js';
 import { DecisionPolicy, type Decision } from './decision.js';
+import { DriftMonitor, type DriftState, type DriftStats } from './drift.js';
 import {
   BertgateError,
   ClosedError,
@@ -22,6 +23,7 @@ import {
 } from './errors.js';
 import { normaliseTexts, type TextInput } from './inputs.js';
 import {
+  DEFAULTS,
   parseCallOptions,
   parseOptions,
   resolveAgainstBundle,
@@ -37,6 +39,8 @@ import { invalid } from './validate.js';
 export interface ClassifierStats extends BatcherStats {
   /** Batches split in half after the device ran out of memory for them. */
   outOfMemorySplits: number;
+  /** The drift alarm (lib/drift.ts), or null where it is off or the bundle has no drift reference. */
+  drift: DriftStats | null;
 }
 
 export interface ClassifierInfo {
@@ -50,6 +54,8 @@ export interface ClassifierInfo {
   thresholds: Readonly<Record<string, number | null>>;
   /** Whether a calibration map turns probabilities into the confidence the thresholds apply to. */
   confidenceMap: boolean;
+  /** The out-of-distribution gate in force, or null. */
+  gate: { alpha: number; threshold: number; dim: number } | null;
   temperature: number;
   topK: number;
   threads: number;
@@ -73,8 +79,54 @@ interface Row {
   row: number;
   truncated: boolean;
 }
+/** The gate in force: the calibration's, unless turned off; asked for where there is none, an error. */
+function gateOf(settings: Settings, bundle: Bundle, bundleDir: string): Gate | undefined {
+  if (settings.gate === false) return undefined;
+  const gate = bundle.calibration?.gate;
+  if (!gate && settings.gate === true) {
+    throw new InvalidArgumentError(
+      `The "gate" option asks for the out-of-distribution gate, but ${bundleDir}/calibration.json has none: ` +
+        'calibrate with --gate-alpha (on a bundle exported with --features)',
+    );
+  }
+  return gate;
+}
+
+/**
+ * The drift alarm of a classifier: on by default where calibration.json carries a drift
+ * reference, at the calibration's temperature (another temperature serves scores on another
+ * scale, so the comparison would alarm for nothing); asked for explicitly where it cannot run,
+ * an error rather than silently nothing.
+ */
+function driftMonitor(
+  settings: Settings,
+  bundle: Bundle,
+  temperature: number,
+  bundleDir: string,
+): DriftMonitor | undefined {
+  if (settings.drift === false) return undefined;
+  const calibration = bundle.calibration;
+  const asked = settings.drift !== undefined;
+  const reference = calibration?.drift;
+  if (!reference) {
+    if (!asked) return undefined;
+    throw new InvalidArgumentError(
+      `The "drift" option needs a drift reference in ${bundleDir}/calibration.json, which has none: ` +
+        're-run bertgate calibrate (it records one)',
+    );
+  }
+  if (temperature !== calibration.temperature) {
+    if (!asked) return undefined;
+    throw new InvalidArgumentError(
+      `The "drift" option compares texts with the calibration's at its temperature ${calibration.temperature}; ` +
+        `the "temperature" option is ${temperature}`,
+    );
+  }
+  return new DriftMonitor(reference, (settings.drift ?? DEFAULTS.drift).alpha);
+}
+
 /** What a call wants back of each of its texts: a decision's scores, raw logits, or log-probabilities. */
-type Want = 'scores' | 'logits' | 'logProbs';
+type Want = 'scores' | 'logits' | 'logProbs' | 'features';
 interface Job {
   encoded: Encoded;
   want: Want;
@@ -92,6 +144,8 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   readonly #inflight = new Set<Promise<unknown>>();
   #closed = false;
   #outOfMemorySplits = 0;
+  readonly #drift: DriftMonitor | undefined;
+  readonly #driftListeners = new Set<(stats: DriftStats) => void>();
   #closing: Promise<void> = Promise.resolve();
 
   private constructor(
@@ -99,7 +153,9 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     tokenizer: TextTokenizer,
     policy: DecisionPolicy<L, O>,
     info: ClassifierInfo,
+    drift: DriftMonitor | undefined,
   ) {
+    this.#drift = drift;
     this.#handle = handle;
     this.#tokenizer = tokenizer;
     this.#policy = policy;
@@ -169,6 +225,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       );
     }
     const { batching } = resolved;
+    const gate = gateOf(settings, bundle, bundleDir);
     const tokenizer = await TextTokenizer.load(bundle.tokenizerPath, {
       maxLength: bundle.maxLength,
       strategy: settings.truncation,
@@ -188,6 +245,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
         freeze: settings.freeze,
         cudaMemoryFraction: settings.cudaMemoryFraction,
         ...warmup,
+        ...(gate ? { gateDim: gate.dim, gateProjection: gate.projection, gateCentres: gate.centres } : { gateDim: 0 }),
       });
       checkAgainstModel(bundle, model, tokenizer.vocabSize);
     } catch (error) {
@@ -204,6 +262,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       resolved.threshold,
       { ...calibration?.thresholds, ...settings.thresholds } as Partial<Record<L, number | null>>,
       map,
+      gate?.threshold,
     );
     const info: ClassifierInfo = {
       bundleDir,
@@ -214,6 +273,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       threshold: resolved.threshold,
       thresholds: Object.fromEntries(bundle.labels.map((l, i) => [l, policy.thresholdFor(i)])),
       confidenceMap: map !== undefined,
+      gate: gate ? { alpha: gate.alpha, threshold: gate.threshold, dim: gate.dim } : null,
       temperature: resolved.temperature,
       topK: resolved.topK,
       threads: settings.threads,
@@ -228,7 +288,13 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       guarantee: bundle.calibration?.guarantee,
       model,
     };
-    return new Classifier<L, O>(handle, tokenizer, policy, info);
+    return new Classifier<L, O>(
+      handle,
+      tokenizer,
+      policy,
+      info,
+      driftMonitor(settings, bundle, resolved.temperature, bundleDir),
+    );
   }
 
   /** What was loaded and the settings in force. */
@@ -255,6 +321,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   ): Promise<Decision<L, O> | Decision<L, O>[]> {
     const { single, rows } = await this.#run(input, options, callerStack(this.classify), 'scores');
     const decisions = rows.map(({ result, row, truncated }) => this.#policy.decide(result, row, truncated));
+    if (this.#drift) this.#observe(decisions);
     return single ? (decisions[0] as Decision<L, O>) : decisions;
   }
 
@@ -287,6 +354,32 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   }
 
   /**
+   * The pooled features the model returns beside its logits (fp32, `info.model.featureWidth`
+   * per text, from the same pass): what the out-of-distribution gate reads, for fitting one
+   * or inspecting it. Only bundles exported with --features (format 2) return them.
+   * @throws {InvalidArgumentError} the model returns no features
+   */
+  features(text: TextInput, options?: CallOptions): Promise<Float32Array>;
+  features(texts: readonly TextInput[], options?: CallOptions): Promise<Float32Array[]>;
+  async features(
+    input: TextInput | readonly TextInput[],
+    options?: CallOptions,
+  ): Promise<Float32Array | Float32Array[]> {
+    const width = this.#info.model.featureWidth;
+    if (width === 0) {
+      throw restack(
+        new InvalidArgumentError(
+          `The model in ${this.#info.bundleDir} returns no features (export it with --features, bundle format 2)`,
+        ),
+        callerStack(this.features),
+      );
+    }
+    const { single, rows } = await this.#run(input, options, callerStack(this.features), 'features');
+    const out = rows.map(({ result, row }) => result.features.subarray(row * width, (row + 1) * width));
+    return single ? (out[0] as Float32Array) : out;
+  }
+
+  /**
    * The confidence a decision would carry for this probability of its best label: through the
    * bundle's calibration map when it has one (and the temperature is the calibration's), else
    * the probability itself. The thresholds apply to it.
@@ -297,7 +390,53 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
 
   /** Queue depth, batch sizes, padding, latency percentiles. */
   stats(): ClassifierStats {
-    return { ...this.#batcher.stats(), outOfMemorySplits: this.#outOfMemorySplits };
+    return {
+      ...this.#batcher.stats(),
+      outOfMemorySplits: this.#outOfMemorySplits,
+      drift: this.#drift ? this.#drift.stats() : null,
+    };
+  }
+
+  /**
+   * Calls `listener` once, when the drift alarm goes off (the test martingale over the texts
+   * classified since load or resetDrift() reaches 1 / alpha); returns the unsubscribe function.
+   */
+  onDrift(listener: (stats: DriftStats) => void): () => void {
+    this.#driftListeners.add(listener);
+    return () => this.#driftListeners.delete(listener);
+  }
+
+  /** Starts the drift alarm afresh against the calibration: after re-calibrating, or once a drift is dealt with. */
+  resetDrift(): void {
+    this.#drift?.reset();
+  }
+
+  /** The drift alarm's state, to carry across a restart with restoreDrift(); null where it is off. */
+  driftState(): DriftState | null {
+    return this.#drift ? this.#drift.state() : null;
+  }
+
+  /**
+   * Continues the drift alarm from a saved state.
+   * @throws {DriftStateError} the state is from another calibration or alpha, or malformed
+   * @throws {InvalidArgumentError} this classifier has no drift alarm
+   */
+  restoreDrift(state: DriftState): void {
+    if (!this.#drift) throw new InvalidArgumentError('This classifier has no drift alarm to restore a state into');
+    this.#drift.restore(state);
+  }
+
+  // Every classified text goes to the monitor, in order; a listener that throws does not fail the call.
+  #observe(decisions: Decision<L, O>[]): void {
+    const monitor = this.#drift as DriftMonitor;
+    for (const d of decisions) {
+      if (monitor.observe(d.probability, d.accepted)) {
+        const stats = monitor.stats();
+        for (const listener of this.#driftListeners) {
+          queueMicrotask(() => listener(stats));
+        }
+      }
+    }
   }
 
   /** Calls `listener` for every batch sent to the model; returns the unsubscribe function. */
@@ -377,6 +516,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       topK: this.#info.topK,
       wantLogits: jobs.some((j) => j.want === 'logits'),
       wantLogProbs: jobs.some((j) => j.want === 'logProbs'),
+      wantFeatures: jobs.some((j) => j.want === 'features'),
     });
     return jobs.map((j, row) => ({ result, row, truncated: j.encoded.truncated }));
   }

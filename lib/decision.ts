@@ -16,6 +16,8 @@ export interface TopEntry<L extends string> {
 
 /** Confidence scores of the row, from the same fused pass (see DESIGN.md). */
 export interface Scores {
+  /** The out-of-distribution gate's score (higher: further from the calibration texts), or null without a gate. */
+  ood: number | null;
   /** Top-1 minus top-2 probability. */
   margin: number;
   /** Of the predicted distribution, in nats. */
@@ -68,7 +70,19 @@ export interface Invalid<L extends string, O extends string> {
   scores: null;
 }
 
-export type Rejected<L extends string, O extends string> = BelowThreshold<L, O> | Invalid<L, O>;
+/** The gate found the text unlike the calibration texts (its features far from every label's). */
+export interface OutOfDistribution<L extends string, O extends string> extends Common<L> {
+  accepted: false;
+  label: O;
+  /** The label the model would have given. */
+  best: L;
+  reason: 'out-of-distribution';
+  /** The gate's threshold the score passed. */
+  threshold: number;
+}
+
+export type Rejected<L extends string, O extends string> =
+  BelowThreshold<L, O> | OutOfDistribution<L, O> | Invalid<L, O>;
 export type Decision<L extends string = string, O extends string = 'Other'> = Accepted<L> | Rejected<L, O>;
 
 /**
@@ -86,6 +100,8 @@ export class DecisionPolicy<L extends string, O extends string> {
   readonly otherLabel: O;
   readonly threshold: number;
   readonly map: ConfidenceMap | undefined;
+  /** The gate's threshold on its score, when there is a gate. */
+  readonly gateThreshold: number | undefined;
   readonly #perLabel: Array<number | null>;
 
   constructor(
@@ -94,11 +110,13 @@ export class DecisionPolicy<L extends string, O extends string> {
     threshold: number,
     thresholds: Partial<Record<L, number | null>>,
     map?: ConfidenceMap,
+    gateThreshold?: number,
   ) {
     this.labels = labels;
     this.otherLabel = otherLabel;
     this.threshold = threshold;
     this.map = map;
+    this.gateThreshold = gateThreshold;
     this.#perLabel = labels.map((label) => (thresholds[label] === undefined ? threshold : (thresholds[label] ?? null)));
   }
 
@@ -114,7 +132,9 @@ export class DecisionPolicy<L extends string, O extends string> {
   }
 
   decide(result: NativeInferResult, row: number, truncated: boolean): Decision<L, O> {
-    if (result.valid[row] !== 1) {
+    const ood = this.gateThreshold === undefined ? null : (result.oodScore[row] as number);
+    // NaN features leave the gate unable to say: the row is as untrustworthy as NaN logits.
+    if (result.valid[row] !== 1 || (ood !== null && Number.isNaN(ood))) {
       return {
         accepted: false,
         label: this.otherLabel,
@@ -141,6 +161,7 @@ export class DecisionPolicy<L extends string, O extends string> {
     const best = top[0] as TopEntry<L>;
     const bestIndex = result.topIndex[row * k] as number;
     const scores: Scores = {
+      ood,
       margin: result.margin[row] as number,
       entropy: result.entropy[row] as number,
       energy: result.energy[row] as number,
@@ -154,6 +175,16 @@ export class DecisionPolicy<L extends string, O extends string> {
       truncated,
       scores,
     };
+    if (ood !== null && ood > (this.gateThreshold as number)) {
+      return {
+        accepted: false,
+        label: this.otherLabel,
+        best: best.label,
+        reason: 'out-of-distribution',
+        threshold: this.gateThreshold as number,
+        ...common,
+      };
+    }
     const threshold = this.thresholdFor(bestIndex);
     if (accepts(true, confidence, threshold)) return { accepted: true, label: best.label, ...common };
     return {

@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'ERR_DATA'
   | 'ERR_EXPORT'
   | 'ERR_LISTEN'
+  | 'ERR_DRIFT_STATE'
   | 'ERR_LIBTORCH_NOT_FOUND'
   | 'ERR_LIBTORCH_VERSION'
   | 'ERR_LIBTORCH_LOAD'
@@ -135,6 +136,13 @@ export class ExportError extends BertgateError {
 export class ListenError extends BertgateError {
   constructor(message: string) {
     super('ERR_LISTEN', message);
+  }
+}
+
+/** A saved drift state does not fit this classifier's monitor: another calibration, another alpha, malformed. */
+export class DriftStateError extends BertgateError {
+  constructor(message: string) {
+    super('ERR_DRIFT_STATE', message);
   }
 }
 

@@ -6,13 +6,23 @@ export { DEFAULTS } from './options.js';
 export type { Text, TextInput, TextPair } from './inputs.js';
 export type { BatchEvent, BatcherStats } from './batcher.js';
 export type { TruncationSide, TruncationStrategy } from './tokenizer.js';
-export type { Accepted, BelowThreshold, Decision, Invalid, Rejected, Scores, TopEntry } from './decision.js';
+export type {
+  Accepted,
+  BelowThreshold,
+  Decision,
+  Invalid,
+  OutOfDistribution,
+  Rejected,
+  Scores,
+  TopEntry,
+} from './decision.js';
 export {
   AbortedError,
   BertgateError,
   BundleError,
   ClosedError,
   DeviceUnavailableError,
+  DriftStateError,
   ExportError,
   ListenError,
   InferenceError,
@@ -24,5 +34,6 @@ export {
   TimeoutError,
 } from './errors.js';
 export type { ErrorCode } from './errors.js';
+export type { DriftState, DriftStats } from './drift.js';
 export { doctor } from './doctor.js';
 export type { DoctorReport } from './doctor.js';

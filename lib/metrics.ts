@@ -79,6 +79,46 @@ export function createMetrics(classifier: Classifier<string, string>): ServerMet
       this.set(classifier.stats().outOfMemorySplits);
     },
   });
+  if (classifier.stats().drift) {
+    // The drift alarm (lib/drift.ts): whether the traffic still looks like the calibration set.
+    const drift = (): NonNullable<ReturnType<Classifier<string, string>['stats']>['drift']> =>
+      classifier.stats().drift as NonNullable<ReturnType<Classifier<string, string>['stats']>['drift']>;
+    new Gauge({
+      name: 'bertgate_drift_martingale',
+      help: 'The drift test martingale over the texts classified since start or reset; alarm at 1/alpha',
+      registers: [registry],
+      collect() {
+        this.set(drift().martingale);
+      },
+    });
+    new Gauge({
+      name: 'bertgate_drift_alarm',
+      help: '1 once the drift martingale reached 1/alpha (false-alarm rate at most alpha), else 0',
+      registers: [registry],
+      collect() {
+        this.set(drift().alarm ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'bertgate_drift_alpha',
+      help: 'The false-alarm rate the drift alarm was set to',
+      registers: [registry],
+      collect() {
+        this.set(drift().alpha);
+      },
+    });
+    new Gauge({
+      name: 'bertgate_acceptance_rate',
+      help: 'Share of texts accepted (not "Other"): over the recent window, and as calibrated',
+      labelNames: ['over'] as const,
+      registers: [registry],
+      collect() {
+        const { acceptance } = drift();
+        if (acceptance.window > 0) this.set({ over: 'recent' }, acceptance.recent);
+        this.set({ over: 'calibration' }, acceptance.calibrated);
+      },
+    });
+  }
   const stop = classifier.onBatch((event) => {
     batchSize.observe(event.size);
     padded.inc(event.paddedTokens);

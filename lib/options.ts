@@ -93,6 +93,18 @@ export interface ClassifierOptions<L extends string = string, O extends string =
    */
   cudaMemoryFraction?: number;
   /**
+   * The drift alarm (lib/drift.ts) against the bundle's calibration: `alpha` is its false-alarm
+   * rate over an unbounded exchangeable stream (default 0.01); false turns it off. On by default
+   * when calibration.json carries a drift reference and the temperature is the calibration's.
+   */
+  drift?: false | { alpha?: number };
+  /**
+   * The out-of-distribution gate calibrate fitted on the model's features: a text whose score
+   * passes its threshold becomes "Other" with reason 'out-of-distribution'. On by default where
+   * calibration.json has one; false turns it off; true insists (an error where there is none).
+   */
+  gate?: boolean;
+  /**
    * Check the files against the SHA-256 digests bundle.json records (default true). Costs a
    * read of the bundle (about 0.3 s per 100 MB); false skips it for bundles you trust as is.
    */
@@ -112,6 +124,8 @@ const OPTION_NAMES = [
   'maxTextLength',
   'freeze',
   'verify',
+  'drift',
+  'gate',
   'cudaMemoryFraction',
   'truncation',
   'truncationSide',
@@ -140,6 +154,7 @@ export const DEFAULTS = {
   maxTextLength: 1_000_000,
   freeze: true,
   verify: true,
+  drift: { alpha: 0.01 },
   truncation: 'longest_first',
   truncationSide: 'right',
   batching: {
@@ -197,6 +212,10 @@ export interface Settings {
   maxTextLength: number;
   freeze: boolean;
   verify: boolean;
+  /** undefined: the default (on where the bundle allows); false: off; an object: asked for. */
+  drift: false | { alpha: number } | undefined;
+  /** undefined: the default (on where calibration.json has one). */
+  gate: boolean | undefined;
   cudaMemoryFraction: number;
   truncation: TruncationStrategy;
   truncationSide: TruncationSide;
@@ -271,6 +290,15 @@ export function parseOptions(options: unknown): Settings {
         : integerIn(option('maxTextLength'), o.maxTextLength, 1, 2 ** 29),
     freeze: (o.freeze as boolean | undefined) ?? DEFAULTS.freeze,
     verify: (o.verify as boolean | undefined) ?? DEFAULTS.verify,
+    drift: parseDrift(o.drift),
+    gate:
+      o.gate === undefined
+        ? undefined
+        : typeof o.gate === 'boolean'
+          ? o.gate
+          : (() => {
+              throw invalid(option('gate'), 'a boolean', o.gate);
+            })(),
     cudaMemoryFraction: (o.cudaMemoryFraction as number | undefined) ?? 0,
     truncation:
       o.truncation === undefined
@@ -282,6 +310,17 @@ export function parseOptions(options: unknown): Settings {
         : oneOf(option('truncationSide'), o.truncationSide, ['right', 'left'] as const),
     batching: parseBatching(o),
   };
+}
+
+function parseDrift(value: unknown): Settings['drift'] {
+  if (value === undefined || value === false) return value;
+  if (!isPlainObject(value)) throw invalid(option('drift'), 'false or { alpha }', value);
+  knownKeys('the "drift" option', value, ['alpha']);
+  const alpha = value['alpha'];
+  if (alpha === undefined) return { alpha: DEFAULTS.drift.alpha };
+  if (typeof alpha !== 'number' || !(alpha > 0 && alpha < 1))
+    throw invalid('the "drift.alpha" option', 'a number in (0, 1)', alpha);
+  return { alpha };
 }
 
 function parseBatching(o: Record<string, unknown>): BatchingOptions {

@@ -27,6 +27,7 @@ function randomBatch(rows: number, seqLen: number, vocab: number): NativeInferRe
     topK: 1,
     wantLogits: true,
     wantLogProbs: false,
+    wantFeatures: false,
   };
 }
 
@@ -43,6 +44,7 @@ async function loadHandle(name: string): Promise<{ handle: NativeEngineHandle; v
     cudaMemoryFraction: 0,
     warmupRows: 0,
     warmupSeqLen: 0,
+    gateDim: 0,
   });
   return { handle, vocab: info.vocabRows };
 }

@@ -69,7 +69,7 @@ describe('bad options', () => {
     [
       'a misspelt option',
       { treshold: 0.5 },
-      'Unknown option "treshold" in the options; known options: device, dtype, threshold, thresholds, otherLabel, temperature, topK, threads, labels, maxTextLength, freeze, verify, cudaMemoryFraction, truncation, truncationSide, maxBatchSize, maxBatchTokens, padToMultipleOf, maxDelayMs, maxQueue, batchesInFlight, lengthAware, maxPaddingRatio',
+      'Unknown option "treshold" in the options; known options: device, dtype, threshold, thresholds, otherLabel, temperature, topK, threads, labels, maxTextLength, freeze, verify, drift, gate, cudaMemoryFraction, truncation, truncationSide, maxBatchSize, maxBatchTokens, padToMultipleOf, maxDelayMs, maxQueue, batchesInFlight, lengthAware, maxPaddingRatio',
     ],
     ['options not an object', 'fast', 'Expected the options to be an object, got "fast"'],
   ];

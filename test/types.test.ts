@@ -24,7 +24,7 @@ it('types decisions by the labels and the "Other" label', async () => {
     } else {
       const other: 'Unsure' = d.label;
       assert.equal(other, 'Unsure');
-      if (d.reason === 'below-threshold') {
+      if (d.reason === 'below-threshold' || d.reason === 'out-of-distribution') {
         const best: 'negative' | 'positive' = d.best;
         assert.ok(best);
       } else {

@@ -22,6 +22,7 @@ import {
   type RiskCoverage,
 } from './metrics.js';
 import { applyConfidenceMap, fitConfidenceMap, type ConfidenceMap } from '../confidence-map.js';
+import { DRIFT_BINS, driftCounts } from '../drift.js';
 import { fitTemperature } from './temperature.js';
 import { byCoverage, InsufficientDataError, perLabel, withGuarantee, type Guarantee } from './thresholds.js';
 
@@ -35,6 +36,16 @@ export interface CalibrateRequest {
   coverage?: number;
   /** Per-label thresholds, each certified at delta / labels; a label none certifies is never accepted. */
   perLabel?: boolean;
+}
+
+/**
+ * Which rows the thresholds and their guarantee are computed on (all, by default), and which of
+ * those the out-of-distribution gate flags: those are never accepted, so the guarantee is the
+ * combined rule's (gate, then threshold).
+ */
+export interface Selection {
+  rows?: ArrayLike<boolean>;
+  flagged?: ArrayLike<boolean>;
 }
 
 /** What the classifier serves at the fitted temperature, per example (0 for an invalid row). */
@@ -86,6 +97,21 @@ export interface CalibrationFile {
   };
   data: { file: string; sha256: string; n: number };
   created: string;
+  /** The out-of-distribution gate, when calibrate fitted one (its numbers in gate.bin). */
+  gate?: {
+    kind: 'mahalanobis';
+    directions: string;
+    dim: number;
+    width: number;
+    alpha: number;
+    threshold: number;
+    file: 'gate.bin';
+    fitted_on: string;
+    thresholded_on: number;
+    guarantee: string;
+  };
+  /** For the drift alarm (lib/drift.ts): the calibration texts' served max probabilities, counted by bin. */
+  drift: { score: 'served_max_probability'; bins: number; counts: number[] };
 }
 
 export interface CalibrationOutcome {
@@ -112,6 +138,7 @@ export function calibrate(
   request: CalibrateRequest,
   data: { file: string; sha256: string },
   served?: Served,
+  selection: Selection = {},
 ): CalibrationOutcome {
   const temperature = served?.temperature ?? fitTemperature(p);
   const rows = scoreAll(p, temperature);
@@ -125,15 +152,18 @@ export function calibrate(
   const confidence = rows.map((r, i) => (r.valid ? applyConfidenceMap(map, raw(i)) : 0));
   const mappedRows = rows.map((r, i) => ({ ...r, maxProbability: confidence[i] as number }));
   // Thresholds are chosen among the valid rows only: an invalid row is rejected whatever the
-  // threshold (decision.ts), so it takes no part in where the threshold goes; coverage is still
-  // a share of all n.
-  const scored = valid.map(({ r, i }) => ({
-    score: confidence[i] as number,
-    correct: r.correct,
-    predicted: r.predicted,
-  }));
+  // threshold (decision.ts), so it takes no part in where the threshold goes, nor does a row the
+  // gate flags; coverage is still a share of all n selected.
+  const selected = (i: number): boolean => selection.rows === undefined || selection.rows[i] === true;
+  const scored = valid
+    .filter(({ i }) => selected(i) && selection.flagged?.[i] !== true)
+    .map(({ r, i }) => ({
+      score: confidence[i] as number,
+      correct: r.correct,
+      predicted: r.predicted,
+    }));
   const curve = riskCoverage(rows);
-  const n = rows.length;
+  const n = rows.filter((_, i) => selected(i)).length;
   if (scored.length === 0) throw new InsufficientDataError('every calibration example has NaN or infinite logits');
   const ofAll = (accepted: number): number => accepted / n;
 
@@ -220,6 +250,11 @@ export function calibrate(
     },
     data: { file: data.file, sha256: data.sha256, n },
     created: new Date().toISOString(),
+    drift: {
+      score: 'served_max_probability',
+      bins: DRIFT_BINS,
+      counts: driftCounts(rows.map((r, i) => (r.valid ? raw(i) : 0))),
+    },
   };
   return {
     file,

@@ -33,13 +33,33 @@ export interface Evaluation {
   coverage: number;
   /** Accuracy among the accepted. */
   selectiveAccuracy: number;
-  ood?: {
+  /** With an out-of-distribution gate: the share of these (in-distribution) texts it flags, against its promise. */
+  gate?: { alpha: number; threshold: number; flagged: number; n: number };
+  /** Per out-of-distribution set. */
+  ood?: Array<{
+    name: string;
     n: number;
-    /** Share of out-of-distribution texts sent to "Other" by the thresholds. */
+    /** Share of its texts sent to "Other" (by the thresholds and the gate). */
     toOther: number;
-    /** In-distribution (test) against out-of-distribution, per score. */
-    scores: Record<ScoreName, { auroc: number; fpr95: number }>;
-  };
+    /** Share the gate alone flags, with a gate. */
+    flagged?: number;
+    /** In-distribution (the data) against this set, per score (the gate's, "gate", with a gate). */
+    scores: Record<string, { auroc: number; fpr95: number }>;
+  }>;
+}
+
+/** Out-of-distribution texts: their logits, and with a gate its score of each. */
+export interface OodSet {
+  name: string;
+  logits: ArrayLike<number>[];
+  gate?: number[];
+}
+
+/** The gate's scores of the labelled data, and its threshold and promise. */
+export interface GateScores {
+  scores: number[];
+  threshold: number;
+  alpha: number;
 }
 
 function macroF1(predicted: number[], truth: number[], labels: number): number {
@@ -94,12 +114,18 @@ export function evaluate(
   temperature: number,
   thresholdOf: (label: number) => number | null,
   labels: number,
-  ood?: ArrayLike<number>[],
+  ood: OodSet[] = [],
   confidenceOf: (probability: number) => number = (probability) => probability,
+  gate?: GateScores,
 ): Evaluation {
   const raw = scoreAll(p, temperature);
   const rows = raw.map((r) => (r.valid ? { ...r, maxProbability: confidenceOf(r.maxProbability) } : r));
-  const accepted = rows.filter((r) => accepts(r.valid, r.maxProbability, thresholdOf(r.predicted)));
+  // As decision.ts decides: the gate first (NaN: never accepted), then the threshold.
+  const passes = (gateScore: number | undefined): boolean =>
+    gate === undefined || (gateScore !== undefined && gateScore <= gate.threshold);
+  const accepted = rows.filter(
+    (r, i) => passes(gate?.scores[i]) && accepts(r.valid, r.maxProbability, thresholdOf(r.predicted)),
+  );
   const out: Evaluation = {
     n: rows.length,
     accuracy: rows.filter((r) => r.correct).length / rows.length,
@@ -116,22 +142,43 @@ export function evaluate(
     coverage: accepted.length / rows.length,
     selectiveAccuracy: accepted.length === 0 ? Number.NaN : accepted.filter((r) => r.correct).length / accepted.length,
   };
-  if (ood && ood.length > 0) {
-    const oodRows = scoreAll({ logits: [...Array.from(ood)], labels: Array.from(ood, () => -1) }, temperature).map(
-      (r) => (r.valid ? { ...r, maxProbability: confidenceOf(r.maxProbability) } : r),
-    );
-    const scores = {} as Record<ScoreName, { auroc: number; fpr95: number }>;
-    for (const name of SCORE_NAMES) {
-      const inScores = rows.map((r) => r[name]);
-      const outScores = oodRows.map((r) => r[name]);
-      scores[name] = { auroc: auroc(inScores, outScores), fpr95: fpr95(inScores, outScores) };
-    }
-    out.ood = {
-      n: oodRows.length,
-      toOther:
-        oodRows.filter((r) => !accepts(r.valid, r.maxProbability, thresholdOf(r.predicted))).length / oodRows.length,
-      scores,
+  if (gate) {
+    out.gate = {
+      alpha: gate.alpha,
+      threshold: gate.threshold,
+      flagged: gate.scores.filter((s) => !passes(s)).length / gate.scores.length,
+      n: gate.scores.length,
     };
+  }
+  if (ood.length > 0) {
+    out.ood = ood.map((set) => {
+      const oodRows = scoreAll(
+        { logits: [...Array.from(set.logits)], labels: Array.from(set.logits, () => -1) },
+        temperature,
+      ).map((r) => (r.valid ? { ...r, maxProbability: confidenceOf(r.maxProbability) } : r));
+      const scores: Record<string, { auroc: number; fpr95: number }> = {};
+      for (const name of SCORE_NAMES) {
+        const inScores = rows.map((r) => r[name]);
+        const outScores = oodRows.map((r) => r[name]);
+        scores[name] = { auroc: auroc(inScores, outScores), fpr95: fpr95(inScores, outScores) };
+      }
+      if (gate && set.gate) {
+        // Higher = more in-distribution, like the others; NaN (unscoreable) as far as can be.
+        const inScores = gate.scores.map((s) => (Number.isNaN(s) ? -Infinity : -s));
+        const outScores = set.gate.map((s) => (Number.isNaN(s) ? -Infinity : -s));
+        scores['gate'] = { auroc: auroc(inScores, outScores), fpr95: fpr95(inScores, outScores) };
+      }
+      return {
+        name: set.name,
+        n: oodRows.length,
+        toOther:
+          oodRows.filter(
+            (r, i) => !(passes(set.gate?.[i]) && accepts(r.valid, r.maxProbability, thresholdOf(r.predicted))),
+          ).length / oodRows.length,
+        ...(gate && set.gate ? { flagged: set.gate.filter((s) => !passes(s)).length / set.gate.length } : {}),
+        scores,
+      };
+    });
   }
   return out;
 }

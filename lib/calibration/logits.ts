@@ -17,6 +17,20 @@ export async function logitsOf(
   return out;
 }
 
+/** The pooled features of many texts (the model must return them), in chunks, reporting progress. */
+export async function featuresOf(
+  classifier: Classifier<string, string>,
+  texts: readonly string[],
+  onProgress?: (done: number, total: number) => void,
+): Promise<Float32Array[]> {
+  const out: Float32Array[] = [];
+  for (let start = 0; start < texts.length; start += CHUNK) {
+    out.push(...(await classifier.features(texts.slice(start, start + CHUNK))));
+    onProgress?.(out.length, texts.length);
+  }
+  return out;
+}
+
 /**
  * The max probability the classifier serves for each text (its fused fp32 pass at its
  * temperature, as decisions carry it; 0 for a text with invalid logits).

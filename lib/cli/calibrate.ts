@@ -1,13 +1,14 @@
 // bertgate calibrate: temperature, threshold(s) and their guarantee from labelled data,
 // written to calibration.json (with a reliability diagram and a risk-coverage curve).
 
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { calibrate, type CalibrateRequest } from '../calibration/calibrate.js';
 import { readLabelled, type LabelledData } from '../calibration/data.js';
-import { logitsOf, servedMaxProbability } from '../calibration/logits.js';
+import { conformalThreshold, fitGate, gateScore, type GateFit } from '../calibration/gate.js';
+import { featuresOf, logitsOf, servedMaxProbability } from '../calibration/logits.js';
 import type { Predictions } from '../calibration/metrics.js';
 import { fitTemperature } from '../calibration/temperature.js';
 import { reliabilitySvg, riskCoverageSvg } from '../calibration/plots.js';
@@ -38,6 +39,9 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
       delta: { type: 'string' },
       coverage: { type: 'string' },
       'per-label': { type: 'boolean' },
+      'gate-alpha': { type: 'string' },
+      'gate-dim': { type: 'string' },
+      'gate-data': { type: 'string' },
       out: { type: 'string' },
     },
     strict: true,
@@ -57,11 +61,25 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   if (delta !== undefined) request.delta = delta;
   if (coverage !== undefined) request.coverage = coverage;
   if (values['per-label']) request.perLabel = true;
+  const gateAlpha = share('gate-alpha', values['gate-alpha']);
+  const gateDim = values['gate-dim'] === undefined ? DEFAULT_GATE_DIM : Number(values['gate-dim']);
+  if (!(Number.isInteger(gateDim) && gateDim >= 1 && gateDim <= 4096)) {
+    throw new InvalidArgumentError(
+      `Expected --gate-dim to be an integer in [1, 4096], got ${JSON.stringify(values['gate-dim'])}`,
+    );
+  }
+  if (gateAlpha === undefined && (values['gate-dim'] !== undefined || values['gate-data'] !== undefined)) {
+    throw new InvalidArgumentError('--gate-dim and --gate-data go with --gate-alpha (the gate they fit)');
+  }
 
   const { bundle, options } = classifierOptions(values);
-  const classifier = await Classifier.load(bundle, options);
+  // What an earlier calibration left (its gate, its drift reference) plays no part in this one.
+  const fresh = { ...options, gate: false, drift: false } as const;
+  const classifier = await Classifier.load(bundle, fresh);
   let predictions: Predictions;
   let data: LabelledData;
+  let gate:
+    { fit: GateFit; threshold: number; rows: boolean[]; flagged: boolean[]; fittedOn: string; n: number } | undefined;
   try {
     data = await readLabelled(values.data, classifier.labels);
     const logits = await logitsOf(
@@ -71,12 +89,23 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
     );
     const labelIndex = new Map(classifier.labels.map((l, i) => [l, i]));
     predictions = { logits, labels: data.examples.map((e) => labelIndex.get(e.label) as number) };
+    if (gateAlpha !== undefined) {
+      gate = await fitGateFor(
+        classifier,
+        data,
+        predictions.labels,
+        gateAlpha,
+        gateDim,
+        values['gate-data'],
+        labelIndex,
+      );
+    }
   } finally {
     await classifier.close();
   }
   // The thresholds go on what the classifier will serve: its own pass at the fitted temperature.
   const temperature = fitTemperature(predictions);
-  const serving = await Classifier.load(bundle, { ...options, temperature, threshold: 0, topK: 1 });
+  const serving = await Classifier.load(bundle, { ...fresh, temperature, threshold: 0, topK: 1 });
   let served: Float64Array;
   try {
     served = await servedMaxProbability(
@@ -98,6 +127,7 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
         temperature,
         maxProbability: served,
       },
+      gate ? { rows: gate.rows, flagged: gate.flagged } : {},
     );
   } catch (error) {
     if (error instanceof InsufficientDataError) throw new DataError(values.data, undefined, error.message);
@@ -106,6 +136,30 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
 
   const out = values.out ?? bundle;
   await mkdir(out, { recursive: true });
+  if (gate) {
+    outcome.file.gate = {
+      kind: 'mahalanobis',
+      directions: 'least within-class variance, whitened',
+      dim: gate.fit.dim,
+      width: gate.fit.width,
+      alpha: gateAlpha as number,
+      threshold: gate.threshold,
+      file: 'gate.bin',
+      fitted_on: gate.fittedOn,
+      thresholded_on: gate.n,
+      guarantee: `split conformal: at most a share ${gateAlpha} of in-distribution texts flagged (marginally, for texts exchangeable with the calibration data)`,
+    };
+    if (outcome.file.guarantee.kind === 'selective-risk') {
+      outcome.file.guarantee.method +=
+        "; on the texts the gate does not flag, which are never accepted: the guarantee is the combined rule's";
+    }
+    const bytes = new Float32Array(gate.fit.projection.length + gate.fit.centres.length);
+    bytes.set(gate.fit.projection);
+    bytes.set(gate.fit.centres, gate.fit.projection.length);
+    await writeFile(join(out, 'gate.bin'), Buffer.from(bytes.buffer));
+  } else {
+    await rm(join(out, 'gate.bin'), { force: true }); // a gate of an earlier calibration would not fit this one
+  }
   await writeFile(join(out, 'calibration.json'), JSON.stringify(outcome.file, null, 2) + '\n');
   await writeFile(
     join(out, 'reliability.svg'),
@@ -148,4 +202,85 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   ];
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
+}
+
+/** Directions the gate keeps by default: fp32 numbers for 128 x 384 + 50 x 128 fit the bundle budget. */
+const DEFAULT_GATE_DIM = 128;
+
+/**
+ * Fits the gate on --gate-data when given (then its threshold and the guarantee use all of
+ * --data), else on a fixed half of --data (then its threshold and the guarantee use the other
+ * half: the gate's fit never meets the texts its guarantees are counted on).
+ */
+async function fitGateFor(
+  classifier: Classifier<string, string>,
+  data: LabelledData,
+  labels: number[],
+  alpha: number,
+  dim: number,
+  gateData: string | undefined,
+  labelIndex: Map<string, number>,
+): Promise<{ fit: GateFit; threshold: number; rows: boolean[]; flagged: boolean[]; fittedOn: string; n: number }> {
+  if (classifier.info.model.featureWidth === 0) {
+    throw new InvalidArgumentError(
+      `--gate-alpha needs a model that returns its features; ${classifier.info.bundleDir}/model.pt returns none (export it with --features)`,
+    );
+  }
+  const features = await featuresOf(
+    classifier,
+    data.examples.map((e) => e.text),
+    progressBar('features'),
+  );
+  features.forEach((f, i) => {
+    if (!f.every(Number.isFinite)) {
+      throw new DataError(
+        data.file,
+        undefined,
+        `${data.file}: the model's features for example ${i + 1} (${JSON.stringify(data.examples[i]?.text.slice(0, 40))}) hold NaN or infinite values`,
+      );
+    }
+  });
+  let fit: GateFit;
+  let rows: boolean[];
+  let fittedOn: string;
+  if (gateData) {
+    const other = await readLabelled(gateData, classifier.labels);
+    const fitFeatures = await featuresOf(
+      classifier,
+      other.examples.map((e) => e.text),
+      progressBar('gate data'),
+    );
+    fit = fitGate(
+      fitFeatures,
+      other.examples.map((e) => labelIndex.get(e.label) as number),
+      classifier.labels.length,
+      dim,
+    );
+    rows = data.examples.map(() => true);
+    fittedOn = `${gateData} (${other.examples.length} texts)`;
+  } else {
+    // Every other text, in file order: fixed, and independent of the labels.
+    rows = data.examples.map((_, i) => i % 2 === 1);
+    const half = features.filter((_, i) => !rows[i]);
+    fit = fitGate(
+      half,
+      labels.filter((_, i) => !rows[i]),
+      classifier.labels.length,
+      dim,
+    );
+    fittedOn = `${data.file}, its even lines (${half.length} texts)`;
+  }
+  const scores = features.map((f) => gateScore(fit, f));
+  const threshold = conformalThreshold(
+    scores.filter((_, i) => rows[i]),
+    alpha,
+  );
+  if (!Number.isFinite(threshold)) {
+    throw new DataError(
+      data.file,
+      undefined,
+      `${rows.filter(Boolean).length} texts are too few for a gate at alpha ${alpha}`,
+    );
+  }
+  return { fit, threshold, rows, flagged: scores.map((s) => s > threshold), fittedOn, n: rows.filter(Boolean).length };
 }

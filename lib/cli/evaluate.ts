@@ -4,12 +4,29 @@
 import { parseArgs } from 'node:util';
 
 import { readLabelled } from '../calibration/data.js';
-import { evaluate } from '../calibration/evaluate.js';
+import { evaluate, type OodSet } from '../calibration/evaluate.js';
 import { logitsOf } from '../calibration/logits.js';
 import { Classifier } from '../classifier.js';
 import { InvalidArgumentError } from '../errors.js';
 import { MODEL_FLAGS, classifierOptions } from './options.js';
 import { progressBar } from './progress.js';
+
+/** The gate's score of each text, from the classifier's own decisions (null without a gate). */
+async function gateScores(
+  classifier: Classifier<string, string>,
+  texts: readonly string[],
+  name: string,
+): Promise<number[]> {
+  const out: number[] = [];
+  const progress = progressBar(name);
+  for (let start = 0; start < texts.length; start += 512) {
+    for (const d of await classifier.classify(texts.slice(start, start + 512))) {
+      out.push(d.scores === null ? Number.NaN : (d.scores.ood as number));
+    }
+    progress(out.length, texts.length);
+  }
+  return out;
+}
 
 export async function evaluateCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -17,39 +34,42 @@ export async function evaluateCommand(argv: string[]): Promise<number> {
     options: {
       ...MODEL_FLAGS,
       data: { type: 'string' },
-      ood: { type: 'string' },
+      ood: { type: 'string', multiple: true },
       json: { type: 'boolean' },
     },
     strict: true,
   });
   if (!values.data) throw new InvalidArgumentError('Expected --data FILE.jsonl (labelled {"text", "label"} lines)');
   const { bundle, options } = classifierOptions(values);
-  const classifier = await Classifier.load(bundle, options);
+  const classifier = await Classifier.load(bundle, { ...options, drift: false });
   try {
     const data = await readLabelled(values.data, classifier.labels);
     const labelIndex = new Map(classifier.labels.map((l, i) => [l, i]));
-    const logits = await logitsOf(
-      classifier,
-      data.examples.map((e) => e.text),
-      progressBar('data'),
-    );
-    const ood = values.ood ? await readLabelled(values.ood) : undefined;
-    const oodLogits = ood
-      ? await logitsOf(
-          classifier,
-          ood.examples.map((e) => e.text),
-          progressBar('ood'),
-        )
-      : undefined;
+    const texts = data.examples.map((e) => e.text);
+    const logits = await logitsOf(classifier, texts, progressBar('data'));
     const { info } = classifier;
+    const gate = info.gate
+      ? { scores: await gateScores(classifier, texts, 'gate'), threshold: info.gate.threshold, alpha: info.gate.alpha }
+      : undefined;
+    const oodSets: OodSet[] = [];
+    for (const file of values.ood ?? []) {
+      const ood = await readLabelled(file);
+      const oodTexts = ood.examples.map((e) => e.text);
+      oodSets.push({
+        name: file,
+        logits: await logitsOf(classifier, oodTexts, progressBar('ood')),
+        ...(gate ? { gate: await gateScores(classifier, oodTexts, 'ood gate') } : {}),
+      });
+    }
     const thresholds = classifier.labels.map((l) => info.thresholds[l] ?? null);
     const result = evaluate(
       { logits, labels: data.examples.map((e) => labelIndex.get(e.label) as number) },
       info.temperature,
       (label) => thresholds[label] ?? null,
       classifier.labels.length,
-      oodLogits,
+      oodSets,
       (probability) => classifier.confidenceOf(probability),
+      gate,
     );
     if (values.json) {
       process.stdout.write(JSON.stringify(result, null, 2) + '\n');
@@ -70,15 +90,22 @@ export async function evaluateCommand(argv: string[]): Promise<number> {
       `| AURC | ${f(result.aurc)} |`,
       `| coverage (not "${info.otherLabel}") | ${f(result.coverage)} |`,
       `| selective accuracy | ${f(result.selectiveAccuracy)} |`,
+      ...(result.gate
+        ? [
+            `| flagged by the gate (promised <= ${result.gate.alpha}; one binomial standard error ` +
+              `${f(Math.sqrt((result.gate.alpha * (1 - result.gate.alpha)) / result.gate.n))}) | ${f(result.gate.flagged)} |`,
+          ]
+        : []),
     ];
-    if (result.ood) {
+    for (const set of result.ood ?? []) {
       lines.push(
         '',
-        `${result.ood.n} out-of-distribution texts from ${values.ood}: ${(result.ood.toOther * 100).toFixed(1)}% sent to "${info.otherLabel}"`,
+        `${set.n} out-of-distribution texts from ${set.name}: ${(set.toOther * 100).toFixed(1)}% sent to "${info.otherLabel}"` +
+          (set.flagged === undefined ? '' : `, ${(set.flagged * 100).toFixed(1)}% flagged by the gate`),
         '',
-        '| score | AUROC (test vs OOD) | FPR at 95% TPR |',
+        '| score | AUROC (data vs these) | FPR at 95% TPR |',
         '| --- | --- | --- |',
-        ...Object.entries(result.ood.scores).map(([name, s]) => `| ${name} | ${f(s.auroc)} | ${f(s.fpr95)} |`),
+        ...Object.entries(set.scores).map(([name, s]) => `| ${name} | ${f(s.auroc)} | ${f(s.fpr95)} |`),
       );
     }
     process.stdout.write(lines.join('\n') + '\n');

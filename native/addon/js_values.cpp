@@ -51,6 +51,7 @@ Napi::Object ToJs(Napi::Env env, const ModelInfo& info) {
   o.Set("numLabels", Napi::Number::New(env, static_cast<double>(info.num_labels)));
   o.Set("frozen", Napi::Boolean::New(env, info.frozen));
   o.Set("quantized", Napi::Boolean::New(env, info.quantized));
+  o.Set("featureWidth", Napi::Number::New(env, static_cast<double>(info.feature_width)));
   o.Set("vocabRows", Napi::Number::New(env, static_cast<double>(info.vocab_rows)));
   o.Set("positionRows", Napi::Number::New(env, static_cast<double>(info.position_rows)));
   o.Set("typeVocabRows", Napi::Number::New(env, static_cast<double>(info.type_vocab_rows)));
@@ -89,6 +90,8 @@ Napi::Object ToJs(Napi::Env env, const std::shared_ptr<InferOutput>& out) {
   o.Set("valid", View(env, out, out->valid));
   o.Set("logits", View(env, out, out->logits));
   o.Set("logProbs", View(env, out, out->log_probs));
+  o.Set("features", View(env, out, out->features));
+  o.Set("oodScore", View(env, out, out->ood_score));
   o.Set("forwardMs", Napi::Number::New(env, out->forward_ms));
   return o;
 }
@@ -105,6 +108,11 @@ LoadOptions LoadOptionsFromJs(const Napi::Object& o) {
   options.cuda_memory_fraction = o.Get("cudaMemoryFraction").As<Napi::Number>().DoubleValue();
   options.warmup_rows = o.Get("warmupRows").As<Napi::Number>().Int64Value();
   options.warmup_seq_len = o.Get("warmupSeqLen").As<Napi::Number>().Int64Value();
+  options.gate_dim = o.Get("gateDim").As<Napi::Number>().Int64Value();
+  if (options.gate_dim > 0) {
+    options.gate_projection = Copy<float>(o.Get("gateProjection"));
+    options.gate_centres = Copy<float>(o.Get("gateCentres"));
+  }
   return options;
 }
 
@@ -117,6 +125,7 @@ std::shared_ptr<InferInput> InferInputFromJs(const Napi::Object& o) {
   in->top_k = o.Get("topK").As<Napi::Number>().Int32Value();
   in->want_logits = o.Get("wantLogits").As<Napi::Boolean>().Value();
   in->want_log_probs = o.Get("wantLogProbs").As<Napi::Boolean>().Value();
+  in->want_features = o.Get("wantFeatures").As<Napi::Boolean>().Value();
   return in;
 }
 

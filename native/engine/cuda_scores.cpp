@@ -35,7 +35,7 @@ T* At(uint8_t* base, int64_t offset) {
 
 }  // namespace
 
-DeviceScores::DeviceScores(const at::Tensor& logits, const InferInput& in)
+DeviceScores::DeviceScores(const at::Tensor& logits, const InferInput& in, const std::vector<at::Tensor>& extras)
     : rows_(logits.size(0)),
       cols_(logits.size(1)),
       k_(in.top_k),
@@ -70,6 +70,11 @@ DeviceScores::DeviceScores(const at::Tensor& logits, const InferInput& in)
   if (want_logits_) {
     host_logits_ = at::empty({rows_, cols_}, at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
     host_logits_.copy_(logits.to(at::kFloat), /*non_blocking=*/true);
+  }
+  for (const at::Tensor& extra : extras) {
+    device_extras_.push_back(extra.to(at::kFloat).contiguous());
+    host_extras_.push_back(at::empty(extra.sizes(), at::TensorOptions().dtype(at::kFloat).pinned_memory(true)));
+    host_extras_.back().copy_(device_extras_.back(), /*non_blocking=*/true);
   }
   cudaEvent_t event = nullptr;
   C10_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));

@@ -84,6 +84,11 @@ struct LoadOptions {
   // rather than on a user's request. 0 rows: none (the probe alone).
   int64_t warmup_rows = 0;
   int64_t warmup_seq_len = 0;
+  // The out-of-distribution gate calibrate fitted (ood_gate.h): a projection [gate_dim, width]
+  // and the class centres in its space [classes, gate_dim], row-major; gate_dim 0: no gate.
+  int64_t gate_dim = 0;
+  std::vector<float> gate_projection;
+  std::vector<float> gate_centres;
 };
 
 struct ModelInfo {
@@ -94,7 +99,8 @@ struct ModelInfo {
   std::string logits_dtype;  // dtype of the logits the model returns
   int64_t num_labels = 0;    // output width, probed with a forward pass at load
   bool frozen = false;
-  bool quantized = false;  // the graph runs quantized:: operators (dynamic int8 Linear layers)
+  bool quantized = false;     // the graph runs quantized:: operators (dynamic int8 Linear layers)
+  int64_t feature_width = 0;  // width of the pooled features the model returns beside its logits; 0: none
   // Embedding table sizes read from the module's parameters (-1 when not found), so the
   // bundle's config and tokenizer can be checked against the weights actually shipped.
   int64_t vocab_rows = -1;
@@ -113,6 +119,7 @@ struct InferInput {
   int top_k = 1;
   bool want_logits = false;     // raw fp32 logits [rows * cols]
   bool want_log_probs = false;  // temperature-scaled log-probabilities [rows * cols]
+  bool want_features = false;   // the pooled features [rows * feature_width], fp32
 };
 
 // Compact per-row results of the fused log-softmax (see fused_log_softmax.h).
@@ -128,7 +135,9 @@ struct InferOutput {
   std::vector<uint8_t> valid;  // 0 where the logits held NaN or +-inf
   std::vector<float> logits;
   std::vector<float> log_probs;
-  double forward_ms = 0;  // the whole engine call: transfers, forward, scores
+  std::vector<float> features;   // when asked: [rows * feature_width]
+  std::vector<float> ood_score;  // with a gate: [rows], the gate's score (higher: further from calibration)
+  double forward_ms = 0;         // the whole engine call: transfers, forward, scores
 };
 
 // What the engine library was compiled as: the addon checks it against engines.json, the

@@ -81,7 +81,7 @@ class TorchLibrary : public EngineLibrary {
       at::set_num_threads(options.threads);
       ConfigureOnce();
       if (options.device == DeviceKind::kCuda && options.cuda_memory_fraction > 0) LimitCudaMemory(options);
-      return std::unique_ptr<Engine>(std::make_unique<TorchEngine>(LoadModel(options)));
+      return std::unique_ptr<Engine>(std::make_unique<TorchEngine>(LoadModel(options), options));
     } catch (const EngineError& e) {
       return Failure{e.code(), e.what()};
     } catch (const c10::OutOfMemoryError& e) {

@@ -28,6 +28,18 @@ at::Tensor CheckedLogits(const at::Tensor& logits, int64_t rows, int64_t num_lab
   }
 }
 
+at::Tensor CheckedFeatures(const at::Tensor& features, int64_t rows, int64_t width) {
+  if (!features.defined() || features.dim() != 2 || features.size(0) != rows || features.size(1) != width ||
+      !at::isFloatingType(features.scalar_type())) {
+    throw EngineError(ErrorCode::kModelOutput,
+                      "the model returned features of shape " +
+                          (features.defined() ? c10::str(features.sizes()) : std::string("(none)")) +
+                          " for a batch of " + std::to_string(rows) + "; they were " + std::to_string(width) +
+                          " wide at load");
+  }
+  return features.contiguous();
+}
+
 std::string DTypeName(c10::ScalarType type) {
   switch (type) {
     case c10::kFloat:

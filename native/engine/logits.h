@@ -19,6 +19,10 @@ at::Tensor CheckedLogits(const at::Tensor& logits, int64_t rows, int64_t num_lab
 // A dtype as the API names it: "float32", "float16", "bfloat16", "float64", "int64", ...
 std::string DTypeName(c10::ScalarType type);
 
+// The pooled features of a batch: [rows, width] floating, else EngineError(kModelOutput) naming
+// the shape; returns them contiguous, on their device.
+at::Tensor CheckedFeatures(const at::Tensor& features, int64_t rows, int64_t width);
+
 // The kernels' name for a tensor CheckedLogits returned.
 LogitsType LogitsTypeOf(const at::Tensor& logits);
 

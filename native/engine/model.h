@@ -13,12 +13,19 @@
 
 namespace bertgate {
 
+// What one forward pass gives: the logits [B, C], and the pooled features [B, H] where the
+// bundle returns them (format 2), else an undefined tensor.
+struct ModelOutput {
+  at::Tensor logits;
+  at::Tensor features;
+};
+
 class Model {
  public:
   virtual ~Model() = default;
-  // int64 [B, T] inputs already on the model's device; returns logits [B, C] on that device.
+  // int64 [B, T] inputs already on the model's device; returns the outputs on that device.
   // The caller holds a DeviceScope for device() and stream().
-  virtual at::Tensor Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) = 0;
+  virtual ModelOutput Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) = 0;
   virtual const ModelInfo& info() const = 0;
   virtual const c10::Device& device() const = 0;
   // The stream the model's work is queued on: its own on a GPU, none on a CPU.

@@ -33,10 +33,19 @@ std::string Shape(int64_t rows, int64_t seq_len) {
   return std::to_string(rows) + " x " + std::to_string(seq_len) + " tokens";
 }
 
+// An fp32 host copy of a [rows] or [rows, width] tensor into `into`.
+void CopyOut(const at::Tensor& t, std::vector<float>& into) {
+  const at::Tensor host = t.to(at::kCPU).to(at::kFloat).contiguous();
+  into.assign(host.const_data_ptr<float>(), host.const_data_ptr<float>() + host.numel());
+}
+
 struct TorchPending : PendingBatch {
   std::shared_ptr<InferOutput> out = std::make_shared<InferOutput>();
   Clock::time_point start;
   int64_t seq_len = 0;
+  // Which extras the device copies back, in order: the gate's scores, then the features.
+  bool ood_score = false;
+  bool features = false;
 #ifdef BERTGATE_WITH_CUDA
   std::unique_ptr<DeviceScores> on_device;  // set while the device still has work queued
   bool done() const noexcept override {
@@ -50,6 +59,21 @@ struct TorchPending : PendingBatch {
 };
 
 }  // namespace
+
+TorchEngine::TorchEngine(std::unique_ptr<Model> model, const LoadOptions& options) : model_(std::move(model)) {
+  if (options.gate_dim <= 0) return;
+  const int64_t width = static_cast<int64_t>(options.gate_projection.size()) / options.gate_dim;
+  if (model_->info().feature_width != width) {
+    throw EngineError(
+        ErrorCode::kModelOutput,
+        "the out-of-distribution gate was fitted on features " + std::to_string(width) + " wide, but '" +
+            options.model_path + "' returns " +
+            (model_->info().feature_width == 0 ? std::string("no features")
+                                               : std::to_string(model_->info().feature_width) + "-wide features"));
+  }
+  const DeviceScope scope(model_->device(), model_->stream());
+  gate_ = std::make_unique<OodGate>(options.gate_projection, options.gate_centres, options.gate_dim, model_->device());
+}
 
 std::unique_ptr<PendingBatch> TorchEngine::Queue(const InferInput& in) {
   auto pending = std::make_unique<TorchPending>();
@@ -66,19 +90,34 @@ std::unique_ptr<PendingBatch> TorchEngine::Queue(const InferInput& in) {
   const at::Tensor tokens =
       device.is_cuda() ? host.pin_memory().to(device, /*non_blocking=*/true).to(at::kLong) : host.to(at::kLong);
 
-  const at::Tensor logits =
-      CheckedLogits(model_->Forward(tokens[0], tokens[1], tokens[2]), in.rows, model_->info().num_labels);
+  const ModelOutput output = model_->Forward(tokens[0], tokens[1], tokens[2]);
+  const at::Tensor logits = CheckedLogits(output.logits, in.rows, model_->info().num_labels);
   InferOutput& out = *pending->out;
   out.rows = in.rows;
   out.cols = logits.size(1);
   out.top_k = in.top_k;
+  // The gate's score and the features come from the same forward pass as the logits.
+  std::vector<at::Tensor> extras;
+  if (gate_ || in.want_features) {
+    const at::Tensor features = CheckedFeatures(output.features, in.rows, model_->info().feature_width);
+    if (gate_) {
+      extras.push_back(gate_->Scores(features));
+      pending->ood_score = true;
+    }
+    if (in.want_features) {
+      extras.push_back(features);
+      pending->features = true;
+    }
+  }
 #ifdef BERTGATE_WITH_CUDA
   if (logits.is_cuda()) {
-    pending->on_device = std::make_unique<DeviceScores>(logits, in);
+    pending->on_device = std::make_unique<DeviceScores>(logits, in, extras);
     return pending;
   }
 #endif
   ScoresOnHost(logits, in, out);
+  if (pending->ood_score) CopyOut(extras.front(), out.ood_score);
+  if (pending->features) CopyOut(extras.back(), out.features);
   out.forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - pending->start).count();
   return pending;
 }
@@ -118,6 +157,8 @@ Outcome<std::shared_ptr<InferOutput>> TorchEngine::Complete(std::unique_ptr<Pend
 #ifdef BERTGATE_WITH_CUDA
     if (pending->on_device) {
       pending->on_device->Finish(*pending->out);
+      if (pending->ood_score) CopyOut(pending->on_device->Extra(0), pending->out->ood_score);
+      if (pending->features) CopyOut(pending->on_device->Extra(pending->ood_score ? 1 : 0), pending->out->features);
       pending->on_device.reset();
       pending->out->forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - pending->start).count();
     }

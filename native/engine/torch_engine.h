@@ -6,12 +6,16 @@
 
 #include "engine_api.h"
 #include "model.h"
+#include "ood_gate.h"
 
 namespace bertgate {
 
 class TorchEngine : public Engine {
  public:
   explicit TorchEngine(std::unique_ptr<Model> model) : model_(std::move(model)) {}
+  // With the out-of-distribution gate of `options` (gate_dim > 0); throws EngineError when the
+  // model returns no features, or features of another width than the gate was fitted on.
+  TorchEngine(std::unique_ptr<Model> model, const LoadOptions& options);
   const ModelInfo& info() const override { return model_->info(); }
   Outcome<std::unique_ptr<PendingBatch>> Enqueue(const InferInput& input) noexcept override;
   Outcome<std::shared_ptr<InferOutput>> Complete(std::unique_ptr<PendingBatch> pending) noexcept override;
@@ -23,6 +27,7 @@ class TorchEngine : public Engine {
   auto Guarded(int64_t rows, int64_t seq_len, Work&& work) noexcept -> decltype(work());
 
   std::unique_ptr<Model> model_;
+  std::unique_ptr<OodGate> gate_;
 };
 
 }  // namespace bertgate

@@ -170,7 +170,8 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
 
   // Probe with the smallest input BERT accepts ([CLS] [SEP]-shaped): this checks the module's
   // signature and output and measures the label count.
-  const at::Tensor logits = Run(path, 1, 2, "");
+  const ModelOutput probe = Run(path, 1, 2, "");
+  const at::Tensor& logits = probe.logits;
   if (logits.dim() != 2 || logits.size(0) != 1 || logits.size(1) < 2 || !at::isFloatingType(logits.scalar_type())) {
     throw EngineError(ErrorCode::kModelOutput, "'" + path + "' returned logits of shape " + c10::str(logits.sizes()) +
                                                    " and dtype " + DTypeName(logits.scalar_type()) +
@@ -178,22 +179,30 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
   }
   info_.num_labels = logits.size(1);
   info_.logits_dtype = DTypeName(logits.scalar_type());
+  if (probe.features.defined()) {
+    const at::Tensor& f = probe.features;
+    if (f.dim() != 2 || f.size(0) != 1 || !at::isFloatingType(f.scalar_type())) {
+      throw EngineError(ErrorCode::kModelOutput, "'" + path + "' returned features of shape " + c10::str(f.sizes()) +
+                                                     " for one input; expected floating [1, H]");
+    }
+    info_.feature_width = f.size(1);
+  }
   // The executor profiles the first runs and the fuser compiles for what it saw: done here, at
   // a shape like the traffic's, the first requests find the optimised graph ready.
   if (options.warmup_rows > 0 && options.warmup_seq_len > 0) {
-    const at::Tensor warm = Run(path, options.warmup_rows, options.warmup_seq_len, " (warm-up)");
-    CheckedLogits(warm, options.warmup_rows, info_.num_labels);
+    const ModelOutput warm = Run(path, options.warmup_rows, options.warmup_seq_len, " (warm-up)");
+    CheckedLogits(warm.logits, options.warmup_rows, info_.num_labels);
   }
 }
 
 // One forward pass at [rows, seq_len] of [CLS]-like ids with a full mask, during load: any
 // failure is a load failure naming the file.
-at::Tensor TorchScriptModel::Run(const std::string& path, int64_t rows, int64_t seq_len, const char* what) {
+ModelOutput TorchScriptModel::Run(const std::string& path, int64_t rows, int64_t seq_len, const char* what) {
   const auto ids = at::zeros({rows, seq_len}, at::TensorOptions().dtype(at::kLong).device(device_));
   try {
     c10::InferenceMode guard;
     std::vector<c10::IValue> inputs{ids, at::ones_like(ids), at::zeros_like(ids)};
-    return Logits(module_.forward(inputs), &info_.output_kind);
+    return Outputs(module_.forward(inputs), &info_.output_kind);
   } catch (const EngineError&) {
     throw;
   } catch (const std::exception& e) {  // c10::Error, or the TorchScript interpreter's rethrow
@@ -205,17 +214,18 @@ at::Tensor TorchScriptModel::Run(const std::string& path, int64_t rows, int64_t 
   }
 }
 
-at::Tensor TorchScriptModel::Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) {
+ModelOutput TorchScriptModel::Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) {
   std::vector<c10::IValue> inputs{ids, mask, type_ids};
-  return Logits(module_.forward(inputs), nullptr);
+  return Outputs(module_.forward(inputs), nullptr);
 }
 
 // Accepts what a traced BertForSequenceClassification can return: the logits, a tuple or
-// list whose first item is the logits (return_dict=False), or a dict with "logits".
-at::Tensor TorchScriptModel::Logits(const c10::IValue& output, std::string* kind) {
-  const auto found = [kind](const char* name, at::Tensor logits) {
+// list whose first item is the logits (return_dict=False), or a dict with "logits" (and, from
+// the exporter's --features, "features").
+ModelOutput TorchScriptModel::Outputs(const c10::IValue& output, std::string* kind) {
+  const auto found = [kind](const char* name, at::Tensor logits, at::Tensor features = at::Tensor()) {
     if (kind) *kind = name;
-    return logits;
+    return ModelOutput{std::move(logits), std::move(features)};
   };
   if (output.isTensor()) return found("tensor", output.toTensor());
   if (output.isTuple()) {
@@ -226,11 +236,13 @@ at::Tensor TorchScriptModel::Logits(const c10::IValue& output, std::string* kind
     if (items.size() > 0 && items.get(0).isTensor()) return found("tuple", items.get(0).toTensor());
   } else if (output.isGenericDict()) {
     const auto dict = output.toGenericDict();
+    at::Tensor logits, features;
     for (const auto& entry : dict) {
-      if (entry.key().isString() && entry.key().toStringRef() == "logits" && entry.value().isTensor()) {
-        return found("dict", entry.value().toTensor());
-      }
+      if (!entry.key().isString() || !entry.value().isTensor()) continue;
+      if (entry.key().toStringRef() == "logits") logits = entry.value().toTensor();
+      if (entry.key().toStringRef() == "features") features = entry.value().toTensor();
     }
+    if (logits.defined()) return found("dict", logits, features);
   }
   throw EngineError(ErrorCode::kModelOutput, "the model returned " + output.tagKind() +
                                                  "; expected logits, a tuple whose first item is the logits, "

@@ -23,15 +23,16 @@ bool UsesQuantizedOps(const torch::jit::Module& module);
 class TorchScriptModel : public Model {
  public:
   explicit TorchScriptModel(const LoadOptions& options);
-  at::Tensor Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) override;
+  ModelOutput Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) override;
   const ModelInfo& info() const override { return info_; }
   const c10::Device& device() const override { return device_; }
   std::optional<c10::Stream> stream() const override { return stream_; }
 
  private:
-  at::Tensor Run(const std::string& path, int64_t rows, int64_t seq_len, const char* what);
-  // Finds the logits in the module's output; names where they were found in *kind.
-  static at::Tensor Logits(const c10::IValue& output, std::string* kind);
+  ModelOutput Run(const std::string& path, int64_t rows, int64_t seq_len, const char* what);
+  // Finds the logits (and the features, in a dict with "features") in the module's output;
+  // names where the logits were found in *kind.
+  static ModelOutput Outputs(const c10::IValue& output, std::string* kind);
 
   c10::Device device_;
   std::optional<c10::Stream> stream_;

@@ -11,12 +11,14 @@
 #include <torch/csrc/jit/api/module.h>
 #include <torch/script.h>
 
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "../engine/engine_api.h"
+#include "../engine/ood_gate.h"
 
 namespace bertgate {
 namespace {
@@ -44,10 +46,10 @@ InferInput Batch(int64_t rows, int64_t seq_len) {
 class FakeDeviceModel : public Model {
  public:
   FakeDeviceModel() { info_.num_labels = 2; }
-  at::Tensor Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor&) override {
+  ModelOutput Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor&) override {
     seen_device = FakeDevice::getDeviceIndex();
     seen_stream = FakeDevice::getCurrentStreamIdFor(3);
-    return at::stack({ids.sum(1), mask.sum(1)}, 1).to(at::kFloat);
+    return {at::stack({ids.sum(1), mask.sum(1)}, 1).to(at::kFloat), at::Tensor()};
   }
   const ModelInfo& info() const override { return info_; }
   const c10::Device& device() const override { return device_; }
@@ -88,9 +90,9 @@ class TorchEngineLoadTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  std::string Save(const std::string& name, const std::string& body) {
+  std::string Save(const std::string& name, const std::string& body, const std::string& returns = "Tensor") {
     torch::jit::Module m("Model");
-    m.define("def forward(self, ids: Tensor, mask: Tensor, types: Tensor) -> Tensor:\n" + body);
+    m.define("def forward(self, ids: Tensor, mask: Tensor, types: Tensor) -> " + returns + ":\n" + body);
     const std::string path = (dir_ / (name + ".pt")).string();
     m.save(path);
     return path;
@@ -144,6 +146,59 @@ TEST_F(TorchEngineLoadTest, WarmsUpAtTheShapeItIsGiven) {
   EXPECT_NE(warmed.failure().message.find("[8, 64] (warm-up)"), std::string::npos) << warmed.failure().message;
   EXPECT_NE(warmed.failure().message.find("warm-up shape reached the model"), std::string::npos)
       << warmed.failure().message;
+}
+
+// A module returning {"logits", "features"} as the exporter's --features does: the features are
+// (sum ids, sum mask, row index) so that the gate's score of each row can be worked out.
+const char* kWithFeatures =
+    "    f = torch.stack([ids.sum(1).float(), mask.sum(1).float(), torch.arange(ids.size(0)).float()], 1)\n"
+    "    return {'logits': f[:, :2], 'features': f}\n";
+
+TEST_F(TorchEngineLoadTest, ScoresEachRowWithTheGateInTheSamePass) {
+  LoadOptions options;
+  options.model_path = Save("features", kWithFeatures, "Dict[str, Tensor]");
+  options.threads = 1;
+  // Two directions: the first two features, one scaled by 2; centres (0, 0) and (10, 4).
+  options.gate_dim = 2;
+  options.gate_projection = {1, 0, 0, 0, 2, 0};
+  options.gate_centres = {0, 0, 10, 4};
+  auto engine = bertgate_engine_library_v3()->Load(options);
+  ASSERT_TRUE(engine.ok()) << engine.failure().message;
+  EXPECT_EQ(engine.value()->info().feature_width, 3);
+  InferInput in = Batch(2, 4);  // row sums 0+1+2+3 = 6 and 4+5+6+0 = 15; masks 4
+  in.want_features = true;
+  auto out = engine.value()->Infer(in);
+  ASSERT_TRUE(out.ok()) << out.failure().message;
+  // Row 0: z = (6, 8): to (0,0) 100, to (10,4) 32. Row 1: z = (15, 8): 289, 41.
+  EXPECT_EQ(out.value()->ood_score, (std::vector<float>{32, 41}));
+  EXPECT_EQ(out.value()->features, (std::vector<float>{6, 4, 0, 15, 4, 1}));
+}
+
+TEST_F(TorchEngineLoadTest, RefusesAGateForAModelWithoutFeaturesOrOfAnotherWidth) {
+  LoadOptions options;
+  options.model_path = Save("sums_only", kSums);
+  options.threads = 1;
+  options.gate_dim = 1;
+  options.gate_projection = {1, 0, 0};
+  options.gate_centres = {0};
+  auto none = bertgate_engine_library_v3()->Load(options);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.failure().code, ErrorCode::kModelOutput);
+  EXPECT_NE(none.failure().message.find("fitted on features 3 wide, but"), std::string::npos) << none.failure().message;
+  EXPECT_NE(none.failure().message.find("returns no features"), std::string::npos) << none.failure().message;
+  options.model_path = Save("features", kWithFeatures, "Dict[str, Tensor]");
+  options.gate_projection = {1, 0, 0, 0};  // 4 wide
+  auto other = bertgate_engine_library_v3()->Load(options);
+  ASSERT_FALSE(other.ok());
+  EXPECT_NE(other.failure().message.find("returns 3-wide features"), std::string::npos) << other.failure().message;
+}
+
+TEST(OodGate, GivesARowWithNaNFeaturesANaNScore) {
+  const OodGate gate({1, 0, 0, 1}, {0, 0}, 2, c10::Device(c10::kCPU));
+  const at::Tensor features = at::tensor({3.0f, 4.0f, NAN, 1.0f}).reshape({2, 2});
+  const at::Tensor scores = gate.Scores(features);
+  EXPECT_FLOAT_EQ(scores[0].item<float>(), 25.0f);
+  EXPECT_TRUE(std::isnan(scores[1].item<float>()));
 }
 
 TEST_F(TorchEngineLoadTest, ALoadSetsTheFuserToDynamicShapes) {

@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--weights", choices=["float32", "float16"], default="float32", help="how the other weights are stored"
     )
+    parser.add_argument(
+        "--features", action="store_true", help="return the pooled features too (for the out-of-distribution gate)"
+    )
     args = parser.parse_args(argv)
     try:
         manifest = export_bundle(
@@ -32,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             tolerance=args.tolerance,
             quantize=args.quantize,
             weights=args.weights,
+            features=args.features,
         )
     except ExportError as error:
         print(f"bertgate_export: {error}", file=sys.stderr)

@@ -22,8 +22,26 @@ from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassificatio
 
 from . import __version__
 
-# Bundle layout version, written to bundle.json.
+# Bundle layout version, written to bundle.json: 2 when model.pt also returns the pooled
+# features (a dict {"logits", "features"}), which bertgate's out-of-distribution gate reads;
+# format-1 bundles (logits alone) load as before.
 BUNDLE_FORMAT = 1
+BUNDLE_FORMAT_WITH_FEATURES = 2
+
+
+class WithFeatures(torch.nn.Module):
+    """The classifier returning its pooled [CLS] vector beside the logits: what the
+    classification head itself reads, so the out-of-distribution gate looks where the model
+    decides. Computed as BertForSequenceClassification does (dropout is the identity in eval)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
+        pooled = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[1]
+        return {"logits": self.model.classifier(self.model.dropout(pooled)), "features": pooled}
 
 
 class ExportError(Exception):
@@ -102,7 +120,13 @@ def check_parity(
         for batch, t in shapes:
             ids, mask, types = random_batch(generator, batch, t, config.vocab_size, config.type_vocab_size)
             want = eager(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-            got = _logits(traced(ids, mask, types))
+            output = traced(ids, mask, types)
+            got = _logits(output)
+            if isinstance(output, dict) and "features" in output:
+                # The pooled features are checked like the logits: the gate reads them.
+                pooled = eager.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)[1]
+                want = torch.cat([want, pooled], 1)
+                got = torch.cat([got, output["features"]], 1)
             if got.shape != want.shape:
                 raise ExportError(
                     f"trace returned shape {tuple(got.shape)} for batch {batch}x{t}; eager gave {tuple(want.shape)}"
@@ -126,6 +150,7 @@ def export_bundle(
     weights: str = "float32",
     quantize: str | None = None,
     agreement_texts: list[str] | None = None,
+    features: bool = False,
 ) -> dict:
     """Writes the bundle; returns the manifest written to bundle.json.
 
@@ -137,7 +162,10 @@ def export_bundle(
     int8 per tensor, activations quantized per batch at run time), on the x86 quantized engine;
     the rest keeps `weights`. CPU only. Parity is then checked against the quantized eager
     model, and the agreement with the unquantized one (top-1, max |logit difference|) is
-    reported, on `agreement_texts` when given, else on the parity check's random batches."""
+    reported, on `agreement_texts` when given, else on the parity check's random batches.
+
+    features=True: model.pt returns {"logits", "features"}, the pooled vector beside the logits
+    (bundle format 2), for the out-of-distribution gate `bertgate calibrate` fits."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     check_model_dir(model_dir)
     model, loading = BertForSequenceClassification.from_pretrained(
@@ -180,7 +208,7 @@ def export_bundle(
         torch.backends.quantized.engine = quantized_engine()
         reference = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
-    traced = trace(reference, length)
+    traced = trace(WithFeatures(reference) if features else reference, length)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / "model.pt"
     torch.jit.save(traced.half() if weights == "float16" else traced, str(model_path))
@@ -202,7 +230,8 @@ def export_bundle(
     tokenizer.model_max_length = length
     tokenizer.save_pretrained(out_dir)
     manifest = {
-        "format": BUNDLE_FORMAT,
+        "format": BUNDLE_FORMAT_WITH_FEATURES if features else BUNDLE_FORMAT,
+        "outputs": {"logits": config.num_labels, **({"features": config.hidden_size} if features else {})},
         "exporter": f"bertgate_export {__version__}",
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "source": str(model_dir),

@@ -39,6 +39,8 @@ SPECS: dict[str, ModelSpec] = {
 
 # Also exported with dynamic int8 Linear layers, beside the float bundle of the same weights.
 INT8 = ("labels50",)
+# Also exported with its pooled features (bundle format 2), for the out-of-distribution gate.
+FEATURES = ("labels7",)
 
 SPECIAL_TEXTS = [
     "",
@@ -206,6 +208,9 @@ def build(out: Path) -> None:
             expected = reference(model_dir, bundle, parity_texts(spec.max_positions))
             (out / f"{name}.expected.json").write_text(json.dumps(expected))
             print(f"fixtures: {name} ({len(spec.labels)} labels, {len(expected['texts'])} reference texts)")
+            if name in FEATURES:
+                export_bundle(model_dir, out / f"{name}-features", random_weights=True, features=True)
+                print(f"fixtures: {name}-features (format 2: the pooled features beside the logits)")
             if name in INT8:
                 export_bundle(model_dir, out / f"{name}-int8", random_weights=True, quantize="int8")
                 expected = reference(model_dir, out / f"{name}-int8", parity_texts(spec.max_positions), quantize=True)

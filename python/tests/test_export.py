@@ -113,3 +113,19 @@ def test_refuses_another_architecture_and_a_directory_without_config(model_dir, 
         export_bundle(other, tmp_path / "bundle")
     with pytest.raises(ExportError, match="has no config.json"):
         export_bundle(tmp_path / "nothing-here", tmp_path / "bundle")
+
+
+def test_features_come_out_beside_the_logits_as_the_pooler_gives_them(model_dir, tmp_path):
+    manifest = export_bundle(model_dir, tmp_path / "bundle", features=True)
+    assert manifest["format"] == 2
+    assert manifest["outputs"] == {"logits": 3, "features": 32}
+    traced = torch.jit.load(str(tmp_path / "bundle" / "model.pt"))
+    eager = BertForSequenceClassification.from_pretrained(model_dir).eval()
+    ids, mask, types = random_batch(torch.Generator().manual_seed(5), 4, 17, eager.config.vocab_size, 2)
+    with torch.no_grad():
+        out = traced(ids, mask, types)
+        assert (
+            out["logits"] - eager(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        ).abs().max() <= 1e-5
+        pooled = eager.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)[1]
+        assert (out["features"] - pooled).abs().max() <= 1e-5
