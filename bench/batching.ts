@@ -92,7 +92,14 @@ const tokenizer = await TextTokenizer.load(join(bundleDir, 'tokenizer.json'), {
 const { handle } = await loadHandle(join(bundleDir, 'model.pt'), { threads });
 const naive = async (text: string): Promise<unknown> => {
   const batch = tokenizer.pad(await tokenizer.encode([text]));
-  return handle.infer({ ...batch, temperature: 1, topK: 1, wantLogits: false, wantLogProbs: false });
+  return handle.infer({
+    ...batch,
+    temperature: 1,
+    topK: 1,
+    wantLogits: false,
+    wantLogProbs: false,
+    wantFeatures: false,
+  });
 };
 for (let i = 0; i < 20; i++) await naive(texts[i] as string); // warm-up, both paths
 await Promise.all(texts.slice(0, 64).map((t) => clf.classify(t)));

@@ -26,6 +26,7 @@ export async function loadHandle(
     cudaMemoryFraction: 0,
     warmupRows: 0,
     warmupSeqLen: 0,
+    gateDim: 0,
     ...options,
   });
   return { handle, vocab: info.vocabRows };
@@ -45,6 +46,7 @@ export function fullRows(ids: Int32Array, rows: number, seqLen: number): NativeI
     topK: 1,
     wantLogits: false,
     wantLogProbs: false,
+    wantFeatures: false,
   };
 }
 

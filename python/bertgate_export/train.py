@@ -20,7 +20,7 @@ chosen on a dev slice of the train split (5% of its sources, not trained on) to 
 macro-F1 without costing accuracy there: rare sections stop losing every close call.
 
     python -m bertgate_export.train DATA_DIR OUT_BUNDLE [--minutes 40] [--layers 3] [--vocab 4200]
-        [--quantize int8] [--teacher-weight 0.5] [--adjust] [--hf-dir DIR]
+        [--quantize int8] [--teacher-weight 0.5] [--adjust] [--features] [--hf-dir DIR]
 """
 
 from __future__ import annotations
@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--teacher-weight", type=float, default=0.0)
     parser.add_argument("--teacher-temperature", type=float, default=2.0)
     parser.add_argument("--adjust", action="store_true")
+    parser.add_argument("--features", action="store_true", help="the bundle returns its pooled features too")
     parser.add_argument("--hf-dir", default=None, help="keep the trained Hugging Face model here (else a temp dir)")
     args = parser.parse_args()
     command = "python -m bertgate_export.train " + " ".join(sys.argv[1:])
@@ -303,7 +304,12 @@ def main() -> None:
         tokenizer.save_pretrained(model_dir)
         shutil.rmtree(args.out, ignore_errors=True)
         manifest = export_bundle(
-            model_dir, args.out, max_length=args.max_length, weights="float16", quantize=args.quantize
+            model_dir,
+            args.out,
+            max_length=args.max_length,
+            weights="float16",
+            quantize=args.quantize,
+            features=args.features,
         )
     training = {
         "command": command,
