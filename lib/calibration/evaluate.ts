@@ -14,7 +14,6 @@ import {
   SCORE_NAMES,
   type Predictions,
   type RowScores,
-  type ScoreName,
 } from './metrics.js';
 
 export interface Evaluation {
