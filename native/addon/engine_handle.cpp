@@ -127,15 +127,27 @@ void EngineHandle::Finish(Completion* completion, std::unique_ptr<PendingBatch> 
   if (!completer_) completer_ = std::make_unique<WorkerThread>("bertgate-wait");
   auto handoff = std::make_shared<Handoff>(completion, std::move(pending));
   Engine* engine = engine_.get();
-  completer_->Post([this, engine, handoff] {
-    Completion* c = std::exchange(handoff->completion, nullptr);
-    try {
-      c->settlement = Settle(engine->Complete(std::move(handoff->pending)));
-    } catch (const std::exception& e) {
-      c->settlement = {nullptr, Failure{ErrorCode::kInternal, e.what()}};
-    }
-    Send(c);
-  });
+  bool posted = false;
+  try {
+    posted = completer_->Post([this, engine, handoff] {
+      Completion* c = std::exchange(handoff->completion, nullptr);
+      try {
+        c->settlement = Settle(engine->Complete(std::move(handoff->pending)));
+      } catch (const std::exception& e) {
+        c->settlement = {nullptr, Failure{ErrorCode::kInternal, e.what()}};
+      }
+      Send(c);
+    });
+  } catch (...) {
+    handoff->completion = nullptr;  // still the caller's, which reports the failure
+    throw;
+  }
+  if (!posted) {
+    // The completer was stopped (teardown): the promise is settled, not left pending.
+    handoff->completion = nullptr;
+    completion->settlement = {nullptr, Failure{ErrorCode::kInternal, "the engine was shut down before the batch finished"}};
+    Send(completion);
+  }
 }
 
 // Returns once the completer has handed over every batch posted to it. Waits on a task rather
