@@ -28,6 +28,7 @@
 
 import { AbortedError, ClosedError, OverloadedError, TimeoutError, type BertgateError } from './errors.js';
 import { LatencyWindow } from './latency-window.js';
+import { callListeners } from './listeners.js';
 
 export interface BatcherOptions {
   maxBatchSize: number;
@@ -398,7 +399,7 @@ export class Batcher<T, R> {
     this.#counts.realTokens += event.realTokens;
     this.#counts.paddedTokens += event.paddedTokens;
     this.#batchSizes[event.size] = (this.#batchSizes[event.size] ?? 0) + 1;
-    for (const observer of this.#observers) observer(event);
+    callListeners(this.#observers, event, 'onBatch');
 
     let running: Promise<R[]>;
     try {

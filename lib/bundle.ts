@@ -262,7 +262,11 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
   return calibration;
 }
 
-export async function readBundle(dir: string): Promise<Bundle> {
+/**
+ * Reads and checks a bundle. `{ gate: false }`: the gate calibrate fitted is left out, gate.bin
+ * unread, so a caller that turned the gate off does not depend on that file.
+ */
+export async function readBundle(dir: string, options: { gate?: boolean } = {}): Promise<Bundle> {
   const modelPath = join(dir, BUNDLE_FILES.model);
   const tokenizerPath = join(dir, BUNDLE_FILES.tokenizer);
   for (const [file, path] of [
@@ -289,6 +293,7 @@ export async function readBundle(dir: string): Promise<Bundle> {
 
   const manifest = await readJson(dir, BUNDLE_FILES.manifest, false);
   const calibration = readCalibration(await readJson(dir, BUNDLE_FILES.calibration, false), labels);
+  if (calibration?.gate && options.gate === false) delete calibration.gate;
   if (calibration?.gate) await readGate(dir, calibration.gate, labels.length, manifest);
   return {
     quantization: readQuantization(manifest),
@@ -331,6 +336,14 @@ async function readGate(dir: string, gate: Gate, classes: number, manifest: unkn
     );
   }
   const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+  const bad = floats.findIndex((x) => !Number.isFinite(x));
+  if (bad >= 0) {
+    throw new BundleError(
+      file,
+      undefined,
+      `${path} holds a non-finite number (${floats[bad]} at float ${bad}): a gate.bin calibrate wrote holds none`,
+    );
+  }
   gate.projection = floats.subarray(0, dim * width);
   gate.centres = floats.subarray(dim * width);
   const outputs = isPlainObject(manifest) ? manifest['outputs'] : undefined;
@@ -374,8 +387,11 @@ export function checkAgainstModel(bundle: Bundle, model: NativeModelInfo, tokeni
     throw new BundleError(
       manifest,
       'quantization',
-      `${manifest} says the weights are ${bundle.quantization === 'int8' ? 'dynamic int8' : 'not quantized'}, but ` +
-        `${modelFile} ${model.quantized ? 'holds quantized (int8) layers' : 'holds no quantized layer'}`,
+      bundle.manifest === null
+        ? `${modelFile} holds quantized (int8) layers, but the bundle at ${bundle.dir} has no ${manifest} to say so ` +
+            '(the export tool writes one with --quantize int8)'
+        : `${manifest} says the weights are ${bundle.quantization === 'int8' ? 'dynamic int8' : 'not quantized'}, but ` +
+            `${modelFile} ${model.quantized ? 'holds quantized (int8) layers' : 'holds no quantized layer'}`,
     );
   }
   if (model.numLabels !== bundle.labels.length) {

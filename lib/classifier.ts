@@ -22,11 +22,13 @@ import {
   restack,
 } from './errors.js';
 import { normaliseTexts, type TextInput } from './inputs.js';
+import { callListeners } from './listeners.js';
 import {
   DEFAULTS,
   parseCallOptions,
   parseOptions,
   resolveAgainstBundle,
+  temperatureOverrides,
   type BatchingOptions,
   type CallOptions,
   type ClassifierOptions,
@@ -208,7 +210,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     settings: Settings,
   ): Promise<Classifier<L, O>> {
     const runtime = await openRuntime();
-    const bundle = await readBundle(bundleDir);
+    const bundle = await readBundle(bundleDir, { gate: settings.gate !== false });
     if (settings.verify) await verifyFiles(bundle);
     const resolved = resolveAgainstBundle(settings, bundle);
     const deviceName = settings.device === 'cpu' ? 'cpu' : `cuda:${settings.deviceIndex}`;
@@ -252,15 +254,16 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       await handle.close();
       throw error;
     }
-    // The map was fitted to probabilities at the calibration's temperature: another temperature
-    // would feed it a different scale, so with one the probabilities are used as they are.
+    // The map, the per-label thresholds and the guarantee were fitted at the calibration's
+    // temperature: with another (and the caller's own threshold: resolveAgainstBundle) none applies.
     const calibration = bundle.calibration;
-    const map = resolved.temperature === calibration?.temperature ? calibration.map : undefined;
+    const own = temperatureOverrides(settings, bundle);
+    const map = own ? undefined : calibration?.map;
     const policy = new DecisionPolicy<L, O>(
       bundle.labels as L[],
       settings.otherLabel as O,
       resolved.threshold,
-      { ...calibration?.thresholds, ...settings.thresholds } as Partial<Record<L, number | null>>,
+      { ...(own ? {} : calibration?.thresholds), ...settings.thresholds } as Partial<Record<L, number | null>>,
       map,
       gate?.threshold,
     );
@@ -285,7 +288,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       frozen: model.frozen,
       quantization: bundle.quantization,
       randomWeights: bundle.manifest?.random_weights === true,
-      guarantee: bundle.calibration?.guarantee,
+      guarantee: own ? undefined : calibration?.guarantee,
       model,
     };
     return new Classifier<L, O>(
@@ -426,15 +429,15 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     this.#drift.restore(state);
   }
 
-  // Every classified text goes to the monitor, in order; a listener that throws does not fail the call.
+  // Every classified text goes to the monitor, in order; listeners run after the call, and one
+  // that throws fails neither the call nor the process (lib/listeners.ts).
   #observe(decisions: Decision<L, O>[]): void {
     const monitor = this.#drift as DriftMonitor;
     for (const d of decisions) {
       if (monitor.observe(d.probability, d.accepted)) {
         const stats = monitor.stats();
-        for (const listener of this.#driftListeners) {
-          queueMicrotask(() => listener(stats));
-        }
+        const listeners = [...this.#driftListeners];
+        queueMicrotask(() => callListeners(listeners, stats, 'onDrift'));
       }
     }
   }
@@ -482,7 +485,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       );
       return { single, rows };
     })().catch((error: unknown) => {
-      throw error instanceof BertgateError ? restack(error, stack) : fromNative(error, stack);
+      throw error instanceof BertgateError ? restack(error, stack) : fromNative(error, stack, 'inference');
     });
     this.#inflight.add(call);
     void call.finally(() => this.#inflight.delete(call)).catch(() => {});

@@ -82,6 +82,11 @@ export function driftCounts(scores: Iterable<number>): number[] {
   return counts;
 }
 
+/** The martingale's value, capped at the largest double: Infinity would print as null in JSON. */
+function martingale(logScale: number): number {
+  return Math.min(Math.exp(logScale), Number.MAX_VALUE);
+}
+
 function bin(score: number): number {
   const p = Math.min(Math.max(score, 1e-12), 1 - 1e-12);
   const logit = Math.log(p / (1 - p));
@@ -180,7 +185,7 @@ export class DriftMonitor {
     this.#recent[slot] = accepted ? 1 : 0;
     this.#texts++;
 
-    const value = Math.exp(this.#logScale);
+    const value = martingale(this.#logScale);
     if (value > this.#peak) this.#peak = value;
     if (this.#alarmAt === null && this.#logScale >= Math.log(1 / this.alpha)) {
       this.#alarmAt = this.#texts;
@@ -193,7 +198,7 @@ export class DriftMonitor {
     const window = Math.min(this.#texts, ACCEPTANCE_WINDOW);
     return {
       texts: this.#texts,
-      martingale: Math.exp(this.#logScale),
+      martingale: martingale(this.#logScale),
       peak: this.#peak,
       alpha: this.alpha,
       alarm: this.#alarmAt !== null,
@@ -226,6 +231,11 @@ export class DriftMonitor {
 
   /** Continues from a saved state; throws DriftStateError naming what disagrees. */
   restore(state: DriftState): void {
+    if (typeof state !== 'object' || state === null || Array.isArray(state)) {
+      throw new DriftStateError(
+        `a drift state is an object from driftState(), got ${state === null ? 'null' : typeof state}`,
+      );
+    }
     if (state.calibration !== this.reference.id) {
       throw new DriftStateError(
         `the drift state was saved against calibration ${state.calibration}; this classifier's is ${this.reference.id}`,
@@ -238,7 +248,16 @@ export class DriftMonitor {
       Array.isArray(xs) && xs.length === n && xs.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0);
     if (
       !counts(state.seen, DRIFT_BINS) ||
+      !state.seen.every(Number.isInteger) ||
       !counts(state.weights, BETS.length) ||
+      // Weights that sum to 0 or overflow would make every later bet NaN: an alarm that never fires.
+      !(state.weights.reduce((a, b) => a + b, 0) > 0 && Number.isFinite(state.weights.reduce((a, b) => a + b, 0))) ||
+      typeof state.peak !== 'number' ||
+      !(state.peak >= 1) ||
+      !(
+        state.alarmAt === null ||
+        (Number.isInteger(state.alarmAt) && state.alarmAt >= 1 && state.alarmAt <= state.texts)
+      ) ||
       !Number.isInteger(state.texts) ||
       state.seen.reduce((a, b) => a + b, 0) !== state.texts ||
       !Number.isFinite(state.logScale) ||
@@ -246,7 +265,9 @@ export class DriftMonitor {
       state.recent.length !== Math.min(state.texts, ACCEPTANCE_WINDOW) ||
       !state.recent.every((r) => r === 0 || r === 1)
     ) {
-      throw new DriftStateError('the drift state is malformed (counts, weights or recent acceptances)');
+      throw new DriftStateError(
+        'the drift state is malformed (its counts, weights, peak, alarmAt or recent acceptances are not what driftState() writes)',
+      );
     }
     this.reset();
     state.seen.forEach((count, b) => {

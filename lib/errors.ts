@@ -77,9 +77,9 @@ export class OutOfMemoryError extends BertgateError {
   }
 }
 
-/** The forward pass failed. */
+/** The forward pass failed, or a batch's output was not what the model gave at load (ERR_MODEL_OUTPUT). */
 export class InferenceError extends BertgateError {
-  constructor(code: 'ERR_INFERENCE' | 'ERR_INTERNAL', message: string) {
+  constructor(code: 'ERR_INFERENCE' | 'ERR_INTERNAL' | 'ERR_MODEL_OUTPUT', message: string) {
     super(code, message);
   }
 }
@@ -183,7 +183,7 @@ export function restack<E extends Error>(error: E, stack: string): E {
  * the native side raises has a case here (test/errors.test.ts reads them from native/):
  * ERR_INTERNAL is for a native failure nobody foresaw, never for a known one.
  */
-export function fromNative(error: unknown, stack: string): BertgateError {
+export function fromNative(error: unknown, stack: string, during: 'load' | 'inference' = 'load'): BertgateError {
   if (error instanceof BertgateError) return restack(error, stack);
   const message = error instanceof Error ? error.message : String(error);
   const code = (error as { code?: unknown } | null)?.code;
@@ -191,7 +191,11 @@ export function fromNative(error: unknown, stack: string): BertgateError {
   switch (code) {
     case 'ERR_MODEL_LOAD':
     case 'ERR_MODEL_OUTPUT':
-      typed = new ModelLoadError(code, message);
+      // The same check fails at load (the probe) or on a later batch: the class says when.
+      typed =
+        during === 'inference' && code === 'ERR_MODEL_OUTPUT'
+          ? new InferenceError(code, message)
+          : new ModelLoadError(code, message);
       break;
     case 'ERR_DEVICE_UNAVAILABLE':
       typed = new DeviceUnavailableError(message);

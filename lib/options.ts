@@ -352,6 +352,12 @@ function parseBatching(o: Record<string, unknown>): BatchingOptions {
   return out;
 }
 
+/** Whether the caller's temperature replaces the calibration's (which then no longer applies). */
+export function temperatureOverrides(settings: Settings, bundle: Bundle): boolean {
+  const calibrated = bundle.calibration?.temperature;
+  return settings.temperature !== undefined && calibrated !== undefined && settings.temperature !== calibrated;
+}
+
 /** Applies the caller's expectations and the bundle's calibration to the settings. */
 export function resolveAgainstBundle(
   settings: Settings,
@@ -388,6 +394,20 @@ export function resolveAgainstBundle(
     );
   }
   const calibration = bundle.calibration ?? {};
+  // Calibrated thresholds were chosen on the confidence at the calibration's temperature; at
+  // another they would cut a different scale and certify nothing. So a temperature of one's
+  // own comes with a threshold of one's own, never silently with the calibrated one.
+  if (temperatureOverrides(settings, bundle) && settings.threshold === undefined) {
+    const hasThresholds = calibration.threshold !== undefined || Object.keys(calibration.thresholds ?? {}).length > 0;
+    if (hasThresholds) {
+      throw new InvalidArgumentError(
+        `The "temperature" option (${settings.temperature}) differs from the calibration's ` +
+          `(${calibration.temperature}), whose thresholds and guarantee hold at that temperature only: ` +
+          'pass a "threshold" with it (the calibrated per-label thresholds and guarantee are then dropped), ' +
+          'or leave the temperature to calibration.json',
+      );
+    }
+  }
   const d = DEFAULTS.batching;
   const cuda = settings.device === 'cuda';
   const maxBatchSize = settings.batching.maxBatchSize ?? (cuda ? DEFAULTS.cuda.maxBatchSize : d.maxBatchSize);

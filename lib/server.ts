@@ -104,6 +104,10 @@ export function createServer(classifier: Classifier<string, string>, options: Se
       headersTimeout: Math.min(requestTimeout, 60_000),
     },
     return503OnClosing: true,
+    // Valid JSON with a "__proto__" or "constructor.prototype" key is valid JSON: such keys are
+    // dropped (this API reads none of them) rather than answered "not valid JSON".
+    onProtoPoisoning: 'remove',
+    onConstructorPoisoning: 'remove',
     logger: false,
     // Malformed HTTP, a request past its deadline, oversized headers: answered here in this
     // API's shape (fastify's default writes its own), then the connection closes.

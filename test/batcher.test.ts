@@ -141,6 +141,36 @@ describe('batcher', () => {
     assert.deepEqual(events, [160, 32]);
   });
 
+  it('an observer that throws is reported as a warning; the batch runs and close() settles', async () => {
+    const device = fakeDevice();
+    const batcher = new Batcher(device.run, { ...OPTIONS, maxBatchSize: 1, maxDelayMs: 0 });
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => {
+      if (w.name === 'BertgateListenerWarning') warnings.push(w.message);
+    };
+    process.on('warning', onWarning);
+    try {
+      batcher.observe(() => {
+        throw new Error('observer bug');
+      });
+      const heard: number[] = [];
+      batcher.observe((e) => heard.push(e.size));
+      const calls = [0, 1, 2].map((i) => batcher.submit(items([i])));
+      for (let n = 1; n <= 3; n++) {
+        await device.dispatched(n);
+        device.calls[n - 1]?.finish();
+      }
+      assert.deepEqual(await Promise.all(calls), [[0], [10], [20]]);
+      assert.deepEqual(heard, [1, 1, 1], 'the next observer still hears every batch');
+      await batcher.close('drain');
+      await new Promise((r) => setImmediate(r));
+      assert.equal(warnings.length, 3);
+      assert.match(warnings[0] as string, /a bertgate onBatch listener threw; bertgate went on: Error: observer bug/);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it('groups similar lengths behind the oldest text, where FIFO takes arrival order', async () => {
     const lengths = [100, 10, 95, 12, 98, 11, 97];
     const tokens = (id: number) => lengths[id] as number;

@@ -6,7 +6,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { BundleError, Classifier, type Decision } from '../lib/index.js';
+import { BundleError, Classifier, InvalidArgumentError, type Decision } from '../lib/index.js';
 import { bundle, copyBundle, expected, maxAbsDiff, type Expected } from './helpers.js';
 
 const LABELS7 = ['admin', 'devel', 'games', 'graphics', 'net', 'sound', 'text'] as const;
@@ -167,6 +167,17 @@ describe('classify', () => {
         assert.equal(calibrated.info.thresholds['admin'], 0.9);
         assert.equal(overridden.info.temperature, 1);
         assert.equal(overridden.info.threshold, 0.1);
+        // The calibrated per-label threshold and any guarantee were for T = 2.5: not carried over.
+        assert.equal(overridden.info.thresholds['net'], 0.1);
+        assert.equal(overridden.info.guarantee, undefined);
+        await assert.rejects(
+          Classifier.load(copy.dir, { temperature: 1 }),
+          (e: unknown) =>
+            e instanceof InvalidArgumentError &&
+            e.message.startsWith(
+              'The "temperature" option (1) differs from the calibration\'s (2.5), whose thresholds',
+            ),
+        );
         const [a, b] = await Promise.all([
           calibrated.classify(texts[5] as string),
           overridden.classify(texts[5] as string),

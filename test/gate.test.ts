@@ -4,7 +4,7 @@
 // it, and every way of pairing a gate with a model that cannot serve it is a typed error.
 
 import assert from 'node:assert/strict';
-import { copyFile, readFile, truncate, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -116,7 +116,8 @@ describe('the out-of-distribution gate', () => {
     await writeFile(
       ood,
       Array.from({ length: 300 }, (_, i) =>
-        JSON.stringify({ text: `${'9'.repeat(1 + (i % 9))} zzz ${i}`, label: 'x' }),
+        // With or without a label: an out-of-distribution text has none of the model's.
+        JSON.stringify({ text: `${'9'.repeat(1 + (i % 9))} zzz ${i}`, ...(i % 2 ? { label: 'x' } : {}) }),
       ).join('\n') + '\n',
     );
     const e = await bertgate(['evaluate', '--model', copy.dir, '--data', data, '--ood', ood, '--json']);
@@ -195,6 +196,78 @@ describe('the out-of-distribution gate', () => {
       assert.equal(off.info.gate, null);
     } finally {
       await off.close();
+    }
+  });
+
+  it('a gate.bin holding NaN or Infinity is refused; with gate: false, gate.bin is not needed', async () => {
+    const bad = await copyBundle('labels7-features');
+    try {
+      await copyFile(join(copy.dir, 'calibration.json'), join(bad.dir, 'calibration.json'));
+      const bytes = await readFile(join(copy.dir, 'gate.bin'));
+      for (const value of [Number.NaN, Number.POSITIVE_INFINITY]) {
+        const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+        floats[floats.length - 1] = value;
+        await writeFile(join(bad.dir, 'gate.bin'), new Uint8Array(floats.buffer));
+        await assert.rejects(
+          Classifier.load(bad.dir),
+          (e: unknown) =>
+            e instanceof BundleError &&
+            e.file === 'gate.bin' &&
+            e.message.includes(`holds a non-finite number (${value} at float ${floats.length - 1})`),
+        );
+      }
+      await rm(join(bad.dir, 'gate.bin'));
+      const off = await Classifier.load(bad.dir, { gate: false });
+      try {
+        assert.equal(off.info.gate, null);
+        const d = await off.classify('install package');
+        assert.ok(d.accepted || d.reason !== 'out-of-distribution');
+      } finally {
+        await off.close();
+      }
+    } finally {
+      await bad.cleanup();
+    }
+  });
+
+  it('fitted on data where a label has no text, scores every text as the float64 reference does (no NaN)', async () => {
+    // Gate data without one label: that label gets no centre of its own. Its stand-in must not
+    // turn the engine's fp32 distances into NaN (a far sentinel overflowed to Infinity).
+    const lines = (await readFile(data, 'utf8')).trim().split('\n');
+    const missing = (JSON.parse(lines[0] as string) as { label: string }).label;
+    const gateData = join(copy.dir, 'gate-data.jsonl');
+    await writeFile(gateData, lines.filter((l) => JSON.parse(l).label !== missing).join('\n') + '\n');
+    const partial = await copyBundle('labels7-features');
+    try {
+      const r = await bertgate([
+        'calibrate',
+        '--model',
+        partial.dir,
+        '--data',
+        data,
+        '--coverage',
+        '0.8',
+        '--gate-alpha',
+        String(ALPHA),
+        '--gate-dim',
+        '16',
+        '--gate-data',
+        gateData,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const clf = await Classifier.load(partial.dir);
+      try {
+        const sample = texts(300, 7);
+        const decisions = await clf.classify(sample);
+        assert.equal(decisions.filter((d) => !d.accepted && d.reason === 'invalid').length, 0);
+        const flagged = decisions.filter((d) => !d.accepted && d.reason === 'out-of-distribution').length;
+        assert.ok(flagged < 300 * 0.3, `${flagged} of 300 in-distribution texts flagged`);
+        for (const d of decisions) assert.ok(Number.isFinite(d.scores?.ood), JSON.stringify(d.scores));
+      } finally {
+        await clf.close();
+      }
+    } finally {
+      await partial.cleanup();
     }
   });
 });

@@ -124,6 +124,13 @@ describe('property: Classifier.load() with random options', () => {
     maxPaddingRatio: fc.oneof(fc.double({ min: 0, max: 1, noNaN: true }), fc.double(), fc.anything()),
     truncation: fc.oneof(fc.constantFrom('longest_first', 'only_first', 'only_second'), fc.anything()),
     lengthAware: fc.oneof(fc.boolean(), fc.anything()),
+    padToMultipleOf: fc.oneof(fc.integer({ min: 1, max: 64 }), fc.integer(), fc.anything()),
+    drift: fc.oneof(
+      fc.constant(false),
+      fc.record({ alpha: fc.oneof(fc.double({ min: 0.001, max: 0.5, noNaN: true }), fc.anything()) }),
+      fc.anything(),
+    ),
+    gate: fc.oneof(fc.boolean(), fc.anything()),
     thresholds: fc.oneof(
       fc.record({ positive: fc.double({ min: 0, max: 1, noNaN: true }) }),
       fc.dictionary(fc.string({ maxLength: 9 }), fc.anything(), { maxKeys: 2 }),

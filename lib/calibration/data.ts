@@ -23,6 +23,22 @@ export interface LabelledData {
  * @param labels when given, every example's label must be one of them
  */
 export async function readLabelled(file: string, labels?: readonly string[]): Promise<LabelledData> {
+  return readJsonl(file, labels, true);
+}
+
+/**
+ * Texts with or without a label (`{"text"}` lines; a "label" is allowed and ignored): the
+ * out-of-distribution sets of `evaluate --ood`, which have no label of the model's.
+ */
+export async function readTexts(file: string): Promise<string[]> {
+  return (await readJsonl(file, undefined, false)).examples.map((e) => e.text);
+}
+
+async function readJsonl(
+  file: string,
+  labels: readonly string[] | undefined,
+  labelled: boolean,
+): Promise<LabelledData> {
   let bytes: Buffer;
   try {
     bytes = await readFile(file);
@@ -42,18 +58,23 @@ export async function readLabelled(file: string, labels?: readonly string[]): Pr
       throw new DataError(file, i + 1, `${file} line ${i + 1} is not valid JSON: ${(error as Error).message}`);
     }
     const { text: t, label } = (row ?? {}) as { text?: unknown; label?: unknown };
-    if (typeof t !== 'string' || typeof label !== 'string') {
-      throw new DataError(file, i + 1, `${file} line ${i + 1}: expected {"text": string, "label": string}`);
+    if (typeof t !== 'string' || (labelled && typeof label !== 'string')) {
+      throw new DataError(
+        file,
+        i + 1,
+        `${file} line ${i + 1}: expected {"text": string${labelled ? ', "label": string' : ''}}`,
+      );
     }
-    if (known && !known.has(label)) {
+    if (known && !known.has(label as string)) {
       throw new DataError(
         file,
         i + 1,
         `${file} line ${i + 1}: label ${JSON.stringify(label)} is not one of the model's labels`,
       );
     }
-    examples.push({ text: t, label });
+    examples.push({ text: t, label: typeof label === 'string' ? label : '' });
   });
-  if (examples.length === 0) throw new DataError(file, undefined, `${file} holds no examples`);
+  if (examples.length === 0)
+    throw new DataError(file, undefined, `${file} holds no ${labelled ? 'examples' : 'texts'}`);
   return { file, examples, sha256 };
 }

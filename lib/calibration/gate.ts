@@ -73,8 +73,8 @@ export function symmetricEigen(matrix: Float64Array, n: number): { values: Float
 }
 
 /**
- * Fits the gate on features (rows of `width`) and their true labels. Classes without a text
- * get no centre (an empty class cannot be near anything). `dim` directions of least variance.
+ * Fits the gate on features (rows of `width`) and their true labels (at least one). Classes
+ * without a text get no centre of their own. `dim` directions of least variance.
  */
 export function fitGate(features: ArrayLike<number>[], labels: number[], classes: number, dim: number): GateFit {
   const width = (features[0] as ArrayLike<number>).length;
@@ -123,12 +123,17 @@ export function fitGate(features: ArrayLike<number>[], labels: number[], classes
     for (let j = 0; j < width; j++) projection[r * width + j] = (vectors[e * width + j] as number) * scale;
   });
   const centres = new Float32Array(classes * kept.length);
+  // A class with no text has no centre of its own; it takes a seen class's, which leaves every
+  // nearest distance as it was. (A far-away sentinel would overflow to Infinity in fp32, and
+  // Infinity - Infinity is NaN.)
+  const seen = Array.from(counts).findIndex((n) => n > 0);
   for (let c = 0; c < classes; c++) {
+    const from = counts[c] ? c : seen;
     for (let r = 0; r < kept.length; r++) {
       let sum = 0;
-      for (let j = 0; j < width; j++) sum += (projection[r * width + j] as number) * (means[c * width + j] as number);
-      // A class never seen gets a centre nothing is near.
-      centres[c * kept.length + r] = counts[c] ? sum : Number.MAX_VALUE / 1e10;
+      for (let j = 0; j < width; j++)
+        sum += (projection[r * width + j] as number) * (means[from * width + j] as number);
+      centres[c * kept.length + r] = sum;
     }
   }
   return { dim: kept.length, width, projection, centres };

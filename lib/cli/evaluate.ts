@@ -3,7 +3,7 @@
 
 import { parseArgs } from 'node:util';
 
-import { readLabelled } from '../calibration/data.js';
+import { readLabelled, readTexts } from '../calibration/data.js';
 import { evaluate, type OodSet } from '../calibration/evaluate.js';
 import { logitsOf } from '../calibration/logits.js';
 import { Classifier } from '../classifier.js';
@@ -44,6 +44,10 @@ export async function evaluateCommand(argv: string[]): Promise<number> {
   const classifier = await Classifier.load(bundle, { ...options, drift: false });
   try {
     const data = await readLabelled(values.data, classifier.labels);
+    // Every file is read before the first pass, so a bad --ood line fails in seconds, not after it.
+    const oodFiles = await Promise.all(
+      (values.ood ?? []).map(async (file) => ({ file, texts: await readTexts(file) })),
+    );
     const labelIndex = new Map(classifier.labels.map((l, i) => [l, i]));
     const texts = data.examples.map((e) => e.text);
     const logits = await logitsOf(classifier, texts, progressBar('data'));
@@ -52,9 +56,7 @@ export async function evaluateCommand(argv: string[]): Promise<number> {
       ? { scores: await gateScores(classifier, texts, 'gate'), threshold: info.gate.threshold, alpha: info.gate.alpha }
       : undefined;
     const oodSets: OodSet[] = [];
-    for (const file of values.ood ?? []) {
-      const ood = await readLabelled(file);
-      const oodTexts = ood.examples.map((e) => e.text);
+    for (const { file, texts: oodTexts } of oodFiles) {
       oodSets.push({
         name: file,
         logits: await logitsOf(classifier, oodTexts, progressBar('ood')),

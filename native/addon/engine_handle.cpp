@@ -145,7 +145,8 @@ void EngineHandle::Finish(Completion* completion, std::unique_ptr<PendingBatch> 
   if (!posted) {
     // The completer was stopped (teardown): the promise is settled, not left pending.
     handoff->completion = nullptr;
-    completion->settlement = {nullptr, Failure{ErrorCode::kInternal, "the engine was shut down before the batch finished"}};
+    completion->settlement = {nullptr,
+                              Failure{ErrorCode::kInternal, "the engine was shut down before the batch finished"}};
     Send(completion);
   }
 }

@@ -29,8 +29,12 @@ at::Tensor CheckedLogits(const at::Tensor& logits, int64_t rows, int64_t num_lab
 }
 
 at::Tensor CheckedFeatures(const at::Tensor& features, int64_t rows, int64_t width) {
-  if (!features.defined() || features.dim() != 2 || features.size(0) != rows || features.size(1) != width ||
-      !at::isFloatingType(features.scalar_type())) {
+  if (features.defined() && !at::isFloatingType(features.scalar_type())) {
+    throw EngineError(ErrorCode::kModelOutput, "the model returned features of dtype " +
+                                                   DTypeName(features.scalar_type()) +
+                                                   "; the gate needs floating point");
+  }
+  if (!features.defined() || features.dim() != 2 || features.size(0) != rows || features.size(1) != width) {
     throw EngineError(ErrorCode::kModelOutput,
                       "the model returned features of shape " +
                           (features.defined() ? c10::str(features.sizes()) : std::string("(none)")) +

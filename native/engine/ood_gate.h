@@ -1,7 +1,7 @@
 #pragma once
 // The out-of-distribution score of a batch's pooled features, in the same pass as its logits:
 // the smallest squared distance to a class centre after the projection calibrate fitted
-// (lib/calibration/gate.ts: the within-class covariance's leading directions, whitened), so
+// (lib/calibration/gate.ts: the within-class covariance's least-variance directions, whitened), so
 // that it is a Mahalanobis distance to the nearest class. Computed with ATen on the features'
 // own device: on a GPU the features never leave it, only the score per row does.
 
@@ -25,8 +25,7 @@ class OodGate {
  private:
   int64_t width_;
   at::Tensor projection_t_;  // [width, dim]
-  at::Tensor centres_t_;     // [dim, classes]
-  at::Tensor centre_norms_;  // [classes]: squared norms of the centres
+  at::Tensor centres_;       // [classes, dim]
 };
 
 }  // namespace bertgate
