@@ -129,3 +129,25 @@ def test_features_come_out_beside_the_logits_as_the_pooler_gives_them(model_dir,
         ).abs().max() <= 1e-5
         pooled = eager.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)[1]
         assert (out["features"] - pooled).abs().max() <= 1e-5
+
+
+def test_unbundle_recovers_the_model_a_bundle_holds(model_dir, tmp_path):
+    from bertgate_export.unbundle import unbundle
+
+    export_bundle(model_dir, tmp_path / "bundle", weights="float16")
+    assert unbundle(tmp_path / "bundle", tmp_path / "hf") == 0.0
+    # Exported again with its features: the same logits as the first bundle.
+    export_bundle(tmp_path / "hf", tmp_path / "again", weights="float16", features=True)
+    first = torch.jit.load(str(tmp_path / "bundle" / "model.pt")).float()
+    again = torch.jit.load(str(tmp_path / "again" / "model.pt")).float()
+    ids, mask, types = random_batch(
+        torch.Generator().manual_seed(9), 3, 11, first.bert.embeddings.word_embeddings.weight.shape[0], 2
+    )
+    with torch.no_grad():
+        assert (first(ids, mask, types)["logits"] - again(ids, mask, types)["logits"]).abs().max() == 0.0
+    # A non-empty output and an int8 bundle are refused.
+    with pytest.raises(ExportError, match="is not empty"):
+        unbundle(tmp_path / "bundle", tmp_path / "hf")
+    export_bundle(model_dir, tmp_path / "int8", quantize="int8")
+    with pytest.raises(ExportError, match="int8 bundle"):
+        unbundle(tmp_path / "int8", tmp_path / "hf8")
