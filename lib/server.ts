@@ -104,10 +104,6 @@ export function createServer(classifier: Classifier<string, string>, options: Se
       headersTimeout: Math.min(requestTimeout, 60_000),
     },
     return503OnClosing: true,
-    // Valid JSON with a "__proto__" or "constructor.prototype" key is valid JSON: such keys are
-    // dropped (this API reads none of them) rather than answered "not valid JSON".
-    onProtoPoisoning: 'remove',
-    onConstructorPoisoning: 'remove',
     logger: false,
     // Malformed HTTP, a request past its deadline, oversized headers: answered here in this
     // API's shape (fastify's default writes its own), then the connection closes.
@@ -159,6 +155,20 @@ export function createServer(classifier: Classifier<string, string>, options: Se
     if (shuttingDown) setImmediate(() => app.server.closeIdleConnections());
   });
 
+  // JSON bodies are parsed by JSON.parse, which makes "__proto__" an own key like any other
+  // (no prototype is touched; nothing here merges bodies into objects): such a body is then
+  // refused as an unknown field, by name. fastify's parser refused it as "not valid JSON", and
+  // hid JSON.parse's own message, which names where a broken body breaks.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    const fail = (message: string): void => done(Object.assign(new Error(message), { statusCode: 400 }), undefined);
+    if (body === '') return fail("Body cannot be empty when content-type is set to 'application/json'");
+    try {
+      done(null, JSON.parse(body as string));
+    } catch (error) {
+      fail(`Body is not valid JSON: ${(error as Error).message}`);
+    }
+  });
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     // The body stopped arriving because the connection was answered as a client error (408)
     // or went away: nobody reads this reply, and the request was counted (or never was one).

@@ -415,12 +415,12 @@ describe('bad input: HTTP', () => {
       'Expected text.pair to be a string or a Uint8Array of UTF-8, got 1',
     ],
     [
-      '"__proto__" as a field (refused by the JSON parser: prototype pollution)',
+      '"__proto__" as a field (an own key to JSON.parse, refused by name; no prototype touched)',
       '/classify',
       json('{"text": "a", "__proto__": {"x": 1}}'),
       400,
-      'ERR_BAD_REQUEST',
-      "Body is not valid JSON but content-type is set to 'application/json'",
+      'ERR_INVALID_ARGUMENT',
+      'Unknown field "__proto__"; expected "text" or "texts", and optionally "timeoutMs"',
     ],
     [
       'an empty JSON body',

@@ -220,8 +220,13 @@ describe('bertgate demo', () => {
       r.stdout,
       /calibrated on \d+ labelled texts: accuracy on accepted texts >= 0\.95 with probability >= 0\.95/,
     );
-    assert.match(r.stdout, /-> Other \(best [\w-]+, p=0\.\d+ < 0\.\d+\)/);
-    assert.match(r.stdout, /-> (?!Other)[\w-]+ \(p=/);
+    assert.match(r.stdout, /rule {4}accept the best label when its calibrated confidence >= 0\.\d+ /);
+    assert.match(r.stdout, /-> Other \(best [\w-]+, confidence 0\.\d+ < 0\.\d+\)/);
+    assert.match(r.stdout, /-> (?!Other)[\w-]+ \(confidence 0\.\d+\)/);
+    // The default model carries an out-of-distribution gate: the demo says what it flagged, by its own score.
+    assert.match(r.stdout, /only texts the out-of-distribution gate passes \(score <= \d+(\.\d+)?: at most 0\.05 /);
+    assert.match(r.stdout, /-> Other \(best [\w-]+, out of distribution: gate score \d+(\.\d+)? > \d+(\.\d+)?\)/);
+    assert.doesNotMatch(r.stdout, /confidence 0\.\d+ < \d{2,}/);
   });
 
   it('ships a default bundle within 15 MB, trained and calibrated', async () => {

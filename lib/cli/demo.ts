@@ -21,9 +21,16 @@ export async function demoCommand(argv: string[]): Promise<number> {
       out.push('NOTE    this model has RANDOM WEIGHTS (its bundle.json says so): its labels and confidences are');
       out.push('        meaningless; the mechanics are real.');
     }
+    const score = info.confidenceMap ? 'its calibrated confidence' : 'p';
     out.push(
-      `rule    accept the best label when p >= ${round(info.threshold)} (temperature ${round(info.temperature)}), else "${info.otherLabel}"`,
+      `rule    accept the best label when ${score} >= ${round(info.threshold)} (temperature ${round(info.temperature)}), else "${info.otherLabel}"`,
     );
+    if (info.gate) {
+      out.push(
+        `        and only texts the out-of-distribution gate passes (score <= ${round(info.gate.threshold)}: ` +
+          `at most ${info.gate.alpha} of in-distribution texts flagged)`,
+      );
+    }
     const why = describeGuarantee(info.guarantee);
     if (why) out.push(`        ${why}`);
     out.push('');
@@ -33,9 +40,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
         ? `${d.label} (confidence ${d.confidence.toFixed(3)})`
         : d.reason === 'invalid'
           ? `${d.label} (invalid logits)`
-          : d.threshold === null
-            ? `${d.label} (best ${d.best}, a label never accepted)`
-            : `${d.label} (best ${d.best}, confidence ${d.confidence.toFixed(3)} < ${round(d.threshold)})`;
+          : d.reason === 'out-of-distribution'
+            ? `${d.label} (best ${d.best}, out of distribution: gate score ${round(d.scores?.ood ?? Number.NaN)} > ${round(d.threshold)})`
+            : d.threshold === null
+              ? `${d.label} (best ${d.best}, a label never accepted)`
+              : `${d.label} (best ${d.best}, confidence ${d.confidence.toFixed(3)} < ${round(d.threshold)})`;
       out.push(`${JSON.stringify(texts[i])}\n  -> ${verdict}${d.truncated ? ' [truncated]' : ''}`);
     });
     out.push('');
