@@ -9,6 +9,7 @@ import { access, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { PACKAGE_ROOT, type NativeModelInfo } from './binding.js';
+import { GATE_MAX_VALUE } from './calibration/gate.js';
 import { isConfidenceMap, type ConfidenceMap } from './confidence-map.js';
 import { DRIFT_BINS, type DriftReference } from './drift.js';
 import { BundleError } from './errors.js';
@@ -216,14 +217,16 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
       g['kind'] !== 'mahalanobis' ||
       !positive(g['dim']) ||
       !positive(g['width']) ||
-      typeof g['threshold'] !== 'number' ||
+      // A squared distance: a negative threshold would flag every text, an infinite one none.
+      !(typeof g['threshold'] === 'number' && Number.isFinite(g['threshold']) && g['threshold'] >= 0) ||
       !(typeof g['alpha'] === 'number' && g['alpha'] > 0 && g['alpha'] < 1) ||
       g['file'] !== BUNDLE_FILES.gate
     ) {
       throw new BundleError(
         file,
         'gate',
-        `${file}: "gate" must be calibrate's { kind: "mahalanobis", dim, width, threshold, alpha, file: "${BUNDLE_FILES.gate}" }`,
+        `${file}: "gate" must be calibrate's { kind: "mahalanobis", dim, width, threshold (a finite distance >= 0), ` +
+          `alpha (in (0, 1)), file: "${BUNDLE_FILES.gate}" }`,
       );
     }
     // The numbers arrive from gate.bin in readBundle.
@@ -263,8 +266,8 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
 }
 
 /**
- * Reads and checks a bundle. `{ gate: false }`: the gate calibrate fitted is left out, gate.bin
- * unread, so a caller that turned the gate off does not depend on that file.
+ * Reads and checks a bundle. `{ gate: false }`: gate.bin is not read (the gate's projection and
+ * centres stay empty), so a caller that turned the gate off does not depend on that file.
  */
 export async function readBundle(dir: string, options: { gate?: boolean } = {}): Promise<Bundle> {
   const modelPath = join(dir, BUNDLE_FILES.model);
@@ -293,8 +296,8 @@ export async function readBundle(dir: string, options: { gate?: boolean } = {}):
 
   const manifest = await readJson(dir, BUNDLE_FILES.manifest, false);
   const calibration = readCalibration(await readJson(dir, BUNDLE_FILES.calibration, false), labels);
-  if (calibration?.gate && options.gate === false) delete calibration.gate;
-  if (calibration?.gate) await readGate(dir, calibration.gate, labels.length, manifest);
+  // With the gate off its description stays (the guarantee was the combined rule's), its numbers unread.
+  if (calibration?.gate && options.gate !== false) await readGate(dir, calibration.gate, labels.length, manifest);
   return {
     quantization: readQuantization(manifest),
     dir,
@@ -336,12 +339,15 @@ async function readGate(dir: string, gate: Gate, classes: number, manifest: unkn
     );
   }
   const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
-  const bad = floats.findIndex((x) => !Number.isFinite(x));
+  // Non-finite numbers, or ones so large that the engine's fp32 products and squares would
+  // overflow (a fitted gate's are whitened directions and centres: far below 1e18).
+  const bad = floats.findIndex((x) => !(Math.abs(x) <= GATE_MAX_VALUE));
   if (bad >= 0) {
     throw new BundleError(
       file,
       undefined,
-      `${path} holds a non-finite number (${floats[bad]} at float ${bad}): a gate.bin calibrate wrote holds none`,
+      `${path} holds ${Number.isFinite(floats[bad]) ? 'a number too large for the gate' : 'a non-finite number'} ` +
+        `(${floats[bad]} at float ${bad}): a gate.bin calibrate wrote holds none beyond ${GATE_MAX_VALUE}`,
     );
   }
   gate.projection = floats.subarray(0, dim * width);

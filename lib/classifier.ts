@@ -71,7 +71,10 @@ export interface ClassifierInfo {
   quantization: 'int8' | null;
   /** The bundle's weights are random (a development stand-in, not a trained model). */
   randomWeights: boolean;
-  /** The guarantee calibration.json records for the threshold, if any. */
+  /**
+   * The guarantee calibration.json records for its rule, if any; undefined when the caller changed
+   * the rule (a temperature, threshold or per-label thresholds of its own, or the gate turned off).
+   */
   guarantee: Readonly<Record<string, unknown>> | undefined;
   model: NativeModelInfo;
 }
@@ -259,6 +262,14 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     const calibration = bundle.calibration;
     const own = temperatureOverrides(settings, bundle);
     const map = own ? undefined : calibration?.map;
+    // The guarantee holds for the rule it was computed for: the calibrated thresholds, with the
+    // calibrated gate in front where there is one. A threshold of the caller's, or the gate
+    // turned off, is another rule, with no guarantee of its own.
+    const ownRule =
+      own ||
+      (settings.threshold !== undefined && settings.threshold !== calibration?.threshold) ||
+      Object.keys(settings.thresholds).length > 0 ||
+      (calibration?.gate !== undefined && gate === undefined);
     const policy = new DecisionPolicy<L, O>(
       bundle.labels as L[],
       settings.otherLabel as O,
@@ -288,7 +299,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       frozen: model.frozen,
       quantization: bundle.quantization,
       randomWeights: bundle.manifest?.random_weights === true,
-      guarantee: own ? undefined : calibration?.guarantee,
+      guarantee: ownRule ? undefined : calibration?.guarantee,
       model,
     };
     return new Classifier<L, O>(
@@ -405,6 +416,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
    * classified since load or resetDrift() reaches 1 / alpha); returns the unsubscribe function.
    */
   onDrift(listener: (stats: DriftStats) => void): () => void {
+    if (typeof listener !== 'function') throw invalid('the onDrift listener', 'a function', listener);
     this.#driftListeners.add(listener);
     return () => this.#driftListeners.delete(listener);
   }
@@ -444,6 +456,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
 
   /** Calls `listener` for every batch sent to the model; returns the unsubscribe function. */
   onBatch(listener: (event: BatchEvent) => void): () => void {
+    if (typeof listener !== 'function') throw invalid('the onBatch listener', 'a function', listener);
     return this.#batcher.observe(listener);
   }
 

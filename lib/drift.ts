@@ -29,6 +29,8 @@ export const DRIFT_BINS = 4096;
 const LOGIT_RANGE = 20;
 const JUMP = 0.01;
 const BETS = [-1, 0, 1] as const;
+/** The largest stake: a text can cost the martingale at most this half of its value. */
+const MAX_BET = Math.max(...BETS.map(Math.abs));
 /** Texts over which the recent acceptance rate is taken. */
 export const ACCEPTANCE_WINDOW = 1000;
 
@@ -253,7 +255,13 @@ export class DriftMonitor {
       // Weights that sum to 0 or overflow would make every later bet NaN: an alarm that never fires.
       !(state.weights.reduce((a, b) => a + b, 0) > 0 && Number.isFinite(state.weights.reduce((a, b) => a + b, 0))) ||
       typeof state.peak !== 'number' ||
-      !(state.peak >= 1) ||
+      !(state.peak >= 1 && state.peak <= Number.MAX_VALUE) ||
+      !Number.isSafeInteger(state.texts) ||
+      // What a run of driftState() can hold: a martingale no lower than every bet lost, below
+      // the alarm level unless the alarm went off, and a peak at least where it is now.
+      !(state.logScale >= state.texts * (Math.log(1 - MAX_BET / 2) - 1e-9)) ||
+      (state.alarmAt === null && !(state.logScale < Math.log(1 / this.alpha))) ||
+      !(state.peak >= martingale(state.logScale) * (1 - 1e-9)) ||
       !(
         state.alarmAt === null ||
         (Number.isInteger(state.alarmAt) && state.alarmAt >= 1 && state.alarmAt <= state.texts)

@@ -155,18 +155,33 @@ export function createServer(classifier: Classifier<string, string>, options: Se
     if (shuttingDown) setImmediate(() => app.server.closeIdleConnections());
   });
 
-  // JSON bodies are parsed by JSON.parse, which makes "__proto__" an own key like any other
-  // (no prototype is touched; nothing here merges bodies into objects): such a body is then
-  // refused as an unknown field, by name. fastify's parser refused it as "not valid JSON", and
-  // hid JSON.parse's own message, which names where a broken body breaks.
+  // JSON bodies are parsed here, not by fastify: as UTF-8, strictly (invalid bytes are an error,
+  // never replaced, as everywhere in bertgate), and by JSON.parse, which makes "__proto__" an own
+  // key like any other (no prototype is touched; nothing here merges bodies into objects), so
+  // such a body is refused as an unknown field, by name. fastify's parser replaced bad bytes,
+  // ignored the charset, and answered "not valid JSON" for a __proto__ key, hiding JSON.parse's
+  // own message, which says where a broken body breaks.
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
-    const fail = (message: string): void => done(Object.assign(new Error(message), { statusCode: 400 }), undefined);
-    if (body === '') return fail("Body cannot be empty when content-type is set to 'application/json'");
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    const fail = (status: number, message: string): void =>
+      done(Object.assign(new Error(message), { statusCode: status }), undefined);
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(request.headers['content-type'] ?? '')?.[1];
+    if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
+      return fail(415, `Expected a UTF-8 body (charset=utf-8 or none), got charset=${charset}`);
+    }
+    const bytes = body as Buffer;
+    if (bytes.length === 0) return fail(400, "Body cannot be empty when content-type is set to 'application/json'");
+    let text: string;
     try {
-      done(null, JSON.parse(body as string));
+      text = utf8.decode(bytes);
+    } catch {
+      return fail(400, 'Body is not valid UTF-8');
+    }
+    try {
+      done(null, JSON.parse(text));
     } catch (error) {
-      fail(`Body is not valid JSON: ${(error as Error).message}`);
+      fail(400, `Body is not valid JSON: ${(error as Error).message}`);
     }
   });
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
@@ -177,8 +192,9 @@ export function createServer(classifier: Classifier<string, string>, options: Se
       return reply.code(499).send();
     }
     const status = error.statusCode ?? 500;
-    // fastify's own errors: bad JSON, oversize or non-JSON bodies, timeouts.
-    let code = status === 400 ? 'ERR_BAD_REQUEST' : 'ERR_INTERNAL';
+    // fastify's own errors and the JSON parser's above: bad JSON or UTF-8, a charset, oversize
+    // or non-JSON bodies, timeouts.
+    let code = status === 400 ? 'ERR_BAD_REQUEST' : status === 415 ? 'ERR_UNSUPPORTED_MEDIA_TYPE' : 'ERR_INTERNAL';
     let message = status >= 500 ? 'internal error' : error.message;
     if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
       code = 'ERR_UNSUPPORTED_MEDIA_TYPE';

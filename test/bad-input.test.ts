@@ -423,6 +423,30 @@ describe('bad input: HTTP', () => {
       'Unknown field "__proto__"; expected "text" or "texts", and optionally "timeoutMs"',
     ],
     [
+      'invalid UTF-8 in the body (decoded strictly, never replaced)',
+      '/classify',
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: Buffer.from('{"text": "caf\xe9"}', 'latin1'),
+      },
+      400,
+      'ERR_BAD_REQUEST',
+      'Body is not valid UTF-8',
+    ],
+    [
+      'a charset other than UTF-8',
+      '/classify',
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json; charset=iso-8859-1' },
+        body: Buffer.from('{"text": "caf\xe9"}', 'latin1'),
+      },
+      415,
+      'ERR_UNSUPPORTED_MEDIA_TYPE',
+      'Expected a UTF-8 body (charset=utf-8 or none), got charset=iso-8859-1',
+    ],
+    [
       'an empty JSON body',
       '/classify',
       json(''),
@@ -455,7 +479,7 @@ describe('bad input: HTTP', () => {
     });
   }
 
-  it('invalid UTF-8 bytes in the body are replaced, not fatal: the text is classified', async () => {
+  it('invalid UTF-8 bytes in a raw body are a 400, as in the library and the CLI, and the server goes on', async () => {
     const body = Buffer.concat([Buffer.from('{"text": "a'), Buffer.from([0xff, 0xfe]), Buffer.from('b"}')]);
     const status = await new Promise<number>((resolve, reject) => {
       const req = request(
@@ -469,7 +493,7 @@ describe('bad input: HTTP', () => {
       req.on('error', reject);
       req.end(body);
     });
-    assert.equal(status, 200);
+    assert.equal(status, 400);
     const r = await fetch(`${url}/classify`, json({ text: 'still serving' }));
     assert.equal(r.status, 200);
   });

@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 
 import { Batcher, type BatcherOptions } from '../lib/batcher.js';
 import { AbortedError, ClosedError, OverloadedError, TimeoutError } from '../lib/errors.js';
+import { callListeners } from '../lib/listeners.js';
 
 interface Call {
   payloads: number[];
@@ -166,6 +167,50 @@ describe('batcher', () => {
       await new Promise((r) => setImmediate(r));
       assert.equal(warnings.length, 3);
       assert.match(warnings[0] as string, /a bertgate onBatch listener threw; bertgate went on: Error: observer bug/);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
+  it('listeners: whatever one throws or rejects with is a warning, and one that re-subscribes does not loop', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => {
+      if (w.name === 'BertgateListenerWarning') warnings.push(w.message);
+    };
+    process.on('warning', onWarning);
+    try {
+      const listeners = new Set<(n: number) => void>();
+      const badToString = {
+        toString() {
+          throw new Error('no');
+        },
+      };
+      const thrown: unknown[] = [Object.create(null), badToString, null, Symbol('s'), new Error('plain')];
+      for (const value of thrown) {
+        listeners.add(() => {
+          throw value;
+        });
+      }
+      listeners.add(async () => {
+        throw new Error('async bug');
+      });
+      let calls = 0;
+      const again = (): void => {
+        calls++;
+        listeners.delete(again);
+        listeners.add(again); // re-arm: must wait for the next event
+      };
+      listeners.add(again);
+      callListeners(listeners, 1, 'test');
+      assert.equal(calls, 1);
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      assert.equal(warnings.length, thrown.length + 1, warnings.join('\n'));
+      assert.ok(warnings.some((w) => w.includes('Error: async bug')));
+      assert.ok(
+        warnings.some((w) => w.includes('[object Object]')),
+        'a value whose toString throws is still named',
+      );
     } finally {
       process.off('warning', onWarning);
     }

@@ -122,6 +122,10 @@ describe('the drift alarm', () => {
       { ...saved, alarmAt: 'soon' },
       { ...saved, alarmAt: saved.texts + 1 },
       { ...saved, seen: halfMoved(saved.seen) }, // same total, but not counts
+      { ...saved, logScale: -1e308 }, // lower than losing every bet: the alarm could never come back
+      { ...saved, logScale: 1e6, alarmAt: null }, // past the alarm level with no alarm: a false one next
+      { ...saved, peak: Number.POSITIVE_INFINITY },
+      { ...saved, peak: 1, logScale: Math.log(50) }, // below where the martingale stands
     ]) {
       assert.throws(() => second.restore(bad as never), DriftStateError, JSON.stringify(bad).slice(0, 80));
     }

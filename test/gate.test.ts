@@ -204,7 +204,7 @@ describe('the out-of-distribution gate', () => {
     try {
       await copyFile(join(copy.dir, 'calibration.json'), join(bad.dir, 'calibration.json'));
       const bytes = await readFile(join(copy.dir, 'gate.bin'));
-      for (const value of [Number.NaN, Number.POSITIVE_INFINITY]) {
+      for (const value of [Number.NaN, Number.POSITIVE_INFINITY, 1e38]) {
         const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
         floats[floats.length - 1] = value;
         await writeFile(join(bad.dir, 'gate.bin'), new Uint8Array(floats.buffer));
@@ -213,7 +213,10 @@ describe('the out-of-distribution gate', () => {
           (e: unknown) =>
             e instanceof BundleError &&
             e.file === 'gate.bin' &&
-            e.message.includes(`holds a non-finite number (${value} at float ${floats.length - 1})`),
+            e.message.includes(
+              `holds ${Number.isFinite(value) ? 'a number too large for the gate' : 'a non-finite number'} ` +
+                `(${floats[floats.length - 1]} at float ${floats.length - 1})`,
+            ),
         );
       }
       await rm(join(bad.dir, 'gate.bin'));
@@ -228,6 +231,51 @@ describe('the out-of-distribution gate', () => {
     } finally {
       await bad.cleanup();
     }
+  });
+
+  it('a gate threshold that is negative or infinite is refused; a gate fitted on one text is a named data error', async () => {
+    const bad = await copyBundle('labels7-features');
+    try {
+      const calibration = JSON.parse(await readFile(join(copy.dir, 'calibration.json'), 'utf8'));
+      await copyFile(join(copy.dir, 'gate.bin'), join(bad.dir, 'gate.bin'));
+      for (const threshold of [-1, '1e999']) {
+        // Written as text: JSON.stringify cannot write 1e999, which JSON.parse reads as Infinity.
+        const text = JSON.stringify({ ...calibration, gate: { ...calibration.gate, threshold: 123456789 } }).replace(
+          '"threshold":123456789',
+          `"threshold":${threshold}`,
+        );
+        await writeFile(join(bad.dir, 'calibration.json'), text);
+        await assert.rejects(
+          Classifier.load(bad.dir),
+          (e: unknown) =>
+            e instanceof BundleError && e.field === 'gate' && e.message.includes('threshold (a finite distance >= 0)'),
+        );
+      }
+    } finally {
+      await bad.cleanup();
+    }
+    const one = join(copy.dir, 'one.jsonl');
+    await writeFile(one, (await readFile(data, 'utf8')).split('\n')[0] + '\n');
+    const r = await bertgate([
+      'calibrate',
+      '--model',
+      copy.dir,
+      '--data',
+      data,
+      '--coverage',
+      '0.8',
+      '--gate-alpha',
+      '0.1',
+      '--gate-data',
+      one,
+      '--out',
+      join(copy.dir, 'one-out'),
+    ]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(
+      r.stderr,
+      /ERR_DATA: the model's features of .*one\.jsonl \(1 texts\) have too little spread to fit a gate/,
+    );
   });
 
   it('fitted on data where a label has no text, scores every text as the float64 reference does (no NaN)', async () => {

@@ -139,6 +139,19 @@ export function fitGate(features: ArrayLike<number>[], labels: number[], classes
   return { dim: kept.length, width, projection, centres };
 }
 
+/**
+ * The largest magnitude a gate's numbers may have (gate.bin, or a fit): the engine's fp32
+ * products and squares of them stay finite. A fitted gate's are whitened directions and centres,
+ * far below; a fit on features with no spread (one text, or identical ones) divides by ~0.
+ */
+export const GATE_MAX_VALUE = 1e18;
+
+/** Whether every number of the fit is finite and within GATE_MAX_VALUE. */
+export function gateFitUsable(fit: GateFit): boolean {
+  const ok = (x: number): boolean => Math.abs(x) <= GATE_MAX_VALUE;
+  return fit.projection.every(ok) && fit.centres.every(ok);
+}
+
 /** The gate's score of one feature vector, in float64: the engine computes the same in fp32. */
 export function gateScore(gate: GateFit, f: ArrayLike<number>): number {
   const { dim, width, projection, centres } = gate;

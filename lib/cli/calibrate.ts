@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 
 import { calibrate, type CalibrateRequest } from '../calibration/calibrate.js';
 import { readLabelled, type LabelledData } from '../calibration/data.js';
-import { conformalThreshold, fitGate, gateScore, type GateFit } from '../calibration/gate.js';
+import { conformalThreshold, fitGate, gateFitUsable, gateScore, type GateFit } from '../calibration/gate.js';
 import { featuresOf, logitsOf, servedMaxProbability } from '../calibration/logits.js';
 import type { Predictions } from '../calibration/metrics.js';
 import { fitTemperature } from '../calibration/temperature.js';
@@ -269,6 +269,15 @@ async function fitGateFor(
       dim,
     );
     fittedOn = `${data.file}, its even lines (${half.length} texts)`;
+  }
+  if (!gateFitUsable(fit)) {
+    const source = gateData ?? data.file;
+    throw new DataError(
+      source,
+      undefined,
+      `the model's features of ${fittedOn} have too little spread to fit a gate of ${dim} directions ` +
+        '(too few texts, or all alike): fit it on more, varied labelled texts (--gate-data)',
+    );
   }
   const scores = features.map((f) => gateScore(fit, f));
   const threshold = conformalThreshold(

@@ -32,6 +32,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
       tolerance: { type: 'string' },
       quantize: { type: 'string' },
       weights: { type: 'string' },
+      features: { type: 'boolean' },
     },
     allowPositionals: true,
     strict: true,
@@ -78,6 +79,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
   if (tolerance !== undefined) args.push('--tolerance', tolerance);
   if (quantize !== undefined) args.push('--quantize', quantize);
   if (weights !== undefined) args.push('--weights', weights);
+  if (values.features) args.push('--features');
   // The tool's stderr is shown as it comes and kept: its own refusals are one line, which
   // becomes the error's message.
   let stderr = '';

@@ -28,14 +28,18 @@ Commands:
                 SIGTERM or SIGINT (a second one is ignored); a third signal, or the drain
                 deadline (default 30 s), exits at once with status 1.
   calibrate --model DIR --data FILE.jsonl [--target-accuracy 0.95 --delta 0.05 | --coverage 0.8] [--per-label] [--out DIR]
-      Fit the temperature and choose the threshold(s) from labelled {"text", "label"} lines
-      (.jsonl or .jsonl.gz); writes calibration.json, reliability.svg and risk-coverage.svg.
-      Takes classify's --device, --dtype, --threads and batching flags.
-  evaluate --model DIR --data FILE.jsonl [--ood FILE.jsonl] [--json]
+            [--gate-alpha A [--gate-dim 128] [--gate-data FILE.jsonl]]
+      Fit the temperature, a confidence map and the threshold(s) from labelled {"text", "label"}
+      lines (.jsonl or .jsonl.gz); writes calibration.json (with a drift reference),
+      reliability.svg and risk-coverage.svg. --gate-alpha also fits an out-of-distribution gate
+      (a model exported with --features) flagging at most A of in-distribution texts, on
+      --gate-data or half of --data. Takes classify's --device, --dtype, --threads and batching flags.
+  evaluate --model DIR --data FILE.jsonl [--ood FILE.jsonl]... [--json]
       Accuracy, macro-F1, NLL, ECE, AURC, coverage and selective accuracy at the model's
-      thresholds; with --ood, AUROC/FPR95 of each score and the share sent to "Other".
+      thresholds, the gate's flagged share; with --ood ({"text"} lines, repeatable), AUROC/FPR95
+      of each score, the gate's included, and the share sent to "Other".
       Takes every flag classify takes (--threshold, --temperature... evaluate those settings).
-  export HF_MODEL_DIR BUNDLE_DIR [--max-length N] [--tolerance T] [--quantize int8] [--weights float16]
+  export HF_MODEL_DIR BUNDLE_DIR [--max-length N] [--tolerance T] [--quantize int8] [--weights float16] [--features]
       Make a bundle from a Hugging Face BertForSequenceClassification directory (save_pretrained
       output with a fast tokenizer), with the Python whose torch bertgate found (it needs
       transformers); checks the traced model against eager before writing it.
