@@ -9,7 +9,7 @@ import { access, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { PACKAGE_ROOT, type NativeModelInfo } from './binding.js';
-import { GATE_MAX_VALUE } from './calibration/gate.js';
+import { GATE_MAX_THRESHOLD, GATE_MAX_VALUE } from './calibration/gate.js';
 import { isConfidenceMap, type ConfidenceMap } from './confidence-map.js';
 import { DRIFT_BINS, type DriftReference } from './drift.js';
 import { BundleError } from './errors.js';
@@ -158,7 +158,7 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
         file,
         'map',
         `${file}: "score" is "calibrated_max_probability", so "map" must be its isotonic map ` +
-          '({ kind: "isotonic", x, y }: knots increasing, values in [0, 1])',
+          '({ kind: "isotonic", x, y }: knots increasing in [0, 1], values in [0, 1])',
       );
     }
     calibration.map = value['map'];
@@ -217,15 +217,15 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
       g['kind'] !== 'mahalanobis' ||
       !positive(g['dim']) ||
       !positive(g['width']) ||
-      // A squared distance: a negative threshold would flag every text, an infinite one none.
-      !(typeof g['threshold'] === 'number' && Number.isFinite(g['threshold']) && g['threshold'] >= 0) ||
+      // A squared distance: a negative threshold would flag every text, one past fp32's range none.
+      !(typeof g['threshold'] === 'number' && g['threshold'] >= 0 && g['threshold'] <= GATE_MAX_THRESHOLD) ||
       !(typeof g['alpha'] === 'number' && g['alpha'] > 0 && g['alpha'] < 1) ||
       g['file'] !== BUNDLE_FILES.gate
     ) {
       throw new BundleError(
         file,
         'gate',
-        `${file}: "gate" must be calibrate's { kind: "mahalanobis", dim, width, threshold (a finite distance >= 0), ` +
+        `${file}: "gate" must be calibrate's { kind: "mahalanobis", dim, width, threshold (a distance from 0 to the largest fp32), ` +
           `alpha (in (0, 1)), file: "${BUNDLE_FILES.gate}" }`,
       );
     }
@@ -339,8 +339,8 @@ async function readGate(dir: string, gate: Gate, classes: number, manifest: unkn
     );
   }
   const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
-  // Non-finite numbers, or ones so large that the engine's fp32 products and squares would
-  // overflow (a fitted gate's are whitened directions and centres: far below 1e18).
+  // Non-finite numbers, or ones so large that the engine's fp32 products and squares could
+  // overflow (GATE_MAX_VALUE).
   const bad = floats.findIndex((x) => !(Math.abs(x) <= GATE_MAX_VALUE));
   if (bad >= 0) {
     throw new BundleError(

@@ -274,7 +274,12 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       bundle.labels as L[],
       settings.otherLabel as O,
       resolved.threshold,
-      { ...(own ? {} : calibration?.thresholds), ...settings.thresholds } as Partial<Record<L, number | null>>,
+      // A threshold of the caller's applies to every label the caller does not name, the ones
+      // calibration certified per label included: it replaces the calibrated rule.
+      {
+        ...(own || settings.threshold !== undefined ? {} : calibration?.thresholds),
+        ...settings.thresholds,
+      } as Partial<Record<L, number | null>>,
       map,
       gate?.threshold,
     );
@@ -397,8 +402,13 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
    * The confidence a decision would carry for this probability of its best label: through the
    * bundle's calibration map when it has one (and the temperature is the calibration's), else
    * the probability itself. The thresholds apply to it.
+   *
+   * @throws {InvalidArgumentError} not a number in [0, 1]
    */
   confidenceOf(probability: number): number {
+    if (typeof probability !== 'number' || !(probability >= 0 && probability <= 1)) {
+      throw invalid('the probability given to confidenceOf', 'a number in [0, 1]', probability);
+    }
     return this.#policy.confidenceOf(probability);
   }
 

@@ -82,7 +82,10 @@ export function isConfidenceMap(value: unknown): value is ConfidenceMap {
   if (!Array.isArray(x) || !Array.isArray(y) || x.length !== y.length || x.length === 0) return false;
   return x.every(
     (v, i) =>
+      // Knots are probabilities: x and y in [0, 1] (which also rules out NaN and Infinity).
       typeof v === 'number' &&
+      v >= 0 &&
+      v <= 1 &&
       typeof y[i] === 'number' &&
       (y[i] as number) >= 0 &&
       (y[i] as number) <= 1 &&

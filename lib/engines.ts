@@ -210,7 +210,10 @@ export function noEngineError(
   return new RuntimeLoadError(
     'ERR_LIBTORCH_VERSION',
     `no bertgate engine fits the libtorch found at ${libtorch.dir} (via ${via}), which is ` +
-      `${libtorch.version ?? 'of unknown version'}${libtorch.cxx11Abi ? '' : ' with the pre-C++11 string ABI'}. ` +
+      // An unreadable libtorch_cpu.so says nothing of its ABI either: claim none for it.
+      (libtorch.version === null
+        ? 'of unknown version and ABI (its libtorch_cpu.so could not be read as a libtorch). '
+        : `${libtorch.version}${libtorch.cxx11Abi ? '' : ' with the pre-C++11 string ABI'}. `) +
       `The engines in ${choice.manifest} are for torch ${support || 'nothing'}:\n${lines}\n` +
       'Install one of those torch releases into the active Python (or point LIBTORCH or BERTGATE_PYTHON at one), ' +
       'or build an engine for this libtorch with: npx bertgate build' +

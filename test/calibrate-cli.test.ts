@@ -148,6 +148,26 @@ describe('bertgate calibrate and evaluate', () => {
     assert.match(p.guarantee.method, /never accepted/);
   });
 
+  it('checks --out before any pass: not a file, not another bundle', async () => {
+    const file = join(copy.dir, 'a-file');
+    await writeFile(file, 'x');
+    const other = await copyBundle('labels2');
+    try {
+      for (const [out, message] of [
+        [file, /ERR_INVALID_ARGUMENT: --out .*a-file cannot be made a directory: EEXIST/],
+        [join(file, 'below'), /ERR_INVALID_ARGUMENT: --out .*a-file\/below cannot be made a directory: ENOTDIR/],
+        [other.dir, /ERR_INVALID_ARGUMENT: --out .* holds another bundle's model\.pt/],
+      ] as const) {
+        const r = await bertgate(['calibrate', '--model', copy.dir, '--data', data, '--coverage', '0.5', '--out', out]);
+        assert.equal(r.code, 1, r.stdout);
+        assert.match(r.stderr, message);
+        assert.doesNotMatch(r.stderr, /\n\s+at /, 'a one-line error, not a stack');
+      }
+    } finally {
+      await other.cleanup();
+    }
+  });
+
   it('refuses bad data and impossible guarantees with ERR_DATA', async () => {
     const unknown = join(copy.dir, 'unknown.jsonl');
     await writeFile(unknown, '{"text": "a", "label": "admin"}\n{"text": "b", "label": "cooking"}\n');

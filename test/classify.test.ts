@@ -170,6 +170,15 @@ describe('classify', () => {
         // The calibrated per-label threshold and any guarantee were for T = 2.5: not carried over.
         assert.equal(overridden.info.thresholds['net'], 0.1);
         assert.equal(overridden.info.guarantee, undefined);
+        // A caller's global threshold replaces the calibrated per-label ones too (it is a rule of its own).
+        const own = await Classifier.load(copy.dir, { threshold: 0.1 });
+        try {
+          assert.equal(own.info.temperature, 2.5);
+          assert.equal(own.info.thresholds['net'], 0.1);
+          assert.equal(own.info.thresholds['admin'], 0.1);
+        } finally {
+          await own.close();
+        }
         await assert.rejects(
           Classifier.load(copy.dir, { temperature: 1 }),
           (e: unknown) =>
@@ -186,6 +195,44 @@ describe('classify', () => {
       } finally {
         await calibrated.close();
         await overridden.close();
+      }
+    } finally {
+      await copy.cleanup();
+    }
+  });
+
+  it('confidenceOf takes a probability only; a map with knots outside [0, 1] is refused', async () => {
+    const copy = await copyBundle('labels7');
+    try {
+      const c = await Classifier.load(copy.dir);
+      try {
+        assert.equal(c.confidenceOf(0.25), 0.25, 'without a map the probability itself');
+        for (const bad of [Number.NaN, -0.1, 1.5, '0.5', null, undefined, 10n]) {
+          assert.throws(
+            () => c.confidenceOf(bad as never),
+            (e: unknown) =>
+              e instanceof InvalidArgumentError &&
+              e.message.startsWith('Expected the probability given to confidenceOf to be a number in [0, 1], got'),
+          );
+        }
+      } finally {
+        await c.close();
+      }
+      for (const x of [
+        [-3, -2],
+        [5, 6],
+        [0.1, Number.POSITIVE_INFINITY],
+      ]) {
+        const map = JSON.stringify({ kind: 'isotonic', x, y: [0.2, 0.4] }).replace('null', '1e999');
+        await writeFile(
+          join(copy.dir, 'calibration.json'),
+          `{"temperature": 1, "score": "calibrated_max_probability", "threshold": 0.5, "map": ${map}}`,
+        );
+        await assert.rejects(
+          Classifier.load(copy.dir),
+          (e: unknown) => e instanceof BundleError && e.field === 'map',
+          JSON.stringify(x),
+        );
       }
     } finally {
       await copy.cleanup();

@@ -45,6 +45,21 @@ describe('bertgate classify', () => {
     assert.equal(jsonLines(r.stdout).length, 3);
   });
 
+  it('drops a leading byte order mark, and refuses a line too long for any text before reading it whole', async () => {
+    const bom = await bertgate(['classify', '--model', bundle('labels2'), '--threshold', '0'], {
+      input: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"text": "good"}\ngood\n')]),
+    });
+    assert.equal(bom.code, 0, bom.stderr);
+    const [a, b] = jsonLines(bom.stdout);
+    assert.equal(a?.['probability'], b?.['probability'], 'the JSONL line was read as JSON, its text alone');
+    // maxTextLength 1,000,000 characters: 12 bytes each at most in JSONL, plus 4,096.
+    const long = await bertgate(['classify', '--model', bundle('labels2')], {
+      input: 'ok\n' + 'x'.repeat(12_100_000) + '\n',
+    });
+    assert.equal(long.code, 1);
+    assert.match(long.stderr, /ERR_INVALID_ARGUMENT: stdin line 2 is longer than 12004096 bytes/);
+  });
+
   it('refuses invalid UTF-8 on stdin as the library does, naming the line', async () => {
     const input = Buffer.concat([
       Buffer.from('fine\r\n\nalso fine\nbad '),

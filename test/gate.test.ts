@@ -233,12 +233,12 @@ describe('the out-of-distribution gate', () => {
     }
   });
 
-  it('a gate threshold that is negative or infinite is refused; a gate fitted on one text is a named data error', async () => {
+  it('a gate threshold that is negative or infinite is refused; a gate fitted on fewer texts than directions is a named data error', async () => {
     const bad = await copyBundle('labels7-features');
     try {
       const calibration = JSON.parse(await readFile(join(copy.dir, 'calibration.json'), 'utf8'));
       await copyFile(join(copy.dir, 'gate.bin'), join(bad.dir, 'gate.bin'));
-      for (const threshold of [-1, '1e999']) {
+      for (const threshold of [-1, '1e300', '1e999']) {
         // Written as text: JSON.stringify cannot write 1e999, which JSON.parse reads as Infinity.
         const text = JSON.stringify({ ...calibration, gate: { ...calibration.gate, threshold: 123456789 } }).replace(
           '"threshold":123456789',
@@ -248,7 +248,9 @@ describe('the out-of-distribution gate', () => {
         await assert.rejects(
           Classifier.load(bad.dir),
           (e: unknown) =>
-            e instanceof BundleError && e.field === 'gate' && e.message.includes('threshold (a finite distance >= 0)'),
+            e instanceof BundleError &&
+            e.field === 'gate' &&
+            e.message.includes('threshold (a distance from 0 to the largest fp32)'),
         );
       }
     } finally {
@@ -274,7 +276,7 @@ describe('the out-of-distribution gate', () => {
     assert.equal(r.code, 1, r.stdout);
     assert.match(
       r.stderr,
-      /ERR_DATA: the model's features of .*one\.jsonl \(1 texts\) have too little spread to fit a gate/,
+      /ERR_DATA: .*one\.jsonl: 1 texts cannot fit a gate of 48 directions \(it needs more texts than directions/,
     );
   });
 

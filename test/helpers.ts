@@ -113,6 +113,11 @@ export function bertgate(
       (error, stdout, stderr) =>
         resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
+    // A command that stops reading early (an error on an early line) closes its stdin: the
+    // write then fails with EPIPE, which is the command's business, not the test's.
+    child.stdin?.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+    });
     child.stdin?.end(options.input ?? '');
   });
 }

@@ -140,11 +140,16 @@ export function fitGate(features: ArrayLike<number>[], labels: number[], classes
 }
 
 /**
- * The largest magnitude a gate's numbers may have (gate.bin, or a fit): the engine's fp32
- * products and squares of them stay finite. A fitted gate's are whitened directions and centres,
- * far below; a fit on features with no spread (one text, or identical ones) divides by ~0.
+ * The largest magnitude a gate's numbers may have (gate.bin, or a fit). BERT's pooled features
+ * are a tanh, within [-1, 1]; with them the engine's fp32 products, squares and sums stay finite
+ * (4,096 directions over 4,096-wide features: at most ~7e34). A fitted gate's numbers are
+ * whitened directions and centres, far below (the default model's: 15; a random-weight fixture's:
+ * ~1e6); a fit on features with no spread (one text, or identical ones) divides by ~0.
  */
-export const GATE_MAX_VALUE = 1e18;
+export const GATE_MAX_VALUE = 1e12;
+
+/** The largest finite fp32: a gate threshold above it could never be passed by an fp32 score. */
+export const GATE_MAX_THRESHOLD = 3.4028234663852886e38;
 
 /** Whether every number of the fit is finite and within GATE_MAX_VALUE. */
 export function gateFitUsable(fit: GateFit): boolean {

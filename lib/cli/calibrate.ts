@@ -1,7 +1,7 @@
 // bertgate calibrate: temperature, threshold(s) and their guarantee from labelled data,
 // written to calibration.json (with a reliability diagram and a risk-coverage curve).
 
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -73,6 +73,9 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   }
 
   const { bundle, options } = classifierOptions(values);
+  // --out is checked, and made, before the passes over the data: a long calibration must not
+  // end in a raw EEXIST, nor write a calibration into another model's bundle.
+  if (values.out !== undefined) await checkOut(values.out, bundle);
   // What an earlier calibration left (its gate, its drift reference) plays no part in this one.
   const fresh = { ...options, gate: false, drift: false } as const;
   const classifier = await Classifier.load(bundle, fresh);
@@ -212,6 +215,38 @@ const DEFAULT_GATE_DIM = 128;
  * --data), else on a fixed half of --data (then its threshold and the guarantee use the other
  * half: the gate's fit never meets the texts its guarantees are counted on).
  */
+/** --out: a directory (made if missing) that holds no other bundle's model.pt. */
+async function checkOut(out: string, bundle: string): Promise<void> {
+  if (out === '') throw new InvalidArgumentError('Expected --out to be a directory, got ""');
+  try {
+    await mkdir(out, { recursive: true });
+  } catch (error) {
+    throw new InvalidArgumentError(`--out ${out} cannot be made a directory: ${(error as Error).message}`);
+  }
+  const info = await stat(out);
+  if (!info.isDirectory()) throw new InvalidArgumentError(`--out ${out} is not a directory`);
+  const model = join(out, 'model.pt');
+  const theirs = await realpath(model).catch(() => undefined);
+  if (theirs !== undefined && theirs !== (await realpath(join(bundle, 'model.pt')).catch(() => undefined))) {
+    throw new InvalidArgumentError(
+      `--out ${out} holds another bundle's model.pt: a calibration written there would be read with a model it ` +
+        'was not fitted for; give an empty directory, or the model directory itself',
+    );
+  }
+}
+
+/** A within-class covariance from fewer texts than directions kept is singular along the rest. */
+function enoughToFit(source: string, texts: number, dim: number): void {
+  if (texts <= dim) {
+    throw new DataError(
+      source,
+      undefined,
+      `${source}: ${texts} texts cannot fit a gate of ${dim} directions (it needs more texts than directions; ` +
+        'lower --gate-dim or give more --gate-data)',
+    );
+  }
+}
+
 async function fitGateFor(
   classifier: Classifier<string, string>,
   data: LabelledData,
@@ -250,6 +285,7 @@ async function fitGateFor(
       other.examples.map((e) => e.text),
       progressBar('gate data'),
     );
+    enoughToFit(gateData, other.examples.length, Math.min(dim, classifier.info.model.featureWidth));
     fit = fitGate(
       fitFeatures,
       other.examples.map((e) => labelIndex.get(e.label) as number),
@@ -262,6 +298,7 @@ async function fitGateFor(
     // Every other text, in file order: fixed, and independent of the labels.
     rows = data.examples.map((_, i) => i % 2 === 1);
     const half = features.filter((_, i) => !rows[i]);
+    enoughToFit(`${data.file} (its even lines)`, half.length, Math.min(dim, classifier.info.model.featureWidth));
     fit = fitGate(
       half,
       labels.filter((_, i) => !rows[i]),

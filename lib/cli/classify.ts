@@ -31,9 +31,16 @@ function textOfLine(line: string, number: number): string {
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** Lines of bytes, split at LF (a CR before it is dropped), decoded strictly, numbered from 1. */
-async function* stdinLines(): AsyncGenerator<{ line: string; number: number }> {
-  let pending: Buffer = Buffer.alloc(0);
+/**
+ * stdin split into lines, in time linear in its size: each chunk is searched once, and a line's
+ * parts are joined once, when it ends. A line longer than `maxLineBytes` is an error as soon as
+ * it gets there, not after it has been read whole. A leading UTF-8 byte order mark is dropped.
+ */
+async function* stdinLines(maxLineBytes: number): AsyncGenerator<{ line: string; number: number }> {
+  let parts: Buffer[] = [];
+  let pendingBytes = 0;
   let number = 0;
+  let first = true;
   const decode = (bytes: Buffer): string => {
     number++;
     const end = bytes.length > 0 && bytes[bytes.length - 1] === 0x0d ? bytes.length - 1 : bytes.length;
@@ -43,16 +50,35 @@ async function* stdinLines(): AsyncGenerator<{ line: string; number: number }> {
       throw new InvalidArgumentError(`stdin line ${number}: expected UTF-8 text, got bytes that are not valid UTF-8`);
     }
   };
-  for await (const data of process.stdin as AsyncIterable<Buffer>) {
-    pending = pending.length === 0 ? data : Buffer.concat([pending, data]);
+  const take = (tail: Buffer): Buffer => {
+    const line = parts.length === 0 ? tail : Buffer.concat([...parts, tail]);
+    parts = [];
+    pendingBytes = 0;
+    return line;
+  };
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    let data = chunk;
+    if (first && data.length > 0) {
+      first = false;
+      if (data[0] === 0xef && data[1] === 0xbb && data[2] === 0xbf) data = data.subarray(3);
+    }
     let start = 0;
-    for (let lf = pending.indexOf(0x0a); lf !== -1; lf = pending.indexOf(0x0a, start)) {
-      yield { line: decode(pending.subarray(start, lf)), number };
+    for (let lf = data.indexOf(0x0a); lf !== -1; lf = data.indexOf(0x0a, start)) {
+      if (pendingBytes + lf - start > maxLineBytes) break;
+      yield { line: decode(take(data.subarray(start, lf))), number };
       start = lf + 1;
     }
-    pending = pending.subarray(start);
+    if (pendingBytes + data.length - start > maxLineBytes) {
+      throw new InvalidArgumentError(
+        `stdin line ${number + 1} is longer than ${maxLineBytes} bytes, more than a text of at most maxTextLength characters can take`,
+      );
+    }
+    if (start < data.length) {
+      parts.push(data.subarray(start));
+      pendingBytes += data.length - start;
+    }
   }
-  if (pending.length > 0) yield { line: decode(pending), number };
+  if (pendingBytes > 0) yield { line: decode(take(Buffer.alloc(0))), number };
 }
 
 interface Chunk {
@@ -61,9 +87,9 @@ interface Chunk {
   origins: string[];
 }
 
-async function* stdinChunks(): AsyncGenerator<Chunk> {
+async function* stdinChunks(maxLineBytes: number): AsyncGenerator<Chunk> {
   let chunk: Chunk = { texts: [], origins: [] };
-  for await (const { line, number } of stdinLines()) {
+  for await (const { line, number } of stdinLines(maxLineBytes)) {
     if (line.trim() === '') continue;
     chunk.texts.push(textOfLine(line, number));
     chunk.origins.push(`stdin line ${number}`);
@@ -90,7 +116,8 @@ export async function classifyCommand(argv: string[]): Promise<number> {
     const chunks: AsyncIterable<Chunk> | Chunk[] =
       positionals.length > 0
         ? [{ texts: positionals, origins: positionals.map((_, i) => `argument ${i + 1}`) }]
-        : stdinChunks();
+        : // A JSONL line may spell each character as a 12-byte escaped surrogate pair, plus its keys.
+          stdinChunks(12 * classifier.info.maxTextLength + 4096);
     for await (const { texts, origins } of chunks) {
       const decisions = await classifier.classify(texts).catch((error: unknown) => {
         throw renamed(error, origins);
