@@ -24,18 +24,7 @@ import {
 import { applyConfidenceMap, fitConfidenceMap, isConfidenceMap } from '../lib/confidence-map.js';
 import { PACKAGE_ROOT } from '../lib/binding.js';
 import { DataError } from '../lib/errors.js';
-
-/** A seeded generator (mulberry32), so every run draws the same numbers. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from '../lib/seeded-random.js';
 
 function gaussian(random: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());

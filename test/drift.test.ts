@@ -12,18 +12,7 @@ import { readLabelled, type Example } from '../lib/calibration/data.js';
 import { DriftMonitor, driftCounts, type DriftReference } from '../lib/drift.js';
 import { DriftStateError } from '../lib/errors.js';
 import { Classifier } from '../lib/index.js';
-
-/** A seeded generator (mulberry32), so every run draws the same numbers. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from '../lib/seeded-random.js';
 
 /** Max probabilities shaped like a classifier's: most near 1, a tail down to 0.2. */
 function confident(random: () => number, shift = 0): number {

@@ -4,6 +4,7 @@
  */
 
 import { accepts } from '../decision.js';
+import { mulberry32 } from '../seeded-random.js';
 import {
   auroc,
   ece,
@@ -80,24 +81,12 @@ function macroF1(predicted: number[], truth: number[], labels: number): number {
   return total / present;
 }
 
-/** A small seeded generator (mulberry32): the bootstrap interval is the same on every run. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function bootstrapInterval(
   rows: RowScores[],
   statistic: (rows: RowScores[]) => number,
   resamples = 1000,
 ): [number, number] {
-  const next = random(20261203);
+  const next = mulberry32(20261203);
   const values = Array.from({ length: resamples }, () =>
     statistic(Array.from({ length: rows.length }, () => rows[Math.floor(next() * rows.length)] as RowScores)),
   ).sort((a, b) => a - b);
