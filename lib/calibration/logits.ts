@@ -4,31 +4,35 @@ import type { Classifier } from '../classifier.js';
 
 const CHUNK = 512;
 
-export async function logitsOf(
-  classifier: Classifier<string, string>,
+/** `call` over the texts CHUNK at a time, its rows in order. */
+async function inChunks(
   texts: readonly string[],
+  call: (chunk: string[]) => Promise<Float32Array[]>,
   onProgress?: (done: number, total: number) => void,
 ): Promise<Float32Array[]> {
   const out: Float32Array[] = [];
   for (let start = 0; start < texts.length; start += CHUNK) {
-    out.push(...(await classifier.logits(texts.slice(start, start + CHUNK))));
+    out.push(...(await call(texts.slice(start, start + CHUNK))));
     onProgress?.(out.length, texts.length);
   }
   return out;
 }
 
-/** The pooled features of many texts (the model must return them), in chunks, reporting progress. */
-export async function featuresOf(
+export function logitsOf(
   classifier: Classifier<string, string>,
   texts: readonly string[],
   onProgress?: (done: number, total: number) => void,
 ): Promise<Float32Array[]> {
-  const out: Float32Array[] = [];
-  for (let start = 0; start < texts.length; start += CHUNK) {
-    out.push(...(await classifier.features(texts.slice(start, start + CHUNK))));
-    onProgress?.(out.length, texts.length);
-  }
-  return out;
+  return inChunks(texts, (chunk) => classifier.logits(chunk), onProgress);
+}
+
+/** The pooled features of many texts (the model must return them), in chunks, reporting progress. */
+export function featuresOf(
+  classifier: Classifier<string, string>,
+  texts: readonly string[],
+  onProgress?: (done: number, total: number) => void,
+): Promise<Float32Array[]> {
+  return inChunks(texts, (chunk) => classifier.features(chunk), onProgress);
 }
 
 /**
