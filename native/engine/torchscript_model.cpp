@@ -70,9 +70,10 @@ void CastFloatingState(torch::jit::Module& module, c10::ScalarType dtype) {
   for (const auto& b : module.buffers(/*recurse=*/true)) cast(b);
 }
 
-}  // namespace
-
-bool UsesQuantizedOps(const torch::jit::Module& module) {
+// Calls `visit` on every node of every method's graph, nested blocks included, until it
+// returns true; returns whether one did.
+template <typename Visit>
+bool AnyNode(const torch::jit::Module& module, Visit&& visit) {
   for (const auto& submodule : module.modules()) {
     for (const auto& method : submodule.get_methods()) {
       std::vector<torch::jit::Block*> blocks{method.graph()->block()};
@@ -81,8 +82,7 @@ bool UsesQuantizedOps(const torch::jit::Module& module) {
         blocks.pop_back();
         for (torch::jit::Node* node : block->nodes()) {
           for (torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
-          if (node->kind().is_aten() || node->kind().is_prim()) continue;
-          if (std::string(node->kind().ns().toUnqualString()) == "quantized") return true;
+          if (visit(node)) return true;
         }
       }
     }
@@ -90,26 +90,26 @@ bool UsesQuantizedOps(const torch::jit::Module& module) {
   return false;
 }
 
+}  // namespace
+
+bool UsesQuantizedOps(const torch::jit::Module& module) {
+  return AnyNode(module, [](torch::jit::Node* node) {
+    if (node->kind().is_aten() || node->kind().is_prim()) return false;
+    return std::string(node->kind().ns().toUnqualString()) == "quantized";
+  });
+}
+
 int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device) {
   int changed = 0;
   const std::string target = device.str();
-  for (const auto& submodule : module.modules()) {
-    for (const auto& method : submodule.get_methods()) {
-      std::vector<torch::jit::Block*> blocks{method.graph()->block()};
-      while (!blocks.empty()) {
-        torch::jit::Block* block = blocks.back();
-        blocks.pop_back();
-        for (torch::jit::Node* node : block->nodes()) {
-          for (torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
-          if (node->kind() == c10::prim::Constant && node->output()->type()->kind() == c10::TypeKind::DeviceObjType &&
-              node->s(c10::attr::value) != target) {
-            node->s_(c10::attr::value, target);
-            ++changed;
-          }
-        }
-      }
+  AnyNode(module, [&](torch::jit::Node* node) {
+    if (node->kind() == c10::prim::Constant && node->output()->type()->kind() == c10::TypeKind::DeviceObjType &&
+        node->s(c10::attr::value) != target) {
+      node->s_(c10::attr::value, target);
+      ++changed;
     }
-  }
+    return false;  // every node
+  });
   return changed;
 }
 
