@@ -62,7 +62,10 @@ describe('bertgate calibrate and evaluate', () => {
     assert.equal(calibration.guarantee.delta, 0.1);
     assert.equal(calibration.data.n, 1200);
     assert.ok(calibration.guarantee.bound <= 0.2);
-    assert.ok(calibration.threshold > 0 && calibration.threshold < 1);
+    // When every text is accepted (coverage 1), the threshold is the lowest confidence served,
+    // which is 0 when the map's lowest block was all wrong: fixtures are regenerated per clone and
+    // their random weights decide which.
+    assert.ok(calibration.threshold >= 0 && calibration.threshold < 1);
     assert.ok(
       calibration.figures.after.nll <= calibration.figures.before.nll + 1e-9,
       'scaling cannot raise the NLL it minimised',
