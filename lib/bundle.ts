@@ -5,13 +5,11 @@
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { access, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { PACKAGE_ROOT, type NativeModelInfo } from './binding.js';
-import { GATE_MAX_THRESHOLD, GATE_MAX_VALUE } from './calibration/gate.js';
-import { isConfidenceMap, type ConfidenceMap } from './confidence-map.js';
-import { DRIFT_BINS, type DriftReference } from './drift.js';
+import { readBundleJson, regularFileSize } from './bundle-io.js';
+import { CALIBRATION_FILE, GATE_FILE, readCalibration, type Calibration } from './calibration/file.js';
 import { BundleError } from './errors.js';
 import { isPlainObject } from './validate.js';
 
@@ -26,38 +24,10 @@ export const BUNDLE_FILES = {
   config: 'config.json',
   tokenizer: 'tokenizer.json',
   tokenizerConfig: 'tokenizer_config.json',
-  calibration: 'calibration.json',
-  gate: 'gate.bin',
+  calibration: CALIBRATION_FILE,
+  gate: GATE_FILE,
   manifest: 'bundle.json',
 } as const;
-
-export interface Calibration {
-  temperature?: number;
-  /** The top-label confidence map the thresholds apply through (calibrated_max_probability). */
-  map?: ConfidenceMap;
-  threshold?: number;
-  /** null: the label is never accepted (calibrate certified no threshold for it). */
-  thresholds?: Record<string, number | null>;
-  /** What `bertgate calibrate` recorded about the threshold: kept as written, for reporting. */
-  guarantee?: Record<string, unknown>;
-  /** The calibration texts' served scores, which the drift alarm compares live texts with. */
-  drift?: DriftReference;
-  /** The out-of-distribution gate calibrate fitted (lib/calibration/gate.ts), its numbers read from gate.bin. */
-  gate?: Gate;
-}
-
-/** An out-of-distribution gate as a bundle holds it. */
-export interface Gate {
-  dim: number;
-  width: number;
-  /** A text whose score is above this is flagged. */
-  threshold: number;
-  /** At most this share of in-distribution texts is flagged. */
-  alpha: number;
-  /** [dim, width] then [classes, dim], from gate.bin. */
-  projection: Float32Array;
-  centres: Float32Array;
-}
 
 /** Written by the export tool: where the bundle came from. */
 export interface Manifest {
@@ -79,22 +49,6 @@ export interface Bundle {
   manifest: Manifest | null;
   /** What bundle.json says of the weights: 'int8' for dynamic int8 Linear layers (CPU only), else null. */
   quantization: 'int8' | null;
-}
-
-async function readJson(dir: string, file: string, required: boolean): Promise<unknown> {
-  const path = join(dir, file);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !required) return null;
-    throw new BundleError(file, undefined, `${path} could not be read: ${(error as Error).message}`, { cause: error });
-  }
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (error) {
-    throw new BundleError(file, undefined, `${path} is not valid JSON: ${(error as Error).message}`, { cause: error });
-  }
 }
 
 function positiveInteger(file: string, object: Record<string, unknown>, field: string, fallback?: number): number {
@@ -137,132 +91,40 @@ function readLabels(config: Record<string, unknown>): string[] {
   return labels;
 }
 
-function readCalibration(value: unknown, labels: readonly string[]): Calibration | null {
-  if (value === null) return null;
-  const file = BUNDLE_FILES.calibration;
-  if (!isPlainObject(value)) throw new BundleError(file, undefined, `${file} must hold a JSON object`);
-  const calibration: Calibration = {};
-  const score = value['score'];
-  if (score !== undefined && score !== 'max_probability' && score !== 'calibrated_max_probability') {
+/** config.json "problem_type": bertgate serves one label per text, from a softmax over the logits. */
+function checkProblemType(config: Record<string, unknown>): void {
+  const kind = config['problem_type'];
+  if (kind === undefined || kind === null || kind === 'single_label_classification') return;
+  throw new BundleError(
+    BUNDLE_FILES.config,
+    'problem_type',
+    `${BUNDLE_FILES.config}: "problem_type" is ${JSON.stringify(kind)}; bertgate serves single-label ` +
+      'classification (one label per text, a softmax over the logits), which is not what this model computes',
+  );
+}
+
+/**
+ * The token limit: the position table's, or tokenizer_config.json's "model_max_length" where
+ * that is a shorter whole number of at least 3 ([CLS] a token [SEP]). HF writes a huge sentinel
+ * (1e30) for "none", so a value at or past the table counts as none; anything else is an error,
+ * not a limit that would cut every text to nothing.
+ */
+function tokenLimit(tokenizerConfig: unknown, maxPositions: number): number {
+  const file = BUNDLE_FILES.tokenizerConfig;
+  if (tokenizerConfig !== null && !isPlainObject(tokenizerConfig)) {
+    throw new BundleError(file, undefined, `${file} must hold a JSON object`);
+  }
+  const declared = tokenizerConfig?.['model_max_length'];
+  if (declared === undefined || declared === null) return maxPositions;
+  if (typeof declared === 'number' && declared >= maxPositions) return maxPositions;
+  if (typeof declared !== 'number' || !Number.isInteger(declared) || declared < 3) {
     throw new BundleError(
       file,
-      'score',
-      `${file}: "score" ${JSON.stringify(score)} is not supported; thresholds apply to "max_probability" ` +
-        'or "calibrated_max_probability"',
+      'model_max_length',
+      `${file}: "model_max_length" must be a whole number of tokens, at least 3, got ${JSON.stringify(declared)}`,
     );
   }
-  if (score === 'calibrated_max_probability') {
-    // Without its map the thresholds would apply to another scale: never silently.
-    if (!isConfidenceMap(value['map'])) {
-      throw new BundleError(
-        file,
-        'map',
-        `${file}: "score" is "calibrated_max_probability", so "map" must be its isotonic map ` +
-          '({ kind: "isotonic", x, y }: knots increasing in [0, 1], values in [0, 1])',
-      );
-    }
-    calibration.map = value['map'];
-  }
-  const t = value['temperature'];
-  if (t !== undefined) {
-    if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
-      throw new BundleError(
-        file,
-        'temperature',
-        `${file}: "temperature" must be a finite number > 0, got ${JSON.stringify(t)}`,
-      );
-    }
-    calibration.temperature = t;
-  }
-  const p = value['threshold'];
-  if (p !== undefined) {
-    if (typeof p !== 'number' || !(p >= 0 && p <= 1)) {
-      throw new BundleError(
-        file,
-        'threshold',
-        `${file}: "threshold" must be a number in [0, 1], got ${JSON.stringify(p)}`,
-      );
-    }
-    calibration.threshold = p;
-  }
-  const per = value['thresholds'];
-  if (per !== undefined) {
-    if (!isPlainObject(per))
-      throw new BundleError(file, 'thresholds', `${file}: "thresholds" must map labels to numbers`);
-    for (const [label, q] of Object.entries(per)) {
-      if (!labels.includes(label)) {
-        throw new BundleError(
-          file,
-          'thresholds',
-          `${file}: "thresholds" names ${JSON.stringify(label)}, which is not a label of this model`,
-        );
-      }
-      if (q !== null && (typeof q !== 'number' || !(q >= 0 && q <= 1))) {
-        throw new BundleError(
-          file,
-          'thresholds',
-          `${file}: "thresholds.${label}" must be a number in [0, 1], or null (never accepted), got ${JSON.stringify(q)}`,
-        );
-      }
-    }
-    calibration.thresholds = per as Record<string, number | null>;
-  }
-  if (isPlainObject(value['guarantee'])) calibration.guarantee = value['guarantee'];
-  const gate = value['gate'];
-  if (gate !== undefined) {
-    const g = gate as Record<string, unknown>;
-    const positive = (x: unknown): x is number => Number.isInteger(x) && (x as number) > 0;
-    if (
-      !isPlainObject(gate) ||
-      g['kind'] !== 'mahalanobis' ||
-      !positive(g['dim']) ||
-      !positive(g['width']) ||
-      // A squared distance: a negative threshold would flag every text, one past fp32's range none.
-      !(typeof g['threshold'] === 'number' && g['threshold'] >= 0 && g['threshold'] <= GATE_MAX_THRESHOLD) ||
-      !(typeof g['alpha'] === 'number' && g['alpha'] > 0 && g['alpha'] < 1) ||
-      g['file'] !== BUNDLE_FILES.gate
-    ) {
-      throw new BundleError(
-        file,
-        'gate',
-        `${file}: "gate" must be calibrate's { kind: "mahalanobis", dim, width, threshold (a distance from 0 to the largest fp32), ` +
-          `alpha (in (0, 1)), file: "${BUNDLE_FILES.gate}" }`,
-      );
-    }
-    // The numbers arrive from gate.bin in readBundle.
-    calibration.gate = {
-      dim: g['dim'] as number,
-      width: g['width'] as number,
-      threshold: g['threshold'] as number,
-      alpha: g['alpha'] as number,
-      projection: new Float32Array(0),
-      centres: new Float32Array(0),
-    };
-  }
-  const drift = value['drift'];
-  if (drift !== undefined) {
-    const counts = isPlainObject(drift) ? drift['counts'] : undefined;
-    const guarantee = calibration.guarantee;
-    const coverage = guarantee?.['coverage'];
-    const data = value['data'];
-    if (
-      !Array.isArray(counts) ||
-      counts.length !== DRIFT_BINS ||
-      !counts.every((x) => Number.isInteger(x) && (x as number) >= 0) ||
-      !counts.some((x) => (x as number) > 0) ||
-      typeof coverage !== 'number'
-    ) {
-      throw new BundleError(
-        file,
-        'drift',
-        `${file}: "drift" must hold "counts", the calibration texts' max probabilities counted in ${DRIFT_BINS} ` +
-          'bins, beside a guarantee with its "coverage"',
-      );
-    }
-    const sha = isPlainObject(data) && typeof data['sha256'] === 'string' ? data['sha256'] : 'unknown';
-    calibration.drift = { counts, coverage, id: `${sha}@${String(value['created'] ?? '')}` };
-  }
-  return calibration;
+  return declared;
 }
 
 /**
@@ -270,101 +132,45 @@ function readCalibration(value: unknown, labels: readonly string[]): Calibration
  * centres stay empty), so a caller that turned the gate off does not depend on that file.
  */
 export async function readBundle(dir: string, options: { gate?: boolean } = {}): Promise<Bundle> {
-  const modelPath = join(dir, BUNDLE_FILES.model);
-  const tokenizerPath = join(dir, BUNDLE_FILES.tokenizer);
-  for (const [file, path] of [
-    [BUNDLE_FILES.model, modelPath],
-    [BUNDLE_FILES.tokenizer, tokenizerPath],
-  ] as const) {
-    try {
-      await access(path);
-    } catch {
+  // Every file a regular one, before anything opens one (libtorch would block on a FIFO too).
+  for (const file of Object.values(BUNDLE_FILES)) {
+    const size = await regularFileSize(dir, file);
+    if (size === null && (file === BUNDLE_FILES.model || file === BUNDLE_FILES.tokenizer)) {
       throw new BundleError(file, undefined, `the bundle at ${dir} has no ${file}`);
     }
   }
-  const config = await readJson(dir, BUNDLE_FILES.config, true);
+  const config = await readBundleJson(dir, BUNDLE_FILES.config, true);
   if (!isPlainObject(config))
     throw new BundleError(BUNDLE_FILES.config, undefined, `${BUNDLE_FILES.config} must hold a JSON object`);
   const labels = readLabels(config);
+  checkProblemType(config);
   const maxPositions = positiveInteger(BUNDLE_FILES.config, config, 'max_position_embeddings');
+  const maxLength = tokenLimit(await readBundleJson(dir, BUNDLE_FILES.tokenizerConfig, false), maxPositions);
 
-  // The tokenizer may declare a shorter limit (model_max_length); HF uses a huge sentinel
-  // for "none", so only a value below the position table counts.
-  const tokenizerConfig = await readJson(dir, BUNDLE_FILES.tokenizerConfig, false);
-  const declared = isPlainObject(tokenizerConfig) ? tokenizerConfig['model_max_length'] : undefined;
-  const maxLength = typeof declared === 'number' && declared > 0 && declared < maxPositions ? declared : maxPositions;
-
-  const manifest = await readJson(dir, BUNDLE_FILES.manifest, false);
-  const calibration = readCalibration(await readJson(dir, BUNDLE_FILES.calibration, false), labels);
-  // With the gate off its description stays (the guarantee was the combined rule's), its numbers unread.
-  if (calibration?.gate && options.gate !== false) await readGate(dir, calibration.gate, labels.length, manifest);
+  const manifest = await readBundleJson(dir, BUNDLE_FILES.manifest, false);
+  if (manifest !== null && !isPlainObject(manifest)) {
+    // Counted as absent, its seal would be skipped.
+    throw new BundleError(BUNDLE_FILES.manifest, undefined, `${BUNDLE_FILES.manifest} must hold a JSON object`);
+  }
+  const outputs = manifest?.['outputs'];
+  const features = isPlainObject(outputs) ? outputs['features'] : undefined;
+  const calibration = await readCalibration(dir, labels, {
+    // With the gate off its description stays (the guarantee was the combined rule's), its numbers unread.
+    gate: options.gate !== false,
+    featureWidth: manifest === null ? undefined : typeof features === 'number' ? features : null,
+  });
   return {
     quantization: readQuantization(manifest),
     dir,
-    modelPath,
-    tokenizerPath,
+    modelPath: join(dir, BUNDLE_FILES.model),
+    tokenizerPath: join(dir, BUNDLE_FILES.tokenizer),
     labels,
     maxLength,
     vocabSize: positiveInteger(BUNDLE_FILES.config, config, 'vocab_size'),
     typeVocabSize: positiveInteger(BUNDLE_FILES.config, config, 'type_vocab_size', 2),
     calibration,
-    manifest: isPlainObject(manifest) ? (manifest as Manifest) : null,
+    manifest: manifest as Manifest | null,
   };
-}
-
-/**
- * gate.bin: the gate's projection [dim, width] then its class centres [classes, dim], fp32
- * little-endian, as calibrate wrote them; checked against calibration.json and bundle.json.
- */
-async function readGate(dir: string, gate: Gate, classes: number, manifest: unknown): Promise<void> {
-  const file = BUNDLE_FILES.gate;
-  const path = join(dir, file);
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch {
-    throw new BundleError(
-      file,
-      undefined,
-      `${BUNDLE_FILES.calibration} has an out-of-distribution gate, but ${path} is missing`,
-    );
-  }
-  const { dim, width } = gate;
-  const expected = (dim * width + classes * dim) * 4;
-  if (bytes.length !== expected) {
-    throw new BundleError(
-      file,
-      undefined,
-      `${file} is ${bytes.length} bytes; a gate of ${dim} directions over ${width}-wide features for ${classes} labels is ${expected}`,
-    );
-  }
-  const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
-  // Non-finite numbers, or ones so large that the engine's fp32 products and squares could
-  // overflow (GATE_MAX_VALUE).
-  const bad = floats.findIndex((x) => !(Math.abs(x) <= GATE_MAX_VALUE));
-  if (bad >= 0) {
-    throw new BundleError(
-      file,
-      undefined,
-      `${path} holds ${Number.isFinite(floats[bad]) ? 'a number too large for the gate' : 'a non-finite number'} ` +
-        `(${floats[bad]} at float ${bad}): a gate.bin calibrate wrote holds none beyond ${GATE_MAX_VALUE}`,
-    );
-  }
-  gate.projection = floats.subarray(0, dim * width);
-  gate.centres = floats.subarray(dim * width);
-  const outputs = isPlainObject(manifest) ? manifest['outputs'] : undefined;
-  const featureWidth = isPlainObject(outputs) ? outputs['features'] : undefined;
-  if (isPlainObject(manifest) && featureWidth !== width) {
-    throw new BundleError(
-      BUNDLE_FILES.calibration,
-      'gate',
-      `${BUNDLE_FILES.calibration} has an out-of-distribution gate fitted on ${width}-wide features, but ` +
-        `${BUNDLE_FILES.manifest} says model.pt returns ` +
-        (featureWidth === undefined
-          ? 'no features (export it with --features)'
-          : `${String(featureWidth)}-wide features`),
-    );
-  }
 }
 
 /** bundle.json "quantization": null (or absent) for float weights, the exporter's int8 record otherwise. */
@@ -471,12 +277,9 @@ export async function verifyFiles(bundle: Bundle): Promise<void> {
         throw new BundleError(manifest, 'files', `${manifest} "files"."${name}" must be { bytes, sha256 }`);
       }
       const path = join(bundle.dir, name);
-      const size = await stat(path).then(
-        (s) => s.size,
-        () => -1,
-      );
+      const size = await regularFileSize(bundle.dir, name);
       const hint = 'the file is corrupt or was replaced; re-export the bundle, or restore the file';
-      if (size < 0) throw new BundleError(name, undefined, `${path} is sealed in ${manifest} but missing`);
+      if (size === null) throw new BundleError(name, undefined, `${path} is sealed in ${manifest} but missing`);
       if (size !== bytes) {
         throw new BundleError(name, undefined, `${path} has ${size} bytes, but ${manifest} says ${bytes}: ${hint}`);
       }
