@@ -46,6 +46,21 @@ export function positiveFinite(what: string, value: unknown): number {
   return value;
 }
 
+/**
+ * The temperatures served: the engine divides fp32 logits by the temperature, so it must be a
+ * normal fp32 number, and z / T must stay finite for any logits a model gives (|z| < 1e34).
+ * calibrate fits one in [0.05, 20]; far outside this range softmax is one-hot or uniform.
+ */
+export const TEMPERATURE_MIN = 1e-4;
+export const TEMPERATURE_MAX = 1e4;
+
+/** What a temperature must be, where `value` is not one; undefined where it is. */
+export function temperatureProblem(value: unknown): string | undefined {
+  return typeof value === 'number' && value >= TEMPERATURE_MIN && value <= TEMPERATURE_MAX
+    ? undefined
+    : `a number in [${TEMPERATURE_MIN}, ${TEMPERATURE_MAX}]`;
+}
+
 export function integerIn(what: string, value: unknown, min: number, max: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw invalid(what, `an integer in [${min}, ${max}]`, value);

@@ -21,10 +21,19 @@ import {
   type Predictions,
   type RiskCoverage,
 } from './metrics.js';
-import { applyConfidenceMap, fitConfidenceMap, type ConfidenceMap } from '../confidence-map.js';
+import { applyConfidenceMap, fitConfidenceMap } from '../confidence-map.js';
 import { DRIFT_BINS, driftCounts } from '../drift.js';
 import { fitTemperature } from './temperature.js';
-import { byCoverage, InsufficientDataError, perLabel, withGuarantee, type Guarantee } from './thresholds.js';
+import type { CalibrationFile, Figures } from './file.js';
+import {
+  byCoverage,
+  InsufficientDataError,
+  noThresholdReason,
+  STARTS,
+  perLabel,
+  withGuarantee,
+  type Guarantee,
+} from './thresholds.js';
 
 export const BINS = 15;
 
@@ -54,68 +63,9 @@ export interface Served {
   maxProbability: ArrayLike<number>;
 }
 
-export interface Figures {
-  accuracy: number;
-  nll: number;
-  brier: number;
-  ece: number;
-  mce: number;
-}
-
-export interface CalibrationFile {
-  format: 1;
-  temperature: number;
-  /** The thresholds apply to the max probability through `map`. */
-  score: 'calibrated_max_probability';
-  map: ConfidenceMap;
-  threshold: number;
-  /** Per label; null: no threshold was certified, the label is never accepted. */
-  thresholds?: Record<string, number | null>;
-  guarantee:
-    | {
-        kind: 'selective-risk';
-        method: string;
-        target_accuracy: number;
-        risk: number;
-        delta: number;
-        n: number;
-        accepted: number;
-        errors: number;
-        bound: number;
-        coverage: number;
-        per_label?: Record<string, Omit<Guarantee, 'threshold'> | null>;
-      }
-    | { kind: 'coverage'; coverage: number; n: number };
-  figures: {
-    before: Figures;
-    after: Figures;
-    /** ECE and MCE of the confidence the map gives (what the thresholds are on). */
-    mapped: { ece: number; mce: number };
-    aurc: number;
-    e_aurc: number;
-    bins: number;
-  };
-  data: { file: string; sha256: string; n: number };
-  created: string;
-  /** The out-of-distribution gate, when calibrate fitted one (its numbers in gate.bin). */
-  gate?: {
-    kind: 'mahalanobis';
-    directions: string;
-    dim: number;
-    width: number;
-    alpha: number;
-    threshold: number;
-    file: 'gate.bin';
-    fitted_on: string;
-    thresholded_on: number;
-    guarantee: string;
-  };
-  /** For the drift alarm (lib/drift.ts): the calibration texts' served max probabilities, counted by bin. */
-  drift: { score: 'served_max_probability'; bins: number; counts: number[] };
-}
-
 export interface CalibrationOutcome {
-  file: CalibrationFile;
+  /** calibration.json, less the gate's record (the calibrate command adds it). */
+  file: Omit<CalibrationFile, 'gate'>;
   binsBefore: Bin[];
   binsAfter: Bin[];
   curve: RiskCoverage;
@@ -173,7 +123,8 @@ export function calibrate(
   if (request.coverage !== undefined) {
     const chosen = byCoverage(scored, Math.min(1, (request.coverage * n) / scored.length));
     threshold = chosen.threshold;
-    guarantee = { kind: 'coverage', coverage: ofAll(chosen.coverage * scored.length), n };
+    // Ties (a flat stretch of the map) can make the share accepted exceed the one asked for: both are recorded.
+    guarantee = { kind: 'coverage', coverage: ofAll(chosen.coverage * scored.length), requested: request.coverage, n };
   } else {
     const target = request.targetAccuracy ?? 0.95;
     const delta = request.delta ?? 0.05;
@@ -186,7 +137,8 @@ export function calibrate(
       if (certified.length === 0) {
         throw new InsufficientDataError(
           `no label has a threshold with selective risk <= ${risk} at confidence ${1 - delta / labels.length} ` +
-            `(delta ${delta} split over ${labels.length} labels): ${n} examples are too few`,
+            `(delta ${delta} split over ${labels.length} labels): ` +
+            noThresholdReason(scored, risk, delta / labels.length / STARTS),
         );
       }
       thresholds = Object.fromEntries(labels.map((label, i) => [label, each[i]?.threshold ?? null]));
@@ -232,7 +184,11 @@ export function calibrate(
       };
     }
   }
-  const file: CalibrationFile = {
+  if (selection.flagged !== undefined && guarantee.kind === 'selective-risk') {
+    guarantee.method +=
+      "; on the texts the gate does not flag, which are never accepted: the guarantee is the combined rule's";
+  }
+  const file: CalibrationOutcome['file'] = {
     format: 1,
     temperature,
     score: 'calibrated_max_probability',

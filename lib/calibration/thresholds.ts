@@ -88,12 +88,40 @@ export function withGuarantee(rows: Scored[], risk: number, delta: number): Guar
   }
   if (!best) {
     throw new InsufficientDataError(
-      `no threshold has selective risk <= ${risk} at confidence ${1 - delta}: ${m} examples are too few ` +
-        `(each of the ${tests} tests runs at level ${level.toPrecision(3)}; with no errors at all, ` +
-        `${minimumExamples(risk, level)} accepted examples would be needed)`,
+      `no threshold has selective risk <= ${risk} at confidence ${1 - delta}: ${noThresholdReason(rows, risk, level)} ` +
+        `(each of the ${tests} tests runs at level ${level.toPrecision(3)})`,
     );
   }
   return best;
+}
+
+/**
+ * Why no threshold could be certified at `level`: too few examples, or a model wrong too often
+ * at every threshold that accepts enough of them to certify anything (then more data of the
+ * same kind cannot help, and saying "too few" would send the user the wrong way).
+ */
+export function noThresholdReason(rows: readonly Scored[], risk: number, level: number): string {
+  const needed = minimumExamples(risk, level);
+  const sorted = [...rows].sort((a, b) => b.score - a.score);
+  let errors = 0;
+  let lowest = Number.POSITIVE_INFINITY;
+  sorted.forEach((r, i) => {
+    errors += r.correct ? 0 : 1;
+    const accepted = i + 1;
+    const boundary = accepted === sorted.length || (sorted[accepted] as Scored).score !== r.score;
+    if (boundary && accepted >= needed) lowest = Math.min(lowest, errors / accepted);
+  });
+  if (lowest > risk && Number.isFinite(lowest)) {
+    return (
+      `the model is wrong too often: at every threshold accepting at least ${needed} examples (the fewest that ` +
+      `could certify one), a share of at least ${lowest.toFixed(4)} is wrong, above the risk ${risk}; more ` +
+      'data like this will not help: aim lower (--target-accuracy), or improve the model'
+    );
+  }
+  return (
+    `${rows.length} examples are too few (with no errors at all, ${needed} accepted examples would be needed ` +
+    `at level ${level.toPrecision(3)})`
+  );
 }
 
 /** The fewest accepted examples, all correct, for which the bound reaches `risk`. */
@@ -102,7 +130,8 @@ export function minimumExamples(risk: number, delta: number): number {
   return Math.ceil(Math.log(delta) / Math.log(1 - risk));
 }
 
-const STARTS = 8;
+/** Starts of the fixed-sequence scans; each runs at delta / STARTS. */
+export const STARTS = 8;
 
 /**
  * Fixed-sequence testing from STARTS starts for one set of rows at level `delta` in all; null
