@@ -9,7 +9,8 @@
 
 import { Batcher, type BatchEvent, type BatcherStats } from './batcher.js';
 import { openRuntime, type NativeEngineHandle, type NativeInferResult, type NativeModelInfo } from './binding.js';
-import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles, type Bundle, type Gate } from './bundle.js';
+import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles, type Bundle } from './bundle.js';
+import type { Gate } from './calibration/file.js';
 import { DecisionPolicy, type Decision } from './decision.js';
 import { DriftMonitor, type DriftState, type DriftStats } from './drift.js';
 import {
@@ -28,13 +29,13 @@ import {
   parseCallOptions,
   parseOptions,
   resolveAgainstBundle,
-  temperatureOverrides,
   type BatchingOptions,
   type CallOptions,
   type ClassifierOptions,
   type Settings,
   warmupShape,
 } from './options.js';
+import { resolveRule } from './rule.js';
 import { TextTokenizer, type Encoded, type TruncationSide, type TruncationStrategy } from './tokenizer.js';
 import { invalid } from './validate.js';
 
@@ -85,7 +86,8 @@ interface Row {
   truncated: boolean;
 }
 /** The gate in force: the calibration's, unless turned off; asked for where there is none, an error. */
-function gateOf(settings: Settings, bundle: Bundle, bundleDir: string): Gate | undefined {
+function gateOf(settings: Settings, bundle: Bundle, bundleDir: string, candidate?: Gate): Gate | undefined {
+  if (candidate) return candidate;
   if (settings.gate === false) return undefined;
   const gate = bundle.calibration?.gate;
   if (!gate && settings.gate === true) {
@@ -137,7 +139,29 @@ interface Job {
   want: Want;
 }
 
+/**
+ * For calibrate only (index.ts does not export it): a classifier that serves `gate`, a gate
+ * being fitted, in place of the bundle's, so that the gate's threshold is chosen among the
+ * scores the engine itself serves. Options as Classifier.load takes them.
+ */
+export let loadWithCandidateGate: (
+  bundleDir: string,
+  options: ClassifierOptions<string, string>,
+  gate: Gate,
+) => Promise<Classifier<string, string>>;
+
 export class Classifier<L extends string = string, O extends string = 'Other'> {
+  static {
+    loadWithCandidateGate = async (bundleDir, options, gate) => {
+      const stack = callerStack(loadWithCandidateGate);
+      try {
+        return await Classifier.#load<string, string>(bundleDir, parseOptions(options), gate);
+      } catch (error) {
+        throw error instanceof BertgateError ? restack(error, stack) : fromNative(error, stack);
+      }
+    };
+  }
+
   readonly labels: readonly L[];
   readonly otherLabel: O;
   readonly #handle: NativeEngineHandle;
@@ -150,6 +174,8 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   #closed = false;
   #outOfMemorySplits = 0;
   readonly #drift: DriftMonitor | undefined;
+  /** Whether the model has a token type for a pair's second text. */
+  readonly #pairs: boolean;
   readonly #driftListeners = new Set<(stats: DriftStats) => void>();
   #closing: Promise<void> = Promise.resolve();
 
@@ -159,8 +185,10 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     policy: DecisionPolicy<L, O>,
     info: ClassifierInfo,
     drift: DriftMonitor | undefined,
+    pairs: boolean,
   ) {
     this.#drift = drift;
+    this.#pairs = pairs;
     this.#handle = handle;
     this.#tokenizer = tokenizer;
     this.#policy = policy;
@@ -211,11 +239,14 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   static async #load<L extends string, O extends string>(
     bundleDir: string,
     settings: Settings,
+    candidateGate?: Gate,
   ): Promise<Classifier<L, O>> {
     const runtime = await openRuntime();
-    const bundle = await readBundle(bundleDir, { gate: settings.gate !== false });
+    const bundle = await readBundle(bundleDir, { gate: settings.gate !== false && candidateGate === undefined });
     if (settings.verify) await verifyFiles(bundle);
     const resolved = resolveAgainstBundle(settings, bundle);
+    const gate = gateOf(settings, bundle, bundleDir, candidateGate);
+    const rule = resolveRule(settings, bundle, gate);
     const deviceName = settings.device === 'cpu' ? 'cpu' : `cuda:${settings.deviceIndex}`;
     if (bundle.quantization === 'int8' && settings.device === 'cuda') {
       throw new InvalidArgumentError(
@@ -230,7 +261,6 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       );
     }
     const { batching } = resolved;
-    const gate = gateOf(settings, bundle, bundleDir);
     const tokenizer = await TextTokenizer.load(bundle.tokenizerPath, {
       maxLength: bundle.maxLength,
       strategy: settings.truncation,
@@ -257,43 +287,18 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       await handle.close();
       throw error;
     }
-    // The map, the per-label thresholds and the guarantee were fitted at the calibration's
-    // temperature: with another (and the caller's own threshold: resolveAgainstBundle) none applies.
-    const calibration = bundle.calibration;
-    const own = temperatureOverrides(settings, bundle);
-    const map = own ? undefined : calibration?.map;
-    // The guarantee holds for the rule it was computed for: the calibrated thresholds, with the
-    // calibrated gate in front where there is one. A threshold of the caller's, or the gate
-    // turned off, is another rule, with no guarantee of its own.
-    const ownRule =
-      own ||
-      (settings.threshold !== undefined && settings.threshold !== calibration?.threshold) ||
-      Object.keys(settings.thresholds).length > 0 ||
-      (calibration?.gate !== undefined && gate === undefined);
-    const policy = new DecisionPolicy<L, O>(
-      bundle.labels as L[],
-      settings.otherLabel as O,
-      resolved.threshold,
-      // A threshold of the caller's applies to every label the caller does not name, the ones
-      // calibration certified per label included: it replaces the calibrated rule.
-      {
-        ...(own || settings.threshold !== undefined ? {} : calibration?.thresholds),
-        ...settings.thresholds,
-      } as Partial<Record<L, number | null>>,
-      map,
-      gate?.threshold,
-    );
+    const policy = new DecisionPolicy<L, O>(bundle.labels as L[], settings.otherLabel as O, rule, gate?.threshold);
     const info: ClassifierInfo = {
       bundleDir,
       labels: bundle.labels,
       otherLabel: settings.otherLabel,
       device: model.device,
       dtype: model.dtype,
-      threshold: resolved.threshold,
+      threshold: rule.threshold,
       thresholds: Object.fromEntries(bundle.labels.map((l, i) => [l, policy.thresholdFor(i)])),
-      confidenceMap: map !== undefined,
+      confidenceMap: rule.map !== undefined,
       gate: gate ? { alpha: gate.alpha, threshold: gate.threshold, dim: gate.dim } : null,
-      temperature: resolved.temperature,
+      temperature: rule.temperature,
       topK: resolved.topK,
       threads: settings.threads,
       maxLength: bundle.maxLength,
@@ -304,7 +309,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       frozen: model.frozen,
       quantization: bundle.quantization,
       randomWeights: bundle.manifest?.random_weights === true,
-      guarantee: ownRule ? undefined : calibration?.guarantee,
+      guarantee: rule.guarantee,
       model,
     };
     return new Classifier<L, O>(
@@ -312,7 +317,9 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       tokenizer,
       policy,
       info,
-      driftMonitor(settings, bundle, resolved.temperature, bundleDir),
+      driftMonitor(settings, bundle, rule.temperature, bundleDir),
+      // A pair's second text has token type 1: past a one-row table it would fail inside the model.
+      (model.typeVocabRows >= 0 ? model.typeVocabRows : bundle.typeVocabSize) >= 2,
     );
   }
 
@@ -500,6 +507,13 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     const call = (async () => {
       const { signal, timeoutMs } = parseCallOptions(options);
       const { single, inputs } = normaliseTexts(input, this.#info.maxTextLength);
+      const pair = this.#pairs ? -1 : inputs.findIndex((x) => typeof x !== 'string');
+      if (pair >= 0) {
+        throw new InvalidArgumentError(
+          `${single ? 'The text' : `texts[${pair}]`} is a text pair, but this model has one token type ` +
+            '(config.json "type_vocab_size" 1): it classifies single texts only',
+        );
+      }
       const rows = await this.#batcher.admit(
         inputs.length,
         async () =>

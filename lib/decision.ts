@@ -95,6 +95,15 @@ export function accepts(valid: boolean, confidence: number, threshold: number | 
   return valid && threshold !== null && confidence >= threshold;
 }
 
+/**
+ * The gate's test, and the one place it lives (calibrate fits its threshold with it, evaluate
+ * counts with it): a text passes when its served score is at most the threshold. A NaN score
+ * (NaN features) never passes.
+ */
+export function gatePasses(score: number, threshold: number): boolean {
+  return score <= threshold;
+}
+
 export class DecisionPolicy<L extends string, O extends string> {
   readonly labels: readonly L[];
   readonly otherLabel: O;
@@ -104,20 +113,19 @@ export class DecisionPolicy<L extends string, O extends string> {
   readonly gateThreshold: number | undefined;
   readonly #perLabel: Array<number | null>;
 
+  /** `rule.thresholds`: by label index (lib/rule.ts decides them). */
   constructor(
     labels: readonly L[],
     otherLabel: O,
-    threshold: number,
-    thresholds: Partial<Record<L, number | null>>,
-    map?: ConfidenceMap,
+    rule: { threshold: number; thresholds: readonly (number | null)[]; map: ConfidenceMap | undefined },
     gateThreshold?: number,
   ) {
     this.labels = labels;
     this.otherLabel = otherLabel;
-    this.threshold = threshold;
-    this.map = map;
+    this.threshold = rule.threshold;
+    this.map = rule.map;
     this.gateThreshold = gateThreshold;
-    this.#perLabel = labels.map((label) => (thresholds[label] === undefined ? threshold : (thresholds[label] ?? null)));
+    this.#perLabel = [...rule.thresholds];
   }
 
   /** The threshold in force for a label; null: that label is never accepted. */
@@ -175,7 +183,7 @@ export class DecisionPolicy<L extends string, O extends string> {
       truncated,
       scores,
     };
-    if (ood !== null && ood > (this.gateThreshold as number)) {
+    if (ood !== null && !gatePasses(ood, this.gateThreshold as number)) {
       return {
         accepted: false,
         label: this.otherLabel,

@@ -19,6 +19,7 @@ import {
   option,
   positiveFinite,
   probability,
+  temperatureProblem,
 } from './validate.js';
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
@@ -203,7 +204,7 @@ export interface Settings {
   deviceIndex: number;
   dtype: DType;
   threshold: number | undefined;
-  thresholds: Record<string, number>;
+  thresholds: Map<string, number>;
   otherLabel: string;
   temperature: number | undefined;
   topK: number | undefined;
@@ -245,12 +246,13 @@ export function parseOptions(options: unknown): Settings {
   if (dtype !== 'float32' && device === 'cpu') {
     throw new InvalidArgumentError(`The "dtype" option "${dtype}" needs a CUDA device; on "cpu" use "float32"`);
   }
-  const thresholds: Record<string, number> = {};
+  // A Map: a label named "constructor" or "__proto__" is a label like any other.
+  const thresholds = new Map<string, number>();
   if (o.thresholds !== undefined) {
     if (!isPlainObject(o.thresholds))
       throw invalid(option('thresholds'), 'an object mapping labels to numbers', o.thresholds);
     for (const [label, value] of Object.entries(o.thresholds)) {
-      thresholds[label] = probability(`the threshold for label ${JSON.stringify(label)}`, value);
+      thresholds.set(label, probability(`the threshold for label ${JSON.stringify(label)}`, value));
     }
   }
   let labels: readonly string[] | undefined;
@@ -280,7 +282,7 @@ export function parseOptions(options: unknown): Settings {
     threshold: o.threshold === undefined ? undefined : probability(option('threshold'), o.threshold),
     thresholds,
     otherLabel: (o.otherLabel as string | undefined) ?? DEFAULTS.otherLabel,
-    temperature: o.temperature === undefined ? undefined : positiveFinite(option('temperature'), o.temperature),
+    temperature: o.temperature === undefined ? undefined : temperature(o.temperature),
     topK: o.topK === undefined ? undefined : integerIn(option('topK'), o.topK, 1, MAX_TOP_K),
     threads: o.threads === undefined ? DEFAULTS.threads : integerIn(option('threads'), o.threads, 1, 1024),
     labels,
@@ -310,6 +312,12 @@ export function parseOptions(options: unknown): Settings {
         : oneOf(option('truncationSide'), o.truncationSide, ['right', 'left'] as const),
     batching: parseBatching(o),
   };
+}
+
+function temperature(value: unknown): number {
+  const problem = temperatureProblem(value);
+  if (problem) throw invalid(option('temperature'), problem, value);
+  return value as number;
 }
 
 function parseDrift(value: unknown): Settings['drift'] {
@@ -352,17 +360,11 @@ function parseBatching(o: Record<string, unknown>): BatchingOptions {
   return out;
 }
 
-/** Whether the caller's temperature replaces the calibration's (which then no longer applies). */
-export function temperatureOverrides(settings: Settings, bundle: Bundle): boolean {
-  const calibrated = bundle.calibration?.temperature;
-  return settings.temperature !== undefined && calibrated !== undefined && settings.temperature !== calibrated;
-}
-
-/** Applies the caller's expectations and the bundle's calibration to the settings. */
+/** Applies the caller's expectations to the bundle (the rule's own options: lib/rule.ts). */
 export function resolveAgainstBundle(
   settings: Settings,
   bundle: Bundle,
-): { threshold: number; temperature: number; topK: number; batching: Required<BatchingOptions> } {
+): { topK: number; batching: Required<BatchingOptions> } {
   if (settings.labels) {
     const expected = [...settings.labels].sort();
     const actual = [...bundle.labels].sort();
@@ -371,13 +373,6 @@ export function resolveAgainstBundle(
         'config.json',
         'id2label',
         `The "labels" option lists ${JSON.stringify(settings.labels)}, but config.json "id2label" names ${JSON.stringify(bundle.labels)}`,
-      );
-    }
-  }
-  for (const label of Object.keys(settings.thresholds)) {
-    if (!bundle.labels.includes(label)) {
-      throw new InvalidArgumentError(
-        `Unknown label ${JSON.stringify(label)} in the "thresholds" option; the model's labels are ${JSON.stringify(bundle.labels)}`,
       );
     }
   }
@@ -392,21 +387,6 @@ export function resolveAgainstBundle(
       `an integer in [1, ${bundle.labels.length}] (the model's label count)`,
       settings.topK,
     );
-  }
-  const calibration = bundle.calibration ?? {};
-  // Calibrated thresholds were chosen on the confidence at the calibration's temperature; at
-  // another they would cut a different scale and certify nothing. So a temperature of one's
-  // own comes with a threshold of one's own, never silently with the calibrated one.
-  if (temperatureOverrides(settings, bundle) && settings.threshold === undefined) {
-    const hasThresholds = calibration.threshold !== undefined || Object.keys(calibration.thresholds ?? {}).length > 0;
-    if (hasThresholds) {
-      throw new InvalidArgumentError(
-        `The "temperature" option (${settings.temperature}) differs from the calibration's ` +
-          `(${calibration.temperature}), whose thresholds and guarantee hold at that temperature only: ` +
-          'pass a "threshold" with it (the calibrated per-label thresholds and guarantee are then dropped), ' +
-          'or leave the temperature to calibration.json',
-      );
-    }
   }
   const d = DEFAULTS.batching;
   const cuda = settings.device === 'cuda';
@@ -433,8 +413,6 @@ export function resolveAgainstBundle(
     );
   }
   return {
-    threshold: settings.threshold ?? calibration.threshold ?? DEFAULTS.threshold,
-    temperature: settings.temperature ?? calibration.temperature ?? DEFAULTS.temperature,
     topK: settings.topK ?? Math.min(DEFAULTS.topK, bundle.labels.length),
     batching,
   };
