@@ -4,10 +4,12 @@
 // it, and every way of pairing a gate with a model that cannot serve it is a typed error.
 
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { copyFile, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
+import { gateScore } from '../lib/calibration/gate.js';
 import { BundleError, Classifier, InvalidArgumentError } from '../lib/index.js';
 import { bertgate, bundle, copyBundle } from './helpers.js';
 
@@ -75,6 +77,59 @@ describe('the out-of-distribution gate', () => {
     }
   });
 
+  it('has its threshold among the scores the engine serves, and flags exactly the texts above it', async () => {
+    // Fitted on fp32 served scores, the threshold is one of them: a calibration text at the
+    // threshold passes at run time exactly as it was counted (a float64 threshold would not be
+    // an fp32 value at all).
+    const calibration = JSON.parse(await readFile(join(copy.dir, 'calibration.json'), 'utf8'));
+    const lines = (await readFile(data, 'utf8')).trim().split('\n');
+    const odd = lines.filter((_, i) => i % 2 === 1).map((l) => (JSON.parse(l) as { text: string }).text);
+    const clf = await Classifier.load(copy.dir);
+    try {
+      const decisions = await clf.classify(odd);
+      const served = decisions.map((d) => d.scores?.ood as number);
+      const threshold = calibration.gate.threshold as number;
+      assert.equal(Math.fround(threshold), threshold);
+      assert.ok(served.includes(threshold), `${threshold} is not a served score`);
+      const rank = Math.ceil((1 - ALPHA) * (odd.length + 1));
+      assert.equal(served.filter((s) => s <= threshold).length, rank);
+      const flagged = decisions.filter((d) => !d.accepted && d.reason === 'out-of-distribution').length;
+      assert.equal(flagged, odd.length - rank);
+    } finally {
+      await clf.close();
+    }
+  });
+
+  it("records gate.bin's digest, and refuses another calibration's gate.bin of the same size", async () => {
+    const calibration = JSON.parse(await readFile(join(copy.dir, 'calibration.json'), 'utf8'));
+    const bytes = await readFile(join(copy.dir, 'gate.bin'));
+    assert.equal(calibration.gate.sha256, createHash('sha256').update(bytes).digest('hex'));
+    const other = await copyBundle('labels7-features');
+    try {
+      await copyFile(join(copy.dir, 'calibration.json'), join(other.dir, 'calibration.json'));
+      const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+      floats.reverse(); // same size, same numbers, another gate
+      await writeFile(join(other.dir, 'gate.bin'), new Uint8Array(floats.buffer));
+      await assert.rejects(
+        Classifier.load(other.dir),
+        (e: unknown) =>
+          e instanceof BundleError &&
+          e.file === 'gate.bin' &&
+          e.message.includes(
+            `but calibration.json "gate" says ${calibration.gate.sha256 as string}: it is another calibration's gate`,
+          ),
+      );
+      delete calibration.gate.sha256;
+      await writeFile(join(other.dir, 'calibration.json'), JSON.stringify(calibration));
+      await assert.rejects(
+        Classifier.load(other.dir),
+        (e: unknown) => e instanceof BundleError && e.field === 'gate' && e.message.includes('sha256 (of gate.bin)'),
+      );
+    } finally {
+      await other.cleanup();
+    }
+  });
+
   it('flags at most alpha of new in-distribution texts (a binomial bound), and names them', async () => {
     const clf = await Classifier.load(copy.dir);
     try {
@@ -124,10 +179,24 @@ describe('the out-of-distribution gate', () => {
     assert.equal(e.code, 0, e.stderr);
     const result = JSON.parse(e.stdout);
     assert.equal(result.gate.alpha, ALPHA);
-    assert.ok(result.gate.flagged >= 0 && result.gate.flagged < 0.3);
-    assert.equal(result.ood.length, 1);
-    assert.ok(result.ood[0].scores.gate.auroc > 0.5, JSON.stringify(result.ood[0].scores));
-    assert.ok(result.ood[0].flagged >= 0);
+    // The shares evaluate reports are the shares the classifier itself flags.
+    const clf = await Classifier.load(copy.dir);
+    try {
+      const share = async (file: string): Promise<number> => {
+        const lines = (await readFile(file, 'utf8')).trim().split('\n');
+        const decisions = await clf.classify(lines.map((l) => (JSON.parse(l) as { text: string }).text));
+        return decisions.filter((d) => !d.accepted && d.reason === 'out-of-distribution').length / lines.length;
+      };
+      assert.equal(result.gate.flagged, await share(data));
+      assert.ok(result.gate.flagged > 0 && result.gate.flagged < 0.3, String(result.gate.flagged));
+      assert.equal(result.ood.length, 1);
+      assert.ok(result.ood[0].scores.gate.auroc > 0.5, JSON.stringify(result.ood[0].scores));
+      const oodShare = await share(ood);
+      assert.ok(oodShare > 2 * ALPHA, `only ${oodShare} of the OOD texts flagged`);
+      assert.equal(result.ood[0].flagged, oodShare);
+    } finally {
+      await clf.close();
+    }
   });
 
   it('is refused with a model that does not return features, or of another width, or a damaged gate.bin', async () => {
@@ -202,12 +271,16 @@ describe('the out-of-distribution gate', () => {
   it('a gate.bin holding NaN or Infinity is refused; with gate: false, gate.bin is not needed', async () => {
     const bad = await copyBundle('labels7-features');
     try {
-      await copyFile(join(copy.dir, 'calibration.json'), join(bad.dir, 'calibration.json'));
       const bytes = await readFile(join(copy.dir, 'gate.bin'));
       for (const value of [Number.NaN, Number.POSITIVE_INFINITY, 1e38]) {
         const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
         floats[floats.length - 1] = value;
-        await writeFile(join(bad.dir, 'gate.bin'), new Uint8Array(floats.buffer));
+        const changed = new Uint8Array(floats.buffer);
+        await writeFile(join(bad.dir, 'gate.bin'), changed);
+        // Bound to its calibration.json, so that the check of the numbers themselves is reached.
+        const calibration = JSON.parse(await readFile(join(copy.dir, 'calibration.json'), 'utf8'));
+        calibration.gate.sha256 = createHash('sha256').update(changed).digest('hex');
+        await writeFile(join(bad.dir, 'calibration.json'), JSON.stringify(calibration));
         await assert.rejects(
           Classifier.load(bad.dir),
           (e: unknown) =>
@@ -312,7 +385,33 @@ describe('the out-of-distribution gate', () => {
         assert.equal(decisions.filter((d) => !d.accepted && d.reason === 'invalid').length, 0);
         const flagged = decisions.filter((d) => !d.accepted && d.reason === 'out-of-distribution').length;
         assert.ok(flagged < 300 * 0.3, `${flagged} of 300 in-distribution texts flagged`);
-        for (const d of decisions) assert.ok(Number.isFinite(d.scores?.ood), JSON.stringify(d.scores));
+        // The engine's fp32 score against gateScore's float64 one, from gate.bin's numbers and the
+        // model's own features.
+        const calibration = JSON.parse(await readFile(join(partial.dir, 'calibration.json'), 'utf8'));
+        const bytes = await readFile(join(partial.dir, 'gate.bin'));
+        const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+        const { dim, width } = calibration.gate;
+        const gate = { dim, width, projection: floats.subarray(0, dim * width), centres: floats.subarray(dim * width) };
+        const features = await clf.features(sample);
+        // fp32 sums of whitened (large) coordinates: the error scales with the coordinates'
+        // squares, not with the (much smaller) distance left after cancellation.
+        const largestCentre = Array.from({ length: dim }, (_, r) =>
+          Math.max(...Array.from({ length: 7 }, (_, c) => Math.abs(gate.centres[c * dim + r] as number))),
+        );
+        decisions.forEach((d, i) => {
+          const f = features[i] as Float32Array;
+          const served = d.scores?.ood as number;
+          const reference = gateScore(gate, f);
+          let scale = 0;
+          for (let r = 0; r < dim; r++) {
+            let z = 0;
+            for (let j = 0; j < width; j++)
+              z += Math.abs((gate.projection[r * width + j] as number) * (f[j] as number));
+            scale += (z + (largestCentre[r] as number)) ** 2;
+          }
+          assert.ok(Number.isFinite(served), JSON.stringify(d.scores));
+          assert.ok(Math.abs(served - reference) <= 1e-5 * scale, `${served} vs ${reference} (scale ${scale})`);
+        });
       } finally {
         await clf.close();
       }

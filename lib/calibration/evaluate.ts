@@ -3,7 +3,7 @@
  * well each confidence score separates out-of-distribution texts.
  */
 
-import { accepts } from '../decision.js';
+import { accepts, gatePasses } from '../decision.js';
 import { mulberry32 } from '../seeded-random.js';
 import {
   auroc,
@@ -110,7 +110,7 @@ export function evaluate(
   const rows = raw.map((r) => (r.valid ? { ...r, maxProbability: confidenceOf(r.maxProbability) } : r));
   // As decision.ts decides: the gate first (NaN: never accepted), then the threshold.
   const passes = (gateScore: number | undefined): boolean =>
-    gate === undefined || (gateScore !== undefined && gateScore <= gate.threshold);
+    gate === undefined || (gateScore !== undefined && gatePasses(gateScore, gate.threshold));
   const accepted = rows.filter(
     (r, i) => passes(gate?.scores[i]) && accepts(r.valid, r.maxProbability, thresholdOf(r.predicted)),
   );

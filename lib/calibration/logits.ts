@@ -5,12 +5,12 @@ import type { Classifier } from '../classifier.js';
 const CHUNK = 512;
 
 /** `call` over the texts CHUNK at a time, its rows in order. */
-async function inChunks(
+async function inChunks<T>(
   texts: readonly string[],
-  call: (chunk: string[]) => Promise<Float32Array[]>,
+  call: (chunk: string[]) => Promise<T[]>,
   onProgress?: (done: number, total: number) => void,
-): Promise<Float32Array[]> {
-  const out: Float32Array[] = [];
+): Promise<T[]> {
+  const out: T[] = [];
   for (let start = 0; start < texts.length; start += CHUNK) {
     out.push(...(await call(texts.slice(start, start + CHUNK))));
     onProgress?.(out.length, texts.length);
@@ -36,19 +36,18 @@ export function featuresOf(
 }
 
 /**
- * The max probability the classifier serves for each text (its fused fp32 pass at its
- * temperature, as decisions carry it; 0 for a text with invalid logits).
+ * What the classifier serves for each text, from its fused fp32 pass at its temperature, as
+ * decisions carry it: the max probability (0 for a text with invalid logits) and the gate's
+ * score (NaN without a gate, or for such a text). Thresholds are chosen among these values.
  */
-export async function servedMaxProbability(
+export async function servedScores(
   classifier: Classifier<string, string>,
   texts: readonly string[],
   onProgress?: (done: number, total: number) => void,
-): Promise<Float64Array> {
-  const out = new Float64Array(texts.length);
-  for (let start = 0; start < texts.length; start += CHUNK) {
-    const decisions = await classifier.classify(texts.slice(start, start + CHUNK));
-    decisions.forEach((d, i) => (out[start + i] = d.probability));
-    onProgress?.(Math.min(texts.length, start + CHUNK), texts.length);
-  }
-  return out;
+): Promise<{ maxProbability: Float64Array; ood: Float64Array }> {
+  const decisions = await inChunks(texts, (chunk) => classifier.classify(chunk), onProgress);
+  return {
+    maxProbability: Float64Array.from(decisions, (d) => d.probability),
+    ood: Float64Array.from(decisions, (d) => d.scores?.ood ?? Number.NaN),
+  };
 }

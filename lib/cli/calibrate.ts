@@ -1,19 +1,27 @@
 // bertgate calibrate: temperature, threshold(s) and their guarantee from labelled data,
 // written to calibration.json (with a reliability diagram and a risk-coverage curve).
 
-import { mkdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, realpath, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { calibrate, type CalibrateRequest } from '../calibration/calibrate.js';
 import { readLabelled, type LabelledData } from '../calibration/data.js';
-import { conformalThreshold, fitGate, gateFitUsable, gateScore, type GateFit } from '../calibration/gate.js';
-import { featuresOf, logitsOf, servedMaxProbability } from '../calibration/logits.js';
+import { writeCalibration } from '../calibration/file.js';
+import {
+  DEFAULT_GATE_DIM,
+  candidateGate,
+  fitGateDirections,
+  gateRecord,
+  thresholdGate,
+  type GateDirections,
+} from '../calibration/fit-gate.js';
+import { logitsOf, servedScores } from '../calibration/logits.js';
 import type { Predictions } from '../calibration/metrics.js';
 import { fitTemperature } from '../calibration/temperature.js';
 import { reliabilitySvg, riskCoverageSvg } from '../calibration/plots.js';
 import { InsufficientDataError } from '../calibration/thresholds.js';
-import { Classifier } from '../classifier.js';
+import { Classifier, loadWithCandidateGate } from '../classifier.js';
 import { DataError, InvalidArgumentError } from '../errors.js';
 import { RUNTIME_FLAGS, classifierOptions } from './options.js';
 import { progressBar } from './progress.js';
@@ -81,8 +89,7 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   const classifier = await Classifier.load(bundle, fresh);
   let predictions: Predictions;
   let data: LabelledData;
-  let gate:
-    { fit: GateFit; threshold: number; rows: boolean[]; flagged: boolean[]; fittedOn: string; n: number } | undefined;
+  let directions: GateDirections | undefined;
   try {
     data = await readLabelled(values.data, classifier.labels);
     const logits = await logitsOf(
@@ -93,25 +100,28 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
     const labelIndex = new Map(classifier.labels.map((l, i) => [l, i]));
     predictions = { logits, labels: data.examples.map((e) => labelIndex.get(e.label) as number) };
     if (gateAlpha !== undefined) {
-      gate = await fitGateFor(
+      directions = await fitGateDirections(
         classifier,
         data,
         predictions.labels,
-        gateAlpha,
         gateDim,
         values['gate-data'],
-        labelIndex,
+        progressBar('gate features'),
       );
     }
   } finally {
     await classifier.close();
   }
-  // The thresholds go on what the classifier will serve: its own pass at the fitted temperature.
+  // The thresholds (and the gate's) go on what the classifier will serve: its own pass at the
+  // fitted temperature, with the fitted gate.
   const temperature = fitTemperature(predictions);
-  const serving = await Classifier.load(bundle, { ...fresh, temperature, threshold: 0, topK: 1 });
-  let served: Float64Array;
+  const servingOptions = { ...fresh, temperature, threshold: 0, topK: 1 };
+  const serving = directions
+    ? await loadWithCandidateGate(bundle, servingOptions, candidateGate(directions))
+    : await Classifier.load(bundle, servingOptions);
+  let served;
   try {
-    served = await servedMaxProbability(
+    served = await servedScores(
       serving,
       data.examples.map((e) => e.text),
       progressBar('served'),
@@ -119,6 +129,7 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   } finally {
     await serving.close();
   }
+  const gate = directions && thresholdGate(directions, served.ood, gateAlpha as number, values.data);
   let outcome;
   try {
     outcome = calibrate(
@@ -126,10 +137,7 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
       serving.labels,
       request,
       { file: values.data, sha256: data.sha256 },
-      {
-        temperature,
-        maxProbability: served,
-      },
+      { temperature, maxProbability: served.maxProbability },
       gate ? { rows: gate.rows, flagged: gate.flagged } : {},
     );
   } catch (error) {
@@ -139,31 +147,7 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
 
   const out = values.out ?? bundle;
   await mkdir(out, { recursive: true });
-  if (gate) {
-    outcome.file.gate = {
-      kind: 'mahalanobis',
-      directions: 'least within-class variance, whitened',
-      dim: gate.fit.dim,
-      width: gate.fit.width,
-      alpha: gateAlpha as number,
-      threshold: gate.threshold,
-      file: 'gate.bin',
-      fitted_on: gate.fittedOn,
-      thresholded_on: gate.n,
-      guarantee: `split conformal: at most a share ${gateAlpha} of in-distribution texts flagged (marginally, for texts exchangeable with the calibration data)`,
-    };
-    if (outcome.file.guarantee.kind === 'selective-risk') {
-      outcome.file.guarantee.method +=
-        "; on the texts the gate does not flag, which are never accepted: the guarantee is the combined rule's";
-    }
-    const bytes = new Float32Array(gate.fit.projection.length + gate.fit.centres.length);
-    bytes.set(gate.fit.projection);
-    bytes.set(gate.fit.centres, gate.fit.projection.length);
-    await writeFile(join(out, 'gate.bin'), Buffer.from(bytes.buffer));
-  } else {
-    await rm(join(out, 'gate.bin'), { force: true }); // a gate of an earlier calibration would not fit this one
-  }
-  await writeFile(join(out, 'calibration.json'), JSON.stringify(outcome.file, null, 2) + '\n');
+  await writeCalibration(out, outcome.file, gate ? { record: gateRecord(gate), fit: gate.fit } : undefined);
   await writeFile(
     join(out, 'reliability.svg'),
     reliabilitySvg(outcome.binsBefore, outcome.binsAfter, outcome.file.temperature),
@@ -194,7 +178,12 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
         `confidence: accepts ${(g.coverage * 100).toFixed(1)}% (${g.accepted}), ${g.errors} errors; selective risk ` +
         `<= ${f(g.bound)} <= ${f(g.risk)} with probability >= ${1 - g.delta}` +
         `${outcome.file.thresholds ? ' for every accepted label' : ''}, i.e. accuracy on accepted >= ${f(g.target_accuracy)}`
-      : `threshold ${f(outcome.file.threshold)} on the calibrated confidence: accepts ${(g.coverage * 100).toFixed(1)}% (no guarantee)`,
+      : `threshold ${f(outcome.file.threshold)} on the calibrated confidence: accepts ${(g.coverage * 100).toFixed(1)}% (no guarantee)` +
+        // Many texts share a confidence where the map is flat: no threshold splits them.
+        (g.coverage > g.requested + 0.005
+          ? `; warning: --coverage ${g.requested} was asked for, but ${(g.coverage * 100).toFixed(1)}% of the texts ` +
+            'have a confidence at or above the lowest threshold that accepts that many (ties where the confidence map is flat)'
+          : ''),
     ...(outcome.file.thresholds
       ? [
           `per-label thresholds certified for ${Object.values(outcome.file.thresholds).filter((t) => t !== null).length} ` +
@@ -207,14 +196,6 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** Directions the gate keeps by default: fp32 numbers for 128 x 384 + 50 x 128 fit the bundle budget. */
-const DEFAULT_GATE_DIM = 128;
-
-/**
- * Fits the gate on --gate-data when given (then its threshold and the guarantee use all of
- * --data), else on a fixed half of --data (then its threshold and the guarantee use the other
- * half: the gate's fit never meets the texts its guarantees are counted on).
- */
 /** --out: a directory (made if missing) that holds no other bundle's model.pt. */
 async function checkOut(out: string, bundle: string): Promise<void> {
   if (out === '') throw new InvalidArgumentError('Expected --out to be a directory, got ""');
@@ -233,100 +214,4 @@ async function checkOut(out: string, bundle: string): Promise<void> {
         'was not fitted for; give an empty directory, or the model directory itself',
     );
   }
-}
-
-/** A within-class covariance from fewer texts than directions kept is singular along the rest. */
-function enoughToFit(source: string, texts: number, dim: number): void {
-  if (texts <= dim) {
-    throw new DataError(
-      source,
-      undefined,
-      `${source}: ${texts} texts cannot fit a gate of ${dim} directions (it needs more texts than directions; ` +
-        'lower --gate-dim or give more --gate-data)',
-    );
-  }
-}
-
-async function fitGateFor(
-  classifier: Classifier<string, string>,
-  data: LabelledData,
-  labels: number[],
-  alpha: number,
-  dim: number,
-  gateData: string | undefined,
-  labelIndex: Map<string, number>,
-): Promise<{ fit: GateFit; threshold: number; rows: boolean[]; flagged: boolean[]; fittedOn: string; n: number }> {
-  if (classifier.info.model.featureWidth === 0) {
-    throw new InvalidArgumentError(
-      `--gate-alpha needs a model that returns its features; ${classifier.info.bundleDir}/model.pt returns none (export it with --features)`,
-    );
-  }
-  const features = await featuresOf(
-    classifier,
-    data.examples.map((e) => e.text),
-    progressBar('features'),
-  );
-  features.forEach((f, i) => {
-    if (!f.every(Number.isFinite)) {
-      throw new DataError(
-        data.file,
-        undefined,
-        `${data.file}: the model's features for example ${i + 1} (${JSON.stringify(data.examples[i]?.text.slice(0, 40))}) hold NaN or infinite values`,
-      );
-    }
-  });
-  let fit: GateFit;
-  let rows: boolean[];
-  let fittedOn: string;
-  if (gateData) {
-    const other = await readLabelled(gateData, classifier.labels);
-    const fitFeatures = await featuresOf(
-      classifier,
-      other.examples.map((e) => e.text),
-      progressBar('gate data'),
-    );
-    enoughToFit(gateData, other.examples.length, Math.min(dim, classifier.info.model.featureWidth));
-    fit = fitGate(
-      fitFeatures,
-      other.examples.map((e) => labelIndex.get(e.label) as number),
-      classifier.labels.length,
-      dim,
-    );
-    rows = data.examples.map(() => true);
-    fittedOn = `${gateData} (${other.examples.length} texts)`;
-  } else {
-    // Every other text, in file order: fixed, and independent of the labels.
-    rows = data.examples.map((_, i) => i % 2 === 1);
-    const half = features.filter((_, i) => !rows[i]);
-    enoughToFit(`${data.file} (its even lines)`, half.length, Math.min(dim, classifier.info.model.featureWidth));
-    fit = fitGate(
-      half,
-      labels.filter((_, i) => !rows[i]),
-      classifier.labels.length,
-      dim,
-    );
-    fittedOn = `${data.file}, its even lines (${half.length} texts)`;
-  }
-  if (!gateFitUsable(fit)) {
-    const source = gateData ?? data.file;
-    throw new DataError(
-      source,
-      undefined,
-      `the model's features of ${fittedOn} have too little spread to fit a gate of ${dim} directions ` +
-        '(too few texts, or all alike): fit it on more, varied labelled texts (--gate-data)',
-    );
-  }
-  const scores = features.map((f) => gateScore(fit, f));
-  const threshold = conformalThreshold(
-    scores.filter((_, i) => rows[i]),
-    alpha,
-  );
-  if (!Number.isFinite(threshold)) {
-    throw new DataError(
-      data.file,
-      undefined,
-      `${rows.filter(Boolean).length} texts are too few for a gate at alpha ${alpha}`,
-    );
-  }
-  return { fit, threshold, rows, flagged: scores.map((s) => s > threshold), fittedOn, n: rows.filter(Boolean).length };
 }

@@ -5,27 +5,19 @@ import { parseArgs } from 'node:util';
 
 import { readLabelled, readTexts } from '../calibration/data.js';
 import { evaluate, type OodSet } from '../calibration/evaluate.js';
-import { logitsOf } from '../calibration/logits.js';
+import { logitsOf, servedScores } from '../calibration/logits.js';
 import { Classifier } from '../classifier.js';
 import { InvalidArgumentError } from '../errors.js';
 import { MODEL_FLAGS, classifierOptions } from './options.js';
 import { progressBar } from './progress.js';
 
-/** The gate's score of each text, from the classifier's own decisions (null without a gate). */
+/** The gate's score of each text, as the classifier serves it. */
 async function gateScores(
   classifier: Classifier<string, string>,
   texts: readonly string[],
   name: string,
 ): Promise<number[]> {
-  const out: number[] = [];
-  const progress = progressBar(name);
-  for (let start = 0; start < texts.length; start += 512) {
-    for (const d of await classifier.classify(texts.slice(start, start + 512))) {
-      out.push(d.scores === null ? Number.NaN : (d.scores.ood as number));
-    }
-    progress(out.length, texts.length);
-  }
-  return out;
+  return Array.from((await servedScores(classifier, texts, progressBar(name))).ood);
 }
 
 export async function evaluateCommand(argv: string[]): Promise<number> {

@@ -1,0 +1,155 @@
+/**
+ * Fitting the out-of-distribution gate for calibrate: its directions and centres from the
+ * model's features (gate.ts), then its threshold among the scores the engine serves with that
+ * gate. The engine computes the score in fp32 (native/engine/ood_gate.cpp); a threshold chosen
+ * on a float64 recomputation could sit within an ulp of a served score and flip it, so the
+ * threshold is one of the served scores themselves, compared as decision.ts compares it.
+ */
+
+import type { Classifier } from '../classifier.js';
+import { gatePasses } from '../decision.js';
+import { DataError, InvalidArgumentError } from '../errors.js';
+import { readLabelled, type LabelledData } from './data.js';
+import type { Gate, GateRecord } from './file.js';
+import { conformalThreshold, fitGate, gateFitUsable, type GateFit } from './gate.js';
+import { featuresOf } from './logits.js';
+
+/** Directions the gate keeps by default: fp32 numbers for 128 x 384 + 50 x 128 fit the bundle budget. */
+export const DEFAULT_GATE_DIM = 128;
+
+export interface GateDirections {
+  fit: GateFit;
+  /** The texts of the data the threshold and the guarantee are counted on (not those it was fitted on). */
+  rows: boolean[];
+  fittedOn: string;
+}
+
+export interface FittedGate extends GateDirections {
+  alpha: number;
+  threshold: number;
+  /** Per text of the data: whether the gate flags it (never accepted). */
+  flagged: boolean[];
+  /** Texts the threshold was chosen among. */
+  n: number;
+}
+
+/** A within-class covariance from fewer texts than directions kept is singular along the rest. */
+function enoughToFit(source: string, texts: number, dim: number): void {
+  if (texts <= dim) {
+    throw new DataError(
+      source,
+      undefined,
+      `${source}: ${texts} texts cannot fit a gate of ${dim} directions (it needs more texts than directions; ` +
+        'lower --gate-dim or give more --gate-data)',
+    );
+  }
+}
+
+/**
+ * Fits the gate on `gateData` when given (then its threshold and the guarantee use all of the
+ * data), else on a fixed half of the data (then they use the other half: the gate's fit never
+ * meets the texts its guarantees are counted on).
+ */
+export async function fitGateDirections(
+  classifier: Classifier<string, string>,
+  data: LabelledData,
+  labels: readonly number[],
+  dim: number,
+  gateData: string | undefined,
+  onProgress?: (done: number, total: number) => void,
+): Promise<GateDirections> {
+  const width = classifier.info.model.featureWidth;
+  if (width === 0) {
+    throw new InvalidArgumentError(
+      `--gate-alpha needs a model that returns its features; ${classifier.info.bundleDir}/model.pt returns none (export it with --features)`,
+    );
+  }
+  const labelIndex = new Map(classifier.labels.map((l, i) => [l, i]));
+  const source = gateData === undefined ? data : await readLabelled(gateData, classifier.labels);
+  const rows = data.examples.map((_, i) => gateData !== undefined || i % 2 === 1);
+  // Every other text, in file order: fixed, and independent of the labels.
+  const fitting = gateData === undefined ? data.examples.filter((_, i) => !rows[i]) : source.examples;
+  const fitLabels =
+    gateData === undefined
+      ? labels.filter((_, i) => !rows[i])
+      : source.examples.map((e) => labelIndex.get(e.label) as number);
+  const name = gateData ?? `${data.file} (its even lines)`;
+  enoughToFit(name, fitting.length, Math.min(dim, width));
+  const features = await featuresOf(
+    classifier,
+    fitting.map((e) => e.text),
+    onProgress,
+  );
+  features.forEach((f, i) => {
+    if (!f.every(Number.isFinite)) {
+      throw new DataError(
+        source.file,
+        undefined,
+        `${source.file}: the model's features for ${JSON.stringify(fitting[i]?.text.slice(0, 40))} hold NaN or infinite values`,
+      );
+    }
+  });
+  const fit = fitGate(features, fitLabels, classifier.labels.length, dim);
+  const fittedOn =
+    gateData === undefined
+      ? `${data.file}, its even lines (${fitting.length} texts)`
+      : `${gateData} (${fitting.length} texts)`;
+  if (!gateFitUsable(fit)) {
+    throw new DataError(
+      source.file,
+      undefined,
+      `the model's features of ${fittedOn} have too little spread to fit a gate of ${dim} directions ` +
+        '(too few texts, or all alike): fit it on more, varied labelled texts (--gate-data)',
+    );
+  }
+  return { fit, rows, fittedOn };
+}
+
+/** The fitted directions as a gate the engine can serve, its threshold not yet chosen (nothing flagged). */
+export function candidateGate(directions: GateDirections): Gate {
+  const { fit } = directions;
+  return { ...fit, threshold: Number.POSITIVE_INFINITY, alpha: 1 };
+}
+
+/**
+ * The split-conformal threshold among `served`, the engine's scores of the data with the
+ * candidate gate; a NaN score (NaN features) is flagged, as decision.ts flags it.
+ */
+export function thresholdGate(
+  directions: GateDirections,
+  served: ArrayLike<number>,
+  alpha: number,
+  file: string,
+): FittedGate {
+  const { rows } = directions;
+  const scores = Array.from(served);
+  const counted = scores.filter((_, i) => rows[i]).map((s) => (Number.isNaN(s) ? Number.POSITIVE_INFINITY : s));
+  const threshold = conformalThreshold(counted, alpha);
+  if (!Number.isFinite(threshold)) {
+    throw new DataError(file, undefined, `${counted.length} texts are too few for a gate at alpha ${alpha}`);
+  }
+  return {
+    ...directions,
+    alpha,
+    threshold,
+    flagged: scores.map((s) => !gatePasses(s, threshold)),
+    n: counted.length,
+  };
+}
+
+/** What calibration.json records of the gate (the file and its digest are added where it is written). */
+export function gateRecord(gate: FittedGate): Omit<GateRecord, 'file' | 'sha256'> {
+  return {
+    kind: 'mahalanobis',
+    directions: 'least within-class variance, whitened',
+    dim: gate.fit.dim,
+    width: gate.fit.width,
+    alpha: gate.alpha,
+    threshold: gate.threshold,
+    fitted_on: gate.fittedOn,
+    thresholded_on: gate.n,
+    guarantee:
+      `split conformal: at most a share ${gate.alpha} of in-distribution texts flagged ` +
+      '(marginally, for texts exchangeable with the calibration data)',
+  };
+}
