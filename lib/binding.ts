@@ -146,6 +146,11 @@ export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..
 
 let addon: { native: NativeAddon; path: string } | undefined;
 
+// What every bertgate addon exports: a module without one of them is another package's.
+const ADDON_FUNCTIONS = ['openRuntime', 'quiesce', 'buildInfo', 'EngineHandle'] as const satisfies ReadonlyArray<
+  keyof NativeAddon
+>;
+
 /** The addon alone: it has no libtorch dependency, so this works even where libtorch is missing. */
 export function loadAddon(): { native: NativeAddon; path: string } {
   if (addon) return addon;
@@ -176,6 +181,18 @@ export function loadAddon(): { native: NativeAddon; path: string } {
     throw new RuntimeLoadError('ERR_ADDON_LOAD', `the native addon at ${path} failed to load: ${message}${glibc}`, {
       cause: error,
     });
+  }
+  // Another package's N-API module loads just as well; using it would fail untyped, and the
+  // exit hook below would throw on the way out.
+  const missing = ADDON_FUNCTIONS.filter(
+    (name) => typeof (native as unknown as Record<string, unknown>)[name] !== 'function',
+  );
+  if (missing.length > 0) {
+    throw new RuntimeLoadError(
+      'ERR_ADDON_LOAD',
+      `${path}${choice.source === 'BERTGATE_ADDON' ? ' (named by BERTGATE_ADDON)' : ''} is a native module, ` +
+        `but not bertgate's addon: it has no ${missing.join(', ')}`,
+    );
   }
   // process.exit() skips the addon's cleanup hooks and runs C exit(), whose static destructors
   // would pull libtorch out from under a forward pass: stop the native workers first. Only on
