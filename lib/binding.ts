@@ -27,6 +27,7 @@ import {
   formatSteps,
   readCxx11Abi,
   type LibtorchLocation,
+  type LookupResult,
   type LookupStep,
 } from './libtorch.js';
 
@@ -224,7 +225,7 @@ interface Plan extends Omit<Runtime, 'cuda'> {
 // The environment the lookup and the choice read: when it changes, they are made again.
 const PLAN_INPUTS = ['LIBTORCH', 'BERTGATE_PYTHON', 'VIRTUAL_ENV', 'PATH', 'BERTGATE_CUDA', 'BERTGATE_ENGINE'] as const;
 // A copy of the whole environment (the lookup runs Python with it), taken when a call is made.
-type PlanEnv = Readonly<NodeJS.ProcessEnv>;
+export type PlanEnv = Readonly<NodeJS.ProcessEnv>;
 const planKey = (env: PlanEnv): string => JSON.stringify(PLAN_INPUTS.map((name) => env[name] ?? null));
 
 let opened: { key: string; env: PlanEnv; runtime: Promise<Runtime> } | undefined;
@@ -234,17 +235,14 @@ let opened: { key: string; env: PlanEnv; runtime: Promise<Runtime> } | undefined
  * Once per process: later calls share the first runtime, unless the lookup's environment has
  * changed and now finds another libtorch or engine, which is refused (ERR_LIBTORCH_CONFLICT):
  * a process holds one libtorch. Each call works with the environment as it was when it was
- * made, even while an earlier call is still opening.
+ * made, even while an earlier call is still opening. `lookup`: findLibtorch's answer for
+ * `env`, when the caller has it already (doctor), so that a slow Python is asked once.
  */
-export function openRuntime(): Promise<Runtime> {
-  return openWith({ ...process.env });
-}
-
-function openWith(env: PlanEnv): Promise<Runtime> {
+export function openRuntime(env: PlanEnv = { ...process.env }, lookup?: LookupResult): Promise<Runtime> {
   const key = planKey(env);
   const current = opened;
   if (!current) {
-    const runtime = plan(env).then(open);
+    const runtime = plan(env, lookup).then(open);
     opened = { key, env, runtime };
     // A fixed environment may succeed on the next try.
     runtime.catch(() => {
@@ -255,7 +253,7 @@ function openWith(env: PlanEnv): Promise<Runtime> {
   if (current.key === key) return current.runtime;
   return current.runtime.then(
     async (first) => {
-      const next = await plan(env);
+      const next = await plan(env, lookup);
       if (next.libtorch.dir === first.libtorch.dir && next.engine.chosen.path === first.engine.chosen.path) {
         return first;
       }
@@ -274,15 +272,15 @@ function openWith(env: PlanEnv): Promise<Runtime> {
       );
     },
     // The first attempt failed (and was forgotten): this environment gets its own.
-    () => openWith(env),
+    () => openRuntime(env, lookup),
   );
 }
 
-async function plan(env: PlanEnv): Promise<Plan> {
+async function plan(env: PlanEnv, lookup: LookupResult | undefined): Promise<Plan> {
   const { native, path } = loadAddon();
   const addonDir = dirname(path);
   const engines = readEngines(addonDir);
-  const { location, steps } = await findLibtorch(env);
+  const { location, steps } = lookup ?? (await findLibtorch(env));
   if (!location) {
     throw new RuntimeLoadError(
       'ERR_LIBTORCH_NOT_FOUND',
