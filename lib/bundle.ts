@@ -8,7 +8,8 @@ import { createReadStream } from 'node:fs';
 import { access, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { PACKAGE_ROOT, type NativeModelInfo } from './binding.js';
+import type { NativeModelInfo } from './binding.js';
+import { PACKAGE_ROOT } from './runtime/package-root.js';
 import { GATE_MAX_THRESHOLD, GATE_MAX_VALUE } from './calibration/gate.js';
 import { isConfidenceMap, type ConfidenceMap } from './confidence-map.js';
 import { DRIFT_BINS, type DriftReference } from './drift.js';

@@ -8,7 +8,7 @@
  */
 
 import { Batcher, type BatchEvent, type BatcherStats } from './batcher.js';
-import { openRuntime, type NativeEngineHandle, type NativeInferResult, type NativeModelInfo } from './binding.js';
+import type { NativeEngineHandle, NativeInferResult, NativeModelInfo } from './binding.js';
 import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles, type Bundle, type Gate } from './bundle.js';
 import { DecisionPolicy, type Decision } from './decision.js';
 import { DriftMonitor, type DriftState, type DriftStats } from './drift.js';
@@ -35,6 +35,7 @@ import {
   type Settings,
   warmupShape,
 } from './options.js';
+import { openRuntime } from './runtime/open.js';
 import { TextTokenizer, type Encoded, type TruncationSide, type TruncationStrategy } from './tokenizer.js';
 import { invalid } from './validate.js';
 

@@ -10,11 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { PACKAGE_ROOT } from '../lib/binding.js';
-import { elfProblem } from '../lib/elf.js';
-import { verifyEngine, type EngineCandidate } from '../lib/engines.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
+import { elfProblem } from '../lib/runtime/elf.js';
+import { verifyEngine, type EngineCandidate } from '../lib/runtime/engines.js';
 import { RuntimeLoadError } from '../lib/errors.js';
-import { findLibtorch, formatSteps } from '../lib/libtorch.js';
+import { findLibtorch, formatSteps } from '../lib/runtime/libtorch.js';
 
 const REBUILD = 'Reinstall bertgate, or rebuild it (npx bertgate build).';
 

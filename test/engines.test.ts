@@ -15,8 +15,8 @@ import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
-import { prebuildDir } from '../lib/addon-path.js';
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { prebuildDir } from '../lib/runtime/addon-path.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import {
   ENGINE_MANIFEST,
   chooseEngine,
@@ -25,7 +25,7 @@ import {
   verifyEngine,
   type EngineEntry,
   type LibtorchTraits,
-} from '../lib/engines.js';
+} from '../lib/runtime/engines.js';
 import { RuntimeLoadError } from '../lib/errors.js';
 
 const exec = promisify(execFile);

@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { RuntimeLoadError } from '../lib/errors.js';
-import { cudaDecision, findLibtorch, formatSteps, type LibtorchLocation } from '../lib/libtorch.js';
+import { cudaDecision, findLibtorch, formatSteps, type LibtorchLocation } from '../lib/runtime/libtorch.js';
 import { type CliRun, bertgate } from './helpers.js';
 
 const exec = promisify(execFile);

@@ -7,11 +7,13 @@
 import { dirname } from 'node:path';
 import { availableParallelism } from 'node:os';
 
+import type { NativeBuildInfo, NativeRuntimeInfo } from '../binding.js';
 import { chooseAddon, type AddonSource } from './addon-path.js';
-import { PACKAGE_ROOT, loadAddon, openRuntime, type NativeBuildInfo, type NativeRuntimeInfo } from './binding.js';
 import { chooseEngine, readEngines, type EngineChoice } from './engines.js';
-import { DEFAULTS } from './options.js';
 import { cudaDecision, findLibtorch, readCxx11Abi, type LookupResult, type LookupStep } from './libtorch.js';
+import { loadAddon, openRuntime } from './open.js';
+import { PACKAGE_ROOT } from './package-root.js';
+import { DEFAULT_THREADS } from './threads.js';
 
 export interface DoctorReport {
   ok: boolean;
@@ -50,7 +52,7 @@ export async function doctor(): Promise<DoctorReport> {
     ok: false,
     addon: chooseAddon(PACKAGE_ROOT),
     libtorch: { steps: [] },
-    defaultThreads: DEFAULTS.threads,
+    defaultThreads: DEFAULT_THREADS,
     cpus: availableParallelism(),
   };
   try {

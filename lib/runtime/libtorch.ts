@@ -21,7 +21,7 @@ import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { elfProblem, neededLibraries, readSection } from './elf.js';
-import { RuntimeLoadError } from './errors.js';
+import { RuntimeLoadError } from '../errors.js';
 
 const run = promisify(execFile);
 

@@ -13,7 +13,7 @@ import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { elfProblem, neededLibraries } from './elf.js';
-import { RuntimeLoadError } from './errors.js';
+import { RuntimeLoadError } from '../errors.js';
 import type { LibtorchLocation } from './libtorch.js';
 
 export const ENGINE_MANIFEST = 'engines.json';
