@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
 
-import { openRuntime, PACKAGE_ROOT } from '../lib/binding.js';
+import { openRuntime } from '../lib/runtime/open.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { Classifier } from '../lib/index.js';
 import { fullRows, loadHandle, randomIds } from './native.js';
 

@@ -13,7 +13,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { Classifier } from '../lib/index.js';
 import { fullRows, loadHandle, randomIds } from './native.js';
 

@@ -3,12 +3,8 @@
 
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 
-import {
-  openRuntime,
-  type NativeEngineHandle,
-  type NativeInferRequest,
-  type NativeLoadOptions,
-} from '../lib/binding.js';
+import type { NativeEngineHandle, NativeInferRequest, NativeLoadOptions } from '../lib/binding.js';
+import { openRuntime } from '../lib/runtime/open.js';
 
 export async function loadHandle(
   modelPath: string,

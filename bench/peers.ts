@@ -17,7 +17,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { Classifier } from '../lib/index.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
 import { watchLoop } from './native.js';

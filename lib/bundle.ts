@@ -7,9 +7,10 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 
-import { PACKAGE_ROOT, type NativeModelInfo } from './binding.js';
+import type { NativeModelInfo } from './binding.js';
 import { readBundleJson, regularFileSize } from './bundle-io.js';
 import { CALIBRATION_FILE, GATE_FILE, readCalibration, type Calibration } from './calibration/file.js';
+import { PACKAGE_ROOT } from './runtime/package-root.js';
 import { BundleError } from './errors.js';
 import { isPlainObject } from './validate.js';
 

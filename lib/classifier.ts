@@ -8,7 +8,7 @@
  */
 
 import { Batcher, type BatchEvent, type BatcherStats } from './batcher.js';
-import { openRuntime, type NativeEngineHandle, type NativeInferResult, type NativeModelInfo } from './binding.js';
+import type { NativeEngineHandle, NativeInferResult, NativeModelInfo } from './binding.js';
 import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles, type Bundle } from './bundle.js';
 import type { Gate } from './calibration/file.js';
 import { DecisionPolicy, type Decision } from './decision.js';
@@ -36,6 +36,7 @@ import {
   warmupShape,
 } from './options.js';
 import { resolveRule } from './rule.js';
+import { openRuntime } from './runtime/open.js';
 import { TextTokenizer, type Encoded, type TruncationSide, type TruncationStrategy } from './tokenizer.js';
 import { invalid } from './validate.js';
 

@@ -35,5 +35,5 @@ export {
 } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type { DriftState, DriftStats } from './drift.js';
-export { doctor } from './doctor.js';
-export type { DoctorReport } from './doctor.js';
+export { doctor } from './runtime/doctor.js';
+export type { DoctorReport } from './runtime/doctor.js';

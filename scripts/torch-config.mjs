@@ -15,8 +15,8 @@ import { run } from './run.mjs';
  * not depend on a TypeScript build having run first.
  */
 async function lookup() {
-  const compiled = join(ROOT, 'dist', 'lib', 'libtorch.js');
-  const source = join(ROOT, 'lib', 'libtorch.ts');
+  const compiled = join(ROOT, 'dist', 'lib', 'runtime', 'libtorch.js');
+  const source = join(ROOT, 'lib', 'runtime', 'libtorch.ts');
   const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
   if (existsSync(source) && existsSync(tsc)) {
     if (!existsSync(compiled) || statSync(compiled).mtimeMs < statSync(source).mtimeMs) {

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { openRuntime, type NativeEngineHandle, type NativeInferRequest } from '../lib/binding.js';
+import type { NativeEngineHandle, NativeInferRequest } from '../lib/binding.js';
+import { openRuntime } from '../lib/runtime/open.js';
 import { Classifier } from '../lib/index.js';
 import { MAX_EVENT_LOOP_GAP_MS, bundle, watchTimer } from './helpers.js';
 

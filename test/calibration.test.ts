@@ -22,7 +22,7 @@ import {
   withGuarantee,
 } from '../lib/calibration/thresholds.js';
 import { applyConfidenceMap, fitConfidenceMap, isConfidenceMap } from '../lib/confidence-map.js';
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { DataError } from '../lib/errors.js';
 import { mulberry32 as rng } from '../lib/seeded-random.js';
 

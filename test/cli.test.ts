@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { PACKAGE_ROOT, loadAddon } from '../lib/binding.js';
-import { findLibtorch } from '../lib/libtorch.js';
+import { loadAddon } from '../lib/runtime/open.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
+import { findLibtorch } from '../lib/runtime/libtorch.js';
 import { FIXTURES, bertgate, bundle } from './helpers.js';
 
 function jsonLines(text: string): Array<Record<string, unknown>> {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { DEFAULT_MODEL, readBundle } from '../lib/bundle.js';
 import { readLabelled, type Example } from '../lib/calibration/data.js';
 import { DriftMonitor, driftCounts, type DriftReference } from '../lib/drift.js';

@@ -15,8 +15,8 @@ import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
-import { prebuildDir } from '../lib/addon-path.js';
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { prebuildDir } from '../lib/runtime/addon-path.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import {
   ENGINE_MANIFEST,
   chooseEngine,
@@ -25,7 +25,7 @@ import {
   verifyEngine,
   type EngineEntry,
   type LibtorchTraits,
-} from '../lib/engines.js';
+} from '../lib/runtime/engines.js';
 import { RuntimeLoadError } from '../lib/errors.js';
 
 const exec = promisify(execFile);
@@ -220,10 +220,10 @@ describe('engine choice: faults', () => {
     const fake = join(root, 'libtorch-old-abi');
     await mkdir(join(fake, 'lib'), { recursive: true });
     await writeFile(join(fake, 'version.py'), `__version__ = '${OLDEST}'\n`);
-    // The real libtorch_cpu.so (its version is read from it), and a libc10.so without a single
-    // __cxx11 symbol, as a pre-C++11-ABI build has.
+    // The real libtorch_cpu.so (its version is read from it), and for libc10.so a library
+    // without a single __cxx11 symbol (libgomp, which is C), as a pre-C++11-ABI build has.
     await symlink(join(wheels.libtorchDir(OLDEST), 'lib', 'libtorch_cpu.so'), join(fake, 'lib', 'libtorch_cpu.so'));
-    await writeFile(join(fake, 'lib', 'libc10.so'), 'not a library');
+    await symlink(join(wheels.libtorchDir(OLDEST), 'lib', 'libgomp.so.1'), join(fake, 'lib', 'libc10.so'));
     const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: fake }, loadDefault);
     const [r] = out as Array<{ code: string; message: string }>;
     assert.equal(r?.code, 'ERR_LIBTORCH_VERSION');

@@ -15,7 +15,7 @@ import {
   InvalidArgumentError,
   ModelLoadError,
 } from '../lib/index.js';
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { fromNative } from '../lib/errors.js';
 import { type ErrorClass, bundle, copyBundle, rejectsWith } from './helpers.js';
 

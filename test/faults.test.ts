@@ -15,7 +15,7 @@ import type { FastifyInstance } from 'fastify';
 
 import { BundleError, Classifier, ClosedError } from '../lib/index.js';
 import { createServer } from '../lib/server.js';
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { bundle, copyBundle } from './helpers.js';
 
 const exec = promisify(execFile);

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { doctor } from '../lib/doctor.js';
+import { doctor } from '../lib/runtime/doctor.js';
 import { Classifier, DeviceUnavailableError } from '../lib/index.js';
 import { bundle, expected, maxAbsDiff } from './helpers.js';
 

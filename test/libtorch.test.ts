@@ -5,15 +5,15 @@
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { RuntimeLoadError } from '../lib/errors.js';
-import { cudaDecision, findLibtorch, formatSteps, type LibtorchLocation } from '../lib/libtorch.js';
+import { cudaDecision, findLibtorch, formatSteps, type LibtorchLocation } from '../lib/runtime/libtorch.js';
 import { type CliRun, bertgate } from './helpers.js';
 
 const exec = promisify(execFile);
@@ -33,6 +33,21 @@ async function fakeLibtorch(dir: string, realLib: string, version: string): Prom
     `#define TORCH_VERSION_MAJOR ${major}\n#define TORCH_VERSION_MINOR ${minor}\n#define TORCH_VERSION_PATCH ${patch}\n`,
   );
   await symlink(realLib, join(dir, 'lib'));
+}
+
+/** A pip-like torch folder <site>/torch whose lib/ links the real libc10.so and libtorch_cpu.so. */
+async function pipTorch(site: string, realLib: string): Promise<string> {
+  const torch = join(site, 'torch');
+  await mkdir(join(torch, 'lib'), { recursive: true });
+  for (const name of ['libc10.so', 'libtorch_cpu.so']) await symlink(join(realLib, name), join(torch, 'lib', name));
+  return torch;
+}
+
+/** An executable shell script. */
+async function script(path: string, body: string): Promise<string> {
+  await writeFile(path, `#!/bin/sh\n${body}\n`);
+  await chmod(path, 0o755);
+  return path;
 }
 
 function doctor(env: NodeJS.ProcessEnv): Promise<CliRun> {
@@ -149,6 +164,97 @@ describe('libtorch lookup', () => {
       const found = await findLibtorch(lookupEnv({ LIBTORCH: odd }));
       assert.equal(found.steps[0]?.detail, `${odd}: lib/libc10.so is not a regular file`);
     });
+
+    it('an empty libc10.so: unusable, said so (not a libtorch of the pre-C++11 ABI)', async () => {
+      const dir = join(root, 'empty-libc10');
+      await mkdir(join(dir, 'lib'), { recursive: true });
+      await writeFile(join(dir, 'lib', 'libc10.so'), '');
+      await symlink(join(real.dir, 'lib', 'libtorch_cpu.so'), join(dir, 'lib', 'libtorch_cpu.so'));
+      const { location, steps } = await findLibtorch(lookupEnv({ LIBTORCH: dir }));
+      assert.equal(location, null);
+      assert.deepEqual(
+        steps.map((s) => [s.outcome, s.detail]),
+        [['unusable', `${dir}: lib/libc10.so is not an ELF64 little-endian shared library (0 bytes)`]],
+      );
+    });
+
+    it("a pip torch's libc10.so that is not the one its RECORD lists: unusable, a mix of two releases", async () => {
+      // libc10.so names no release of its own: any other file stands for another release's.
+      const distInfo = (await readdir(join(real.dir, '..'))).find((n) => /^torch-.*\.dist-info$/.test(n)) as string;
+      const record = await readFile(join(real.dir, '..', distInfo, 'RECORD'));
+      const torchIn = async (name: string, libc10: Buffer): Promise<string> => {
+        const site = join(root, name);
+        const torch = await pipTorch(site, join(real.dir, 'lib'));
+        await rm(join(torch, 'lib', 'libc10.so'));
+        await writeFile(join(torch, 'lib', 'libc10.so'), libc10);
+        await writeFile(join(torch, 'version.py'), "__version__ = '2.11.0+cu130'\n");
+        await mkdir(join(site, distInfo));
+        await writeFile(join(site, distInfo, 'RECORD'), record);
+        return torch;
+      };
+      const libc10 = await readFile(join(real.dir, 'lib', 'libc10.so'));
+      const same = await torchIn('record-same', libc10);
+      assert.equal((await findLibtorch(lookupEnv({ LIBTORCH: same }))).location?.dir, same);
+      const other = Buffer.from(libc10);
+      other.writeUInt8(other.readUInt8(other.length - 1) ^ 0xff, other.length - 1);
+      const mixed = await torchIn('record-mixed', other);
+      const { location, steps } = await findLibtorch(lookupEnv({ LIBTORCH: mixed }));
+      assert.equal(location, null);
+      assert.deepEqual(
+        steps.map((s) => [s.outcome, s.detail]),
+        [
+          [
+            'unusable',
+            `${mixed}: lib/libc10.so is not the file torch 2.11.0 installed (its SHA-256 differs from the one ` +
+              `${join(root, 'record-mixed', distInfo, 'RECORD')} lists): files of two releases are mixed there; reinstall torch`,
+          ],
+        ],
+      );
+    });
+
+    it('an nvidia folder that is a file, or a lib folder in it that is: unusable, naming it', async () => {
+      const flat = await pipTorch(join(root, 'nvidia-file'), join(real.dir, 'lib'));
+      await writeFile(join(root, 'nvidia-file', 'nvidia'), '');
+      const a = await findLibtorch(lookupEnv({ LIBTORCH: flat }));
+      assert.equal(a.location, null);
+      assert.deepEqual(
+        a.steps.map((s) => [s.outcome, s.detail]),
+        [['unusable', `${flat}: ${join(root, 'nvidia-file', 'nvidia')} is not a directory`]],
+      );
+      const nested = await pipTorch(join(root, 'nvidia-lib-file'), join(real.dir, 'lib'));
+      const lib = join(root, 'nvidia-lib-file', 'nvidia', 'cuda_runtime', 'lib');
+      await mkdir(join(lib, '..'), { recursive: true });
+      await writeFile(lib, '');
+      const b = await findLibtorch(lookupEnv({ LIBTORCH: nested }));
+      assert.deepEqual(
+        b.steps.map((s) => [s.outcome, s.detail]),
+        [['unusable', `${nested}: ${lib} is not a directory`]],
+      );
+      const r = await doctor({ ...process.env, LIBTORCH: flat });
+      assert.equal(r.code, 1);
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `PROBLEM: libtorch was not found\\. .*\n {2}1\\. \\[LIBTORCH\\] unusable: .*/nvidia is not a directory\n`,
+        ),
+      );
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    });
+
+    it('a version.h or version.py that is a directory: unusable, naming it', async () => {
+      const header = join(root, 'version-h-dir');
+      await mkdir(join(header, 'include', 'torch', 'headeronly', 'version.h'), { recursive: true });
+      await symlink(join(real.dir, 'lib'), join(header, 'lib'));
+      const py = join(root, 'version-py-dir');
+      await mkdir(join(py, 'version.py'), { recursive: true });
+      await symlink(join(real.dir, 'lib'), join(py, 'lib'));
+      const details = [];
+      for (const dir of [header, py]) details.push((await findLibtorch(lookupEnv({ LIBTORCH: dir }))).steps[0]?.detail);
+      assert.deepEqual(details, [
+        `${header}: include/torch/headeronly/version.h is not a regular file`,
+        `${py}: version.py is not a regular file`,
+      ]);
+    });
   });
 
   describe("a Python's torch", () => {
@@ -186,6 +292,29 @@ describe('libtorch lookup', () => {
       const { location, steps } = await findLibtorch(lookupEnv({ BERTGATE_PYTHON: missing }));
       assert.equal(location, null);
       assert.equal(steps[0]?.detail, `${missing}: not found`);
+    });
+
+    it('a Python that does not answer: stopped, and the step says it timed out, naming the command and the time', async () => {
+      const silent = await script(join(root, 'silent-python'), 'exec sleep 60');
+      const { location, steps } = await findLibtorch(lookupEnv({ BERTGATE_PYTHON: silent }), [], 300);
+      assert.equal(location, null);
+      assert.equal(steps.length, 1);
+      assert.ok(
+        steps[0]?.detail.startsWith(
+          `${silent} did not answer within 0.3 s and was stopped (it was asked: ${silent} -c "import importlib.util`,
+        ),
+        steps[0]?.detail,
+      );
+    });
+
+    it('doctor asks the Python once, even when the lookup fails', async () => {
+      const asked = join(root, 'asked');
+      const counting = await script(join(root, 'counting-python'), `echo x >> ${asked}\necho ${join(root, 'empty')}`);
+      await mkdir(join(root, 'empty', 'lib'), { recursive: true });
+      const r = await doctor({ ...process.env, BERTGATE_PYTHON: counting });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /PROBLEM: libtorch was not found/);
+      assert.equal(await readFile(asked, 'utf8'), 'x\n');
     });
 
     it('a virtualenv without torch falls through to python3, then the system', async () => {

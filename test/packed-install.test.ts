@@ -15,9 +15,9 @@ import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
-import { prebuildDir } from '../lib/addon-path.js';
-import { PACKAGE_ROOT } from '../lib/binding.js';
-import { ENGINE_MANIFEST } from '../lib/engines.js';
+import { prebuildDir } from '../lib/runtime/addon-path.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
+import { ENGINE_MANIFEST } from '../lib/runtime/engines.js';
 import { FIXTURES, maxAbsDiff } from './helpers.js';
 
 const exec = promisify(execFile);

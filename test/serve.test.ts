@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { Classifier } from '../lib/index.js';
 import { CLI, bertgate, bundle } from './helpers.js';
 

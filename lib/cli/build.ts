@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 
-import { PACKAGE_ROOT } from '../binding.js';
+import { PACKAGE_ROOT } from '../runtime/package-root.js';
 import { InvalidArgumentError, RuntimeLoadError } from '../errors.js';
 
 interface BuildScript {

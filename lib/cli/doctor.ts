@@ -2,8 +2,8 @@
 
 import { parseArgs } from 'node:util';
 
-import { doctor } from '../doctor.js';
-import { formatSteps } from '../libtorch.js';
+import { doctor } from '../runtime/doctor.js';
+import { formatSteps } from '../runtime/libtorch.js';
 
 export async function doctorCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, strict: true });

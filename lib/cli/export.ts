@@ -8,9 +8,9 @@ import { readdirSync, realpathSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { PACKAGE_ROOT } from '../binding.js';
+import { PACKAGE_ROOT } from '../runtime/package-root.js';
 import { ExportError, InvalidArgumentError } from '../errors.js';
-import { findLibtorch } from '../libtorch.js';
+import { findLibtorch } from '../runtime/libtorch.js';
 
 /** The Python whose torch the lookup found; with LIBTORCH or the system, BERTGATE_PYTHON or python3. */
 async function exportPython(): Promise<{ python: string; why: string }> {

@@ -7,11 +7,13 @@
 import { dirname } from 'node:path';
 import { availableParallelism } from 'node:os';
 
+import type { NativeBuildInfo, NativeRuntimeInfo } from '../binding.js';
 import { chooseAddon, type AddonSource } from './addon-path.js';
-import { PACKAGE_ROOT, loadAddon, openRuntime, type NativeBuildInfo, type NativeRuntimeInfo } from './binding.js';
 import { chooseEngine, readEngines, type EngineChoice } from './engines.js';
-import { DEFAULTS } from './options.js';
-import { cudaDecision, findLibtorch, readCxx11Abi, type LookupStep } from './libtorch.js';
+import { cudaDecision, findLibtorch, readCxx11Abi, type LookupResult, type LookupStep } from './libtorch.js';
+import { loadAddon, openRuntime } from './open.js';
+import { PACKAGE_ROOT } from './package-root.js';
+import { DEFAULT_THREADS } from './threads.js';
 
 export interface DoctorReport {
   ok: boolean;
@@ -50,7 +52,7 @@ export async function doctor(): Promise<DoctorReport> {
     ok: false,
     addon: chooseAddon(PACKAGE_ROOT),
     libtorch: { steps: [] },
-    defaultThreads: DEFAULTS.threads,
+    defaultThreads: DEFAULT_THREADS,
     cpus: availableParallelism(),
   };
   try {
@@ -59,8 +61,13 @@ export async function doctor(): Promise<DoctorReport> {
     report.problem = (error as Error).message;
     return report;
   }
+  // Asked once: a Python that does not answer costs its timeout once, not once per step.
+  const env = { ...process.env };
+  let lookup: LookupResult | undefined;
   try {
-    const runtime = await openRuntime();
+    lookup = await findLibtorch(env);
+    report.libtorch = { steps: lookup.steps };
+    const runtime = await openRuntime(env, lookup);
     report.libtorch = {
       steps: runtime.steps,
       dir: runtime.libtorch.dir,
@@ -79,21 +86,20 @@ export async function doctor(): Promise<DoctorReport> {
     report.ok = true;
   } catch (error) {
     report.problem = (error as Error).message;
-    await explain(report);
+    if (lookup) await explain(report, lookup, env);
   }
   return report;
 }
 
 /** After a failure, the lookup and the engine list as far as they go, without loading anything. */
-async function explain(report: DoctorReport): Promise<void> {
-  const { location, steps } = await findLibtorch();
-  if (report.libtorch.steps.length === 0) report.libtorch.steps = steps;
+async function explain(report: DoctorReport, { location, steps }: LookupResult, env: NodeJS.ProcessEnv): Promise<void> {
   if (!location || !report.addon.path || report.engines) return;
   report.libtorch = { steps, dir: location.dir, version: location.version, source: location.source };
   try {
     const traits = { ...location, cxx11Abi: await readCxx11Abi(location.dir) };
-    const engines = readEngines(dirname(report.addon.path));
-    report.engines = summary(chooseEngine(engines, dirname(report.addon.path), traits, cudaDecision(location).load));
+    const addonDir = dirname(report.addon.path);
+    const decision = cudaDecision(location, env);
+    report.engines = summary(chooseEngine(readEngines(addonDir), addonDir, traits, decision.load, env));
   } catch {
     // The problem already says why the engines could not be listed.
   }

@@ -14,13 +14,14 @@
  */
 
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 
-import { neededLibraries, readSection } from './elf.js';
-import { RuntimeLoadError } from './errors.js';
+import { elfProblem, neededLibraries, readSection } from './elf.js';
+import { RuntimeLoadError } from '../errors.js';
 
 const run = promisify(execFile);
 
@@ -61,6 +62,45 @@ export interface LookupResult {
 }
 
 const SYSTEM_DIRS = ['/usr/local/libtorch', '/opt/libtorch', '/usr/local', '/usr'];
+const PYTHON_TIMEOUT_MS = 20_000;
+
+/** Why a libtorch cannot be used, naming the file: thrown by the readers below, a step's detail. */
+class Unusable extends Error {}
+
+/** Whether `path` exists (a dangling link does not): a file that is not regular is Unusable. */
+function regularFile(path: string, name = path): boolean {
+  let stats;
+  try {
+    stats = statSync(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw new Unusable(`${name} cannot be read (${(error as NodeJS.ErrnoException).code})`);
+  }
+  // A directory would fail the read untyped, a FIFO or a device hang it.
+  if (!stats.isFile()) throw new Unusable(`${name} is not a regular file`);
+  return true;
+}
+
+/** The text of `path`, or null when it does not exist; unreadable or not a file: Unusable. */
+function readText(path: string, name = path): string | null {
+  if (!regularFile(path, name)) return null;
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new Unusable(`${name} cannot be read (${(error as NodeJS.ErrnoException).code})`);
+  }
+}
+
+/** The entries of directory `path`, or null when it does not exist; anything else is Unusable. */
+function entries(path: string): string[] | null {
+  try {
+    return readdirSync(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return null;
+    throw new Unusable(code === 'ENOTDIR' ? `${path} is not a directory` : `${path} cannot be read (${code})`);
+  }
+}
 
 // The nvidia-* wheel libraries, in the order torch/__init__.py preloads them (cublasLt before
 // cublas, so cublas cannot pick up a system cublasLt). libtorch_cpu itself needs only the
@@ -90,10 +130,10 @@ const NVIDIA_CUDA_DEPS: Array<[string, string]> = [
  * runtime-only copy of the libraries), from a pip torch's version.py or a libtorch
  * distribution's build-version file.
  */
-export function readVersion(dir: string): string | null {
+function readVersion(dir: string): string | null {
   const header = join(dir, 'include', 'torch', 'headeronly', 'version.h');
-  if (existsSync(header)) {
-    const text = readFileSync(header, 'utf8');
+  const text = readText(header, 'include/torch/headeronly/version.h');
+  if (text !== null) {
     const part = (name: string): string | undefined =>
       new RegExp(`#define TORCH_VERSION_${name} (\\d+)`).exec(text)?.[1];
     const [major, minor, patch] = [part('MAJOR'), part('MINOR'), part('PATCH')];
@@ -103,8 +143,8 @@ export function readVersion(dir: string): string | null {
     ['version.py', /^__version__ = '(\d+\.\d+\.\d+)/m],
     ['build-version', /^(\d+\.\d+\.\d+)/],
   ] as const) {
-    const path = join(dir, file);
-    if (existsSync(path)) return pattern.exec(readFileSync(path, 'utf8'))?.[1] ?? null;
+    const text = readText(join(dir, file), file);
+    if (text !== null) return pattern.exec(text)?.[1] ?? null;
   }
   return null;
 }
@@ -147,12 +187,12 @@ function isLink(path: string): boolean {
 // nvidia/cu<major>/lib since CUDA 13.
 function nvidiaLibrary(sitePackages: string, folder: string, prefix: string): string | null {
   const nvidia = join(sitePackages, 'nvidia');
-  if (!existsSync(nvidia)) return null;
+  const listed = entries(nvidia);
+  if (listed === null) return null;
   const dirs = [join(nvidia, folder, 'lib')];
-  for (const entry of readdirSync(nvidia)) if (/^cu\d+$/.test(entry)) dirs.push(join(nvidia, entry, 'lib'));
+  for (const entry of listed) if (/^cu\d+$/.test(entry)) dirs.push(join(nvidia, entry, 'lib'));
   for (const dir of dirs) {
-    if (!existsSync(dir)) continue;
-    const match = readdirSync(dir).find((name) => name.startsWith(prefix) && /\.so\.\d+$/.test(name));
+    const match = entries(dir)?.find((name) => name.startsWith(prefix) && /\.so\.\d+$/.test(name));
     if (match) return join(dir, match);
   }
   return null;
@@ -166,12 +206,47 @@ function isFile(path: string): boolean {
   }
 }
 
+/**
+ * libc10.so names no release of its own, but a pip torch lists the SHA-256 of each of its
+ * files in torch-<version>.dist-info/RECORD beside the torch folder: a libc10.so of another
+ * release there (copied in, or left by an upgrade cut short) differs from it. Other layouts
+ * have no such list, and the library's symbols are then all there is (dlopen checks them).
+ */
+function unrecordedLibrary(dir: string, version: string): string | null {
+  if (basename(dir) !== 'torch') return null;
+  const site = dirname(dir);
+  const distInfo = (entries(site) ?? []).find(
+    (name) => /^torch-(\d+\.\d+\.\d+)(\+[^/]*)?\.dist-info$/.exec(name)?.[1] === version,
+  );
+  if (distInfo === undefined) return null;
+  const record = join(site, distInfo, 'RECORD');
+  const lines = readText(record)?.split('\n') ?? [];
+  for (const name of ['libc10.so', 'libc10_cuda.so']) {
+    // torch/lib/libc10.so,sha256=<base64url digest>,<bytes>
+    const listed = lines
+      .find((line) => line.startsWith(`torch/lib/${name},sha256=`))
+      ?.split(',')[1]
+      ?.slice(7);
+    const path = join(dir, 'lib', name);
+    if (listed === undefined || !isFile(path)) continue;
+    if (createHash('sha256').update(readFileSync(path)).digest('base64url') !== listed) {
+      return (
+        `lib/${name} is not the file torch ${version} installed (its SHA-256 differs from the one ${record} lists): ` +
+        'files of two releases are mixed there; reinstall torch'
+      );
+    }
+  }
+  return null;
+}
+
 function describeLayout(dir: string, sitePackages: string[]): Omit<LibtorchLocation, 'source'> | string {
   const lib = join(dir, 'lib');
   for (const name of ['libc10.so', 'libtorch_cpu.so']) {
-    if (!existsSync(join(lib, name))) return `no lib/${name}`;
-    // A directory, a FIFO or a device there would fail, or hang, the reads and dlopen below.
-    if (!isFile(join(lib, name))) return `lib/${name} is not a regular file`;
+    if (!regularFile(join(lib, name), `lib/${name}`)) return `no lib/${name}`;
+    // An empty or truncated library says nothing of its version or ABI, and a truncated one
+    // kills the process that loads it (SIGBUS).
+    const problem = elfProblem(join(lib, name));
+    if (problem) return `lib/${name} ${problem}`;
   }
   // A version file can be left over from another release, or simply wrong; loading libraries
   // of one release with an engine for another can crash the process. The library decides.
@@ -184,6 +259,8 @@ function describeLayout(dir: string, sitePackages: string[]): Omit<LibtorchLocat
       'files of two releases are mixed there; reinstall torch'
     );
   }
+  const mixed = version === null ? null : unrecordedLibrary(dir, version);
+  if (mixed) return mixed;
   const deps = (list: Array<[string, string]>): string[] =>
     list
       .map(([folder, prefix]) =>
@@ -239,7 +316,13 @@ function inspect(source: LookupSource, given: string, steps: LookupStep[], via =
   }
   // The nvidia-* wheels sit beside the torch folder as it was named: a linked torch folder
   // finds them beside the link or beside its target.
-  const layout = describeLayout(dir, [...new Set([dirname(given), dirname(dir)])]);
+  let layout: ReturnType<typeof describeLayout>;
+  try {
+    layout = describeLayout(dir, [...new Set([dirname(given), dirname(dir)])]);
+  } catch (error) {
+    if (!(error instanceof Unusable)) throw error;
+    layout = error.message;
+  }
   if (typeof layout === 'string') {
     steps.push({ source, candidate: via, outcome: 'unusable', detail: `${dir}: ${layout}` });
     return null;
@@ -253,16 +336,27 @@ function inspect(source: LookupSource, given: string, steps: LookupStep[], via =
   return { source, ...layout };
 }
 
-async function torchOfPython(python: string, env: NodeJS.ProcessEnv): Promise<string | null> {
-  // find_spec locates the package without importing it (importing torch takes seconds).
-  const code =
-    "import importlib.util as u; s = u.find_spec('torch'); print(s.submodule_search_locations[0] if s else '')";
-  const { stdout } = await run(python, ['-c', code], {
-    timeout: 20_000,
+// find_spec locates the package without importing it (importing torch takes seconds).
+const FIND_TORCH =
+  "import importlib.util as u; s = u.find_spec('torch'); print(s.submodule_search_locations[0] if s else '')";
+
+async function torchOfPython(python: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<string | null> {
+  const { stdout } = await run(python, ['-c', FIND_TORCH], {
+    timeout: timeoutMs,
     // The lookup's environment: its PATH decides which python3 runs.
     env: { ...env, PYTHONNOUSERSITE: '' },
   });
   return stdout.trim() || null;
+}
+
+/** Why asking `python` failed, for a step's detail. */
+function pythonFailure(python: string, error: unknown, timeoutMs: number): string {
+  const e = error as NodeJS.ErrnoException & { killed?: boolean };
+  if (e.code === 'ENOENT') return `${python}: not found`;
+  if (e.killed) {
+    return `${python} did not answer within ${timeoutMs / 1000} s and was stopped (it was asked: ${python} -c "${FIND_TORCH}")`;
+  }
+  return `${python}: ${e.message}`;
 }
 
 function pythonCandidates(env: NodeJS.ProcessEnv): string[] {
@@ -275,11 +369,13 @@ function pythonCandidates(env: NodeJS.ProcessEnv): string[] {
 
 /**
  * Walks the lookup order; the steps say what was tried, for errors and `bertgate doctor`.
- * `systemDirs` is the system step's list (a parameter so tests can exercise that branch).
+ * `systemDirs` is the system step's list and `pythonTimeoutMs` how long a Python may take to
+ * answer (parameters so tests can exercise those branches).
  */
 export async function findLibtorch(
   env: NodeJS.ProcessEnv = process.env,
   systemDirs: readonly string[] = SYSTEM_DIRS,
+  pythonTimeoutMs = PYTHON_TIMEOUT_MS,
 ): Promise<LookupResult> {
   const steps: LookupStep[] = [];
   const explicit = env['LIBTORCH'];
@@ -288,10 +384,10 @@ export async function findLibtorch(
   for (const python of pythonCandidates(env)) {
     let dir: string | null;
     try {
-      dir = await torchOfPython(python, env);
+      dir = await torchOfPython(python, env, pythonTimeoutMs);
     } catch (error) {
-      const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (error as Error).message;
-      steps.push({ source: 'python', candidate: python, outcome: 'not-found', detail: `${python}: ${reason}` });
+      const detail = pythonFailure(python, error, pythonTimeoutMs);
+      steps.push({ source: 'python', candidate: python, outcome: 'not-found', detail });
       continue;
     }
     if (dir === null) {

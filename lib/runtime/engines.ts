@@ -12,8 +12,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { neededLibraries } from './elf.js';
-import { RuntimeLoadError } from './errors.js';
+import { elfProblem, neededLibraries } from './elf.js';
+import { RuntimeLoadError } from '../errors.js';
 import type { LibtorchLocation } from './libtorch.js';
 
 export const ENGINE_MANIFEST = 'engines.json';
@@ -222,8 +222,9 @@ export function noEngineError(
 }
 
 /**
- * Checks the chosen file against engines.json before anything loads it: a truncated or
- * corrupted shared library can crash the process where dlopen would not notice.
+ * Checks the chosen file against engines.json, and its own ELF tables, before anything loads
+ * it: a truncated or corrupted shared library can crash the process where dlopen would not
+ * notice, and a build cut short lists the size and digest of what it left.
  */
 export async function verifyEngine(engine: EngineCandidate): Promise<void> {
   if (!existsSync(engine.path)) throw engineLoadError(`${engine.path} (listed in engines.json) does not exist`);
@@ -247,5 +248,9 @@ export async function verifyEngine(engine: EngineCandidate): Promise<void> {
       `${engine.path} does not match the SHA-256 engines.json lists (${digest} against ${engine.sha256}): ` +
         'the file is corrupt or was replaced. Reinstall bertgate, or rebuild it (npx bertgate build).',
     );
+  }
+  const problem = elfProblem(engine.path);
+  if (problem) {
+    throw engineLoadError(`${engine.path} ${problem}. Reinstall bertgate, or rebuild it (npx bertgate build).`);
   }
 }
