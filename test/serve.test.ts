@@ -275,6 +275,16 @@ describe('bertgate serve: stopping', () => {
     );
   });
 
+  it('treats SIGHUP as a graceful stop: every request answered, exit 0', async () => {
+    const { server, requests } = await busy();
+    const exited = once(server.child, 'exit');
+    server.child.kill('SIGHUP');
+    for (const r of await Promise.all(requests)) assert.equal(r.status, 200);
+    const [code, signal] = (await exited) as [number | null, string | null];
+    assert.deepEqual({ code, signal }, { code: 0, signal: null });
+    assert.match(server.output(), /SIGHUP: finishing in-flight requests\nstopped\n/);
+  });
+
   it('exits at once with status 1 on a third signal', async () => {
     const { server, requests } = await busy();
     const exited = once(server.child, 'exit');
