@@ -12,13 +12,13 @@
  * Every error answer is JSON `{"error": {"code", "message"}}`, fastify's own included: 400 for
  * bad JSON or fields (ERR_BAD_REQUEST, ERR_INVALID_ARGUMENT), 400 for malformed HTTP
  * (ERR_BAD_HTTP), 408 for a request that did not arrive within requestTimeoutMs
- * (ERR_REQUEST_TIMEOUT), 413 for a body over the limit, 415 for a non-JSON body, 431 for headers
- * over Node's limit, 429 (with Retry-After) when the queue is full, 503 while shutting down,
- * 504 when timeoutMs passes. Each is counted once in /metrics, by its code and in
+ * (ERR_REQUEST_TIMEOUT; while shutting down too), 413 for a body over the limit, 415 for a
+ * non-JSON body, 431 for headers over Node's limit, 429 (with Retry-After) when the queue is
+ * full, 503 while shutting down, 504 when timeoutMs passes. Each is counted once in /metrics, by its code and in
  * bertgate_requests_total (route "none" where no route was matched: the HTTP never parsed).
  */
 
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -52,6 +52,49 @@ function clientError(error: { code?: string }): { status: number; code: string; 
 
 /** Sockets answered by the client-error handler: their half-read request is not counted again. */
 const answered = new WeakSet<Socket>();
+
+/**
+ * Keeps Node's request deadlines once closing has begun. server.close() stops Node's own checks
+ * of requestTimeout and headersTimeout, so a client that stalls mid-request would hold the drain
+ * until --drain-timeout-ms, whose forced exit drops every other request in flight. Returns the
+ * function that starts the checks (every `everyMs`, until the server has closed); `expire` answers
+ * a connection past its deadline. The deadlines count from when a connection became ready for its
+ * request (it connected, or its previous answer was sent): at most a little stricter than Node,
+ * which counts from the request's first byte, unseen here.
+ */
+function deadlinesWhileClosing(
+  server: Server,
+  limits: { requestMs: number; headersMs: number; everyMs: number },
+  expire: (socket: Socket) => void,
+): () => void {
+  const waiting = new Map<Socket, { since: number; request: IncomingMessage | undefined }>();
+  server.on('connection', (socket: Socket) => {
+    waiting.set(socket, { since: Date.now(), request: undefined });
+    socket.once('close', () => waiting.delete(socket));
+  });
+  server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    const state = waiting.get(request.socket as Socket);
+    if (state === undefined) return;
+    state.request = request;
+    response.once('finish', () => {
+      if (state.request !== request) return; // a pipelined request came in after it
+      state.since = Date.now();
+      state.request = undefined;
+    });
+  });
+  return () => {
+    const timer = setInterval(() => {
+      const now = Date.now();
+      for (const [socket, { since, request }] of waiting) {
+        // Without a request its headers are still arriving; a request whose body has all
+        // arrived is being answered, which takes what it takes.
+        const limit = request === undefined ? limits.headersMs : request.complete ? Infinity : limits.requestMs;
+        if (now - since > limit) expire(socket);
+      }
+    }, limits.everyMs).unref();
+    server.once('close', () => clearInterval(timer));
+  };
+}
 
 const STATUS: Partial<Record<string, number>> = {
   ERR_INVALID_ARGUMENT: 400,
@@ -92,17 +135,16 @@ export function createServer(classifier: Classifier<string, string>, options: Se
   const maxTexts = options.maxTexts ?? DEFAULTS.server.maxTexts;
   const requestTimeout = options.requestTimeoutMs ?? DEFAULTS.server.requestTimeoutMs;
   const bodyLimit = options.bodyLimit ?? DEFAULTS.server.bodyLimit;
+  // Node enforces request and header deadlines only when it checks, every 30 s by default:
+  // a slow client could hold a socket that long past its deadline. Check at a tenth of it.
+  const checkEveryMs = Math.max(10, Math.min(1000, Math.floor(requestTimeout / 10)));
+  const headersTimeout = Math.min(requestTimeout, 60_000);
   // Assigned below, once the metrics exist; the handlers run only after listen().
   let onClientError: (error: Error & { code?: string }, socket: Socket) => void = () => {};
   const app = Fastify({
     bodyLimit,
     requestTimeout,
-    // Node enforces request and header deadlines only when it checks, every 30 s by default:
-    // a slow client could hold a socket that long past its deadline. Check at a tenth of it.
-    http: {
-      connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(requestTimeout / 10))),
-      headersTimeout: Math.min(requestTimeout, 60_000),
-    },
+    http: { connectionsCheckingInterval: checkEveryMs, headersTimeout },
     return503OnClosing: true,
     logger: false,
     // Malformed HTTP, a request past its deadline, oversized headers: answered here in this
@@ -133,9 +175,16 @@ export function createServer(classifier: Classifier<string, string>, options: Se
     }
     socket.destroy();
   };
+  const timedOut = Object.assign(new Error('request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' });
+  const keepDeadlines = deadlinesWhileClosing(
+    app.server,
+    { requestMs: requestTimeout, headersMs: headersTimeout, everyMs: checkEveryMs },
+    (socket) => onClientError(timedOut, socket),
+  );
   let shuttingDown = false;
   app.addHook('preClose', async () => {
     shuttingDown = true;
+    keepDeadlines();
   });
   app.addHook('onClose', async () => {
     metrics.stop();
