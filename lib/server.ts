@@ -9,13 +9,15 @@
  *   GET  /metrics    Prometheus text
  *   GET  /stats      the classifier's statistics as JSON (queue, batches, padding, latency)
  *
- * Every error answer is JSON `{"error": {"code", "message"}}`, fastify's own included: 400 for
- * bad JSON or fields (ERR_BAD_REQUEST, ERR_INVALID_ARGUMENT), 400 for malformed HTTP
- * (ERR_BAD_HTTP), 408 for a request that did not arrive within requestTimeoutMs
- * (ERR_REQUEST_TIMEOUT; while shutting down too), 413 for a body over the limit, 415 for a
- * non-JSON body, 431 for headers over Node's limit, 429 (with Retry-After) when the queue is
- * full, 503 while shutting down, 504 when timeoutMs passes. Each is counted once in /metrics, by its code and in
- * bertgate_requests_total (route "none" where no route was matched: the HTTP never parsed).
+ * Every error answer is JSON `{"error": {"code", "message"}}`, Node's and fastify's own included:
+ * 400 for bad JSON or fields (ERR_BAD_REQUEST, ERR_INVALID_ARGUMENT), 400 for malformed HTTP or
+ * a missing Host (ERR_BAD_HTTP), 408 for a request that did not arrive within requestTimeoutMs
+ * (ERR_REQUEST_TIMEOUT; enforced while shutting down too), 413 for a body over the limit, 415
+ * for a non-JSON body, 417 for an Expect header other than 100-continue
+ * (ERR_EXPECTATION_FAILED), 431 for headers over Node's limit, 429 (with Retry-After) when the
+ * queue is full, 503 while shutting down, 504 when timeoutMs passes. Each is counted once in
+ * /metrics, by its code and in bertgate_requests_total (route "none" where no route was matched:
+ * the HTTP never parsed, or the router could not read the URL).
  */
 
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -144,15 +146,19 @@ export function createServer(classifier: Classifier<string, string>, options: Se
   const app = Fastify({
     bodyLimit,
     requestTimeout,
-    http: { connectionsCheckingInterval: checkEveryMs, headersTimeout },
+    // Node answers a request without Host itself, with a bare 400 nobody counts: the onRequest
+    // hook below does, in this API's shape.
+    http: { connectionsCheckingInterval: checkEveryMs, headersTimeout, requireHostHeader: false },
     return503OnClosing: true,
     logger: false,
     // Malformed HTTP, a request past its deadline, oversized headers: answered here in this
     // API's shape (fastify's default writes its own), then the connection closes.
     clientErrorHandler: (error, socket) => onClientError(error, socket),
-    // A URL the router cannot decode, and the like: fastify's own 400s, in this API's shape.
+    // A URL the router cannot decode, and the like: fastify's own 400s, in this API's shape. No
+    // route matched, so no hook runs: counted here.
     frameworkErrors: (error, _request, reply) => {
       metrics.errors.inc({ code: 'ERR_BAD_REQUEST' });
+      metrics.requests.inc({ route: 'none', status: '400' });
       return fail(reply, 400, 'ERR_BAD_REQUEST', error.message);
     },
   });
@@ -181,6 +187,26 @@ export function createServer(classifier: Classifier<string, string>, options: Se
     { requestMs: requestTimeout, headersMs: headersTimeout, everyMs: checkEveryMs },
     (socket) => onClientError(timedOut, socket),
   );
+  // An Expect header other than 100-continue: Node answers a bare 417 itself unless someone
+  // listens, so it is passed on to the routes, and the onRequest hook below refuses it.
+  const unmetExpectation = new WeakSet<IncomingMessage>();
+  app.server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => {
+    unmetExpectation.add(request);
+    app.server.emit('request', request, response);
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    if (unmetExpectation.has(request.raw)) {
+      metrics.errors.inc({ code: 'ERR_EXPECTATION_FAILED' });
+      const got = JSON.stringify(request.headers.expect);
+      return fail(reply, 417, 'ERR_EXPECTATION_FAILED', `Expected no Expect header or "100-continue", got ${got}`);
+    }
+    // Node's own rule (requireHostHeader), which is off so that this answer has a body.
+    const { httpVersionMajor, httpVersionMinor } = request.raw;
+    if (httpVersionMajor === 1 && httpVersionMinor === 1 && !request.headers.host) {
+      metrics.errors.inc({ code: 'ERR_BAD_HTTP' });
+      return fail(reply, 400, 'ERR_BAD_HTTP', 'Expected a Host header, which HTTP/1.1 requires');
+    }
+  });
   let shuttingDown = false;
   app.addHook('preClose', async () => {
     shuttingDown = true;
