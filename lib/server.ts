@@ -9,16 +9,18 @@
  *   GET  /metrics    Prometheus text
  *   GET  /stats      the classifier's statistics as JSON (queue, batches, padding, latency)
  *
- * Every error answer is JSON `{"error": {"code", "message"}}`, fastify's own included: 400 for
- * bad JSON or fields (ERR_BAD_REQUEST, ERR_INVALID_ARGUMENT), 400 for malformed HTTP
- * (ERR_BAD_HTTP), 408 for a request that did not arrive within requestTimeoutMs
- * (ERR_REQUEST_TIMEOUT), 413 for a body over the limit, 415 for a non-JSON body, 431 for headers
- * over Node's limit, 429 (with Retry-After) when the queue is full, 503 while shutting down,
- * 504 when timeoutMs passes. Each is counted once in /metrics, by its code and in
- * bertgate_requests_total (route "none" where no route was matched: the HTTP never parsed).
+ * Every error answer is JSON `{"error": {"code", "message"}}`, Node's and fastify's own included:
+ * 400 for bad JSON or fields (ERR_BAD_REQUEST, ERR_INVALID_ARGUMENT), 400 for malformed HTTP or
+ * a missing Host (ERR_BAD_HTTP), 408 for a request that did not arrive within requestTimeoutMs
+ * (ERR_REQUEST_TIMEOUT; enforced while shutting down too), 413 for a body over the limit, 415
+ * for a non-JSON body, 417 for an Expect header other than 100-continue
+ * (ERR_EXPECTATION_FAILED), 431 for headers over Node's limit, 429 (with Retry-After) when the
+ * queue is full, 503 while shutting down, 504 when timeoutMs passes. Each is counted once in
+ * /metrics, by its code and in bertgate_requests_total (route "none" where no route was matched:
+ * the HTTP never parsed, or the router could not read the URL).
  */
 
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -52,6 +54,49 @@ function clientError(error: { code?: string }): { status: number; code: string; 
 
 /** Sockets answered by the client-error handler: their half-read request is not counted again. */
 const answered = new WeakSet<Socket>();
+
+/**
+ * Keeps Node's request deadlines once closing has begun. server.close() stops Node's own checks
+ * of requestTimeout and headersTimeout, so a client that stalls mid-request would hold the drain
+ * until --drain-timeout-ms, whose forced exit drops every other request in flight. Returns the
+ * function that starts the checks (every `everyMs`, until the server has closed); `expire` answers
+ * a connection past its deadline. The deadlines count from when a connection became ready for its
+ * request (it connected, or its previous answer was sent): at most a little stricter than Node,
+ * which counts from the request's first byte, unseen here.
+ */
+function deadlinesWhileClosing(
+  server: Server,
+  limits: { requestMs: number; headersMs: number; everyMs: number },
+  expire: (socket: Socket) => void,
+): () => void {
+  const waiting = new Map<Socket, { since: number; request: IncomingMessage | undefined }>();
+  server.on('connection', (socket: Socket) => {
+    waiting.set(socket, { since: Date.now(), request: undefined });
+    socket.once('close', () => waiting.delete(socket));
+  });
+  server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    const state = waiting.get(request.socket as Socket);
+    if (state === undefined) return;
+    state.request = request;
+    response.once('finish', () => {
+      if (state.request !== request) return; // a pipelined request came in after it
+      state.since = Date.now();
+      state.request = undefined;
+    });
+  });
+  return () => {
+    const timer = setInterval(() => {
+      const now = Date.now();
+      for (const [socket, { since, request }] of waiting) {
+        // Without a request its headers are still arriving; a request whose body has all
+        // arrived is being answered, which takes what it takes.
+        const limit = request === undefined ? limits.headersMs : request.complete ? Infinity : limits.requestMs;
+        if (now - since > limit) expire(socket);
+      }
+    }, limits.everyMs).unref();
+    server.once('close', () => clearInterval(timer));
+  };
+}
 
 const STATUS: Partial<Record<string, number>> = {
   ERR_INVALID_ARGUMENT: 400,
@@ -92,25 +137,28 @@ export function createServer(classifier: Classifier<string, string>, options: Se
   const maxTexts = options.maxTexts ?? DEFAULTS.server.maxTexts;
   const requestTimeout = options.requestTimeoutMs ?? DEFAULTS.server.requestTimeoutMs;
   const bodyLimit = options.bodyLimit ?? DEFAULTS.server.bodyLimit;
+  // Node enforces request and header deadlines only when it checks, every 30 s by default:
+  // a slow client could hold a socket that long past its deadline. Check at a tenth of it.
+  const checkEveryMs = Math.max(10, Math.min(1000, Math.floor(requestTimeout / 10)));
+  const headersTimeout = Math.min(requestTimeout, 60_000);
   // Assigned below, once the metrics exist; the handlers run only after listen().
   let onClientError: (error: Error & { code?: string }, socket: Socket) => void = () => {};
   const app = Fastify({
     bodyLimit,
     requestTimeout,
-    // Node enforces request and header deadlines only when it checks, every 30 s by default:
-    // a slow client could hold a socket that long past its deadline. Check at a tenth of it.
-    http: {
-      connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(requestTimeout / 10))),
-      headersTimeout: Math.min(requestTimeout, 60_000),
-    },
+    // Node answers a request without Host itself, with a bare 400 nobody counts: the onRequest
+    // hook below does, in this API's shape.
+    http: { connectionsCheckingInterval: checkEveryMs, headersTimeout, requireHostHeader: false },
     return503OnClosing: true,
     logger: false,
     // Malformed HTTP, a request past its deadline, oversized headers: answered here in this
     // API's shape (fastify's default writes its own), then the connection closes.
     clientErrorHandler: (error, socket) => onClientError(error, socket),
-    // A URL the router cannot decode, and the like: fastify's own 400s, in this API's shape.
+    // A URL the router cannot decode, and the like: fastify's own 400s, in this API's shape. No
+    // route matched, so no hook runs: counted here.
     frameworkErrors: (error, _request, reply) => {
       metrics.errors.inc({ code: 'ERR_BAD_REQUEST' });
+      metrics.requests.inc({ route: 'none', status: '400' });
       return fail(reply, 400, 'ERR_BAD_REQUEST', error.message);
     },
   });
@@ -133,9 +181,36 @@ export function createServer(classifier: Classifier<string, string>, options: Se
     }
     socket.destroy();
   };
+  const timedOut = Object.assign(new Error('request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' });
+  const keepDeadlines = deadlinesWhileClosing(
+    app.server,
+    { requestMs: requestTimeout, headersMs: headersTimeout, everyMs: checkEveryMs },
+    (socket) => onClientError(timedOut, socket),
+  );
+  // An Expect header other than 100-continue: Node answers a bare 417 itself unless someone
+  // listens, so it is passed on to the routes, and the onRequest hook below refuses it.
+  const unmetExpectation = new WeakSet<IncomingMessage>();
+  app.server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => {
+    unmetExpectation.add(request);
+    app.server.emit('request', request, response);
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    if (unmetExpectation.has(request.raw)) {
+      metrics.errors.inc({ code: 'ERR_EXPECTATION_FAILED' });
+      const got = JSON.stringify(request.headers.expect);
+      return fail(reply, 417, 'ERR_EXPECTATION_FAILED', `Expected no Expect header or "100-continue", got ${got}`);
+    }
+    // Node's own rule (requireHostHeader), which is off so that this answer has a body.
+    const { httpVersionMajor, httpVersionMinor } = request.raw;
+    if (httpVersionMajor === 1 && httpVersionMinor === 1 && !request.headers.host) {
+      metrics.errors.inc({ code: 'ERR_BAD_HTTP' });
+      return fail(reply, 400, 'ERR_BAD_HTTP', 'Expected a Host header, which HTTP/1.1 requires');
+    }
+  });
   let shuttingDown = false;
   app.addHook('preClose', async () => {
     shuttingDown = true;
+    keepDeadlines();
   });
   app.addHook('onClose', async () => {
     metrics.stop();

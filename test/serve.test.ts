@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
@@ -273,6 +274,52 @@ describe('bertgate serve: stopping', () => {
       server.output(),
       /SIGTERM: finishing in-flight requests\nSIGINT: still finishing in-flight requests; a third signal exits at once\nstopped\n/,
     );
+  });
+
+  it('treats SIGHUP as a graceful stop: every request answered, exit 0', async () => {
+    const { server, requests } = await busy();
+    const exited = once(server.child, 'exit');
+    server.child.kill('SIGHUP');
+    for (const r of await Promise.all(requests)) assert.equal(r.status, 200);
+    const [code, signal] = (await exited) as [number | null, string | null];
+    assert.deepEqual({ code, signal }, { code: 0, signal: null });
+    assert.match(server.output(), /SIGHUP: finishing in-flight requests\nstopped\n/);
+  });
+
+  it('keeps enforcing --request-timeout-ms while draining: a stalled body gets 408, the rest 200, exit 0', async () => {
+    const { server, requests } = await busy(['--request-timeout-ms', '3000', '--drain-timeout-ms', '120000']);
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (text += chunk));
+    const closed = once(socket, 'close');
+    // "100 Continue" says the server has read the headers: the request is in flight.
+    socket.write(
+      'POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n' +
+        'Expect: 100-continue\r\n\r\n',
+    );
+    await waitFor(async () => text.includes('\r\n\r\n'));
+    assert.equal(text, 'HTTP/1.1 100 Continue\r\n\r\n');
+    socket.write('{"text":');
+    const exited = once(server.child, 'exit');
+    server.child.kill('SIGTERM');
+    for (const r of await Promise.all(requests)) assert.equal(r.status, 200);
+    await closed;
+    const answer = text.slice('HTTP/1.1 100 Continue\r\n\r\n'.length);
+    const [head = '', body = ''] = answer.split('\r\n\r\n');
+    assert.deepEqual(
+      { status: head.split('\r\n')[0], body },
+      {
+        status: 'HTTP/1.1 408 Request Timeout',
+        body: JSON.stringify({
+          error: { code: 'ERR_REQUEST_TIMEOUT', message: 'the request did not arrive in time (--request-timeout-ms)' },
+        }),
+      },
+    );
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 0, server.output());
+    assert.match(server.output(), /SIGTERM: finishing in-flight requests\nstopped\n/);
   });
 
   it('exits at once with status 1 on a third signal', async () => {

@@ -1,7 +1,8 @@
-// bertgate serve: the HTTP API (lib/server.ts) until SIGTERM or SIGINT, then a graceful stop:
-// no new connections, in-flight requests answered, the model's queue drained. The drain
-// survives a second signal (an impatient Ctrl-C, an orchestrator repeating itself); a third
-// signal, or the drain deadline (--drain-timeout-ms), ends the process at once with exit 1.
+// bertgate serve: the HTTP API (lib/server.ts) until SIGTERM, SIGINT or SIGHUP (a closed terminal,
+// and how dev environments pass a stop on), then a graceful stop: no new connections, in-flight
+// requests answered, the model's queue drained. The drain survives a second signal (an impatient
+// Ctrl-C, an orchestrator repeating itself); a third signal, or the drain deadline
+// (--drain-timeout-ms), ends the process at once with exit 1.
 
 import { parseArgs } from 'node:util';
 
@@ -76,8 +77,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
         forceExit(`${signal} a third time`);
       }
     };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, onSignal);
   });
   await app.close();
   await classifier.close();

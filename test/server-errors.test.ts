@@ -1,0 +1,85 @@
+// The answers the HTTP stack would write itself (Node's bare 417 and no-Host 400, fastify's
+// router 400s): each in the API's error shape, and counted in /metrics like any other request.
+
+import assert from 'node:assert/strict';
+import { request, type RequestOptions } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+
+import type { FastifyInstance } from 'fastify';
+
+import { Classifier } from '../lib/index.js';
+import { createServer } from '../lib/server.js';
+import { bundle } from './helpers.js';
+
+describe("server: Node's and fastify's own refusals", () => {
+  let clf: Classifier<string, string>;
+  let app: FastifyInstance;
+  let port: number;
+  before(async () => {
+    clf = await Classifier.load(bundle('labels2'));
+    app = createServer(clf);
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    port = (app.server.address() as AddressInfo).port;
+  });
+  after(async () => {
+    await app.close();
+    await clf.close();
+  });
+
+  /** One request on its own connection (node:http sends what fetch would not: no Host, any Expect). */
+  function send(options: RequestOptions, body = ''): Promise<{ status: number; body: unknown }> {
+    return new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, agent: false, ...options }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text === '' ? '' : JSON.parse(text) }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  it('answers 417, a missing Host and a URL the router cannot decode in the API shape, counting each', async () => {
+    const cases: Array<[RequestOptions, string, number, string, string]> = [
+      [
+        { method: 'POST', path: '/classify', headers: { 'content-type': 'application/json', expect: 'gzip-please' } },
+        '{"text": "a"}',
+        417,
+        'ERR_EXPECTATION_FAILED',
+        'Expected no Expect header or "100-continue", got "gzip-please"',
+      ],
+      [
+        { path: '/healthz', setHost: false },
+        '',
+        400,
+        'ERR_BAD_HTTP',
+        'Expected a Host header, which HTTP/1.1 requires',
+      ],
+      [{ path: '/%zz' }, '', 400, 'ERR_BAD_REQUEST', "'/%zz' is not a valid url component"],
+    ];
+    for (const [options, body, status, code, message] of cases) {
+      assert.deepEqual(await send(options, body), { status, body: { error: { code, message } } });
+    }
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    for (const line of [
+      'bertgate_requests_total{route="/classify",status="417"} 1',
+      'bertgate_requests_total{route="/healthz",status="400"} 1',
+      'bertgate_requests_total{route="none",status="400"} 1',
+      'bertgate_request_errors_total{code="ERR_EXPECTATION_FAILED"} 1',
+      'bertgate_request_errors_total{code="ERR_BAD_HTTP"} 1',
+      'bertgate_request_errors_total{code="ERR_BAD_REQUEST"} 1',
+    ]) {
+      assert.ok(metrics.includes(line), `missing ${line} in\n${metrics}`);
+    }
+  });
+
+  it('still serves afterwards', async () => {
+    const r = await send(
+      { method: 'POST', path: '/classify', headers: { 'content-type': 'application/json' } },
+      '{"text": "fine"}',
+    );
+    assert.equal(r.status, 200);
+  });
+});
