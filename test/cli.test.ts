@@ -70,7 +70,7 @@ describe('bertgate classify', () => {
     assert.equal(r.code, 1);
     assert.equal(
       r.stderr,
-      'bertgate: ERR_INVALID_ARGUMENT: stdin line 4: expected UTF-8 text, got bytes that are not valid UTF-8\n',
+      'bertgate: ERR_INVALID_ARGUMENT: stdin line 4: expected UTF-8 text, got bytes that are not valid UTF-8 (from byte 5 of the line)\n',
     );
     assert.doesNotMatch(r.stdout, /\uFFFD/);
   });
