@@ -36,7 +36,8 @@ export function decodeUtf8(bytes: Uint8Array, atStart = true): string {
 /**
  * The offset of the first ill-formed sequence (Unicode's table 3-7 of well-formed UTF-8: no
  * overlong forms, surrogates or code points past U+10FFFF, and no sequence cut short).
- * Only called once the decoder has refused the bytes, so the fast path stays native.
+ * Only called once the decoder has refused the bytes, so the fast path stays native (and the
+ * loop always returns from inside).
  */
 function firstInvalid(bytes: Uint8Array): number {
   let i = 0;
