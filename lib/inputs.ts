@@ -1,6 +1,6 @@
 /**
  * What a caller may pass as texts, checked and normalised before anything else sees them:
- * strings (well-formed Unicode), UTF-8 bytes (decoded strictly, never replaced), and
+ * strings (well-formed Unicode), UTF-8 bytes (decoded by the one rule of text-decoding.ts), and
  * `{ text, pair }` for sentence-pair models; at most `maxTextLength` UTF-16 units each.
  *
  * Reading a caller's value can run the caller's code (a getter, a Proxy trap) or fail (a
@@ -9,6 +9,7 @@
  */
 
 import { BertgateError, InvalidArgumentError } from './errors.js';
+import { decodeUtf8 } from './text-decoding.js';
 import type { TokenizerInput } from './tokenizer.js';
 import { invalid } from './validate.js';
 
@@ -21,7 +22,6 @@ export interface TextPair {
 }
 export type TextInput = Text | TextPair;
 
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const TEXT = 'a string, a Uint8Array of UTF-8, or { text, pair }';
 const MEMBER = 'a string or a Uint8Array of UTF-8';
 
@@ -75,22 +75,27 @@ function normaliseOne(item: unknown, name: string, maxTextLength: number): Token
 }
 
 function normaliseText(item: unknown, name: string, maxTextLength: number, expected: string): string {
+  if (typeof item === 'string') return checkText(item, name, maxTextLength);
+  if (!reading(name, () => item instanceof Uint8Array)) throw reading(name, () => invalid(name, expected, item));
   let text: string;
-  if (typeof item === 'string') {
-    if (!item.isWellFormed()) {
-      throw new InvalidArgumentError(
-        `Expected ${name} to be well-formed Unicode, got a string with an unpaired surrogate`,
-      );
-    }
-    text = item;
-  } else if (reading(name, () => item instanceof Uint8Array)) {
-    try {
-      text = utf8.decode(item as Uint8Array);
-    } catch {
-      throw new InvalidArgumentError(`Expected ${name} to be valid UTF-8, got bytes that are not`);
-    }
-  } else {
-    throw reading(name, () => invalid(name, expected, item));
+  try {
+    text = decodeUtf8(item as Uint8Array);
+  } catch {
+    throw new InvalidArgumentError(`Expected ${name} to be valid UTF-8, got bytes that are not`);
+  }
+  return checkText(text, name, maxTextLength);
+}
+
+/**
+ * A string as the model takes texts: well-formed Unicode, at most `maxTextLength` UTF-16
+ * units. Data files hold their texts to it too, naming the file's line.
+ * @throws {InvalidArgumentError} naming `name`
+ */
+export function checkText(text: string, name: string, maxTextLength: number): string {
+  if (!text.isWellFormed()) {
+    throw new InvalidArgumentError(
+      `Expected ${name} to be well-formed Unicode, got a string with an unpaired surrogate`,
+    );
   }
   if (text.length > maxTextLength) {
     throw new InvalidArgumentError(

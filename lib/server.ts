@@ -29,6 +29,7 @@ import type { Classifier } from './classifier.js';
 import { BertgateError } from './errors.js';
 import { createMetrics } from './metrics.js';
 import { DEFAULTS } from './options.js';
+import { decodeUtf8 } from './text-decoding.js';
 
 export interface ServerOptions {
   /** Largest request body in bytes; default 1 MiB (DEFAULTS.server). */
@@ -230,13 +231,12 @@ export function createServer(classifier: Classifier<string, string>, options: Se
     if (shuttingDown) setImmediate(() => app.server.closeIdleConnections());
   });
 
-  // JSON bodies are parsed here, not by fastify: as UTF-8, strictly (invalid bytes are an error,
-  // never replaced, as everywhere in bertgate), and by JSON.parse, which makes "__proto__" an own
+  // JSON bodies are parsed here, not by fastify: as UTF-8 by bertgate's one rule (text-decoding.ts:
+  // strict, invalid bytes are an error, never replaced), and by JSON.parse, which makes "__proto__" an own
   // key like any other (no prototype is touched; nothing here merges bodies into objects), so
   // such a body is refused as an unknown field, by name. fastify's parser replaced bad bytes,
   // ignored the charset, and answered "not valid JSON" for a __proto__ key, hiding JSON.parse's
   // own message, which says where a broken body breaks.
-  const utf8 = new TextDecoder('utf-8', { fatal: true });
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     const fail = (status: number, message: string): void =>
@@ -249,7 +249,7 @@ export function createServer(classifier: Classifier<string, string>, options: Se
     if (bytes.length === 0) return fail(400, "Body cannot be empty when content-type is set to 'application/json'");
     let text: string;
     try {
-      text = utf8.decode(bytes);
+      text = decodeUtf8(bytes);
     } catch {
       return fail(400, 'Body is not valid UTF-8');
     }

@@ -71,7 +71,7 @@ describe('bertgate classify', () => {
     assert.equal(r.code, 1);
     assert.equal(
       r.stderr,
-      'bertgate: ERR_INVALID_ARGUMENT: stdin line 4: expected UTF-8 text, got bytes that are not valid UTF-8\n',
+      'bertgate: ERR_INVALID_ARGUMENT: stdin line 4: expected UTF-8 text, got bytes that are not valid UTF-8 (from byte 5 of the line)\n',
     );
     assert.doesNotMatch(r.stdout, /\uFFFD/);
   });
@@ -112,6 +112,36 @@ describe('bertgate classify', () => {
       r.stderr,
       "bertgate: ERR_DEVICE_UNAVAILABLE: device 'cuda:0' was requested but libtorch sees no CUDA device in this process\n",
     );
+  });
+});
+
+describe('bertgate evaluate: data files', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bertgate-evaluate-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it("names the file's line of a text the classifier refuses, not its index in a chunk", async () => {
+    // Line 600 is the 88th text of the second chunk of 512, and over maxTextLength (1,000,000).
+    const lines = Array.from({ length: 599 }, (_, i) => JSON.stringify({ text: `text ${i + 1}`, label: 'positive' }));
+    lines.push(JSON.stringify({ text: 'x'.repeat(1_000_001), label: 'negative' }));
+    const data = join(dir, 'long.jsonl');
+    await writeFile(data, lines.join('\n') + '\n');
+    const r = await bertgate(['evaluate', '--model', bundle('labels2'), '--data', data]);
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr,
+      `bertgate: ERR_DATA: Expected ${data} line 600 to be at most 1000000 characters (the "maxTextLength" option), got 1000001\n`,
+    );
+  });
+
+  it('reads a labelled file that starts with a byte order mark, as Windows tools write it', async () => {
+    const data = join(dir, 'bom.jsonl');
+    await writeFile(data, '\uFEFF{"text": "good", "label": "positive"}\n{"text": "bad", "label": "negative"}\n');
+    const r = await bertgate(['evaluate', '--model', bundle('labels2'), '--data', data, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { n: number }).n, 2);
   });
 });
 

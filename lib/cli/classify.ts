@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 
 import { Classifier } from '../classifier.js';
 import { InvalidArgumentError } from '../errors.js';
+import { InvalidUtf8Error, decodeUtf8 } from '../text-decoding.js';
 import { MODEL_FLAGS, classifierOptions } from './options.js';
 
 // Lines are classified in chunks, so a long stdin stream is neither held whole in memory
@@ -28,26 +29,27 @@ function textOfLine(line: string, number: number): string {
   return text;
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-
-/** Lines of bytes, split at LF (a CR before it is dropped), decoded strictly, numbered from 1. */
 /**
- * stdin split into lines, in time linear in its size: each chunk is searched once, and a line's
- * parts are joined once, when it ends. A line longer than `maxLineBytes` is an error as soon as
- * it gets there, not after it has been read whole. A leading UTF-8 byte order mark is dropped.
+ * stdin split into lines at LF (a CR before it is dropped), numbered from 1, decoded by the
+ * one UTF-8 rule (text-decoding.ts: a byte order mark is dropped at the start of the stream),
+ * in time linear in its size: each chunk is searched once, and a line's parts are joined once,
+ * when it ends. A line longer than `maxLineBytes` is an error as soon as it gets there, not
+ * after it has been read whole.
  */
 async function* stdinLines(maxLineBytes: number): AsyncGenerator<{ line: string; number: number }> {
   let parts: Buffer[] = [];
   let pendingBytes = 0;
   let number = 0;
-  let first = true;
   const decode = (bytes: Buffer): string => {
     number++;
     const end = bytes.length > 0 && bytes[bytes.length - 1] === 0x0d ? bytes.length - 1 : bytes.length;
     try {
-      return utf8.decode(bytes.subarray(0, end));
-    } catch {
-      throw new InvalidArgumentError(`stdin line ${number}: expected UTF-8 text, got bytes that are not valid UTF-8`);
+      return decodeUtf8(bytes.subarray(0, end), number === 1);
+    } catch (error) {
+      throw new InvalidArgumentError(
+        `stdin line ${number}: expected UTF-8 text, got bytes that are not valid UTF-8 ` +
+          `(from byte ${(error as InvalidUtf8Error).offset + 1} of the line)`,
+      );
     }
   };
   const take = (tail: Buffer): Buffer => {
@@ -56,12 +58,7 @@ async function* stdinLines(maxLineBytes: number): AsyncGenerator<{ line: string;
     pendingBytes = 0;
     return line;
   };
-  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
-    let data = chunk;
-    if (first && data.length > 0) {
-      first = false;
-      if (data[0] === 0xef && data[1] === 0xbb && data[2] === 0xbf) data = data.subarray(3);
-    }
+  for await (const data of process.stdin as AsyncIterable<Buffer>) {
     let start = 0;
     for (let lf = data.indexOf(0x0a); lf !== -1; lf = data.indexOf(0x0a, start)) {
       if (pendingBytes + lf - start > maxLineBytes) break;

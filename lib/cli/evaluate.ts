@@ -35,10 +35,12 @@ export async function evaluateCommand(argv: string[]): Promise<number> {
   const { bundle, options } = classifierOptions(values);
   const classifier = await Classifier.load(bundle, { ...options, drift: false });
   try {
-    const data = await readLabelled(values.data, classifier.labels);
-    // Every file is read before the first pass, so a bad --ood line fails in seconds, not after it.
+    // Every file is read, and each text checked as the classifier would, before the first pass:
+    // a bad line fails in seconds, not after it, and is named by its line, not its place in a chunk.
+    const limits = { maxTextLength: classifier.info.maxTextLength };
+    const data = await readLabelled(values.data, classifier.labels, limits);
     const oodFiles = await Promise.all(
-      (values.ood ?? []).map(async (file) => ({ file, texts: await readTexts(file) })),
+      (values.ood ?? []).map(async (file) => ({ file, texts: await readTexts(file, limits) })),
     );
     const labelIndex = new Map(classifier.labels.map((l, i) => [l, i]));
     const texts = data.examples.map((e) => e.text);
