@@ -9,6 +9,7 @@ import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { BundleError } from './errors.js';
+import { decodeUtf8, type InvalidUtf8Error } from './text-decoding.js';
 
 /** The file's size; null where it does not exist. Refuses anything but a regular file (symlinks followed). */
 export async function regularFileSize(dir: string, file: string): Promise<number | null> {
@@ -55,8 +56,17 @@ export async function readBundleBytes(dir: string, file: string, required: boole
 export async function readBundleJson(dir: string, file: string, required: boolean): Promise<unknown> {
   const bytes = await readBundleBytes(dir, file, required);
   if (bytes === null) return null;
+  let text: string;
   try {
-    return JSON.parse(bytes.toString('utf8')) as unknown;
+    text = decodeUtf8(bytes);
+  } catch (error) {
+    const offset = (error as InvalidUtf8Error).offset;
+    throw new BundleError(file, undefined, `${join(dir, file)} is not valid UTF-8 (from byte ${offset + 1})`, {
+      cause: error,
+    });
+  }
+  try {
+    return JSON.parse(text) as unknown;
   } catch (error) {
     throw new BundleError(file, undefined, `${join(dir, file)} is not valid JSON: ${(error as Error).message}`, {
       cause: error,

@@ -5,10 +5,9 @@
  * classifier trusts. Exact messages, as lib/validate.ts writes them.
  */
 
-import { availableParallelism } from 'node:os';
-
 import type { Bundle } from './bundle.js';
 import { BundleError, InvalidArgumentError } from './errors.js';
+import { DEFAULT_THREADS } from './runtime/threads.js';
 import type { TruncationSide, TruncationStrategy } from './tokenizer.js';
 import {
   integerIn,
@@ -151,7 +150,7 @@ export const DEFAULTS = {
   /** At most this many; fewer when the model has fewer labels. */
   topK: 5,
   /** All cores but one, so the event loop keeps a core. */
-  threads: Math.max(1, availableParallelism() - 1),
+  threads: DEFAULT_THREADS,
   maxTextLength: 1_000_000,
   freeze: true,
   verify: true,

@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 
 import { BundleError, InvalidArgumentError } from './errors.js';
+import { decodeUtf8 } from './text-decoding.js';
 
 type TokenizersModule = typeof import('tokenizers');
 type HfTokenizer = InstanceType<TokenizersModule['Tokenizer']>;
@@ -105,7 +106,8 @@ export class TextTokenizer {
     const { Tokenizer } = await loadTokenizers();
     let tokenizer: HfTokenizer;
     try {
-      tokenizer = Tokenizer.fromString(await readFile(path, 'utf8'));
+      // Strict UTF-8 (text-decoding.ts): a bad byte is an error, not a U+FFFD token.
+      tokenizer = Tokenizer.fromString(decodeUtf8(await readFile(path)));
     } catch (error) {
       throw new BundleError(
         'tokenizer.json',

@@ -65,15 +65,21 @@ export async function fitGateDirections(
     );
   }
   const labelIndex = new Map(classifier.labels.map((l, i) => [l, i]));
-  const source = gateData === undefined ? data : await readLabelled(gateData, classifier.labels);
+  const source =
+    gateData === undefined
+      ? data
+      : await readLabelled(gateData, classifier.labels, {
+          maxTextLength: classifier.info.maxTextLength,
+        });
   const rows = data.examples.map((_, i) => gateData !== undefined || i % 2 === 1);
-  // Every other text, in file order: fixed, and independent of the labels.
+  // Every other example (by position, not by line: blank lines are no examples): fixed, and
+  // independent of the labels.
   const fitting = gateData === undefined ? data.examples.filter((_, i) => !rows[i]) : source.examples;
   const fitLabels =
     gateData === undefined
       ? labels.filter((_, i) => !rows[i])
       : source.examples.map((e) => labelIndex.get(e.label) as number);
-  const name = gateData ?? `${data.file} (its even lines)`;
+  const name = gateData ?? `${data.file} (its even-numbered examples)`;
   enoughToFit(name, fitting.length, Math.min(dim, width));
   const features = await featuresOf(
     classifier,
@@ -85,14 +91,14 @@ export async function fitGateDirections(
       throw new DataError(
         source.file,
         undefined,
-        `${source.file}: the model's features for ${JSON.stringify(fitting[i]?.text.slice(0, 40))} hold NaN or infinite values`,
+        `${source.file} line ${fitting[i]?.line}: the model's features for this text hold NaN or infinite values`,
       );
     }
   });
   const fit = fitGate(features, fitLabels, classifier.labels.length, dim);
   const fittedOn =
     gateData === undefined
-      ? `${data.file}, its even lines (${fitting.length} texts)`
+      ? `${data.file}, its even-numbered examples (${fitting.length} texts)`
       : `${gateData} (${fitting.length} texts)`;
   if (!gateFitUsable(fit)) {
     throw new DataError(

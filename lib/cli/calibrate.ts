@@ -91,7 +91,7 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   let data: LabelledData;
   let directions: GateDirections | undefined;
   try {
-    data = await readLabelled(values.data, classifier.labels);
+    data = await readLabelled(values.data, classifier.labels, { maxTextLength: classifier.info.maxTextLength });
     const logits = await logitsOf(
       classifier,
       data.examples.map((e) => e.text),
