@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import math
 import warnings
@@ -102,6 +103,25 @@ def trace(model: BertForSequenceClassification, length: int) -> torch.jit.Script
         # what proves the trace right for other shapes.
         warnings.simplefilter("ignore")
         return torch.jit.trace(model, (ids, mask, types), strict=False, check_trace=False)
+
+
+def save_torchscript(module: torch.jit.ScriptModule, path: Path) -> None:
+    """torch.jit.save without the debug records (*.debug_pkl): they hold the Python stack of the
+    trace, absolute paths of this machine's files, so the same model would give a different
+    model.pt in every checkout (and tell a bundle's users where it was exported)."""
+    archive = io.BytesIO()
+    torch.jit.save(module, archive)
+    archive.seek(0)
+    reader = torch._C.PyTorchFileReader(archive)
+    writer = torch._C.PyTorchFileWriter(str(path))
+    writer.set_min_version(int(reader.get_record(".data/version")))
+    for name in reader.get_all_records():
+        # The writer adds the version and serialization id itself.
+        if name.endswith(".debug_pkl") or name in (".data/version", ".data/serialization_id"):
+            continue
+        data = reader.get_record(name)
+        writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
 
 
 def check_parity(
@@ -211,7 +231,7 @@ def export_bundle(
     traced = trace(WithFeatures(reference) if features else reference, length)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / "model.pt"
-    torch.jit.save(traced.half() if weights == "float16" else traced, str(model_path))
+    save_torchscript(traced.half() if weights == "float16" else traced, model_path)
     reference.float()  # the trace shares the reference's parameters: undo the cast
     # Check the file as it will be loaded (cast to fp32, as bertgate does on a CPU).
     loaded = torch.jit.load(str(model_path)).float()
