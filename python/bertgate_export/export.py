@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import math
+import os
+import secrets
+import shutil
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +64,15 @@ def max_length_of(config, tokenizer, limit: int | None) -> int:
     """The longest token sequence the bundle will feed the model."""
     length = config.max_position_embeddings
     declared = getattr(tokenizer, "model_max_length", None)
-    # HF uses a huge sentinel for "no limit".
-    if isinstance(declared, int) and 0 < declared < length:
-        length = declared
+    # HF uses a huge sentinel for "no limit"; a declared limit below the position table is one.
+    if isinstance(declared, (int, float)) and not declared >= length:
+        if isinstance(declared, bool) or not (math.isfinite(declared) and declared == int(declared) and declared >= 3):
+            raise ExportError(
+                f"tokenizer_config.json declares model_max_length {declared!r}; a token limit must be a whole "
+                "number of at least 3 ([CLS], a token, [SEP]): correct it, or remove it to use the model's "
+                f"{length} positions"
+            )
+        length = int(declared)
     if limit is not None:
         length = min(length, limit)
     return length
@@ -104,6 +115,25 @@ def trace(model: BertForSequenceClassification, length: int) -> torch.jit.Script
         return torch.jit.trace(model, (ids, mask, types), strict=False, check_trace=False)
 
 
+def save_torchscript(module: torch.jit.ScriptModule, path: Path) -> None:
+    """torch.jit.save without the debug records (*.debug_pkl): they hold the Python stack of the
+    trace, absolute paths of this machine's files, so the same model would give a different
+    model.pt in every checkout (and tell a bundle's users where it was exported)."""
+    archive = io.BytesIO()
+    torch.jit.save(module, archive)
+    archive.seek(0)
+    reader = torch._C.PyTorchFileReader(archive)
+    writer = torch._C.PyTorchFileWriter(str(path))
+    writer.set_min_version(int(reader.get_record(".data/version")))
+    for name in reader.get_all_records():
+        # The writer adds the version and serialization id itself.
+        if name.endswith(".debug_pkl") or name in (".data/version", ".data/serialization_id"):
+            continue
+        data = reader.get_record(name)
+        writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+
+
 def check_parity(
     eager: BertForSequenceClassification,
     traced: torch.jit.ScriptModule,
@@ -140,6 +170,67 @@ def check_parity(
     return ParityReport(max_abs_diff=worst, cases=len(shapes), tolerance=tolerance)
 
 
+@contextmanager
+def staged(out_dir: Path):
+    """A directory beside out_dir, renamed to it when the block completes and removed when it
+    fails: a refusal part way (the parity check) leaves no half bundle behind."""
+    target = out_dir.resolve()  # a link to an empty directory: the bundle goes where it points
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.export-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        yield staging
+        os.replace(staging, target)  # replaces an empty directory
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refused before any work: the bundle goes to a new or empty directory (no file of an
+    older bundle, such as its calibration.json, stays beside the new model)."""
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise ExportError(f"{out_dir} is a symbolic link to {os.readlink(out_dir)}, which does not exist")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} is a file, not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ExportError(f"{out_dir} is not empty: export into a new or empty directory")
+
+
+def check_classifier(config, model_dir: Path) -> None:
+    """bertgate serves single-label decisions (softmax, top-1) over named labels."""
+    problem = getattr(config, "problem_type", None)
+    if problem in ("multi_label_classification", "regression"):
+        raise ExportError(
+            f"{model_dir} is a {problem} model (config.json problem_type {problem!r}); bertgate serves "
+            "single-label classification (softmax over the labels, one label per text)"
+        )
+    if config.num_labels < 2:
+        raise ExportError(
+            f"num_labels is {config.num_labels}: a one-output head is a regression model; bertgate serves "
+            "single-label classification, which needs at least 2 labels"
+        )
+    seen = set()
+    for i in range(config.num_labels):
+        label = config.id2label.get(i)
+        if not isinstance(label, str) or not label:
+            raise ExportError(f"{model_dir}: config.json id2label has no non-empty label for id {i}")
+        if label in seen:
+            raise ExportError(f"{model_dir}: config.json id2label names {label!r} twice")
+        seen.add(label)
+
+
+def check_vocabulary(tokenizer, model: BertForSequenceClassification, model_dir: Path) -> None:
+    """Every id the tokenizer can give must have a row in the embedding table."""
+    ids = max(tokenizer.get_vocab().values()) + 1
+    rows = model.bert.embeddings.word_embeddings.num_embeddings
+    if ids > rows:
+        raise ExportError(
+            f"the tokenizer of {model_dir} gives ids up to {ids - 1}, but the model has only {rows} word "
+            "embeddings (tokens added without model.resize_token_embeddings?)"
+        )
+
+
 def export_bundle(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -167,6 +258,7 @@ def export_bundle(
     features=True: model.pt returns {"logits", "features"}, the pooled vector beside the logits
     (bundle format 2), for the out-of-distribution gate `bertgate calibrate` fits."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    check_out_dir(out_dir)
     check_model_dir(model_dir)
     model, loading = BertForSequenceClassification.from_pretrained(
         model_dir, dtype=torch.float32, output_loading_info=True
@@ -187,6 +279,7 @@ def export_bundle(
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(f"{model_dir} has no fast tokenizer (tokenizer.json); bertgate needs one")
     config = model.config
+    check_vocabulary(tokenizer, model, model_dir)
     # transformers 5 builds an empty BertTokenizer when the files are missing: every text
     # would become [UNK]. A real WordPiece vocabulary has far more than its special tokens.
     if len(tokenizer) <= len(tokenizer.all_special_tokens) + 1:
@@ -194,8 +287,6 @@ def export_bundle(
             f"the tokenizer of {model_dir} has {len(tokenizer)} tokens, only its special ones: "
             "its vocabulary is missing"
         )
-    if config.num_labels < 2:
-        raise ExportError(f"num_labels is {config.num_labels}; classification needs at least 2 labels")
     length = max_length_of(config, tokenizer, max_length)
     if weights not in ("float32", "float16"):
         raise ExportError(f"weights must be float32 or float16, got {weights}")
@@ -209,43 +300,43 @@ def export_bundle(
         reference = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
     traced = trace(WithFeatures(reference) if features else reference, length)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / "model.pt"
-    torch.jit.save(traced.half() if weights == "float16" else traced, str(model_path))
-    reference.float()  # the trace shares the reference's parameters: undo the cast
-    # Check the file as it will be loaded (cast to fp32, as bertgate does on a CPU).
-    loaded = torch.jit.load(str(model_path)).float()
-    parity = check_parity(reference, loaded, length, tolerance)
-    quantization = None
-    if quantize == "int8":
-        quantization = {
-            "scheme": "dynamic int8: Linear weights int8 per tensor, activations quantized per batch",
-            "layers": "Linear",
-            "engine": torch.backends.quantized.engine,
-            "other_weights": weights,
-            "agreement_with_unquantized": agreement(model, loaded, tokenizer, length, agreement_texts),
-        }
+    with staged(out_dir) as staging:
+        model_path = staging / "model.pt"
+        save_torchscript(traced.half() if weights == "float16" else traced, model_path)
+        reference.float()  # the trace shares the reference's parameters: undo the cast
+        # Check the file as it will be loaded (cast to fp32, as bertgate does on a CPU).
+        loaded = torch.jit.load(str(model_path)).float()
+        parity = check_parity(reference, loaded, length, tolerance)
+        quantization = None
+        if quantize == "int8":
+            quantization = {
+                "scheme": "dynamic int8: Linear weights int8 per tensor, activations quantized per batch",
+                "layers": "Linear",
+                "engine": torch.backends.quantized.engine,
+                "other_weights": weights,
+                "agreement_with_unquantized": agreement(model, loaded, tokenizer, length, agreement_texts),
+            }
 
-    config.save_pretrained(out_dir)
-    tokenizer.model_max_length = length
-    tokenizer.save_pretrained(out_dir)
-    manifest = {
-        "format": BUNDLE_FORMAT_WITH_FEATURES if features else BUNDLE_FORMAT,
-        "outputs": {"logits": config.num_labels, **({"features": config.hidden_size} if features else {})},
-        "exporter": f"bertgate_export {__version__}",
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "source": str(model_dir),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "num_labels": config.num_labels,
-        "max_length": length,
-        "weights": weights,
-        "quantization": quantization,
-        "parity": {"max_abs_diff": parity.max_abs_diff, "cases": parity.cases, "tolerance": parity.tolerance},
-        "random_weights": random_weights,
-        "files": file_digests(out_dir),
-    }
-    (out_dir / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        config.save_pretrained(staging)
+        tokenizer.model_max_length = length
+        tokenizer.save_pretrained(staging)
+        manifest = {
+            "format": BUNDLE_FORMAT_WITH_FEATURES if features else BUNDLE_FORMAT,
+            "outputs": {"logits": config.num_labels, **({"features": config.hidden_size} if features else {})},
+            "exporter": f"bertgate_export {__version__}",
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "source": str(model_dir),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "num_labels": config.num_labels,
+            "max_length": length,
+            "weights": weights,
+            "quantization": quantization,
+            "parity": {"max_abs_diff": parity.max_abs_diff, "cases": parity.cases, "tolerance": parity.tolerance},
+            "random_weights": random_weights,
+            "files": file_digests(staging),
+        }
+        (staging / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -296,7 +387,8 @@ def check_model_dir(model_dir: Path) -> None:
     """What a model directory must hold before anything is loaded, named plainly."""
     if not (model_dir / "config.json").is_file():
         raise ExportError(f"{model_dir} has no config.json: it is not a save_pretrained model directory")
-    model_type = AutoConfig.from_pretrained(model_dir).model_type
+    config = AutoConfig.from_pretrained(model_dir)
+    model_type = config.model_type
     if model_type != "bert":
         raise ExportError(
             f"{model_dir} holds a {model_type!r} model; bertgate exports BertForSequenceClassification "
@@ -307,6 +399,7 @@ def check_model_dir(model_dir: Path) -> None:
             f"{model_dir} has no tokenizer ({' or '.join(TOKENIZER_FILES)}): save the tokenizer beside the model "
             "(tokenizer.save_pretrained) before exporting"
         )
+    check_classifier(config, model_dir)
 
 
 # The files whose bytes bertgate checks at load. A TorchScript archive stores tensors

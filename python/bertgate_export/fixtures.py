@@ -17,7 +17,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast, pipeline
 
 from . import tokenizer_corpus
-from .export import export_bundle, file_digests, quantized_engine
+from .export import export_bundle, file_digests, quantized_engine, save_torchscript
 from .testmodels import ModelSpec, build_model_dir, corpus_lines, train_wordpiece
 
 SPECS: dict[str, ModelSpec] = {
@@ -37,6 +37,8 @@ SPECS: dict[str, ModelSpec] = {
     "long": ModelSpec(labels=["a", "b"], hidden=128, heads=4, layers=2, max_positions=512, vocab_size=2000, seed=4),
 }
 
+# bundle.json's "created" in every fixture.
+FIXED_TIME = "2026-01-01T00:00:00+00:00"
 # Also exported with dynamic int8 Linear layers, beside the float bundle of the same weights.
 INT8 = ("labels50",)
 # Also exported with its pooled features (bundle format 2), for the out-of-distribution gate.
@@ -133,7 +135,7 @@ def build_nan_bundle(source: Path, out: Path) -> None:
     """The labels2 bundle with a model whose logits are NaN on unknown tokens."""
     shutil.copytree(source, out, dirs_exist_ok=True)
     unk = AutoTokenizer.from_pretrained(source).unk_token_id
-    torch.jit.save(torch.jit.script(NanOnUnknown(torch.jit.load(str(source / "model.pt")), unk)), str(out / "model.pt"))
+    save_torchscript(torch.jit.script(NanOnUnknown(torch.jit.load(str(source / "model.pt")), unk)), out / "model.pt")
     # A new model.pt: seal it again, as the exporter would have.
     manifest = json.loads((out / "bundle.json").read_text())
     manifest["files"] = file_digests(out)
@@ -198,21 +200,31 @@ def build_user_model(out: Path) -> None:
     print(f"fixtures: turkish50-hf ({len(labels)} labels, pipeline probabilities for {len(USER_TEXTS)} texts)")
 
 
+def export_fixture(model_dir: Path, bundle: Path, **options) -> None:
+    """export_bundle, with the two manifest fields that would differ between runs and clones
+    (the time, the temporary model directory) pinned: bundle.json is not sealed."""
+    export_bundle(model_dir, bundle, random_weights=True, **options)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["created"] = FIXED_TIME
+    manifest["source"] = f"bertgate_export.fixtures {model_dir.name}"
+    (bundle / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def build(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name, spec in SPECS.items():
             model_dir = build_model_dir(spec, Path(tmp) / name)
             bundle = out / name
-            export_bundle(model_dir, bundle, random_weights=True)
+            export_fixture(model_dir, bundle)
             expected = reference(model_dir, bundle, parity_texts(spec.max_positions))
             (out / f"{name}.expected.json").write_text(json.dumps(expected))
             print(f"fixtures: {name} ({len(spec.labels)} labels, {len(expected['texts'])} reference texts)")
             if name in FEATURES:
-                export_bundle(model_dir, out / f"{name}-features", random_weights=True, features=True)
+                export_fixture(model_dir, out / f"{name}-features", features=True)
                 print(f"fixtures: {name}-features (format 2: the pooled features beside the logits)")
             if name in INT8:
-                export_bundle(model_dir, out / f"{name}-int8", random_weights=True, quantize="int8")
+                export_fixture(model_dir, out / f"{name}-int8", quantize="int8")
                 expected = reference(model_dir, out / f"{name}-int8", parity_texts(spec.max_positions), quantize=True)
                 (out / f"{name}-int8.expected.json").write_text(json.dumps(expected))
                 print(f"fixtures: {name}-int8 (dynamic int8 Linear layers, the quantized eager reference)")

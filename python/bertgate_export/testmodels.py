@@ -1,14 +1,18 @@
 """Small random-weight BertForSequenceClassification models with a locally trained WordPiece
 tokenizer, saved as ordinary Hugging Face model directories. No hub access anywhere: the
-vocabulary is trained on corpus.txt beside this file."""
+vocabulary is trained on corpus.txt beside this file. Everything here is deterministic, so the
+test fixtures built from it are byte-identical between clones and runs."""
 
 from __future__ import annotations
 
+import heapq
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
 CORPUS = Path(__file__).with_name("corpus.txt")
@@ -24,11 +28,17 @@ def train_wordpiece(
 ) -> Tokenizer:
     """A BERT-style WordPiece tokenizer (BertNormalizer, BertPreTokenizer, [CLS] A [SEP] B [SEP])
     trained on corpus.txt plus `extra_lines`. strip_accents None follows lowercase, as in BERT."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=strip_accents)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
-    tok.train_from_iterator(corpus_lines() + (extra_lines or []), trainer)
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=strip_accents)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = Counter(
+        word
+        for line in corpus_lines() + (extra_lines or [])
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))
+    )
+    vocab = wordpiece_vocab(words, vocab_size)
+    tok = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -37,6 +47,55 @@ def train_wordpiece(
     )
     tok.decoder = decoders.WordPiece()
     return tok
+
+
+def wordpiece_vocab(words: Counter[str], vocab_size: int) -> list[str]:
+    """What the `tokenizers` WordPiece trainer learns (BPE merges over the words, "##" marking a
+    continuation), with ties broken by the pair's text: the trainer breaks them by ids it
+    assigns in hash-map order, so two runs on the same corpus learn different vocabularies."""
+    alphabet = sorted({c for word in words for c in word}) + sorted({"##" + c for word in words for c in word[1:]})
+    vocab = list(dict.fromkeys(SPECIAL_TOKENS + alphabet))
+    known = set(vocab)
+    splits = {word: [word[0]] + ["##" + c for c in word[1:]] for word in words}
+    counts: Counter[tuple[str, str]] = Counter()
+    holders: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+    for word, parts in splits.items():
+        for pair in pairwise(parts):
+            counts[pair] += words[word]
+            holders[pair].add(word)
+    heap = [(-count, pair) for pair, count in counts.items()]
+    heapq.heapify(heap)
+    while len(vocab) < vocab_size and heap:
+        negative, pair = heapq.heappop(heap)
+        if counts[pair] != -negative:
+            continue  # a stale entry: the pair's count changed since it was pushed
+        merged = pair[0] + pair[1][2:]
+        if merged not in known:
+            vocab.append(merged)
+            known.add(merged)
+        touched = set()
+        for word in holders.pop(pair):
+            parts, count = splits[word], words[word]
+            for old in pairwise(parts):
+                counts[old] -= count
+                touched.add(old)
+            joined, i = [], 0
+            while i < len(parts):
+                if i + 1 < len(parts) and (parts[i], parts[i + 1]) == pair:
+                    joined.append(merged)
+                    i += 2
+                else:
+                    joined.append(parts[i])
+                    i += 1
+            splits[word] = joined
+            for new in pairwise(joined):
+                counts[new] += count
+                holders[new].add(word)
+                touched.add(new)
+        for other in touched:
+            if counts[other] > 0:
+                heapq.heappush(heap, (-counts[other], other))
+    return vocab
 
 
 def wordpiece_tokenizer(vocab_size: int, lowercase: bool, max_length: int) -> PreTrainedTokenizerFast:
