@@ -8,8 +8,8 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { BundleError, Classifier } from '../lib/index.js';
-import { copyBundle, rejectsWith } from './helpers.js';
+import { BundleError, Classifier, InvalidArgumentError } from '../lib/index.js';
+import { bundle, copyBundle, rejectsWith } from './helpers.js';
 
 async function withCopy(name: string, body: (dir: string) => Promise<void>): Promise<void> {
   const copy = await copyBundle(name);
@@ -117,5 +117,22 @@ describe('bundle files', () => {
       await editJson(join(dir, 'config.json'), (c) => (c['problem_type'] = 'single_label_classification'));
       await (await Classifier.load(dir, { verify: false })).close();
     });
+  });
+
+  it('a model with one token type refuses text pairs up front; texts batched beside them are served', async () => {
+    const clf = await Classifier.load(bundle('onetype'));
+    try {
+      const single = clf.classify('install a package');
+      await rejectsWith(
+        clf.classify([{ text: 'a', pair: 'b' }, 'c'] as never),
+        InvalidArgumentError,
+        'texts[0] is a text pair, but this model has one token type (config.json "type_vocab_size" 1): it ' +
+          'classifies single texts only',
+      );
+      const d = await single;
+      assert.ok(d.accepted || d.reason !== 'invalid');
+    } finally {
+      await clf.close();
+    }
   });
 });

@@ -228,6 +228,10 @@ def build(out: Path) -> None:
                 expected = reference(model_dir, out / f"{name}-int8", parity_texts(spec.max_positions), quantize=True)
                 (out / f"{name}-int8.expected.json").write_text(json.dumps(expected))
                 print(f"fixtures: {name}-int8 (dynamic int8 Linear layers, the quantized eager reference)")
+        # One token type (no row for a pair's second text): the engine must refuse pairs up front.
+        spec = ModelSpec(labels=["a", "b"], hidden=32, heads=2, max_positions=64, seed=5, extra={"type_vocab_size": 1})
+        export_fixture(build_model_dir(spec, Path(tmp) / "onetype"), out / "onetype")
+        print("fixtures: onetype (type_vocab_size 1)")
     build_nan_bundle(out / "labels2", out / "nan")
     tokenizer_corpus.build(out / "tokenizers")
     build_user_model(out)
