@@ -131,8 +131,12 @@ function tokenLimit(tokenizerConfig: unknown, maxPositions: number): number {
 /**
  * Reads and checks a bundle. `{ gate: false }`: gate.bin is not read (the gate's projection and
  * centres stay empty), so a caller that turned the gate off does not depend on that file.
+ * `{ calibration: false }`: neither is calibration.json (calibrate, fitting a new one).
  */
-export async function readBundle(dir: string, options: { gate?: boolean } = {}): Promise<Bundle> {
+export async function readBundle(
+  dir: string,
+  options: { gate?: boolean; calibration?: boolean } = {},
+): Promise<Bundle> {
   // Every file a regular one, before anything opens one (libtorch would block on a FIFO too).
   for (const file of Object.values(BUNDLE_FILES)) {
     const size = await regularFileSize(dir, file);
@@ -155,11 +159,14 @@ export async function readBundle(dir: string, options: { gate?: boolean } = {}):
   }
   const outputs = manifest?.['outputs'];
   const features = isPlainObject(outputs) ? outputs['features'] : undefined;
-  const calibration = await readCalibration(dir, labels, {
-    // With the gate off its description stays (the guarantee was the combined rule's), its numbers unread.
-    gate: options.gate !== false,
-    featureWidth: manifest === null ? undefined : typeof features === 'number' ? features : null,
-  });
+  const calibration =
+    options.calibration === false
+      ? null
+      : await readCalibration(dir, labels, {
+          // With the gate off its description stays (the guarantee was the combined rule's), its numbers unread.
+          gate: options.gate !== false,
+          featureWidth: manifest === null ? undefined : typeof features === 'number' ? features : null,
+        });
   return {
     quantization: readQuantization(manifest),
     dir,

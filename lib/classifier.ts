@@ -87,8 +87,7 @@ interface Row {
   truncated: boolean;
 }
 /** The gate in force: the calibration's, unless turned off; asked for where there is none, an error. */
-function gateOf(settings: Settings, bundle: Bundle, bundleDir: string, candidate?: Gate): Gate | undefined {
-  if (candidate) return candidate;
+function gateOf(settings: Settings, bundle: Bundle, bundleDir: string): Gate | undefined {
   if (settings.gate === false) return undefined;
   const gate = bundle.calibration?.gate;
   if (!gate && settings.gate === true) {
@@ -141,22 +140,24 @@ interface Job {
 }
 
 /**
- * For calibrate only (index.ts does not export it): a classifier that serves `gate`, a gate
- * being fitted, in place of the bundle's, so that the gate's threshold is chosen among the
- * scores the engine itself serves. Options as Classifier.load takes them.
+ * For calibrate only (index.ts does not export it): a classifier of the bundle as if it had no
+ * calibration.json (what an earlier calibration left plays no part in a new one, and an old or
+ * broken one must not stop it), serving `gate`, a gate being fitted, where given, so that the
+ * gate's threshold is chosen among the scores the engine itself serves. Options as
+ * Classifier.load takes them.
  */
-export let loadWithCandidateGate: (
+export let loadForCalibration: (
   bundleDir: string,
   options: ClassifierOptions<string, string>,
-  gate: Gate,
+  gate?: Gate,
 ) => Promise<Classifier<string, string>>;
 
 export class Classifier<L extends string = string, O extends string = 'Other'> {
   static {
-    loadWithCandidateGate = async (bundleDir, options, gate) => {
-      const stack = callerStack(loadWithCandidateGate);
+    loadForCalibration = async (bundleDir, options, gate) => {
+      const stack = callerStack(loadForCalibration);
       try {
-        return await Classifier.#load<string, string>(bundleDir, parseOptions(options), gate);
+        return await Classifier.#load<string, string>(bundleDir, parseOptions(options), { gate });
       } catch (error) {
         throw error instanceof BertgateError ? restack(error, stack) : fromNative(error, stack);
       }
@@ -240,13 +241,16 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   static async #load<L extends string, O extends string>(
     bundleDir: string,
     settings: Settings,
-    candidateGate?: Gate,
+    forCalibration?: { gate: Gate | undefined },
   ): Promise<Classifier<L, O>> {
     const runtime = await openRuntime();
-    const bundle = await readBundle(bundleDir, { gate: settings.gate !== false && candidateGate === undefined });
+    const bundle = await readBundle(
+      bundleDir,
+      forCalibration ? { calibration: false } : { gate: settings.gate !== false },
+    );
     if (settings.verify) await verifyFiles(bundle);
     const resolved = resolveAgainstBundle(settings, bundle);
-    const gate = gateOf(settings, bundle, bundleDir, candidateGate);
+    const gate = forCalibration ? forCalibration.gate : gateOf(settings, bundle, bundleDir);
     const rule = resolveRule(settings, bundle, gate);
     const deviceName = settings.device === 'cpu' ? 'cpu' : `cuda:${settings.deviceIndex}`;
     if (bundle.quantization === 'int8' && settings.device === 'cuda') {

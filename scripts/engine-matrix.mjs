@@ -3,7 +3,7 @@
 // prebuilt addon, on the libtorch of that torch release (scripts/torch-wheels.mjs), and its
 // logits must match transformers' eager logits within 1e-5. One child process per engine,
 // since a process holds one libtorch. test/engine-matrix.test.ts runs it in npm test; run it
-// alone to refresh the README's table:  node scripts/engine-matrix.mjs --write-readme
+// alone to refresh the table in docs/install.md:  node scripts/engine-matrix.mjs --write-docs
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -75,14 +75,14 @@ if (isMain(import.meta.url)) {
   const results = await checkMatrix();
   const text = table(results);
   console.log(text);
-  if (process.argv.includes('--write-readme')) {
-    const readme = join(ROOT, 'README.md');
+  if (process.argv.includes('--write-docs')) {
+    const readme = join(ROOT, 'docs', 'install.md');
     const [start, end] = ['<!-- engine-matrix:start -->', '<!-- engine-matrix:end -->'];
     const current = readFileSync(readme, 'utf8');
     const at = current.indexOf(start);
     const stop = current.indexOf(end);
-    if (at < 0 || stop < 0) throw new Error(`README.md has no ${start} ... ${end} section`);
-    const stamp = `Measured ${new Date().toISOString().slice(0, 10)} by \`node scripts/engine-matrix.mjs --write-readme\`:`;
+    if (at < 0 || stop < 0) throw new Error(`docs/install.md has no ${start} ... ${end} section`);
+    const stamp = `Measured ${new Date().toISOString().slice(0, 10)} by \`node scripts/engine-matrix.mjs --write-docs\`:`;
     writeFileSync(readme, `${current.slice(0, at + start.length)}\n${stamp}\n\n${text}\n${current.slice(stop)}`);
   }
   if (results.some((r) => r.error || !(r.worst <= TOLERANCE))) process.exitCode = 1;

@@ -21,7 +21,7 @@ import type { Predictions } from '../calibration/metrics.js';
 import { fitTemperature } from '../calibration/temperature.js';
 import { reliabilitySvg, riskCoverageSvg } from '../calibration/plots.js';
 import { InsufficientDataError } from '../calibration/thresholds.js';
-import { Classifier, loadWithCandidateGate } from '../classifier.js';
+import { loadForCalibration } from '../classifier.js';
 import { DataError, InvalidArgumentError } from '../errors.js';
 import { RUNTIME_FLAGS, classifierOptions } from './options.js';
 import { progressBar } from './progress.js';
@@ -84,9 +84,7 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   // --out is checked, and made, before the passes over the data: a long calibration must not
   // end in a raw EEXIST, nor write a calibration into another model's bundle.
   if (values.out !== undefined) await checkOut(values.out, bundle);
-  // What an earlier calibration left (its gate, its drift reference) plays no part in this one.
-  const fresh = { ...options, gate: false, drift: false } as const;
-  const classifier = await Classifier.load(bundle, fresh);
+  const classifier = await loadForCalibration(bundle, options);
   let predictions: Predictions;
   let data: LabelledData;
   let directions: GateDirections | undefined;
@@ -115,10 +113,11 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   // The thresholds (and the gate's) go on what the classifier will serve: its own pass at the
   // fitted temperature, with the fitted gate.
   const temperature = fitTemperature(predictions);
-  const servingOptions = { ...fresh, temperature, threshold: 0, topK: 1 };
-  const serving = directions
-    ? await loadWithCandidateGate(bundle, servingOptions, candidateGate(directions))
-    : await Classifier.load(bundle, servingOptions);
+  const serving = await loadForCalibration(
+    bundle,
+    { ...options, temperature, threshold: 0, topK: 1 },
+    directions && candidateGate(directions),
+  );
   let served;
   try {
     served = await servedScores(
