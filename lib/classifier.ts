@@ -363,9 +363,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   logits(text: TextInput, options?: CallOptions): Promise<Float32Array>;
   logits(texts: readonly TextInput[], options?: CallOptions): Promise<Float32Array[]>;
   async logits(input: TextInput | readonly TextInput[], options?: CallOptions): Promise<Float32Array | Float32Array[]> {
-    const { single, rows } = await this.#run(input, options, callerStack(this.logits), 'logits');
-    const out = rows.map(({ result, row }) => result.logits.subarray(row * result.cols, (row + 1) * result.cols));
-    return single ? (out[0] as Float32Array) : out;
+    return this.#vectors(input, options, callerStack(this.logits), 'logits', (r) => [r.logits, r.cols]);
   }
 
   /**
@@ -379,9 +377,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     input: TextInput | readonly TextInput[],
     options?: CallOptions,
   ): Promise<Float32Array | Float32Array[]> {
-    const { single, rows } = await this.#run(input, options, callerStack(this.logProbabilities), 'logProbs');
-    const out = rows.map(({ result, row }) => result.logProbs.subarray(row * result.cols, (row + 1) * result.cols));
-    return single ? (out[0] as Float32Array) : out;
+    return this.#vectors(input, options, callerStack(this.logProbabilities), 'logProbs', (r) => [r.logProbs, r.cols]);
   }
 
   /**
@@ -405,8 +401,22 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
         callerStack(this.features),
       );
     }
-    const { single, rows } = await this.#run(input, options, callerStack(this.features), 'features');
-    const out = rows.map(({ result, row }) => result.features.subarray(row * width, (row + 1) * width));
+    return this.#vectors(input, options, callerStack(this.features), 'features', (r) => [r.features, width]);
+  }
+
+  /** One row of `width` per text from `pick`'s buffer (views, no copies): logits, log-probabilities, features. */
+  async #vectors(
+    input: unknown,
+    options: CallOptions | undefined,
+    stack: string,
+    want: Want,
+    pick: (result: NativeInferResult) => [Float32Array, number],
+  ): Promise<Float32Array | Float32Array[]> {
+    const { single, rows } = await this.#run(input, options, stack, want);
+    const out = rows.map(({ result, row }) => {
+      const [buffer, width] = pick(result);
+      return buffer.subarray(row * width, (row + 1) * width);
+    });
     return single ? (out[0] as Float32Array) : out;
   }
 

@@ -4,6 +4,16 @@
  * user sees where *they* called, not an anonymous native frame.
  */
 
+/** What a RuntimeLoadError says went wrong in finding or opening libtorch, the addon or the engine. */
+export type RuntimeLoadCode =
+  | 'ERR_LIBTORCH_NOT_FOUND'
+  | 'ERR_LIBTORCH_VERSION'
+  | 'ERR_LIBTORCH_LOAD'
+  | 'ERR_LIBTORCH_CONFLICT'
+  | 'ERR_ADDON_LOAD'
+  | 'ERR_ENGINE_LOAD'
+  | 'ERR_ENGINE_NOT_OPEN';
+
 export type ErrorCode =
   | 'ERR_INVALID_ARGUMENT'
   | 'ERR_BUNDLE'
@@ -20,13 +30,7 @@ export type ErrorCode =
   | 'ERR_EXPORT'
   | 'ERR_LISTEN'
   | 'ERR_DRIFT_STATE'
-  | 'ERR_LIBTORCH_NOT_FOUND'
-  | 'ERR_LIBTORCH_VERSION'
-  | 'ERR_LIBTORCH_LOAD'
-  | 'ERR_LIBTORCH_CONFLICT'
-  | 'ERR_ADDON_LOAD'
-  | 'ERR_ENGINE_LOAD'
-  | 'ERR_ENGINE_NOT_OPEN'
+  | RuntimeLoadCode
   | 'ERR_INTERNAL';
 
 export class BertgateError extends Error {
@@ -148,18 +152,7 @@ export class DriftStateError extends BertgateError {
 
 /** libtorch or the native addon could not be found or loaded; the message says what was tried. */
 export class RuntimeLoadError extends BertgateError {
-  constructor(
-    code:
-      | 'ERR_LIBTORCH_NOT_FOUND'
-      | 'ERR_LIBTORCH_VERSION'
-      | 'ERR_LIBTORCH_LOAD'
-      | 'ERR_LIBTORCH_CONFLICT'
-      | 'ERR_ADDON_LOAD'
-      | 'ERR_ENGINE_LOAD'
-      | 'ERR_ENGINE_NOT_OPEN',
-    message: string,
-    options?: ErrorOptions,
-  ) {
+  constructor(code: RuntimeLoadCode, message: string, options?: ErrorOptions) {
     super(code, message, options);
   }
 }

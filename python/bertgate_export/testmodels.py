@@ -98,10 +98,11 @@ def wordpiece_vocab(words: Counter[str], vocab_size: int) -> list[str]:
     return vocab
 
 
-def wordpiece_tokenizer(vocab_size: int, lowercase: bool, max_length: int) -> PreTrainedTokenizerFast:
-    """train_wordpiece, wrapped as a transformers tokenizer that save_pretrained can write."""
+def bert_tokenizer(tokenizer: Tokenizer, max_length: int) -> PreTrainedTokenizerFast:
+    """A tokenizers WordPiece, wrapped with BERT's special tokens as a transformers tokenizer that
+    save_pretrained can write."""
     return PreTrainedTokenizerFast(
-        tokenizer_object=train_wordpiece(vocab_size, lowercase),
+        tokenizer_object=tokenizer,
         unk_token="[UNK]",
         pad_token="[PAD]",
         cls_token="[CLS]",
@@ -109,6 +110,11 @@ def wordpiece_tokenizer(vocab_size: int, lowercase: bool, max_length: int) -> Pr
         mask_token="[MASK]",
         model_max_length=max_length,
     )
+
+
+def wordpiece_tokenizer(vocab_size: int, lowercase: bool, max_length: int) -> PreTrainedTokenizerFast:
+    """train_wordpiece, wrapped as a transformers tokenizer that save_pretrained can write."""
+    return bert_tokenizer(train_wordpiece(vocab_size, lowercase), max_length)
 
 
 @dataclass

@@ -45,6 +45,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel, P
 
 from .dataset import read_split
 from .export import export_bundle
+from .testmodels import bert_tokenizer
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -75,15 +76,7 @@ def pruned_tokenizer(tokenizer_json: dict, kept: list[str], max_length: int) -> 
     # The post-processor refers to [CLS] and [SEP] by id.
     for special in spec["post_processor"].get("special_tokens", {}).values():
         special["ids"] = [kept.index(t) for t in special["tokens"]]
-    return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=max_length,
-    )
+    return bert_tokenizer(Tokenizer.from_str(json.dumps(spec)), max_length)
 
 
 def initial_model(labels: list[str], kept: list[str], layers: int, max_length: int) -> BertForSequenceClassification:
