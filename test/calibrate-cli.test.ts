@@ -12,6 +12,9 @@ import { bertgate, copyBundle } from './helpers.js';
 describe('bertgate calibrate and evaluate', () => {
   let copy: { dir: string; cleanup: () => Promise<void> };
   let data: string;
+  /** The texts with the model's own label, and with a label it never gives them. */
+  let own: string;
+  let wrong: string;
 
   before(async () => {
     copy = await copyBundle('labels7');
@@ -34,6 +37,12 @@ describe('bertgate calibrate and evaluate', () => {
     });
     data = join(copy.dir, 'labelled.jsonl');
     await writeFile(data, lines.join('\n') + '\n');
+    const relabelled = (pick: (best: string) => string): string =>
+      decisions.map((d, i) => JSON.stringify({ text: texts[i], label: pick(d.top[0]?.label as string) })).join('\n');
+    own = join(copy.dir, 'own.jsonl');
+    await writeFile(own, relabelled((best) => best) + '\n');
+    wrong = join(copy.dir, 'wrong.jsonl');
+    await writeFile(wrong, relabelled((best) => clf.labels.find((l) => l !== best) as string) + '\n');
   });
   after(() => copy.cleanup());
 
@@ -201,5 +210,38 @@ describe('bertgate calibrate and evaluate', () => {
       r3.stderr,
       'bertgate: ERR_INVALID_ARGUMENT: Give either --coverage, or --target-accuracy (with --delta), not both\n',
     );
+  });
+
+  it('--coverage says so when ties make it accept more than asked, and records both shares', async () => {
+    // Labelled with the model's own labels, the map is flat at 1: no threshold splits the texts.
+    const r = await bertgate([
+      'calibrate',
+      '--model',
+      copy.dir,
+      '--data',
+      own,
+      '--coverage',
+      '0.5',
+      '--out',
+      join(copy.dir, 'flat'),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const c = JSON.parse(await readFile(join(copy.dir, 'flat', 'calibration.json'), 'utf8'));
+    assert.equal(c.guarantee.requested, 0.5);
+    assert.equal(c.guarantee.coverage, 1);
+    assert.match(
+      r.stdout,
+      /warning: --coverage 0\.5 was asked for, but 100\.0% of the texts have a confidence at or above the lowest threshold/,
+    );
+  });
+
+  it('on data the model always gets wrong, says the model is wrong too often, not that the examples are too few', async () => {
+    const r = await bertgate(['calibrate', '--model', copy.dir, '--data', wrong, '--target-accuracy', '0.9']);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /ERR_DATA: no threshold has selective risk <= 0\.1 at confidence 0\.95: the model is wrong too often: at every threshold accepting at least \d+ examples \(the fewest that could certify one\), a share of at least 1\.0000 is wrong, above the risk 0\.1; more data like this will not help/,
+    );
+    assert.doesNotMatch(r.stderr, /too few/);
   });
 });
