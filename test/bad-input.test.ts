@@ -5,14 +5,10 @@
 
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
-import type { FastifyInstance } from 'fastify';
-
 import { AbortedError, BundleError, Classifier, InvalidArgumentError, OverloadedError } from '../lib/index.js';
-import { createServer } from '../lib/server.js';
-import { CLI, type ErrorClass, bertgate, bundle, rawHttp, rejectsWith } from './helpers.js';
+import { CLI, type ErrorClass, bertgate, bundle, rawHttp, rejectsWith, serveFixture } from './helpers.js';
 
 const TEXT_KINDS = 'a string, a Uint8Array of UTF-8, or { text, pair }';
 
@@ -323,18 +319,13 @@ describe('bad input: the command line', () => {
 });
 
 describe('bad input: HTTP', () => {
-  let clf: Classifier<string, string>;
-  let app: FastifyInstance;
+  let server: Awaited<ReturnType<typeof serveFixture>>;
   let url: string;
   before(async () => {
-    clf = await Classifier.load(bundle('labels2'), { maxTextLength: 1000 });
-    app = createServer(clf, { bodyLimit: 4096, maxTexts: 8 });
-    url = await app.listen({ port: 0, host: '127.0.0.1' });
+    server = await serveFixture('labels2', { maxTextLength: 1000 }, { bodyLimit: 4096, maxTexts: 8 });
+    url = server.url;
   });
-  after(async () => {
-    await app.close();
-    await clf.close();
-  });
+  after(() => server.close());
 
   const json = (body: unknown): RequestInit => ({
     method: 'POST',
@@ -500,19 +491,13 @@ describe('bad input: HTTP', () => {
 });
 
 describe('bad input: HTTP below the routes (slow clients, malformed requests)', () => {
-  let clf: Classifier<string, string>;
-  let app: FastifyInstance;
+  let server: Awaited<ReturnType<typeof serveFixture>>;
   let port: number;
   before(async () => {
-    clf = await Classifier.load(bundle('labels2'));
-    app = createServer(clf, { requestTimeoutMs: 300 });
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    port = (app.server.address() as AddressInfo).port;
+    server = await serveFixture('labels2', {}, { requestTimeoutMs: 300 });
+    port = server.port;
   });
-  after(async () => {
-    await app.close();
-    await clf.close();
-  });
+  after(() => server.close());
 
   const metric = async (line: RegExp): Promise<number> => {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();

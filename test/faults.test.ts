@@ -11,12 +11,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
-import type { FastifyInstance } from 'fastify';
-
 import { BundleError, Classifier } from '../lib/index.js';
-import { createServer } from '../lib/server.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
-import { bundle, copyBundle } from './helpers.js';
+import { bundle, copyBundle, serveFixture } from './helpers.js';
 
 const exec = promisify(execFile);
 const INDEX = join(PACKAGE_ROOT, 'dist', 'lib', 'index.js');
@@ -171,19 +168,13 @@ describe('faults: the model under way', () => {
 });
 
 describe('faults: HTTP clients', () => {
-  let clf: Classifier<string, string>;
-  let app: FastifyInstance;
+  let server: Awaited<ReturnType<typeof serveFixture>>;
   let port: number;
   before(async () => {
-    clf = await Classifier.load(bundle('labels2'), { maxQueue: 16 });
-    app = createServer(clf, { requestTimeoutMs: 300 });
-    const url = new URL(await app.listen({ port: 0, host: '127.0.0.1' }));
-    port = Number(url.port);
+    server = await serveFixture('labels2', { maxQueue: 16 }, { requestTimeoutMs: 300 });
+    port = server.port;
   });
-  after(async () => {
-    await app.close();
-    await clf.close();
-  });
+  after(() => server.close());
 
   /** Writes `parts` with `gapMs` between them; resolves with everything the server sent. */
   function slowClient(parts: string[], gapMs: number): Promise<string> {

@@ -1,5 +1,5 @@
-// Shared by the tests: fixture locations, small comparisons, the one CLI runner, the one raw
-// HTTP client and the one typed-rejection check.
+// Shared by the tests: fixture locations, small comparisons, the one CLI runner, the one
+// in-process server, the one raw HTTP client and the one typed-rejection check.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -8,8 +8,10 @@ import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 
+import { Classifier, type ClassifierOptions } from '../lib/index.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import type { BertgateError } from '../lib/errors.js';
+import { createServer, type ServerOptions } from '../lib/server.js';
 
 /** Built by scripts/setup.mjs (python -m bertgate_export.fixtures). */
 export const FIXTURES = join(PACKAGE_ROOT, '.fixtures');
@@ -186,4 +188,23 @@ export function rawHttp(
     socket.write(data);
     if (options.keepOpen !== true) socket.end();
   });
+}
+
+/** A fixture bundle served in this process on a free local port; close() stops both. */
+export async function serveFixture(
+  name: string,
+  loadOptions: ClassifierOptions,
+  serverOptions: ServerOptions,
+): Promise<{ url: string; port: number; close: () => Promise<void> }> {
+  const clf = await Classifier.load<string, string>(bundle(name), loadOptions);
+  const app = createServer(clf, serverOptions);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  return {
+    url,
+    port: Number(new URL(url).port),
+    close: async () => {
+      await app.close();
+      await clf.close();
+    },
+  };
 }

@@ -2,29 +2,18 @@
 // router 400s): each in the API's error shape, and counted in /metrics like any other request.
 
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
-import type { FastifyInstance } from 'fastify';
-
-import { Classifier } from '../lib/index.js';
-import { createServer } from '../lib/server.js';
-import { bundle, rawHttp } from './helpers.js';
+import { rawHttp, serveFixture } from './helpers.js';
 
 describe("server: Node's and fastify's own refusals", () => {
-  let clf: Classifier<string, string>;
-  let app: FastifyInstance;
+  let server: Awaited<ReturnType<typeof serveFixture>>;
   let port: number;
   before(async () => {
-    clf = await Classifier.load(bundle('labels2'));
-    app = createServer(clf);
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    port = (app.server.address() as AddressInfo).port;
+    server = await serveFixture('labels2', {}, {});
+    port = server.port;
   });
-  after(async () => {
-    await app.close();
-    await clf.close();
-  });
+  after(() => server.close());
 
   it('answers 417, a missing Host and a URL the router cannot decode in the API shape, counting each', async () => {
     // Each asks "Connection: close" and waits for the server to close, as a client of its own.
