@@ -1,18 +1,14 @@
-// The bad-input matrix beyond errors.test.ts (which holds the load options, bundles and texts):
+// The bad-input matrix beyond errors.test.ts (bundles and texts) and load-options.test.ts:
 // call options and odd values through the API, the command line, and HTTP. Every case names
 // the exact error type (class, code or status) and message; after each group the process
 // still classifies.
 
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { type AddressInfo, connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
-import type { FastifyInstance } from 'fastify';
-
 import { AbortedError, BundleError, Classifier, InvalidArgumentError, OverloadedError } from '../lib/index.js';
-import { createServer } from '../lib/server.js';
-import { CLI, type ErrorClass, bertgate, bundle, rejectsWith } from './helpers.js';
+import { CLI, type ErrorClass, bertgate, bundle, rawHttp, rejectsWith, serveFixture } from './helpers.js';
 
 const TEXT_KINDS = 'a string, a Uint8Array of UTF-8, or { text, pair }';
 
@@ -323,18 +319,13 @@ describe('bad input: the command line', () => {
 });
 
 describe('bad input: HTTP', () => {
-  let clf: Classifier<string, string>;
-  let app: FastifyInstance;
+  let server: Awaited<ReturnType<typeof serveFixture>>;
   let url: string;
   before(async () => {
-    clf = await Classifier.load(bundle('labels2'), { maxTextLength: 1000 });
-    app = createServer(clf, { bodyLimit: 4096, maxTexts: 8 });
-    url = await app.listen({ port: 0, host: '127.0.0.1' });
+    server = await serveFixture('labels2', { maxTextLength: 1000 }, { bodyLimit: 4096, maxTexts: 8 });
+    url = server.url;
   });
-  after(async () => {
-    await app.close();
-    await clf.close();
-  });
+  after(() => server.close());
 
   const json = (body: unknown): RequestInit => ({
     method: 'POST',
@@ -500,41 +491,13 @@ describe('bad input: HTTP', () => {
 });
 
 describe('bad input: HTTP below the routes (slow clients, malformed requests)', () => {
-  let clf: Classifier<string, string>;
-  let app: FastifyInstance;
+  let server: Awaited<ReturnType<typeof serveFixture>>;
   let port: number;
   before(async () => {
-    clf = await Classifier.load(bundle('labels2'));
-    app = createServer(clf, { requestTimeoutMs: 300 });
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    port = (app.server.address() as AddressInfo).port;
+    server = await serveFixture('labels2', {}, { requestTimeoutMs: 300 });
+    port = server.port;
   });
-  after(async () => {
-    await app.close();
-    await clf.close();
-  });
-
-  /** Writes `data` on a raw connection (then waits, if asked) and reads until the server closes it. */
-  function raw(data: string, options: { thenWaitMs?: number } = {}): Promise<{ status: number; body: unknown }> {
-    return new Promise((resolve, reject) => {
-      const socket = connect(port, '127.0.0.1');
-      let text = '';
-      socket.setEncoding('utf8');
-      socket.on('data', (chunk: string) => (text += chunk));
-      socket.on('error', reject);
-      socket.on('close', () => {
-        const [head = '', body = ''] = text.split('\r\n\r\n');
-        const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0);
-        try {
-          resolve({ status, body: JSON.parse(body) });
-        } catch {
-          reject(new Error(`not JSON: ${JSON.stringify(text)}`));
-        }
-      });
-      socket.write(data);
-      if (options.thenWaitMs === undefined) socket.end();
-    });
-  }
+  after(() => server.close());
 
   const metric = async (line: RegExp): Promise<number> => {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
@@ -542,9 +505,10 @@ describe('bad input: HTTP below the routes (slow clients, malformed requests)', 
   };
 
   it('a client too slow with its body gets 408 in the API shape, counted once as ERR_REQUEST_TIMEOUT', async () => {
-    const r = await raw(
+    const r = await rawHttp(
+      port,
       'POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"text":',
-      { thenWaitMs: 0 },
+      { keepOpen: true },
     );
     assert.deepEqual(r, {
       status: 408,
@@ -558,7 +522,7 @@ describe('bad input: HTTP below the routes (slow clients, malformed requests)', 
   });
 
   it('malformed HTTP gets 400 ERR_BAD_HTTP in the API shape, and is counted', async () => {
-    const r = await raw('NOT HTTP AT ALL\r\n\r\n');
+    const r = await rawHttp(port, 'NOT HTTP AT ALL\r\n\r\n');
     assert.equal(r.status, 400);
     assert.deepEqual(Object.keys((r.body as { error: object }).error), ['code', 'message']);
     assert.equal((r.body as { error: { code: string } }).error.code, 'ERR_BAD_HTTP');
@@ -567,7 +531,7 @@ describe('bad input: HTTP below the routes (slow clients, malformed requests)', 
   });
 
   it('headers over the limit get 431 ERR_HEADERS_TOO_LARGE', async () => {
-    const r = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    const r = await rawHttp(port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
     assert.deepEqual(r, {
       status: 431,
       body: { error: { code: 'ERR_HEADERS_TOO_LARGE', message: "the request's headers are over the size limit" } },

@@ -1,5 +1,4 @@
-// Decisions: thresholds, "Other", temperature, scores, calibration.json, invalid rows, and
-// the promises' behaviour around close().
+// Decisions: thresholds, "Other", temperature, scores, calibration maps and invalid rows.
 
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
@@ -151,56 +150,6 @@ describe('classify', () => {
     }
   });
 
-  it('applies calibration.json, and explicit options override it', async () => {
-    const copy = await copyBundle('labels7');
-    try {
-      await writeFile(
-        join(copy.dir, 'calibration.json'),
-        JSON.stringify({ temperature: 2.5, threshold: 0.9, thresholds: { net: 0.2 } }),
-      );
-      const calibrated = await Classifier.load(copy.dir);
-      const overridden = await Classifier.load(copy.dir, { temperature: 1, threshold: 0.1 });
-      try {
-        assert.equal(calibrated.info.temperature, 2.5);
-        assert.equal(calibrated.info.threshold, 0.9);
-        assert.equal(calibrated.info.thresholds['net'], 0.2);
-        assert.equal(calibrated.info.thresholds['admin'], 0.9);
-        assert.equal(overridden.info.temperature, 1);
-        assert.equal(overridden.info.threshold, 0.1);
-        // The calibrated per-label threshold and any guarantee were for T = 2.5: not carried over.
-        assert.equal(overridden.info.thresholds['net'], 0.1);
-        assert.equal(overridden.info.guarantee, undefined);
-        // A caller's global threshold replaces the calibrated per-label ones too (it is a rule of its own).
-        const own = await Classifier.load(copy.dir, { threshold: 0.1 });
-        try {
-          assert.equal(own.info.temperature, 2.5);
-          assert.equal(own.info.thresholds['net'], 0.1);
-          assert.equal(own.info.thresholds['admin'], 0.1);
-        } finally {
-          await own.close();
-        }
-        await assert.rejects(
-          Classifier.load(copy.dir, { temperature: 1 }),
-          (e: unknown) =>
-            e instanceof InvalidArgumentError &&
-            e.message.startsWith(
-              'The "temperature" option (1) differs from the calibration\'s (2.5), whose thresholds',
-            ),
-        );
-        const [a, b] = await Promise.all([
-          calibrated.classify(texts[5] as string),
-          overridden.classify(texts[5] as string),
-        ]);
-        assert.ok(a.probability < b.probability, 'a higher temperature flattens the distribution');
-      } finally {
-        await calibrated.close();
-        await overridden.close();
-      }
-    } finally {
-      await copy.cleanup();
-    }
-  });
-
   it('confidenceOf takes a probability only; a map with knots outside [0, 1] is refused', async () => {
     const copy = await copyBundle('labels7');
     try {
@@ -237,16 +186,6 @@ describe('classify', () => {
     } finally {
       await copy.cleanup();
     }
-  });
-
-  it('checks the expected labels against the bundle', async () => {
-    await assert.rejects(
-      Classifier.load(bundle('labels7'), { labels: ['admin', 'devel'] }),
-      (e: unknown) =>
-        e instanceof BundleError &&
-        e.message ===
-          'The "labels" option lists ["admin","devel"], but config.json "id2label" names ["admin","devel","games","graphics","net","sound","text"]',
-    );
   });
 
   it('classifies the empty string and whitespace like any text ([CLS] [SEP])', async () => {
@@ -310,19 +249,5 @@ describe('invalid logits', () => {
     } finally {
       await c.close();
     }
-  });
-});
-
-describe('close', () => {
-  it('lets submitted work finish, then frees the model; closing twice is harmless', async () => {
-    const c = await Classifier.load(bundle('labels2'));
-    // Both calls are still tokenizing when close() is called: they finish all the same.
-    const first = c.classify('first');
-    const rest = c.classify(['second', 'third']);
-    const closed = c.close();
-    assert.equal((await first).accepted, true);
-    assert.equal((await rest).length, 2);
-    await closed;
-    await c.close();
   });
 });

@@ -6,114 +6,10 @@ import { readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import {
-  BertgateError,
-  BundleError,
-  Classifier,
-  ClosedError,
-  DeviceUnavailableError,
-  InvalidArgumentError,
-  ModelLoadError,
-} from '../lib/index.js';
+import { BertgateError, BundleError, Classifier, InvalidArgumentError, ModelLoadError } from '../lib/index.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { fromNative } from '../lib/errors.js';
-import { type ErrorClass, bundle, copyBundle, rejectsWith } from './helpers.js';
-
-/** For tests that need nothing of the error beyond the checks. */
-async function expectRejects(promise: Promise<unknown>, type: ErrorClass, message: string | RegExp): Promise<void> {
-  await rejectsWith(promise, type, message);
-}
-
-describe('bad options', () => {
-  const labels2 = bundle('labels2');
-  const cases: Array<[string, unknown, string]> = [
-    ['threshold NaN', { threshold: NaN }, 'Expected the "threshold" option to be a number in [0, 1], got NaN'],
-    ['threshold above 1', { threshold: 1.5 }, 'Expected the "threshold" option to be a number in [0, 1], got 1.5'],
-    ['threshold below 0', { threshold: -0.1 }, 'Expected the "threshold" option to be a number in [0, 1], got -0.1'],
-    ['threshold as text', { threshold: '0.5' }, 'Expected the "threshold" option to be a number in [0, 1], got "0.5"'],
-    [
-      'per-label threshold out of range',
-      { thresholds: { positive: 2 } },
-      'Expected the threshold for label "positive" to be a number in [0, 1], got 2',
-    ],
-    [
-      'thresholds not an object',
-      { thresholds: [0.5] },
-      'Expected the "thresholds" option to be an object mapping labels to numbers, got an array of 1',
-    ],
-    [
-      'temperature 0',
-      { temperature: 0 },
-      'Expected the "temperature" option to be a finite number greater than 0, got 0',
-    ],
-    [
-      'temperature infinite',
-      { temperature: Infinity },
-      'Expected the "temperature" option to be a finite number greater than 0, got Infinity',
-    ],
-    ['device misspelt', { device: 'gpu' }, 'Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "gpu"'],
-    ['device cpu:1', { device: 'cpu:1' }, 'Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "cpu:1"'],
-    [
-      'dtype unknown',
-      { dtype: 'int8' },
-      'Expected the "dtype" option to be one of "float32", "float16", "bfloat16", got "int8"',
-    ],
-    [
-      'half precision on cpu',
-      { dtype: 'float16' },
-      'The "dtype" option "float16" needs a CUDA device; on "cpu" use "float32"',
-    ],
-    ['topK 0', { topK: 0 }, 'Expected the "topK" option to be an integer in [1, 64], got 0'],
-    ['threads 1.5', { threads: 1.5 }, 'Expected the "threads" option to be an integer in [1, 1024], got 1.5'],
-    ['otherLabel empty', { otherLabel: '' }, 'Expected the "otherLabel" option to be a non-empty string, got ""'],
-    [
-      'a misspelt option',
-      { treshold: 0.5 },
-      'Unknown option "treshold" in the options; known options: device, dtype, threshold, thresholds, otherLabel, temperature, topK, threads, labels, maxTextLength, freeze, verify, drift, gate, cudaMemoryFraction, truncation, truncationSide, maxBatchSize, maxBatchTokens, padToMultipleOf, maxDelayMs, maxQueue, batchesInFlight, lengthAware, maxPaddingRatio',
-    ],
-    ['options not an object', 'fast', 'Expected the options to be an object, got "fast"'],
-  ];
-  for (const [name, options, message] of cases) {
-    it(name, () => expectRejects(Classifier.load(labels2, options as never), InvalidArgumentError, message));
-  }
-
-  it('an unknown label in per-label thresholds', () =>
-    expectRejects(
-      Classifier.load(labels2, { thresholds: { neutral: 0.5 } }),
-      InvalidArgumentError,
-      'Unknown label "neutral" in the "thresholds" option; the model\'s labels are ["negative","positive"]',
-    ));
-
-  it('an "Other" label that is one of the model\'s labels', () =>
-    expectRejects(
-      Classifier.load(labels2, { otherLabel: 'positive' }),
-      InvalidArgumentError,
-      'The "otherLabel" "positive" is also one of the model\'s labels; choose a label the model does not have',
-    ));
-
-  it('topK above the label count', () =>
-    expectRejects(
-      Classifier.load(labels2, { topK: 3 }),
-      InvalidArgumentError,
-      'Expected the "topK" option to be an integer in [1, 2] (the model\'s label count), got 3',
-    ));
-
-  it('a bundle path that is not a string', () =>
-    expectRejects(
-      Classifier.load(42 as never),
-      InvalidArgumentError,
-      'Expected bundleDir to be a directory path (or undefined: the default model), got 42',
-    ));
-
-  it('cuda on a machine without a GPU names the reason', async (t) => {
-    if (process.env['BERTGATE_CUDA'] === '1') return t.skip('this machine has a GPU');
-    await rejectsWith(
-      Classifier.load(labels2, { device: 'cuda:1' }),
-      DeviceUnavailableError,
-      /^device 'cuda:1' was requested but libtorch's CUDA libraries are not loaded: no NVIDIA driver found/,
-    );
-  });
-});
+import { bundle, copyBundle, expectRejects, rejectsWith } from './helpers.js';
 
 describe('broken bundles', () => {
   let copy: { dir: string; cleanup: () => Promise<void> };
@@ -317,15 +213,6 @@ describe('bad texts', () => {
     const frames = (e.stack ?? '').split('\n').slice(1);
     assert.match(frames[0] ?? '', /errors\.test\.js/);
     assert.equal(e.code, 'ERR_INVALID_ARGUMENT');
-  });
-
-  it('use after close() is a ClosedError, and the process carries on', async () => {
-    const c = await Classifier.load(bundle('labels2'));
-    await c.close();
-    await rejectsWith(c.classify('hello'), ClosedError, 'the classifier is closed');
-    await rejectsWith(c.logits(['hello']), ClosedError, 'the classifier is closed');
-    const d = await clf.classify('still alive');
-    assert.equal(d.accepted, true);
   });
 });
 

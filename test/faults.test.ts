@@ -1,6 +1,6 @@
-// Faults: damaged bundles, files removed under a loaded model, close() and process exit with
-// work in flight, memory running out mid-batch, and HTTP clients that misbehave. None may
-// crash the process; every call gets an answer or a typed error.
+// Faults: damaged bundles, files removed under a loaded model, process exit with work in
+// flight (close() itself is in close.test.ts), memory running out mid-batch, and HTTP clients
+// that misbehave. None may crash the process; every call gets an answer or a typed error.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -11,12 +11,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
-import type { FastifyInstance } from 'fastify';
-
-import { BundleError, Classifier, ClosedError } from '../lib/index.js';
-import { createServer } from '../lib/server.js';
+import { BundleError, Classifier } from '../lib/index.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
-import { bundle, copyBundle } from './helpers.js';
+import { bundle, copyBundle, serveFixture } from './helpers.js';
 
 const exec = promisify(execFile);
 const INDEX = join(PACKAGE_ROOT, 'dist', 'lib', 'index.js');
@@ -118,26 +115,6 @@ describe('faults: the model under way', () => {
     }
   });
 
-  it('close() while batches are in the engine: every call settles, with a result or ClosedError', async () => {
-    const clf = await Classifier.load(bundle('long'), { threads: 1 });
-    const long = Array.from({ length: 400 }, (_, i) => `word${i % 37}`).join(' ');
-    const calls = Array.from({ length: 40 }, () => clf.classify(Array.from({ length: 8 }, () => long)));
-    await new Promise((resolve) => setTimeout(resolve, 5)); // let the first batch reach the engine
-    const closing = clf.close({ drain: false });
-    const settled = await Promise.allSettled(calls);
-    await closing;
-    let answered = 0;
-    for (const s of settled) {
-      if (s.status === 'fulfilled') answered++;
-      else assert.ok(s.reason instanceof ClosedError, String(s.reason));
-    }
-    assert.ok(answered < calls.length, 'close() came after everything had finished: the test proved nothing');
-    // The process and the runtime carry on.
-    const again = await Classifier.load(bundle('labels2'));
-    assert.equal((await again.classify('fine')).accepted !== undefined, true);
-    await again.close();
-  });
-
   it('process.exit() with work in flight exits cleanly (no crash in the native thread)', async () => {
     const r = await child(`
       import { Classifier } from ${JSON.stringify(INDEX)};
@@ -191,19 +168,13 @@ describe('faults: the model under way', () => {
 });
 
 describe('faults: HTTP clients', () => {
-  let clf: Classifier<string, string>;
-  let app: FastifyInstance;
+  let server: Awaited<ReturnType<typeof serveFixture>>;
   let port: number;
   before(async () => {
-    clf = await Classifier.load(bundle('labels2'), { maxQueue: 16 });
-    app = createServer(clf, { requestTimeoutMs: 300 });
-    const url = new URL(await app.listen({ port: 0, host: '127.0.0.1' }));
-    port = Number(url.port);
+    server = await serveFixture('labels2', { maxQueue: 16 }, { requestTimeoutMs: 300 });
+    port = server.port;
   });
-  after(async () => {
-    await app.close();
-    await clf.close();
-  });
+  after(() => server.close());
 
   /** Writes `parts` with `gapMs` between them; resolves with everything the server sent. */
   function slowClient(parts: string[], gapMs: number): Promise<string> {

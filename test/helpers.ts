@@ -1,14 +1,17 @@
-// Shared by the tests: fixture locations, small comparisons, the one CLI runner and the one
-// typed-rejection check.
+// Shared by the tests: fixture locations, small comparisons, the one CLI runner, the one
+// in-process server, the one raw HTTP client and the one typed-rejection check.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 
+import { Classifier, type ClassifierOptions } from '../lib/index.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import type { BertgateError } from '../lib/errors.js';
+import { createServer, type ServerOptions } from '../lib/server.js';
 
 /** Built by scripts/setup.mjs (python -m bertgate_export.fixtures). */
 export const FIXTURES = join(PACKAGE_ROOT, '.fixtures');
@@ -145,4 +148,63 @@ export async function rejectsWith(
   if (typeof message === 'string') assert.equal(caught.message, message);
   else assert.match(caught.message, message);
   return caught;
+}
+
+/** For tests that need nothing of the error beyond the checks. */
+export async function expectRejects(
+  promise: Promise<unknown>,
+  type: ErrorClass,
+  message: string | RegExp,
+): Promise<void> {
+  await rejectsWith(promise, type, message);
+}
+
+/**
+ * Writes `data`, the bytes of a request as given (what fetch would not send: no Host, any
+ * Expect, malformed HTTP), on a connection of its own to 127.0.0.1:`port`, and reads until the
+ * server closes it. The client ends its side after writing unless `keepOpen` (a client that
+ * stalls, or a request that asks "Connection: close" and waits for its answer).
+ */
+export function rawHttp(
+  port: number,
+  data: string,
+  options: { keepOpen?: boolean } = {},
+): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (text += chunk));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const [head = '', body = ''] = text.split('\r\n\r\n');
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0);
+      try {
+        resolve({ status, body: JSON.parse(body) });
+      } catch {
+        reject(new Error(`not JSON: ${JSON.stringify(text)}`));
+      }
+    });
+    socket.write(data);
+    if (options.keepOpen !== true) socket.end();
+  });
+}
+
+/** A fixture bundle served in this process on a free local port; close() stops both. */
+export async function serveFixture(
+  name: string,
+  loadOptions: ClassifierOptions,
+  serverOptions: ServerOptions,
+): Promise<{ url: string; port: number; close: () => Promise<void> }> {
+  const clf = await Classifier.load<string, string>(bundle(name), loadOptions);
+  const app = createServer(clf, serverOptions);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  return {
+    url,
+    port: Number(new URL(url).port),
+    close: async () => {
+      await app.close();
+      await clf.close();
+    },
+  };
 }

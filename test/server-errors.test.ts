@@ -2,65 +2,44 @@
 // router 400s): each in the API's error shape, and counted in /metrics like any other request.
 
 import assert from 'node:assert/strict';
-import { request, type RequestOptions } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
-import type { FastifyInstance } from 'fastify';
-
-import { Classifier } from '../lib/index.js';
-import { createServer } from '../lib/server.js';
-import { bundle } from './helpers.js';
+import { rawHttp, serveFixture } from './helpers.js';
 
 describe("server: Node's and fastify's own refusals", () => {
-  let clf: Classifier<string, string>;
-  let app: FastifyInstance;
+  let server: Awaited<ReturnType<typeof serveFixture>>;
   let port: number;
   before(async () => {
-    clf = await Classifier.load(bundle('labels2'));
-    app = createServer(clf);
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    port = (app.server.address() as AddressInfo).port;
+    server = await serveFixture('labels2', {}, {});
+    port = server.port;
   });
-  after(async () => {
-    await app.close();
-    await clf.close();
-  });
-
-  /** One request on its own connection (node:http sends what fetch would not: no Host, any Expect). */
-  function send(options: RequestOptions, body = ''): Promise<{ status: number; body: unknown }> {
-    return new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, agent: false, ...options }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (text += chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text === '' ? '' : JSON.parse(text) }));
-      });
-      req.on('error', reject);
-      req.end(body);
-    });
-  }
+  after(() => server.close());
 
   it('answers 417, a missing Host and a URL the router cannot decode in the API shape, counting each', async () => {
-    const cases: Array<[RequestOptions, string, number, string, string]> = [
+    // Each asks "Connection: close" and waits for the server to close, as a client of its own.
+    const cases: Array<[string, number, string, string]> = [
       [
-        { method: 'POST', path: '/classify', headers: { 'content-type': 'application/json', expect: 'gzip-please' } },
-        '{"text": "a"}',
+        'POST /classify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n' +
+          'Expect: gzip-please\r\nContent-Length: 13\r\n\r\n{"text": "a"}',
         417,
         'ERR_EXPECTATION_FAILED',
         'Expected no Expect header or "100-continue", got "gzip-please"',
       ],
       [
-        { path: '/healthz', setHost: false },
-        '',
+        'GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n',
         400,
         'ERR_BAD_HTTP',
         'Expected a Host header, which HTTP/1.1 requires',
       ],
-      [{ path: '/%zz' }, '', 400, 'ERR_BAD_REQUEST', "'/%zz' is not a valid url component"],
+      [
+        'GET /%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+        400,
+        'ERR_BAD_REQUEST',
+        "'/%zz' is not a valid url component",
+      ],
     ];
-    for (const [options, body, status, code, message] of cases) {
-      assert.deepEqual(await send(options, body), { status, body: { error: { code, message } } });
+    for (const [data, status, code, message] of cases) {
+      assert.deepEqual(await rawHttp(port, data, { keepOpen: true }), { status, body: { error: { code, message } } });
     }
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     for (const line of [
@@ -76,9 +55,11 @@ describe("server: Node's and fastify's own refusals", () => {
   });
 
   it('still serves afterwards', async () => {
-    const r = await send(
-      { method: 'POST', path: '/classify', headers: { 'content-type': 'application/json' } },
-      '{"text": "fine"}',
+    const r = await rawHttp(
+      port,
+      'POST /classify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n' +
+        'Content-Length: 16\r\n\r\n{"text": "fine"}',
+      { keepOpen: true },
     );
     assert.equal(r.status, 200);
   });
