@@ -18,7 +18,9 @@ export async function regularFileSize(dir: string, file: string): Promise<number
   try {
     info = await stat(path);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    // ENOTDIR: the bundle path is a file, so it holds no such file.
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
     throw new BundleError(file, undefined, `${path} could not be read: ${(error as Error).message}`, { cause: error });
   }
   if (!info.isFile()) {

@@ -119,12 +119,12 @@ describe('bad options', () => {
     [
       'temperature 0',
       { temperature: 0 },
-      'Expected the "temperature" option to be a finite number greater than 0, got 0',
+      'Expected the "temperature" option to be a number in [0.0001, 10000], got 0',
     ],
     [
       'temperature infinite',
       { temperature: Infinity },
-      'Expected the "temperature" option to be a finite number greater than 0, got Infinity',
+      'Expected the "temperature" option to be a number in [0.0001, 10000], got Infinity',
     ],
     ['device misspelt', { device: 'gpu' }, 'Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "gpu"'],
     ['device cpu:1', { device: 'cpu:1' }, 'Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "cpu:1"'],
