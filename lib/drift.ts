@@ -12,7 +12,7 @@
  *    narrowed to easy labels), and on acceptance (g steps where the calibrated share of texts
  *    is accepted: the acceptance rate moving, what "Other" depends on). Stakes e of +-1/16 to
  *    +-1/2 in each family, all in a uniform mixture: a mild shift wins with a small stake where
- *    a large one loses (e(mu) - e^2 var, negative for e > 2 mu / var).
+ *    a large one loses (the expected log gain e mu - e^2 var / 2 is negative for e > 2 mu / var).
  * 3. The Shiryaev-Roberts statistic of the mixture: the sum, over every past text, of what the
  *    bets won since it, R(n) = (R(n-1) + 1) * bet(n). It stays awake with uptime (old losses
  *    are forgotten, unlike a product since the start), and while the stream is exchangeable
@@ -37,7 +37,7 @@ const LOGIT_RANGE = 20;
 /** Texts over which the recent acceptance rate is taken. */
 export const ACCEPTANCE_WINDOW = 1000;
 /** alpha is the false-alarm probability per this many exchangeable texts. */
-export const ALARM_PERIOD = 1000;
+const ALARM_PERIOD = 1000;
 /** The version of driftState()'s format; earlier states (no version) watched another statistic. */
 const STATE_VERSION = 2;
 
