@@ -1,38 +1,53 @@
 /**
  * Whether the texts a classifier sees still look like its calibration set: the condition every
- * guarantee calibrate writes depends on. A conformal test martingale, after Vovk et al.
- * ("Testing exchangeability on-line", 2003; "Conformal test martingales for change-point
- * detection", 2021):
+ * guarantee calibrate writes depends on. Change-point detection on a conformal test martingale,
+ * after Vovk et al. ("Conformal test martingales for change-point detection", 2021):
  *
  * 1. Each text's score (the max probability the classifier serves, 0 for invalid logits) gets
  *    a smoothed conformal p-value: its rank among the calibration scores and every score seen
  *    since, ties broken at random. While the stream is exchangeable with the calibration set,
  *    these p-values are independent and uniform on [0, 1].
- * 2. A test martingale bets on them: the Simple Jumper, a mixture of the betting functions
- *    1 + e (p - 1/2) for e in {-1, 0, 1} that lets a small share J of its wealth jump between
- *    them at each step, so that it is never far from the best of them since the last change
- *    (a plain product would first lose for thousands of texts before it could win). It bets
- *    both ways: texts less confident than calibration (new topics, noise) and more confident
- *    (a stream narrowed to a few easy labels).
- * 3. The alarm: its value reaching 1 / alpha. By Ville's inequality, over an unbounded stream
- *    of exchangeable texts this happens with probability at most alpha, ever.
+ * 2. Bets on them, each 1 + e g(p) with g of mean 0 under uniform p: on the rank itself
+ *    (g = 2p - 1: texts less or more confident than calibration's, a new topic or a stream
+ *    narrowed to easy labels), and on acceptance (g steps where the calibrated share of texts
+ *    is accepted: the acceptance rate moving, what "Other" depends on). Stakes e of +-1/16 to
+ *    +-1/2 in each family, all in a uniform mixture: a mild shift wins with a small stake where
+ *    a large one loses (the expected log gain e mu - e^2 var / 2 is negative for e > 2 mu / var).
+ * 3. The Shiryaev-Roberts statistic of the mixture: the sum, over every past text, of what the
+ *    bets won since it, R(n) = (R(n-1) + 1) * bet(n). It stays awake with uptime (old losses
+ *    are forgotten, unlike a product since the start), and while the stream is exchangeable
+ *    R(n) - n is a martingale. So with the alarm at R >= A = 1000 / alpha, the average run
+ *    length between false alarms is at least A texts, and by Doob's inequality a false alarm
+ *    within the first n texts after a start or reset has probability at most n / A: alpha
+ *    per 1,000 texts (default 0.01: at least 100,000 texts between false alarms).
+ *
+ * Beside it, the mixture's test martingale since the start (no longer the alarm: by Ville it
+ * reaches 1/x with probability at most x, but after a long calm stretch it is slow to rise),
+ * and the share of recent texts accepted against the coverage calibrate measured.
  *
  * Scores are ranked in a Fenwick tree over 4,096 bins of logit(p) on [-20, 20] (resolution
  * where confidences crowd near 1; within a bin the random tie-break keeps the p-value exact):
- * O(log bins) per text, and nothing is allocated per text. Beside it, the share of recent texts
- * accepted against the coverage calibrate measured.
+ * O(log bins) per text, and nothing is allocated per text.
  */
 
 import { DriftStateError } from './errors.js';
 
 export const DRIFT_BINS = 4096;
 const LOGIT_RANGE = 20;
-const JUMP = 0.01;
-const BETS = [-1, 0, 1] as const;
-/** The largest stake: a text can cost the martingale at most this half of its value. */
-const MAX_BET = Math.max(...BETS.map(Math.abs));
 /** Texts over which the recent acceptance rate is taken. */
 export const ACCEPTANCE_WINDOW = 1000;
+/** alpha is the false-alarm probability per this many exchangeable texts. */
+const ALARM_PERIOD = 1000;
+/** The version of driftState()'s format; earlier states (no version) watched another statistic. */
+const STATE_VERSION = 2;
+
+const STAKES = [1 / 16, 1 / 8, 1 / 4, 1 / 2, -1 / 16, -1 / 8, -1 / 4, -1 / 2];
+/** Each bet: which g (0: the rank, 1: acceptance) and its stake; uniform prior weights. */
+const BETS = [...STAKES.map((stake) => ({ family: 0, stake })), ...STAKES.map((stake) => ({ family: 1, stake }))];
+const FAMILY = Uint8Array.from(BETS, (b) => b.family);
+const STAKE = Float64Array.from(BETS, (b) => b.stake);
+/** Scaled sums are brought back to 1 when they leave [1 / RESCALE, RESCALE]. */
+const RESCALE = 1e100;
 
 export interface DriftReference {
   /** The calibration texts' served max probabilities, counted by bin (driftCounts). */
@@ -46,10 +61,15 @@ export interface DriftReference {
 export interface DriftStats {
   /** Texts observed since the start (or the last reset). */
   texts: number;
-  /** The test martingale's current value; an alarm at 1 / alpha. */
+  /** The Shiryaev-Roberts statistic: the evidence of a change since any past text. */
+  statistic: number;
+  /** The alarm level of `statistic`, 1000 / alpha: the average run length between false alarms is at least this. */
+  threshold: number;
+  /** The test martingale since the start or reset (not the alarm; it reaches 1/x with probability at most x). */
   martingale: number;
-  /** The largest value it reached. */
+  /** The largest value the martingale reached. */
   peak: number;
+  /** The false-alarm probability per 1,000 exchangeable texts. */
   alpha: number;
   alarm: boolean;
   /** The text (1-based, since the start or reset) at which the alarm went off. */
@@ -65,14 +85,20 @@ export interface DriftStats {
 
 /** Everything needed to carry a monitor across a restart; restored only against the same calibration. */
 export interface DriftState {
+  version: 2;
   calibration: string;
   alpha: number;
   texts: number;
   /** Bin counts of the scores seen since the start (the calibration's are rebuilt from it). */
   seen: number[];
+  /** Each bet's Shiryaev-Roberts statistic (16: the rank stakes, then the acceptance stakes), in units of exp(statisticScale). */
+  statistics: number[];
+  statisticScale: number;
+  /** Each bet's share of the martingale, in units of exp(logScale): the martingale is their sum times that. */
   weights: number[];
   logScale: number;
-  peak: number;
+  /** The natural log of the martingale's peak. */
+  logPeak: number;
   alarmAt: number | null;
   recent: number[];
 }
@@ -84,9 +110,9 @@ export function driftCounts(scores: Iterable<number>): number[] {
   return counts;
 }
 
-/** The martingale's value, capped at the largest double: Infinity would print as null in JSON. */
-function martingale(logScale: number): number {
-  return Math.min(Math.exp(logScale), Number.MAX_VALUE);
+/** A value from its log, capped at the largest double: Infinity would print as null in JSON. */
+function fromLog(log: number): number {
+  return Math.min(Math.exp(log), Number.MAX_VALUE);
 }
 
 function bin(score: number): number {
@@ -120,27 +146,59 @@ class Counts {
   }
 }
 
+/** The largest a bet with this stake can hold after n texts: the sum of (1 + |e|)^j for j = 1..n, as a log. */
+function logStatisticBound(stake: number, n: number): number {
+  const up = Math.log1p(Math.abs(stake));
+  // log((1 + e)^n - 1) + log(1 + e) - log(e), without overflowing for large n.
+  const grown = n * up;
+  return (grown > 30 ? grown : Math.log(Math.expm1(grown))) + up - Math.log(Math.abs(stake));
+}
+
 export class DriftMonitor {
   readonly alpha: number;
+  readonly threshold: number;
   readonly reference: DriftReference;
   readonly #random: () => number;
+  /** Where the acceptance bets step: the p-value above which the calibrated share of texts lies. */
+  readonly #step: number;
+  readonly #stepScale: number;
   #counts = new Counts();
   #seen = new Float64Array(DRIFT_BINS);
-  // The jumper's wealth per bet, kept summing to 1 and scaled by exp(#logScale): no overflow
-  // however long the stream.
-  #weights = new Float64Array(BETS.length);
+  // Each bet's Shiryaev-Roberts statistic and its sum, scaled by exp(#statisticScale) (#unit is
+  // 1 in those units): finite however long a drift goes on.
+  readonly #statistics = new Float64Array(BETS.length);
+  #statisticSum = 0;
+  #statisticScale = 0;
+  #unit = 1;
+  // The martingale's wealth per bet, scaled by exp(#logScale): no overflow however long the stream.
+  readonly #weights = new Float64Array(BETS.length);
   #logScale = 0;
+  #logPeak = 0;
+  /** The peak in the units of #weights: exp(#logPeak - #logScale). */
+  #peakScaled = 1;
   #texts = 0;
-  #peak = 1;
   #alarmAt: number | null = null;
   readonly #recent = new Uint8Array(ACCEPTANCE_WINDOW);
   #accepted = 0;
 
   constructor(reference: DriftReference, alpha: number, random: () => number = Math.random) {
     if (!(alpha > 0 && alpha < 1)) throw new RangeError(`alpha must be in (0, 1), got ${alpha}`);
+    if (!(reference.coverage >= 0 && reference.coverage <= 1)) {
+      throw new RangeError(`the drift reference's coverage must be in [0, 1], got ${reference.coverage}`);
+    }
+    let total = 0;
+    for (let b = 0; b < DRIFT_BINS; b++) total += reference.counts[b] as number;
+    if (reference.counts.length !== DRIFT_BINS || !(total >= 1 && Number.isSafeInteger(total))) {
+      throw new RangeError(
+        `the drift reference must count the calibration texts in ${DRIFT_BINS} bins (a total of 1 to 2^53 - 1), got ${total}`,
+      );
+    }
     this.alpha = alpha;
+    this.threshold = ALARM_PERIOD / alpha;
     this.reference = reference;
     this.#random = random;
+    this.#step = 1 - reference.coverage;
+    this.#stepScale = Math.max(this.#step, reference.coverage);
     this.reset();
   }
 
@@ -152,10 +210,15 @@ export class DriftMonitor {
       if (count > 0) this.#counts.add(b, count);
     }
     this.#seen.fill(0);
+    this.#statistics.fill(0);
+    this.#statisticSum = 0;
+    this.#statisticScale = 0;
+    this.#unit = 1;
     this.#weights.fill(1 / BETS.length);
     this.#logScale = 0;
+    this.#logPeak = 0;
+    this.#peakScaled = 1;
     this.#texts = 0;
-    this.#peak = 1;
     this.#alarmAt = null;
     this.#recent.fill(0);
     this.#accepted = 0;
@@ -169,39 +232,69 @@ export class DriftMonitor {
     // Smoothed conformal p-value of this text among all so far (itself included).
     const p = (this.#counts.below(b) + this.#random() * this.#counts.at(b)) / this.#counts.total;
 
-    let total = 0;
-    for (let i = 0; i < BETS.length; i++) total += this.#weights[i] as number;
-    let next = 0;
+    const rank = 2 * p - 1;
+    const acceptance = ((p > this.#step ? 1 : 0) - this.reference.coverage) / this.#stepScale;
+    let wealth = 0;
+    let statistic = 0;
     for (let i = 0; i < BETS.length; i++) {
-      const w =
-        ((1 - JUMP) * (this.#weights[i] as number) + (JUMP * total) / BETS.length) *
-        (1 + (BETS[i] as number) * (p - 0.5));
+      const bet = 1 + (STAKE[i] as number) * (FAMILY[i] === 0 ? rank : acceptance);
+      const r = ((this.#statistics[i] as number) + this.#unit) * bet;
+      this.#statistics[i] = r;
+      statistic += r;
+      const w = (this.#weights[i] as number) * bet;
       this.#weights[i] = w;
-      next += w;
+      wealth += w;
     }
-    for (let i = 0; i < BETS.length; i++) this.#weights[i] = (this.#weights[i] as number) / next;
-    this.#logScale += Math.log(next / total);
+    if (statistic > RESCALE || statistic < 1 / RESCALE) {
+      for (let i = 0; i < BETS.length; i++) this.#statistics[i] = (this.#statistics[i] as number) / statistic;
+      this.#statisticScale += Math.log(statistic);
+      this.#unit = Math.exp(-this.#statisticScale);
+      statistic = 1;
+    }
+    this.#statisticSum = statistic;
+    // The shares are renormalised only when their sum strays far from 1 (a log per text otherwise).
+    if (wealth > RESCALE || wealth < 1 / RESCALE) {
+      for (let i = 0; i < BETS.length; i++) this.#weights[i] = (this.#weights[i] as number) / wealth;
+      this.#logScale += Math.log(wealth);
+      this.#peakScaled = Math.exp(this.#logPeak - this.#logScale);
+      wealth = 1;
+    }
+    if (wealth > this.#peakScaled) {
+      this.#peakScaled = wealth;
+      this.#logPeak = this.#logScale + Math.log(wealth);
+    }
 
     const slot = this.#texts % ACCEPTANCE_WINDOW;
     this.#accepted += (accepted ? 1 : 0) - (this.#recent[slot] as number);
     this.#recent[slot] = accepted ? 1 : 0;
     this.#texts++;
 
-    const value = martingale(this.#logScale);
-    if (value > this.#peak) this.#peak = value;
-    if (this.#alarmAt === null && this.#logScale >= Math.log(1 / this.alpha)) {
+    if (this.#alarmAt === null && this.#statisticSum >= this.threshold * BETS.length * this.#unit) {
       this.#alarmAt = this.#texts;
       return true;
     }
     return false;
   }
 
+  /** The mixture's statistic: the mean over the bets. */
+  #statistic(): number {
+    return fromLog(this.#statisticScale + Math.log(this.#statisticSum / BETS.length));
+  }
+
+  #logMartingale(): number {
+    let wealth = 0;
+    for (let i = 0; i < BETS.length; i++) wealth += this.#weights[i] as number;
+    return this.#logScale + Math.log(wealth);
+  }
+
   stats(): DriftStats {
     const window = Math.min(this.#texts, ACCEPTANCE_WINDOW);
     return {
       texts: this.#texts,
-      martingale: martingale(this.#logScale),
-      peak: this.#peak,
+      statistic: this.#statistic(),
+      threshold: this.threshold,
+      martingale: fromLog(this.#logMartingale()),
+      peak: fromLog(this.#logPeak),
       alpha: this.alpha,
       alarm: this.#alarmAt !== null,
       alarmAt: this.#alarmAt,
@@ -215,13 +308,16 @@ export class DriftMonitor {
 
   state(): DriftState {
     return {
+      version: STATE_VERSION,
       calibration: this.reference.id,
       alpha: this.alpha,
       texts: this.#texts,
       seen: Array.from(this.#seen),
+      statistics: Array.from(this.#statistics),
+      statisticScale: this.#statisticScale,
       weights: Array.from(this.#weights),
       logScale: this.#logScale,
-      peak: this.#peak,
+      logPeak: this.#logPeak,
       alarmAt: this.#alarmAt,
       // Oldest first.
       recent: Array.from({ length: Math.min(this.#texts, ACCEPTANCE_WINDOW) }, (_, i) => {
@@ -238,6 +334,14 @@ export class DriftMonitor {
         `a drift state is an object from driftState(), got ${state === null ? 'null' : typeof state}`,
       );
     }
+    if ((state as { version?: unknown }).version !== STATE_VERSION) {
+      throw new DriftStateError(
+        (state as { version?: unknown }).version === undefined
+          ? 'the drift state was saved by an earlier bertgate, whose alarm watched the martingale since the start; ' +
+              'it cannot be continued by the change-point alarm: start afresh (do not restore it)'
+          : `the drift state has version ${String((state as { version?: unknown }).version)}; this bertgate reads version ${STATE_VERSION}`,
+      );
+    }
     if (state.calibration !== this.reference.id) {
       throw new DriftStateError(
         `the drift state was saved against calibration ${state.calibration}; this classifier's is ${this.reference.id}`,
@@ -246,51 +350,108 @@ export class DriftMonitor {
     if (state.alpha !== this.alpha) {
       throw new DriftStateError(`the drift state was saved with alpha ${state.alpha}; this monitor has ${this.alpha}`);
     }
-    const counts = (xs: unknown, n: number): xs is number[] =>
-      Array.isArray(xs) && xs.length === n && xs.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0);
-    if (
-      !counts(state.seen, DRIFT_BINS) ||
-      !state.seen.every(Number.isInteger) ||
-      !counts(state.weights, BETS.length) ||
-      // Weights that sum to 0 or overflow would make every later bet NaN: an alarm that never fires.
-      !(state.weights.reduce((a, b) => a + b, 0) > 0 && Number.isFinite(state.weights.reduce((a, b) => a + b, 0))) ||
-      typeof state.peak !== 'number' ||
-      !(state.peak >= 1 && state.peak <= Number.MAX_VALUE) ||
-      !Number.isSafeInteger(state.texts) ||
-      // What a run of driftState() can hold: a martingale no lower than every bet lost, below
-      // the alarm level unless the alarm went off, and a peak at least where it is now.
-      !(state.logScale >= state.texts * (Math.log(1 - MAX_BET / 2) - 1e-9)) ||
-      (state.alarmAt === null && !(state.logScale < Math.log(1 / this.alpha))) ||
-      !(state.peak >= martingale(state.logScale) * (1 - 1e-9)) ||
-      !(
-        state.alarmAt === null ||
-        (Number.isInteger(state.alarmAt) && state.alarmAt >= 1 && state.alarmAt <= state.texts)
-      ) ||
-      !Number.isInteger(state.texts) ||
-      state.seen.reduce((a, b) => a + b, 0) !== state.texts ||
-      !Number.isFinite(state.logScale) ||
-      !Array.isArray(state.recent) ||
-      state.recent.length !== Math.min(state.texts, ACCEPTANCE_WINDOW) ||
-      !state.recent.every((r) => r === 0 || r === 1)
-    ) {
-      throw new DriftStateError(
-        'the drift state is malformed (its counts, weights, peak, alarmAt or recent acceptances are not what driftState() writes)',
-      );
+    const problem = this.#impossible(state);
+    if (problem !== undefined) {
+      throw new DriftStateError(`the drift state is malformed: ${problem}; it is not what driftState() writes`);
     }
     this.reset();
     state.seen.forEach((count, b) => {
       if (count > 0) this.#counts.add(b, count);
       this.#seen[b] = count;
     });
-    const sum = state.weights.reduce((a, b) => a + b, 0);
-    state.weights.forEach((w, i) => (this.#weights[i] = w / sum));
+    state.statistics.forEach((r, i) => (this.#statistics[i] = r));
+    this.#statisticSum = state.statistics.reduce((a, b) => a + b, 0);
+    this.#statisticScale = state.statisticScale;
+    this.#unit = Math.exp(-state.statisticScale);
+    state.weights.forEach((w, i) => (this.#weights[i] = w));
     this.#logScale = state.logScale;
+    this.#logPeak = state.logPeak;
+    this.#peakScaled = Math.exp(this.#logPeak - this.#logScale);
     this.#texts = state.texts;
-    this.#peak = state.peak;
     this.#alarmAt = state.alarmAt;
     // Lay the recent acceptances back so that the next text overwrites the oldest.
     const start = state.texts > ACCEPTANCE_WINDOW ? state.texts % ACCEPTANCE_WINDOW : 0;
     state.recent.forEach((r, i) => (this.#recent[(start + i) % ACCEPTANCE_WINDOW] = r));
     this.#accepted = state.recent.reduce<number>((a, b) => a + b, 0);
+  }
+
+  /**
+   * What no run of driftState() can hold, or undefined: a restored state that lies would switch
+   * the alarm off for good (a martingale sunk deeper than its bets can lose) or set it off for
+   * nothing (a statistic past the alarm level with no alarm).
+   */
+  #impossible(state: DriftState): string | undefined {
+    const n = state.texts;
+    if (!Number.isSafeInteger(n) || n < 0) return `texts is ${String(n)}, not a count`;
+    const finite = (xs: unknown, length: number): xs is number[] =>
+      Array.isArray(xs) &&
+      xs.length === length &&
+      xs.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0);
+    if (!finite(state.seen, DRIFT_BINS) || !state.seen.every(Number.isInteger)) {
+      return `seen must be ${DRIFT_BINS} whole counts`;
+    }
+    const seen = state.seen.reduce((a, b) => a + b, 0);
+    if (seen !== n) return `seen counts ${seen} texts, texts says ${n}`;
+    if (!finite(state.statistics, BETS.length)) return `statistics must be ${BETS.length} finite values of at least 0`;
+    if (!finite(state.weights, BETS.length)) return `weights must be ${BETS.length} finite values of at least 0`;
+    const wealth = state.weights.reduce((a, b) => a + b, 0);
+    // Renormalised whenever their sum leaves [1e-100, 1e100].
+    if (!(wealth >= 1e-100 && wealth <= 1e100)) return `weights sum to ${wealth}, outside [1e-100, 1e100]`;
+    if (typeof state.logScale !== 'number' || !Number.isFinite(state.logScale)) {
+      return `logScale ${String(state.logScale)} is not a finite number`;
+    }
+    const logM = state.logScale + Math.log(wealth);
+    // Every bet's product lies in [(1 - |e|)^n, (1 + |e|)^n], and the martingale is their mean.
+    const lowest = Math.max(...STAKES.map((e) => n * Math.log1p(-Math.abs(e)))) - Math.log(BETS.length);
+    const highest = n * Math.log1p(Math.max(...STAKES.map(Math.abs)));
+    if (!(logM >= lowest - 1e-9 && logM <= highest + 1e-9)) {
+      return `the martingale's log ${logM} is outside what the bets allow after ${n} texts [${lowest}, ${highest}]`;
+    }
+    const sum = state.statistics.reduce((a, b) => a + b, 0);
+    const scale = state.statisticScale;
+    if (typeof scale !== 'number' || !Number.isFinite(scale)) {
+      return `statisticScale ${String(scale)} is not a finite number`;
+    }
+    if (n === 0 ? sum !== 0 : !(sum >= 1 / RESCALE && sum <= RESCALE)) {
+      return `statistics sum to ${sum}, where ${n === 0 ? 'no text leaves 0' : 'they are rescaled to [1e-100, 1e100]'}`;
+    }
+    for (let i = 0; i < BETS.length && n > 0; i++) {
+      const stake = STAKE[i] as number;
+      const logR = Math.log(state.statistics[i] as number) + scale;
+      // Each text's bet is at least 1 - |e|, so is the statistic (the sum includes the last text
+      // alone); it never exceeds the sum of every bet won since every past text.
+      const low = Math.log1p(-Math.abs(stake));
+      const high = logStatisticBound(stake, n);
+      // (A bet far below the largest may underflow to 0 in the shared scale.)
+      if (!((logR >= low - 1e-9 || low - scale < -700) && logR <= high + 1e-9)) {
+        return `statistics[${i}]'s log ${logR} is outside what its bet allows after ${n} texts [${low}, ${high}]`;
+      }
+      // The sum over start points includes the first: the bet's product since the start.
+      const logProduct = Math.log(state.weights[i] as number) + state.logScale + Math.log(BETS.length);
+      if (logR < logProduct - 1e-6) {
+        return `statistics[${i}]'s log ${logR} is below its bet's product since the start, ${logProduct}`;
+      }
+    }
+    const logStatistic = scale + Math.log(sum / BETS.length);
+    const logPeak = state.logPeak;
+    if (typeof logPeak !== 'number' || !(logPeak >= Math.max(0, logM - 1e-9) && logPeak <= highest + 1e-9)) {
+      return `logPeak ${String(logPeak)} is below the martingale's log ${logM} (or 0) or above what the bets allow`;
+    }
+    const at = state.alarmAt;
+    if (at === null) {
+      if (logStatistic >= Math.log(this.threshold)) {
+        return `the statistic exp(${logStatistic}) is past the alarm level ${this.threshold} with no alarm`;
+      }
+    } else if (!(Number.isInteger(at) && at >= 1 && at <= n)) {
+      return `alarmAt ${String(at)} is not a text between 1 and ${n}`;
+    }
+    if (
+      !Array.isArray(state.recent) ||
+      state.recent.length !== Math.min(n, ACCEPTANCE_WINDOW) ||
+      !state.recent.every((r) => r === 0 || r === 1)
+    ) {
+      return `recent must hold the last ${Math.min(n, ACCEPTANCE_WINDOW)} acceptances as 0 or 1`;
+    }
+    return undefined;
   }
 }

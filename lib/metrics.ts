@@ -84,8 +84,24 @@ export function createMetrics(classifier: Classifier<string, string>): ServerMet
     const drift = (): NonNullable<ReturnType<Classifier<string, string>['stats']>['drift']> =>
       classifier.stats().drift as NonNullable<ReturnType<Classifier<string, string>['stats']>['drift']>;
     new Gauge({
+      name: 'bertgate_drift_statistic',
+      help: 'The drift change-point statistic (Shiryaev-Roberts) over the texts since start or reset; alarm at bertgate_drift_threshold',
+      registers: [registry],
+      collect() {
+        this.set(drift().statistic);
+      },
+    });
+    new Gauge({
+      name: 'bertgate_drift_threshold',
+      help: 'The alarm level of the drift statistic, 1000/alpha: at least this many texts between false alarms on average',
+      registers: [registry],
+      collect() {
+        this.set(drift().threshold);
+      },
+    });
+    new Gauge({
       name: 'bertgate_drift_martingale',
-      help: 'The drift test martingale over the texts classified since start or reset; alarm at 1/alpha',
+      help: 'The drift test martingale since start or reset (not the alarm; it reaches 1/x with probability at most x)',
       registers: [registry],
       collect() {
         this.set(drift().martingale);
@@ -93,7 +109,7 @@ export function createMetrics(classifier: Classifier<string, string>): ServerMet
     });
     new Gauge({
       name: 'bertgate_drift_alarm',
-      help: '1 once the drift martingale reached 1/alpha (false-alarm rate at most alpha), else 0',
+      help: '1 once the drift statistic reached its threshold (false-alarm probability at most alpha per 1,000 texts), else 0',
       registers: [registry],
       collect() {
         this.set(drift().alarm ? 1 : 0);
@@ -101,7 +117,7 @@ export function createMetrics(classifier: Classifier<string, string>): ServerMet
     });
     new Gauge({
       name: 'bertgate_drift_alpha',
-      help: 'The false-alarm rate the drift alarm was set to',
+      help: 'The false-alarm probability per 1,000 texts the drift alarm was set to',
       registers: [registry],
       collect() {
         this.set(drift().alpha);
