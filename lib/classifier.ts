@@ -444,8 +444,8 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   }
 
   /**
-   * Calls `listener` once, when the drift alarm goes off (the test martingale over the texts
-   * classified since load or resetDrift() reaches 1 / alpha); returns the unsubscribe function.
+   * Calls `listener` once, when the drift alarm goes off (its change-point statistic over the texts
+   * classified since load or resetDrift() reaches 1000 / alpha); returns the unsubscribe function.
    */
   onDrift(listener: (stats: DriftStats) => void): () => void {
     if (typeof listener !== 'function') throw invalid('the onDrift listener', 'a function', listener);

@@ -94,7 +94,8 @@ export interface ClassifierOptions<L extends string = string, O extends string =
   cudaMemoryFraction?: number;
   /**
    * The drift alarm (lib/drift.ts) against the bundle's calibration: `alpha` is its false-alarm
-   * rate over an unbounded exchangeable stream (default 0.01); false turns it off. On by default
+   * probability per 1,000 texts (default 0.01: at least 100,000 texts between false alarms on
+   * average, on traffic like the calibration set); false turns it off. On by default
    * when calibration.json carries a drift reference and the temperature is the calibration's.
    */
   drift?: false | { alpha?: number };

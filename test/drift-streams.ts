@@ -4,7 +4,7 @@
 
 import { join } from 'node:path';
 
-import { PACKAGE_ROOT } from '../lib/binding.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { DEFAULT_MODEL } from '../lib/bundle.js';
 import { readLabelled } from '../lib/calibration/data.js';
 import { DriftMonitor, type DriftReference, type DriftState } from '../lib/drift.js';
