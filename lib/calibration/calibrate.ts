@@ -138,7 +138,12 @@ export function calibrate(
         throw new InsufficientDataError(
           `no label has a threshold with selective risk <= ${risk} at confidence ${1 - delta / labels.length} ` +
             `(delta ${delta} split over ${labels.length} labels): ` +
-            noThresholdReason(scored, risk, delta / labels.length / STARTS),
+            noThresholdReason(
+              scored,
+              risk,
+              delta / labels.length / STARTS,
+              `each scan runs at level ${(delta / labels.length / STARTS).toPrecision(3)}`,
+            ),
         );
       }
       thresholds = Object.fromEntries(labels.map((label, i) => [label, each[i]?.threshold ?? null]));

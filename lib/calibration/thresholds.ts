@@ -88,8 +88,8 @@ export function withGuarantee(rows: Scored[], risk: number, delta: number): Guar
   }
   if (!best) {
     throw new InsufficientDataError(
-      `no threshold has selective risk <= ${risk} at confidence ${1 - delta}: ${noThresholdReason(rows, risk, level)} ` +
-        `(each of the ${tests} tests runs at level ${level.toPrecision(3)})`,
+      `no threshold has selective risk <= ${risk} at confidence ${1 - delta}: ` +
+        noThresholdReason(rows, risk, level, `each of the ${tests} tests runs at level ${level.toPrecision(3)}`),
     );
   }
   return best;
@@ -100,7 +100,7 @@ export function withGuarantee(rows: Scored[], risk: number, delta: number): Guar
  * at every threshold that accepts enough of them to certify anything (then more data of the
  * same kind cannot help, and saying "too few" would send the user the wrong way).
  */
-export function noThresholdReason(rows: readonly Scored[], risk: number, level: number): string {
+export function noThresholdReason(rows: readonly Scored[], risk: number, level: number, tests: string): string {
   const needed = minimumExamples(risk, level);
   const sorted = [...rows].sort((a, b) => b.score - a.score);
   let errors = 0;
@@ -118,10 +118,7 @@ export function noThresholdReason(rows: readonly Scored[], risk: number, level: 
       'data like this will not help: aim lower (--target-accuracy), or improve the model'
     );
   }
-  return (
-    `${rows.length} examples are too few (with no errors at all, ${needed} accepted examples would be needed ` +
-    `at level ${level.toPrecision(3)})`
-  );
+  return `${rows.length} examples are too few (${tests}; with no errors at all, ${needed} accepted examples would be needed)`;
 }
 
 /** The fewest accepted examples, all correct, for which the bound reaches `risk`. */
