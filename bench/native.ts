@@ -3,30 +3,9 @@
 
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 
-import type { NativeEngineHandle, NativeInferRequest, NativeLoadOptions } from '../lib/binding.js';
-import { openRuntime } from '../lib/runtime/open.js';
+import type { NativeInferRequest } from '../lib/binding.js';
 
-export async function loadHandle(
-  modelPath: string,
-  options: Partial<Omit<NativeLoadOptions, 'modelPath'>> = {},
-): Promise<{ handle: NativeEngineHandle; vocab: number }> {
-  const runtime = await openRuntime();
-  const handle = new runtime.addon.EngineHandle();
-  const info = await handle.load({
-    modelPath,
-    device: 'cpu',
-    deviceIndex: 0,
-    dtype: 'float32',
-    threads: 1,
-    freeze: true,
-    cudaMemoryFraction: 0,
-    warmupRows: 0,
-    warmupSeqLen: 0,
-    gateDim: 0,
-    ...options,
-  });
-  return { handle, vocab: info.vocabRows };
-}
+export { loadHandle } from '../test/native-handle.js';
 
 /** Full rows (no padding) of the given ids: [ids, mask of ones, type ids of zeros]. */
 export function fullRows(ids: Int32Array, rows: number, seqLen: number): NativeInferRequest {
