@@ -11,24 +11,11 @@ import { describe, it } from 'node:test';
 
 import type { NativeInferRequest } from '../lib/binding.js';
 import { MAX_EVENT_LOOP_GAP_MS, bundle, watchTimer } from './helpers.js';
-import { loadHandle } from './native-handle.js';
+import { fullRows, loadHandle, randomIds } from './native-handle.js';
 
-/** A padded batch of random ids, built without the tokenizer (which uses the libuv pool). */
+/** A batch of random ids (full rows, no padding), built without the tokenizer (which uses the libuv pool). */
 function randomBatch(rows: number, seqLen: number, vocab: number): NativeInferRequest {
-  const size = rows * seqLen;
-  const tokens = new Int32Array(3 * size);
-  tokens.subarray(0, size).forEach((_, i) => (tokens[i] = 5 + Math.floor(Math.random() * (vocab - 5))));
-  tokens.fill(1, size, 2 * size); // the mask; type ids stay 0
-  return {
-    tokens,
-    rows,
-    seqLen,
-    temperature: 1,
-    topK: 1,
-    wantLogits: true,
-    wantLogProbs: false,
-    wantFeatures: false,
-  };
+  return { ...fullRows(randomIds(rows * seqLen, vocab), rows, seqLen), wantLogits: true };
 }
 
 describe('asynchronous inference', () => {
