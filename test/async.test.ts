@@ -9,49 +9,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import type { NativeEngineHandle, NativeInferRequest } from '../lib/binding.js';
-import { openRuntime } from '../lib/runtime/open.js';
+import type { NativeInferRequest } from '../lib/binding.js';
 import { MAX_EVENT_LOOP_GAP_MS, bundle, watchTimer } from './helpers.js';
+import { fullRows, loadHandle, randomIds } from './native-handle.js';
 
-/** A padded batch of random ids, built without the tokenizer (which uses the libuv pool). */
+/** A batch of random ids (full rows, no padding), built without the tokenizer (which uses the libuv pool). */
 function randomBatch(rows: number, seqLen: number, vocab: number): NativeInferRequest {
-  const size = rows * seqLen;
-  const tokens = new Int32Array(3 * size);
-  tokens.subarray(0, size).forEach((_, i) => (tokens[i] = 5 + Math.floor(Math.random() * (vocab - 5))));
-  tokens.fill(1, size, 2 * size); // the mask; type ids stay 0
-  return {
-    tokens,
-    rows,
-    seqLen,
-    temperature: 1,
-    topK: 1,
-    wantLogits: true,
-    wantLogProbs: false,
-    wantFeatures: false,
-  };
-}
-
-async function loadHandle(name: string): Promise<{ handle: NativeEngineHandle; vocab: number }> {
-  const runtime = await openRuntime();
-  const handle = new runtime.addon.EngineHandle();
-  const info = await handle.load({
-    modelPath: join(bundle(name), 'model.pt'),
-    device: 'cpu',
-    deviceIndex: 0,
-    dtype: 'float32',
-    threads: 1,
-    freeze: true,
-    cudaMemoryFraction: 0,
-    warmupRows: 0,
-    warmupSeqLen: 0,
-    gateDim: 0,
-  });
-  return { handle, vocab: info.vocabRows };
+  return { ...fullRows(randomIds(rows * seqLen, vocab), rows, seqLen), wantLogits: true };
 }
 
 describe('asynchronous inference', () => {
   it('keeps a 1 ms timer firing during a long inference, and reports the worst delay', async (t) => {
-    const { handle, vocab } = await loadHandle('long');
+    const { handle, vocab } = await loadHandle(join(bundle('long'), 'model.pt'));
     try {
       const request = randomBatch(48, 512, vocab);
       await handle.infer(randomBatch(1, 8, vocab)); // warm-up
@@ -75,7 +44,7 @@ describe('asynchronous inference', () => {
 
   // Were inference on the pool, it would wait behind the blocked threads: fail, not hang.
   it('completes while every libuv pool thread is blocked', { timeout: 60_000 }, async () => {
-    const { handle, vocab } = await loadHandle('labels2');
+    const { handle, vocab } = await loadHandle(join(bundle('labels2'), 'model.pt'));
     const dir = await mkdtemp(join(tmpdir(), 'bertgate-pool-'));
     const poolSize = Number(process.env['UV_THREADPOOL_SIZE'] ?? 4);
     const fifos = Array.from({ length: poolSize }, (_, i) => join(dir, `fifo${i}`));
@@ -101,7 +70,7 @@ describe('asynchronous inference', () => {
   });
 
   it('copies the inputs before returning, so the caller may reuse its arrays at once', async () => {
-    const { handle, vocab } = await loadHandle('labels2');
+    const { handle, vocab } = await loadHandle(join(bundle('labels2'), 'model.pt'));
     try {
       const request = randomBatch(4, 24, vocab);
       const reference = await handle.infer({ ...request, tokens: request.tokens.slice() });

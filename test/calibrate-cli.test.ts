@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { Classifier, type Decision } from '../lib/index.js';
-import { bertgate, copyBundle } from './helpers.js';
+import { bertgate, calibrateCli, copyBundle, labelledLines, modelLabels, wordTexts } from './helpers.js';
 
 describe('bertgate calibrate and evaluate', () => {
   let copy: { dir: string; cleanup: () => Promise<void> };
@@ -18,46 +18,27 @@ describe('bertgate calibrate and evaluate', () => {
 
   before(async () => {
     copy = await copyBundle('labels7');
-    const words = 'install package server network game sound text graphics admin tool library data file editor'.split(
-      ' ',
-    );
-    let seed = 42;
-    const random = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-    const texts = Array.from({ length: 1200 }, () =>
-      Array.from({ length: 3 + Math.floor(random() * 10) }, () => words[Math.floor(random() * words.length)]).join(' '),
-    );
-    const clf = await Classifier.load(copy.dir);
-    const decisions = await clf.classify(texts);
-    await clf.close();
+    const texts = wordTexts(1200, 42);
+    const { best, labels } = await modelLabels(copy.dir, texts);
+    const other = (i: number): string => labels.find((l) => l !== best[i]) as string;
     // The model's own label, except every tenth text: accuracy 0.9 by construction.
-    const lines = decisions.map((d, i) => {
-      const best = d.top[0]?.label as string;
-      const label = i % 10 === 0 ? (clf.labels.find((l) => l !== best) as string) : best;
-      return JSON.stringify({ text: texts[i], label });
-    });
     data = join(copy.dir, 'labelled.jsonl');
-    await writeFile(data, lines.join('\n') + '\n');
-    const relabelled = (pick: (best: string) => string): string =>
-      decisions.map((d, i) => JSON.stringify({ text: texts[i], label: pick(d.top[0]?.label as string) })).join('\n');
+    await writeFile(
+      data,
+      labelledLines(texts, (i) => (i % 10 === 0 ? other(i) : (best[i] as string))),
+    );
     own = join(copy.dir, 'own.jsonl');
-    await writeFile(own, relabelled((best) => best) + '\n');
+    await writeFile(
+      own,
+      labelledLines(texts, (i) => best[i] as string),
+    );
     wrong = join(copy.dir, 'wrong.jsonl');
-    await writeFile(wrong, relabelled((best) => clf.labels.find((l) => l !== best) as string) + '\n');
+    await writeFile(wrong, labelledLines(texts, other));
   });
   after(() => copy.cleanup());
 
   it('fits a temperature and a guaranteed threshold, writes calibration.json and the plots, and the bundle then uses them', async () => {
-    const r = await bertgate([
-      'calibrate',
-      '--model',
-      copy.dir,
-      '--data',
-      data,
-      '--target-accuracy',
-      '0.8',
-      '--delta',
-      '0.1',
-    ]);
+    const r = await calibrateCli(copy.dir, data, { 'target-accuracy': '0.8', delta: '0.1' });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^1200 examples from .*; temperature \d+\.\d{4}/);
     assert.match(r.stdout, /\| ECE \(15 bins\) \| \d\.\d{4} \| \d\.\d{4} \| \d\.\d{4} \|/);
@@ -121,35 +102,17 @@ describe('bertgate calibrate and evaluate', () => {
   });
 
   it('chooses by coverage and per label when asked', async () => {
-    const byCoverage = await bertgate([
-      'calibrate',
-      '--model',
-      copy.dir,
-      '--data',
-      data,
-      '--coverage',
-      '0.7',
-      '--out',
-      join(copy.dir, 'c'),
-    ]);
+    const byCoverage = await calibrateCli(copy.dir, data, { coverage: '0.7', out: join(copy.dir, 'c') });
     assert.equal(byCoverage.code, 0, byCoverage.stderr);
     const c = JSON.parse(await readFile(join(copy.dir, 'c', 'calibration.json'), 'utf8'));
     assert.equal(c.guarantee.kind, 'coverage');
     assert.ok(Math.abs(c.guarantee.coverage - 0.7) < 0.01);
-    const perLabel = await bertgate([
-      'calibrate',
-      '--model',
-      copy.dir,
-      '--data',
-      data,
-      '--target-accuracy',
-      '0.8',
-      '--delta',
-      '0.2',
-      '--per-label',
-      '--out',
-      join(copy.dir, 'p'),
-    ]);
+    const perLabel = await calibrateCli(copy.dir, data, {
+      'target-accuracy': '0.8',
+      delta: '0.2',
+      'per-label': true,
+      out: join(copy.dir, 'p'),
+    });
     assert.equal(perLabel.code, 0, perLabel.stderr);
     const p = JSON.parse(await readFile(join(copy.dir, 'p', 'calibration.json'), 'utf8'));
     assert.ok(p.guarantee.per_label, 'a report per label');
@@ -170,7 +133,7 @@ describe('bertgate calibrate and evaluate', () => {
         [join(file, 'below'), /ERR_INVALID_ARGUMENT: --out .*a-file\/below cannot be made a directory: ENOTDIR/],
         [other.dir, /ERR_INVALID_ARGUMENT: --out .* holds another bundle's model\.pt/],
       ] as const) {
-        const r = await bertgate(['calibrate', '--model', copy.dir, '--data', data, '--coverage', '0.5', '--out', out]);
+        const r = await calibrateCli(copy.dir, data, { coverage: '0.5', out });
         assert.equal(r.code, 1, r.stdout);
         assert.match(r.stderr, message);
         assert.doesNotMatch(r.stderr, /\n\s+at /, 'a one-line error, not a stack');
@@ -183,29 +146,19 @@ describe('bertgate calibrate and evaluate', () => {
   it('refuses bad data and impossible guarantees with ERR_DATA', async () => {
     const unknown = join(copy.dir, 'unknown.jsonl');
     await writeFile(unknown, '{"text": "a", "label": "admin"}\n{"text": "b", "label": "cooking"}\n');
-    const r1 = await bertgate(['calibrate', '--model', copy.dir, '--data', unknown]);
+    const r1 = await calibrateCli(copy.dir, unknown);
     assert.equal(r1.code, 1);
     assert.equal(
       r1.stderr,
       `bertgate: ERR_DATA: ${unknown} line 2: label "cooking" is not one of the model's labels\n`,
     );
-    const r2 = await bertgate(['calibrate', '--model', copy.dir, '--data', data, '--target-accuracy', '0.999']);
+    const r2 = await calibrateCli(copy.dir, data, { 'target-accuracy': '0.999' });
     assert.equal(r2.code, 1);
     assert.match(
       r2.stderr,
       /ERR_DATA: no threshold has selective risk <= 0\.001\d* at confidence 0\.95: 1200 examples are too few/,
     );
-    const r3 = await bertgate([
-      'calibrate',
-      '--model',
-      copy.dir,
-      '--data',
-      data,
-      '--coverage',
-      '0.5',
-      '--delta',
-      '0.1',
-    ]);
+    const r3 = await calibrateCli(copy.dir, data, { coverage: '0.5', delta: '0.1' });
     assert.equal(
       r3.stderr,
       'bertgate: ERR_INVALID_ARGUMENT: Give either --coverage, or --target-accuracy (with --delta), not both\n',
@@ -214,17 +167,7 @@ describe('bertgate calibrate and evaluate', () => {
 
   it('--coverage says so when ties make it accept more than asked, and records both shares', async () => {
     // Labelled with the model's own labels, the map is flat at 1: no threshold splits the texts.
-    const r = await bertgate([
-      'calibrate',
-      '--model',
-      copy.dir,
-      '--data',
-      own,
-      '--coverage',
-      '0.5',
-      '--out',
-      join(copy.dir, 'flat'),
-    ]);
+    const r = await calibrateCli(copy.dir, own, { coverage: '0.5', out: join(copy.dir, 'flat') });
     assert.equal(r.code, 0, r.stderr);
     const c = JSON.parse(await readFile(join(copy.dir, 'flat', 'calibration.json'), 'utf8'));
     assert.equal(c.guarantee.requested, 0.5);
@@ -236,7 +179,7 @@ describe('bertgate calibrate and evaluate', () => {
   });
 
   it('on data the model always gets wrong, says the model is wrong too often, not that the examples are too few', async () => {
-    const r = await bertgate(['calibrate', '--model', copy.dir, '--data', wrong, '--target-accuracy', '0.9']);
+    const r = await calibrateCli(copy.dir, wrong, { 'target-accuracy': '0.9' });
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,

@@ -81,6 +81,27 @@ async function child(env: Record<string, string>, body: string): Promise<{ out: 
 
 const loadDefault = `report(await attempt(Classifier.load(${JSON.stringify(DEFAULT)}).then(async (c) => { const d = await c.classify('Python bindings for libxml2'); await c.close(); return d.label; })));`;
 
+/**
+ * A child body that loads the default model, then has a worker thread load it too with LIBTORCH
+ * set to `libtorch`, and reports what the worker's load gave; `thenInMain` runs in the main
+ * thread after the worker ends, before the main classifier closes.
+ */
+const workerLoadBody = (libtorch: string, thenInMain = ''): string => `
+  const { Worker } = await import('node:worker_threads');
+  const clf = await Classifier.load(${JSON.stringify(DEFAULT)});
+  const worker = new Worker(\`
+    import { Classifier } from ${JSON.stringify(INDEX)};
+    import { parentPort } from 'node:worker_threads';
+    Classifier.load(${JSON.stringify(DEFAULT)}).then(
+      () => parentPort.postMessage({ ok: true }),
+      (e) => parentPort.postMessage({ code: e.code, message: e.message }));
+  \`, { eval: true, env: { ...process.env, LIBTORCH: ${JSON.stringify(libtorch)} } });
+  report(await new Promise((resolve) => worker.once('message', resolve)));
+  await worker.terminate();
+  ${thenInMain}
+  await clf.close();
+`;
+
 describe('engine matrix', () => {
   it('every engine loads on its own torch and matches eager within 1e-5', async (t) => {
     const results = await matrix.checkMatrix();
@@ -416,21 +437,7 @@ describe('engine choice: faults', () => {
   it('a worker thread asking for another libtorch: the native side refuses it before loading anything', async () => {
     const first = wheels.libtorchDir(OLDEST);
     const second = wheels.libtorchDir(NEWEST);
-    const body = `
-      const { Worker } = await import('node:worker_threads');
-      const clf = await Classifier.load(${JSON.stringify(DEFAULT)});
-      const worker = new Worker(\`
-        import { Classifier } from ${JSON.stringify(INDEX)};
-        import { parentPort } from 'node:worker_threads';
-        Classifier.load(${JSON.stringify(DEFAULT)}).then(
-          () => parentPort.postMessage({ ok: true }),
-          (e) => parentPort.postMessage({ code: e.code, message: e.message }));
-      \`, { eval: true, env: { ...process.env, LIBTORCH: ${JSON.stringify(second)} } });
-      report(await new Promise((resolve) => worker.once('message', resolve)));
-      await worker.terminate();
-      report((await clf.classify('Python bindings for libxml2')).label);
-      await clf.close();
-    `;
+    const body = workerLoadBody(second, `report((await clf.classify('Python bindings for libxml2')).label);`);
     const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: first }, body);
     const [refused, label] = out as [{ code: string; message: string }, string];
     assert.equal(refused.code, 'ERR_LIBTORCH_CONFLICT');
@@ -452,20 +459,7 @@ describe('engine choice: faults', () => {
       await symlink(join(first, 'lib', lib), join(copy, 'lib', lib));
     await cp(join(first, 'version.py'), join(copy, 'version.py'));
     await symlink(join(first, '..', 'nvidia'), join(root, 'nvidia'));
-    const body = `
-      const { Worker } = await import('node:worker_threads');
-      const clf = await Classifier.load(${JSON.stringify(DEFAULT)});
-      const worker = new Worker(\`
-        import { Classifier } from ${JSON.stringify(INDEX)};
-        import { parentPort } from 'node:worker_threads';
-        Classifier.load(${JSON.stringify(DEFAULT)}).then(
-          () => parentPort.postMessage({ ok: true }),
-          (e) => parentPort.postMessage({ code: e.code, message: e.message }));
-      \`, { eval: true, env: { ...process.env, LIBTORCH: ${JSON.stringify(copy)} } });
-      report(await new Promise((resolve) => worker.once('message', resolve)));
-      await worker.terminate();
-      await clf.close();
-    `;
+    const body = workerLoadBody(copy);
     const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: first }, body);
     const [refused] = out as [{ code: string; message: string }];
     assert.equal(refused.code, 'ERR_LIBTORCH_CONFLICT');

@@ -11,18 +11,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { gateScore } from '../lib/calibration/gate.js';
 import { BundleError, Classifier, InvalidArgumentError } from '../lib/index.js';
-import { bertgate, bundle, copyBundle } from './helpers.js';
-
-const WORDS = 'install package server network game sound text graphics admin tool library data file editor'.split(' ');
-
-/** Texts from the fixtures' word list: in distribution for the calibration set made of them. */
-function texts(n: number, seed: number): string[] {
-  let s = seed;
-  const random = (): number => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-  return Array.from({ length: n }, () =>
-    Array.from({ length: 3 + Math.floor(random() * 10) }, () => WORDS[Math.floor(random() * WORDS.length)]).join(' '),
-  );
-}
+import { bertgate, bundle, calibrateCli, copyBundle, labelledLines, modelLabels, wordTexts } from './helpers.js';
 
 describe('the out-of-distribution gate', () => {
   let copy: { dir: string; cleanup: () => Promise<void> };
@@ -31,33 +20,19 @@ describe('the out-of-distribution gate', () => {
 
   before(async () => {
     copy = await copyBundle('labels7-features');
-    const calibration = texts(1600, 42);
-    const clf = await Classifier.load(copy.dir);
-    const decisions = await clf.classify(calibration);
-    await clf.close();
-    const lines = decisions.map((d, i) =>
-      JSON.stringify({
-        text: calibration[i],
-        label: i % 10 === 0 ? clf.labels[(i / 10) % clf.labels.length] : d.top[0]?.label,
-      }),
-    );
+    const calibration = wordTexts(1600, 42);
+    const { best, labels } = await modelLabels(copy.dir, calibration);
     data = join(copy.dir, 'labelled.jsonl');
-    await writeFile(data, lines.join('\n') + '\n');
-    const r = await bertgate([
-      'calibrate',
-      '--model',
-      copy.dir,
-      '--data',
+    await writeFile(
       data,
-      '--target-accuracy',
-      '0.8',
-      '--delta',
-      '0.1',
-      '--gate-alpha',
-      String(ALPHA),
-      '--gate-dim',
-      '16',
-    ]);
+      labelledLines(calibration, (i) => (i % 10 === 0 ? labels[(i / 10) % labels.length] : best[i]) as string),
+    );
+    const r = await calibrateCli(copy.dir, data, {
+      'target-accuracy': '0.8',
+      delta: '0.1',
+      'gate-alpha': String(ALPHA),
+      'gate-dim': '16',
+    });
     assert.equal(r.code, 0, r.stderr);
   });
   after(() => copy.cleanup());
@@ -133,7 +108,7 @@ describe('the out-of-distribution gate', () => {
   it('flags at most alpha of new in-distribution texts (a binomial bound), and names them', async () => {
     const clf = await Classifier.load(copy.dir);
     try {
-      const fresh = await clf.classify(texts(3000, 7));
+      const fresh = await clf.classify(wordTexts(3000, 7));
       const flagged = fresh.filter((d) => !d.accepted && d.reason === 'out-of-distribution');
       const bound = ALPHA + 3 * Math.sqrt((ALPHA * (1 - ALPHA)) / fresh.length);
       assert.ok(flagged.length / fresh.length <= bound, `${flagged.length} of ${fresh.length} flagged`);
@@ -244,17 +219,7 @@ describe('the out-of-distribution gate', () => {
           'calibration.json has none: calibrate with --gate-alpha (on a bundle exported with --features)',
         ),
     );
-    const r = await bertgate([
-      'calibrate',
-      '--model',
-      bundle('labels7'),
-      '--data',
-      data,
-      '--gate-alpha',
-      '0.1',
-      '--out',
-      join(copy.dir, 'x'),
-    ]);
+    const r = await calibrateCli(bundle('labels7'), data, { 'gate-alpha': '0.1', out: join(copy.dir, 'x') });
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
@@ -331,21 +296,12 @@ describe('the out-of-distribution gate', () => {
     }
     const one = join(copy.dir, 'one.jsonl');
     await writeFile(one, (await readFile(data, 'utf8')).split('\n')[0] + '\n');
-    const r = await bertgate([
-      'calibrate',
-      '--model',
-      copy.dir,
-      '--data',
-      data,
-      '--coverage',
-      '0.8',
-      '--gate-alpha',
-      '0.1',
-      '--gate-data',
-      one,
-      '--out',
-      join(copy.dir, 'one-out'),
-    ]);
+    const r = await calibrateCli(copy.dir, data, {
+      coverage: '0.8',
+      'gate-alpha': '0.1',
+      'gate-data': one,
+      out: join(copy.dir, 'one-out'),
+    });
     assert.equal(r.code, 1, r.stdout);
     assert.match(
       r.stderr,
@@ -362,25 +318,16 @@ describe('the out-of-distribution gate', () => {
     await writeFile(gateData, lines.filter((l) => JSON.parse(l).label !== missing).join('\n') + '\n');
     const partial = await copyBundle('labels7-features');
     try {
-      const r = await bertgate([
-        'calibrate',
-        '--model',
-        partial.dir,
-        '--data',
-        data,
-        '--coverage',
-        '0.8',
-        '--gate-alpha',
-        String(ALPHA),
-        '--gate-dim',
-        '16',
-        '--gate-data',
-        gateData,
-      ]);
+      const r = await calibrateCli(partial.dir, data, {
+        coverage: '0.8',
+        'gate-alpha': String(ALPHA),
+        'gate-dim': '16',
+        'gate-data': gateData,
+      });
       assert.equal(r.code, 0, r.stderr);
       const clf = await Classifier.load(partial.dir);
       try {
-        const sample = texts(300, 7);
+        const sample = wordTexts(300, 7);
         const decisions = await clf.classify(sample);
         assert.equal(decisions.filter((d) => !d.accepted && d.reason === 'invalid').length, 0);
         const flagged = decisions.filter((d) => !d.accepted && d.reason === 'out-of-distribution').length;

@@ -6,12 +6,35 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { doctor } from '../lib/runtime/doctor.js';
-import { Classifier, DeviceUnavailableError } from '../lib/index.js';
+import { Classifier, type ClassifierOptions, type Decision, DeviceUnavailableError } from '../lib/index.js';
 import { bundle, expected, maxAbsDiff } from './helpers.js';
 
 const report = await doctor();
 const devices = report.runtime?.cudaAvailable ? report.runtime.cudaDeviceCount : 0;
 const skip = devices === 0 ? 'no CUDA device' : false;
+
+/** The bundle `name` on the CPU and on the GPU, both closed after `use` whatever it does. */
+async function onCpuAndGpu(
+  name: string,
+  cpuOptions: ClassifierOptions,
+  gpuOptions: ClassifierOptions,
+  use: (cpu: Classifier, gpu: Classifier) => Promise<void>,
+): Promise<void> {
+  const cpu = await Classifier.load(bundle(name), cpuOptions);
+  const gpu = await Classifier.load(bundle(name), { device: 'cuda', ...gpuOptions });
+  try {
+    await use(cpu, gpu);
+  } finally {
+    await cpu.close();
+    await gpu.close();
+  }
+}
+
+/** At least 90% of the texts get the same top label from both. */
+function assertTopLabelsAgree(a: readonly Decision[], b: readonly Decision[]): void {
+  const agree = a.filter((d, i) => d.top[0]?.label === b[i]?.top[0]?.label).length;
+  assert.ok(agree / a.length >= 0.9, `${agree} of ${a.length} top labels agree`);
+}
 
 describe('on a CUDA device', { skip }, () => {
   it('float32 logits match transformers eager (CPU) within 1e-4, batched and single', async () => {
@@ -31,37 +54,24 @@ describe('on a CUDA device', { skip }, () => {
   for (const dtype of ['float16', 'bfloat16'] as const) {
     it(`${dtype} weights give the CPU's decisions, probabilities within 2e-2`, async () => {
       const ref = await expected('labels7');
-      const cpu = await Classifier.load(bundle('labels7'), { topK: 7 });
-      const gpu = await Classifier.load(bundle('labels7'), { device: 'cuda', dtype, topK: 7 });
-      try {
+      await onCpuAndGpu('labels7', { topK: 7 }, { dtype, topK: 7 }, async (cpu, gpu) => {
         const [a, b] = await Promise.all([cpu.classify(ref.texts), gpu.classify(ref.texts)]);
-        let agree = 0;
         a.forEach((d, i) => {
           const g = b[i];
           assert.ok(
             g && Math.abs(d.probability - g.probability) < 2e-2,
             `text ${i}: ${d.probability} vs ${g?.probability}`,
           );
-          if (d.top[0]?.label === g.top[0]?.label) agree++;
         });
-        assert.ok(agree / a.length >= 0.9, `${agree} of ${a.length} top labels agree`);
-      } finally {
-        await cpu.close();
-        await gpu.close();
-      }
+        assertTopLabelsAgree(a, b);
+      });
     });
   }
 
   it("the fused CUDA kernel gives the CPU kernel's scores", async () => {
     const ref = await expected('labels50');
-    const cpu = await Classifier.load(bundle('labels50'), { topK: 5, temperature: 1.7 });
-    const gpu = await Classifier.load(bundle('labels50'), {
-      device: 'cuda',
-      dtype: 'float32',
-      topK: 5,
-      temperature: 1.7,
-    });
-    try {
+    const gpuOptions: ClassifierOptions = { dtype: 'float32', topK: 5, temperature: 1.7 };
+    await onCpuAndGpu('labels50', { topK: 5, temperature: 1.7 }, gpuOptions, async (cpu, gpu) => {
       const [a, b] = await Promise.all([cpu.classify(ref.texts), gpu.classify(ref.texts)]);
       a.forEach((d, i) => {
         const g = b[i];
@@ -75,27 +85,18 @@ describe('on a CUDA device', { skip }, () => {
         assert.ok(Math.abs(d.scores.energy - g.scores.energy) < 1e-3);
         assert.ok(Math.abs(d.scores.margin - g.scores.margin) < 1e-4);
       });
-    } finally {
-      await cpu.close();
-      await gpu.close();
-    }
+    });
   });
 
   it('defaults to float16, batches of 256 and 32-token buckets, and warms up at load', async () => {
-    const clf = await Classifier.load(bundle('labels50'));
-    const gpu = await Classifier.load(bundle('labels50'), { device: 'cuda', topK: 5 });
-    try {
+    await onCpuAndGpu('labels50', {}, { topK: 5 }, async (clf, gpu) => {
       assert.equal(gpu.info.dtype, 'float16');
       assert.equal(gpu.info.batching.maxBatchSize, 256);
       assert.equal(gpu.info.batching.padToMultipleOf, 32);
       const ref = await expected('labels50');
       const [a, b] = await Promise.all([clf.classify(ref.texts), gpu.classify(ref.texts)]);
-      const agree = a.filter((d, i) => d.top[0]?.label === b[i]?.top[0]?.label).length;
-      assert.ok(agree / a.length >= 0.9, `${agree} of ${a.length} top labels agree`);
-    } finally {
-      await clf.close();
-      await gpu.close();
-    }
+      assertTopLabelsAgree(a, b);
+    });
   });
 
   it('keeps several batches queued on its own stream and answers each as if alone', async () => {

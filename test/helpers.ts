@@ -43,6 +43,39 @@ export async function copyBundle(name: string): Promise<{ dir: string; cleanup: 
   return { dir, cleanup: () => rm(root, { recursive: true, force: true }) };
 }
 
+const WORDS = 'install package server network game sound text graphics admin tool library data file editor'.split(' ');
+
+/**
+ * `n` texts of 3 to 12 words from the fixtures' word list, drawn by a seeded LCG: the same texts
+ * for the same seed, in distribution for the fixture models and for calibration sets made of them.
+ */
+export function wordTexts(n: number, seed: number): string[] {
+  let s = seed;
+  const random = (): number => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  return Array.from({ length: n }, () =>
+    Array.from({ length: 3 + Math.floor(random() * 10) }, () => WORDS[Math.floor(random() * WORDS.length)]).join(' '),
+  );
+}
+
+/** The top label the bundle in `dir` gives each text, and the bundle's labels. */
+export async function modelLabels(
+  dir: string,
+  texts: readonly string[],
+): Promise<{ best: string[]; labels: readonly string[] }> {
+  const clf = await Classifier.load(dir);
+  try {
+    const decisions = await clf.classify([...texts]);
+    return { best: decisions.map((d) => d.top[0]?.label as string), labels: clf.labels };
+  } finally {
+    await clf.close();
+  }
+}
+
+/** Labelled data as calibrate and evaluate read it: a `{text, label}` JSON line a text, label(i) its label. */
+export function labelledLines(texts: readonly string[], label: (i: number) => string): string {
+  return texts.map((text, i) => JSON.stringify({ text, label: label(i) })).join('\n') + '\n';
+}
+
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) return Number.POSITIVE_INFINITY;
   let worst = 0;
@@ -123,6 +156,17 @@ export function bertgate(
     });
     child.stdin?.end(options.input ?? '');
   });
+}
+
+/**
+ * `bertgate calibrate --model model --data data` and then `flags` in their order: `--name value`
+ * for each entry, a bare `--name` for `true`.
+ */
+export function calibrateCli(model: string, data: string, flags: Record<string, string | true> = {}): Promise<CliRun> {
+  const rest = Object.entries(flags).flatMap(([name, value]) =>
+    value === true ? [`--${name}`] : [`--${name}`, value],
+  );
+  return bertgate(['calibrate', '--model', model, '--data', data, ...rest]);
 }
 
 export type ErrorClass = new (...args: never[]) => BertgateError;

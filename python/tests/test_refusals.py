@@ -22,12 +22,17 @@ def edited(model_dir, tmp_path, name, **changes):
     return copy
 
 
+def refusal(source, tmp_path):
+    """The message of the ExportError that exporting `source` to tmp_path/bundle raises."""
+    with pytest.raises(ExportError) as refused:
+        export_bundle(source, tmp_path / "bundle")
+    return str(refused.value)
+
+
 @pytest.mark.parametrize("problem", ["multi_label_classification", "regression"])
 def test_refuses_a_model_that_is_not_single_label(model_dir, tmp_path, problem):
     source = edited(model_dir, tmp_path, "config.json", problem_type=problem)
-    with pytest.raises(ExportError) as refused:
-        export_bundle(source, tmp_path / "bundle")
-    assert str(refused.value) == (
+    assert refusal(source, tmp_path) == (
         f"{source} is a {problem} model (config.json problem_type {problem!r}); bertgate serves single-label "
         "classification (softmax over the labels, one label per text)"
     )
@@ -36,9 +41,7 @@ def test_refuses_a_model_that_is_not_single_label(model_dir, tmp_path, problem):
 
 def test_refuses_a_regression_head(tmp_path):
     source = build_model_dir(ModelSpec(labels=["score"], hidden=32, heads=2, max_positions=16), tmp_path / "hf")
-    with pytest.raises(ExportError) as refused:
-        export_bundle(source, tmp_path / "bundle")
-    assert str(refused.value) == (
+    assert refusal(source, tmp_path) == (
         "num_labels is 1: a one-output head is a regression model; bertgate serves single-label classification, "
         "which needs at least 2 labels"
     )
@@ -53,17 +56,13 @@ def test_refuses_a_regression_head(tmp_path):
 )
 def test_refuses_labels_bertgate_would_refuse(model_dir, tmp_path, labels, message):
     source = edited(model_dir, tmp_path, "config.json", id2label=labels, label2id={})
-    with pytest.raises(ExportError) as refused:
-        export_bundle(source, tmp_path / "bundle")
-    assert str(refused.value) == f"{source}: {message}"
+    assert refusal(source, tmp_path) == f"{source}: {message}"
 
 
 def test_refuses_a_tokenizer_larger_than_the_embedding_table(tmp_path):
     spec = ModelSpec(labels=["a", "b"], hidden=32, heads=2, max_positions=16, model_vocab_size=300)
     source = build_model_dir(spec, tmp_path / "hf")
-    with pytest.raises(ExportError) as refused:
-        export_bundle(source, tmp_path / "bundle")
-    assert str(refused.value) == (
+    assert refusal(source, tmp_path) == (
         f"the tokenizer of {source} gives ids up to 1199, but the model has only 300 word embeddings "
         "(tokens added without model.resize_token_embeddings?)"
     )
@@ -72,9 +71,7 @@ def test_refuses_a_tokenizer_larger_than_the_embedding_table(tmp_path):
 @pytest.mark.parametrize("declared", [1, 2, 2.5, 1e-300, float("nan"), True])
 def test_refuses_a_declared_token_limit_that_is_not_one(model_dir, tmp_path, declared):
     source = edited(model_dir, tmp_path, "tokenizer_config.json", model_max_length=declared)
-    with pytest.raises(ExportError) as refused:
-        export_bundle(source, tmp_path / "bundle")
-    assert str(refused.value) == (
+    assert refusal(source, tmp_path) == (
         f"tokenizer_config.json declares model_max_length {declared!r}; a token limit must be a whole number of "
         "at least 3 ([CLS], a token, [SEP]): correct it, or remove it to use the model's 48 positions"
     )
