@@ -116,11 +116,7 @@ describe('bad options', () => {
       { thresholds: [0.5] },
       'Expected the "thresholds" option to be an object mapping labels to numbers, got an array of 1',
     ],
-    [
-      'temperature 0',
-      { temperature: 0 },
-      'Expected the "temperature" option to be a number in [0.0001, 10000], got 0',
-    ],
+    ['temperature 0', { temperature: 0 }, 'Expected the "temperature" option to be a number in [0.0001, 10000], got 0'],
     [
       'temperature infinite',
       { temperature: Infinity },
