@@ -46,10 +46,9 @@ export function resolveRule(caller: CallerRule, bundle: Bundle, gate: Gate | und
       );
     }
   }
-  const ownTemperature =
-    caller.temperature !== undefined &&
-    calibration.temperature !== undefined &&
-    caller.temperature !== calibration.temperature;
+  // A calibration.json without a temperature was fitted at the default one.
+  const calibratedTemperature = calibration.temperature ?? DEFAULTS.temperature;
+  const ownTemperature = caller.temperature !== undefined && caller.temperature !== calibratedTemperature;
   // Calibrated thresholds were chosen on the confidence at the calibration's temperature; at
   // another they would cut a different scale and certify nothing. So a temperature of one's
   // own comes with a threshold of one's own, never silently with the calibrated one.
@@ -57,7 +56,7 @@ export function resolveRule(caller: CallerRule, bundle: Bundle, gate: Gate | und
     if (calibration.threshold !== undefined || (calibration.thresholds?.size ?? 0) > 0) {
       throw new InvalidArgumentError(
         `The "temperature" option (${caller.temperature}) differs from the calibration's ` +
-          `(${calibration.temperature}), whose thresholds and guarantee hold at that temperature only: ` +
+          `(${calibratedTemperature}), whose thresholds and guarantee hold at that temperature only: ` +
           'pass a "threshold" with it (the calibrated per-label thresholds and guarantee are then dropped), ' +
           'or leave the temperature to calibration.json',
       );

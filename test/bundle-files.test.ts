@@ -73,6 +73,21 @@ describe('bundle files', () => {
     });
   });
 
+  it('a guarantee nested deeper than calibrate writes one is refused (info.guarantee must serialise)', async () => {
+    await withCopy('labels7', async (dir) => {
+      const deep = '['.repeat(100_000) + ']'.repeat(100_000);
+      await writeFile(
+        join(dir, 'calibration.json'),
+        `{"temperature": 1, "threshold": 0.5, "guarantee": {"kind": "coverage", "coverage": 0.5, "x": ${deep}}}`,
+      );
+      await rejectsWith(
+        Classifier.load(dir),
+        BundleError,
+        'calibration.json: "guarantee" must be an object nested at most 4 levels deep, as calibrate writes it',
+      );
+    });
+  });
+
   it("tokenizer_config.json's model_max_length is a whole number of at least 3 tokens, or a sentinel", async () => {
     await withCopy('labels7', async (dir) => {
       const path = join(dir, 'tokenizer_config.json');

@@ -2,7 +2,7 @@
 // labelled set made from its own predictions with a known share of labels flipped.
 
 import assert from 'node:assert/strict';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -186,5 +186,20 @@ describe('bertgate calibrate and evaluate', () => {
       /ERR_DATA: no threshold has selective risk <= 0\.1 at confidence 0\.95: the model is wrong too often: at every threshold accepting at least \d+ examples \(the fewest that could certify one\), a share of at least 1\.0000 is wrong, above the risk 0\.1; more data like this will not help/,
     );
     assert.doesNotMatch(r.stderr, /too few/);
+  });
+
+  it('refuses, before any pass, an output where calibration.json or gate.bin is not a regular file', async () => {
+    for (const file of ['calibration.json', 'gate.bin']) {
+      const out = join(copy.dir, `blocked-${file}`);
+      await mkdir(join(out, file), { recursive: true });
+      const r = await bertgate(['calibrate', '--model', copy.dir, '--data', data, '--coverage', '0.5', '--out', out]);
+      assert.equal(r.code, 1);
+      assert.equal(
+        r.stderr,
+        `bertgate: ERR_BUNDLE: ${join(out, file)} is not a regular file: calibrate writes calibration.json and ` +
+          'gate.bin there; remove it, or give --out\n',
+      );
+      assert.doesNotMatch(r.stderr, /logits/);
+    }
   });
 });

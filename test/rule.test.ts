@@ -59,6 +59,29 @@ describe('the rule in force', () => {
     assert.equal(changed.guarantee, undefined);
   });
 
+  it('calibration.json without a temperature was fitted at 1: another temperature needs a threshold of its own', async () => {
+    const other = await copyBundle('labels7');
+    try {
+      await writeFile(
+        join(other.dir, 'calibration.json'),
+        JSON.stringify({ format: 1, score: 'max_probability', threshold: 0.15, guarantee: GUARANTEE }),
+      );
+      await rejectsWith(
+        Classifier.load(other.dir, { temperature: 5 }),
+        InvalidArgumentError,
+        /^The "temperature" option \(5\) differs from the calibration's \(1\), whose thresholds and guarantee hold/,
+      );
+      const own = await Classifier.load(other.dir, { temperature: 5, threshold: 0.15 });
+      await own.close();
+      assert.equal(own.info.guarantee, undefined);
+      const same = await Classifier.load(other.dir, { temperature: 1 });
+      await same.close();
+      assert.deepEqual(same.info.guarantee, GUARANTEE);
+    } finally {
+      await other.cleanup();
+    }
+  });
+
   it('a temperature that fp32 cannot serve is refused, from the option and from calibration.json', async () => {
     for (const t of [1e-40, 1e-5, 1e5, 1e300]) {
       await rejectsWith(

@@ -10,8 +10,8 @@
  */
 
 import { createHash, randomBytes } from 'node:crypto';
-import { rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, rename, rm, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 
 import { readBundleBytes, readBundleJson } from '../bundle-io.js';
 import { isConfidenceMap, type ConfidenceMap } from '../confidence-map.js';
@@ -128,6 +128,16 @@ export interface Calibration {
 }
 
 const SHA256 = /^[0-9a-f]{64}$/;
+
+/** calibrate's guarantee nests per_label -> label -> figures. */
+const GUARANTEE_DEPTH = 4;
+
+/** Whether a parsed JSON value nests at most `levels` objects or arrays deep. */
+function shallow(value: unknown, levels: number): boolean {
+  if (typeof value !== 'object' || value === null) return true;
+  if (levels === 0) return false;
+  return Object.values(value).every((v) => shallow(v, levels - 1));
+}
 
 function fail(field: string | undefined, message: string): never {
   throw new BundleError(CALIBRATION_FILE, field, `${CALIBRATION_FILE}: ${message}`);
@@ -248,7 +258,14 @@ export function parseCalibration(value: unknown, labels: readonly string[]): Cal
   if (value['thresholds'] !== undefined) calibration.thresholds = parseThresholds(value['thresholds'], labels);
   const guarantee = value['guarantee'];
   if (guarantee !== undefined) {
-    if (!isPlainObject(guarantee)) fail('guarantee', '"guarantee" must be an object');
+    // Reported as written (info.guarantee, /stats): an object of calibrate's shape, not a
+    // structure so deep that serialising it overflows the stack.
+    if (!isPlainObject(guarantee) || !shallow(guarantee, GUARANTEE_DEPTH)) {
+      fail(
+        'guarantee',
+        `"guarantee" must be an object nested at most ${GUARANTEE_DEPTH} levels deep, as calibrate writes it`,
+      );
+    }
     if (guarantee['coverage'] !== undefined && !isShare(guarantee['coverage'])) {
       fail('guarantee', `"guarantee.coverage" must be a share in [0, 1], got ${JSON.stringify(guarantee['coverage'])}`);
     }
@@ -345,6 +362,27 @@ async function readGate(
   }
 }
 
+/**
+ * That calibrate can write its files into `dir`: each of calibration.json and gate.bin absent
+ * or a regular file. Checked before the passes over the data, not found out after them.
+ */
+export async function assertWritable(dir: string): Promise<void> {
+  for (const file of [CALIBRATION_FILE, GATE_FILE]) {
+    const path = join(dir, file);
+    const info = await lstat(path).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return null;
+      throw new BundleError(file, undefined, `${path} cannot be written: ${error.message}`, { cause: error });
+    });
+    if (info !== null && !info.isFile()) {
+      throw new BundleError(
+        file,
+        undefined,
+        `${path} is not a regular file: calibrate writes ${CALIBRATION_FILE} and ${GATE_FILE} there; remove it, or give --out`,
+      );
+    }
+  }
+}
+
 /** gate.bin's bytes: the projection, then the centres, fp32 little-endian. */
 function gateBytes(fit: GateFit): Buffer {
   const floats = new Float32Array(fit.projection.length + fit.centres.length);
@@ -360,7 +398,9 @@ async function writeAtomically(path: string, data: Buffer | string): Promise<voi
     await rename(temporary, path);
   } catch (error) {
     await rm(temporary, { force: true });
-    throw error;
+    throw new BundleError(basename(path), undefined, `${path} could not be written: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
 }
 
@@ -382,5 +422,11 @@ export async function writeCalibration(
   }
   await writeAtomically(join(dir, CALIBRATION_FILE), JSON.stringify(content, null, 2) + '\n');
   // A gate of an earlier calibration would not fit this one (and nothing reads it now).
-  if (!gate) await rm(join(dir, GATE_FILE), { force: true });
+  if (!gate) {
+    await rm(join(dir, GATE_FILE), { force: true }).catch((error: Error) => {
+      throw new BundleError(GATE_FILE, undefined, `${join(dir, GATE_FILE)} could not be removed: ${error.message}`, {
+        cause: error,
+      });
+    });
+  }
 }

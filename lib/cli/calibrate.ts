@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 
 import { calibrate, type CalibrateRequest } from '../calibration/calibrate.js';
 import { readLabelled, type LabelledData } from '../calibration/data.js';
-import { writeCalibration } from '../calibration/file.js';
+import { assertWritable, writeCalibration } from '../calibration/file.js';
 import {
   DEFAULT_GATE_DIM,
   candidateGate,
@@ -84,6 +84,7 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   // --out is checked, and made, before the passes over the data: a long calibration must not
   // end in a raw EEXIST, nor write a calibration into another model's bundle.
   if (values.out !== undefined) await checkOut(values.out, bundle);
+  await assertWritable(values.out ?? bundle);
   const classifier = await loadForCalibration(bundle, options);
   let predictions: Predictions;
   let data: LabelledData;
