@@ -46,8 +46,21 @@ const STAKES = [1 / 16, 1 / 8, 1 / 4, 1 / 2, -1 / 16, -1 / 8, -1 / 4, -1 / 2];
 const BETS = [...STAKES.map((stake) => ({ family: 0, stake })), ...STAKES.map((stake) => ({ family: 1, stake }))];
 const FAMILY = Uint8Array.from(BETS, (b) => b.family);
 const STAKE = Float64Array.from(BETS, (b) => b.stake);
-/** Scaled sums are brought back to 1 when they leave [1 / RESCALE, RESCALE]. */
-const RESCALE = 1e100;
+const LOG_BETS = Math.log(16);
+
+/** log(exp(z) + 1), without overflow. */
+function softplus(z: number): number {
+  return z > 30 ? z + Math.log1p(Math.exp(-z)) : Math.log1p(Math.exp(z));
+}
+
+/** log(mean(exp(xs))): the log of a mixture's mean, from its members' logs. */
+function logMean(xs: Float64Array): number {
+  let top = Number.NEGATIVE_INFINITY;
+  for (const x of xs) if (x > top) top = x;
+  let sum = 0;
+  for (const x of xs) sum += Math.exp(x - top);
+  return top + Math.log(sum) - LOG_BETS;
+}
 
 export interface DriftReference {
   /** The calibration texts' served max probabilities, counted by bin (driftCounts). */
@@ -91,12 +104,13 @@ export interface DriftState {
   texts: number;
   /** Bin counts of the scores seen since the start (the calibration's are rebuilt from it). */
   seen: number[];
-  /** Each bet's Shiryaev-Roberts statistic (16: the rank stakes, then the acceptance stakes), in units of exp(statisticScale). */
-  statistics: number[];
-  statisticScale: number;
-  /** Each bet's share of the martingale, in units of exp(logScale): the martingale is their sum times that. */
-  weights: number[];
-  logScale: number;
+  /**
+   * Per bet (16: the rank stakes, then the acceptance stakes), log(R + 1) of its Shiryaev-Roberts
+   * statistic R: kept as logs, no bet underflows to 0 however long a drift or a calm goes on.
+   */
+  logStatistics: number[];
+  /** Per bet, the log of its product since the start: the martingale is their mean. */
+  logProducts: number[];
   /** The natural log of the martingale's peak. */
   logPeak: number;
   alarmAt: number | null;
@@ -162,20 +176,18 @@ export class DriftMonitor {
   /** Where the acceptance bets step: the p-value above which the calibrated share of texts lies. */
   readonly #step: number;
   readonly #stepScale: number;
+  /** log(threshold + 1): the alarm, on the stored log of the statistic plus one. */
+  readonly #logAlarm: number;
   #counts = new Counts();
   #seen = new Float64Array(DRIFT_BINS);
-  // Each bet's Shiryaev-Roberts statistic and its sum, scaled by exp(#statisticScale) (#unit is
-  // 1 in those units): finite however long a drift goes on.
-  readonly #statistics = new Float64Array(BETS.length);
-  #statisticSum = 0;
-  #statisticScale = 0;
-  #unit = 1;
-  // The martingale's wealth per bet, scaled by exp(#logScale): no overflow however long the stream.
-  readonly #weights = new Float64Array(BETS.length);
-  #logScale = 0;
+  // Per bet, log(R + 1) of its Shiryaev-Roberts statistic and the log of its product since the
+  // start: logs, so that no bet underflows to 0 and stays there (a lost bet would leave the
+  // martingale below what its bets guarantee, and a saved state no restore could accept).
+  readonly #logStatistics = new Float64Array(BETS.length);
+  readonly #logProducts = new Float64Array(BETS.length);
+  /** log(mean R + 1): the mixture's statistic plus one. */
+  #logStatistic = 0;
   #logPeak = 0;
-  /** The peak in the units of #weights: exp(#logPeak - #logScale). */
-  #peakScaled = 1;
   #texts = 0;
   #alarmAt: number | null = null;
   readonly #recent = new Uint8Array(ACCEPTANCE_WINDOW);
@@ -195,6 +207,7 @@ export class DriftMonitor {
     }
     this.alpha = alpha;
     this.threshold = ALARM_PERIOD / alpha;
+    this.#logAlarm = Math.log1p(this.threshold);
     this.reference = reference;
     this.#random = random;
     this.#step = 1 - reference.coverage;
@@ -210,14 +223,10 @@ export class DriftMonitor {
       if (count > 0) this.#counts.add(b, count);
     }
     this.#seen.fill(0);
-    this.#statistics.fill(0);
-    this.#statisticSum = 0;
-    this.#statisticScale = 0;
-    this.#unit = 1;
-    this.#weights.fill(1 / BETS.length);
-    this.#logScale = 0;
+    this.#logStatistics.fill(0);
+    this.#logProducts.fill(0);
+    this.#logStatistic = 0;
     this.#logPeak = 0;
-    this.#peakScaled = 1;
     this.#texts = 0;
     this.#alarmAt = null;
     this.#recent.fill(0);
@@ -234,57 +243,31 @@ export class DriftMonitor {
 
     const rank = 2 * p - 1;
     const acceptance = ((p > this.#step ? 1 : 0) - this.reference.coverage) / this.#stepScale;
-    let wealth = 0;
-    let statistic = 0;
     for (let i = 0; i < BETS.length; i++) {
-      const bet = 1 + (STAKE[i] as number) * (FAMILY[i] === 0 ? rank : acceptance);
-      const r = ((this.#statistics[i] as number) + this.#unit) * bet;
-      this.#statistics[i] = r;
-      statistic += r;
-      const w = (this.#weights[i] as number) * bet;
-      this.#weights[i] = w;
-      wealth += w;
+      const logBet = Math.log1p((STAKE[i] as number) * (FAMILY[i] === 0 ? rank : acceptance));
+      // R(n) = (R(n-1) + 1) * bet(n), and the stored log(R(n) + 1).
+      this.#logStatistics[i] = softplus((this.#logStatistics[i] as number) + logBet);
+      this.#logProducts[i] = (this.#logProducts[i] as number) + logBet;
     }
-    if (statistic > RESCALE || statistic < 1 / RESCALE) {
-      for (let i = 0; i < BETS.length; i++) this.#statistics[i] = (this.#statistics[i] as number) / statistic;
-      this.#statisticScale += Math.log(statistic);
-      this.#unit = Math.exp(-this.#statisticScale);
-      statistic = 1;
-    }
-    this.#statisticSum = statistic;
-    // The shares are renormalised only when their sum strays far from 1 (a log per text otherwise).
-    if (wealth > RESCALE || wealth < 1 / RESCALE) {
-      for (let i = 0; i < BETS.length; i++) this.#weights[i] = (this.#weights[i] as number) / wealth;
-      this.#logScale += Math.log(wealth);
-      this.#peakScaled = Math.exp(this.#logPeak - this.#logScale);
-      wealth = 1;
-    }
-    if (wealth > this.#peakScaled) {
-      this.#peakScaled = wealth;
-      this.#logPeak = this.#logScale + Math.log(wealth);
-    }
+    this.#logStatistic = logMean(this.#logStatistics);
+    const logM = logMean(this.#logProducts);
+    if (logM > this.#logPeak) this.#logPeak = logM;
 
     const slot = this.#texts % ACCEPTANCE_WINDOW;
     this.#accepted += (accepted ? 1 : 0) - (this.#recent[slot] as number);
     this.#recent[slot] = accepted ? 1 : 0;
     this.#texts++;
 
-    if (this.#alarmAt === null && this.#statisticSum >= this.threshold * BETS.length * this.#unit) {
+    if (this.#alarmAt === null && this.#logStatistic >= this.#logAlarm) {
       this.#alarmAt = this.#texts;
       return true;
     }
     return false;
   }
 
-  /** The mixture's statistic: the mean over the bets. */
+  /** The mixture's statistic: the mean over the bets of R, from the mean of R + 1. */
   #statistic(): number {
-    return fromLog(this.#statisticScale + Math.log(this.#statisticSum / BETS.length));
-  }
-
-  #logMartingale(): number {
-    let wealth = 0;
-    for (let i = 0; i < BETS.length; i++) wealth += this.#weights[i] as number;
-    return this.#logScale + Math.log(wealth);
+    return this.#logStatistic > 30 ? fromLog(this.#logStatistic) : Math.expm1(this.#logStatistic);
   }
 
   stats(): DriftStats {
@@ -293,7 +276,7 @@ export class DriftMonitor {
       texts: this.#texts,
       statistic: this.#statistic(),
       threshold: this.threshold,
-      martingale: fromLog(this.#logMartingale()),
+      martingale: fromLog(logMean(this.#logProducts)),
       peak: fromLog(this.#logPeak),
       alpha: this.alpha,
       alarm: this.#alarmAt !== null,
@@ -313,10 +296,8 @@ export class DriftMonitor {
       alpha: this.alpha,
       texts: this.#texts,
       seen: Array.from(this.#seen),
-      statistics: Array.from(this.#statistics),
-      statisticScale: this.#statisticScale,
-      weights: Array.from(this.#weights),
-      logScale: this.#logScale,
+      logStatistics: Array.from(this.#logStatistics),
+      logProducts: Array.from(this.#logProducts),
       logPeak: this.#logPeak,
       alarmAt: this.#alarmAt,
       // Oldest first.
@@ -359,14 +340,10 @@ export class DriftMonitor {
       if (count > 0) this.#counts.add(b, count);
       this.#seen[b] = count;
     });
-    state.statistics.forEach((r, i) => (this.#statistics[i] = r));
-    this.#statisticSum = state.statistics.reduce((a, b) => a + b, 0);
-    this.#statisticScale = state.statisticScale;
-    this.#unit = Math.exp(-state.statisticScale);
-    state.weights.forEach((w, i) => (this.#weights[i] = w));
-    this.#logScale = state.logScale;
+    state.logStatistics.forEach((x, i) => (this.#logStatistics[i] = x));
+    state.logProducts.forEach((x, i) => (this.#logProducts[i] = x));
+    this.#logStatistic = logMean(this.#logStatistics);
     this.#logPeak = state.logPeak;
-    this.#peakScaled = Math.exp(this.#logPeak - this.#logScale);
     this.#texts = state.texts;
     this.#alarmAt = state.alarmAt;
     // Lay the recent acceptances back so that the next text overwrites the oldest.
@@ -392,55 +369,45 @@ export class DriftMonitor {
     }
     const seen = state.seen.reduce((a, b) => a + b, 0);
     if (seen !== n) return `seen counts ${seen} texts, texts says ${n}`;
-    if (!finite(state.statistics, BETS.length)) return `statistics must be ${BETS.length} finite values of at least 0`;
-    if (!finite(state.weights, BETS.length)) return `weights must be ${BETS.length} finite values of at least 0`;
-    const wealth = state.weights.reduce((a, b) => a + b, 0);
-    // Renormalised whenever their sum leaves [1e-100, 1e100].
-    if (!(wealth >= 1e-100 && wealth <= 1e100)) return `weights sum to ${wealth}, outside [1e-100, 1e100]`;
-    if (typeof state.logScale !== 'number' || !Number.isFinite(state.logScale)) {
-      return `logScale ${String(state.logScale)} is not a finite number`;
-    }
-    const logM = state.logScale + Math.log(wealth);
-    // Every bet's product lies in [(1 - |e|)^n, (1 + |e|)^n], and the martingale is their mean.
-    const lowest = Math.max(...STAKES.map((e) => n * Math.log1p(-Math.abs(e)))) - Math.log(BETS.length);
-    const highest = n * Math.log1p(Math.max(...STAKES.map(Math.abs)));
-    if (!(logM >= lowest - 1e-9 && logM <= highest + 1e-9)) {
-      return `the martingale's log ${logM} is outside what the bets allow after ${n} texts [${lowest}, ${highest}]`;
-    }
-    const sum = state.statistics.reduce((a, b) => a + b, 0);
-    const scale = state.statisticScale;
-    if (typeof scale !== 'number' || !Number.isFinite(scale)) {
-      return `statisticScale ${String(scale)} is not a finite number`;
-    }
-    if (n === 0 ? sum !== 0 : !(sum >= 1 / RESCALE && sum <= RESCALE)) {
-      return `statistics sum to ${sum}, where ${n === 0 ? 'no text leaves 0' : 'they are rescaled to [1e-100, 1e100]'}`;
+    const logs = (xs: unknown): xs is number[] =>
+      Array.isArray(xs) && xs.length === BETS.length && xs.every((x) => typeof x === 'number' && Number.isFinite(x));
+    if (!logs(state.logStatistics)) return `logStatistics must be ${BETS.length} finite numbers`;
+    if (!logs(state.logProducts)) return `logProducts must be ${BETS.length} finite numbers`;
+    const logPeak = state.logPeak;
+    if (typeof logPeak !== 'number' || !Number.isFinite(logPeak)) return `logPeak ${String(logPeak)} is not a number`;
+    if (n === 0) {
+      // Nothing observed: the state of a fresh start, exactly.
+      if (![...state.logStatistics, ...state.logProducts, logPeak].every((x) => x === 0) || state.alarmAt !== null) {
+        return 'a state with no texts must be a fresh start (every log 0, no alarm)';
+      }
     }
     for (let i = 0; i < BETS.length && n > 0; i++) {
-      const stake = STAKE[i] as number;
-      const logR = Math.log(state.statistics[i] as number) + scale;
-      // Each text's bet is at least 1 - |e|, so is the statistic (the sum includes the last text
-      // alone); it never exceeds the sum of every bet won since every past text.
-      const low = Math.log1p(-Math.abs(stake));
-      const high = logStatisticBound(stake, n);
-      // (A bet far below the largest may underflow to 0 in the shared scale.)
-      if (!((logR >= low - 1e-9 || low - scale < -700) && logR <= high + 1e-9)) {
-        return `statistics[${i}]'s log ${logR} is outside what its bet allows after ${n} texts [${low}, ${high}]`;
+      const stake = Math.abs(STAKE[i] as number);
+      const logProduct = state.logProducts[i] as number;
+      // Each text's bet lies in [1 - |e|, 1 + |e|].
+      const [low, high] = [n * Math.log1p(-stake), n * Math.log1p(stake)];
+      if (!(logProduct >= low - 1e-6 * n && logProduct <= high + 1e-6 * n)) {
+        return `logProducts[${i}] ${logProduct} is outside what its bet allows after ${n} texts [${low}, ${high}]`;
       }
-      // The sum over start points includes the first: the bet's product since the start.
-      const logProduct = Math.log(state.weights[i] as number) + state.logScale + Math.log(BETS.length);
-      if (logR < logProduct - 1e-6) {
-        return `statistics[${i}]'s log ${logR} is below its bet's product since the start, ${logProduct}`;
+      // R is at least the last text's bet and at most the sum of every bet won since every past
+      // text; and, the sum including the start, at least the product since the start.
+      const logS = state.logStatistics[i] as number;
+      const lowS = Math.max(Math.log(2 - stake), logProduct);
+      const highS = softplus(logStatisticBound(stake, n));
+      if (!(logS >= lowS - 1e-6 * n && logS <= highS + 1e-6 * n)) {
+        return `logStatistics[${i}] ${logS} is outside what its bet allows after ${n} texts [${lowS}, ${highS}]`;
       }
     }
-    const logStatistic = scale + Math.log(sum / BETS.length);
-    const logPeak = state.logPeak;
-    if (typeof logPeak !== 'number' || !(logPeak >= Math.max(0, logM - 1e-9) && logPeak <= highest + 1e-9)) {
-      return `logPeak ${String(logPeak)} is below the martingale's log ${logM} (or 0) or above what the bets allow`;
+    const logM = logMean(Float64Array.from(state.logProducts));
+    const highest = n * Math.log1p(Math.max(...STAKES.map(Math.abs)));
+    if (!(logPeak >= Math.max(0, logM) - 1e-9 && logPeak <= highest + 1e-9)) {
+      return `logPeak ${logPeak} is below the martingale's log ${logM} (or 0) or above what the bets allow`;
     }
+    const logStatistic = logMean(Float64Array.from(state.logStatistics));
     const at = state.alarmAt;
     if (at === null) {
-      if (logStatistic >= Math.log(this.threshold)) {
-        return `the statistic exp(${logStatistic}) is past the alarm level ${this.threshold} with no alarm`;
+      if (logStatistic >= this.#logAlarm) {
+        return `the statistic (log of it plus one: ${logStatistic}) is past the alarm level ${this.threshold} with no alarm`;
       }
     } else if (!(Number.isInteger(at) && at >= 1 && at <= n)) {
       return `alarmAt ${String(at)} is not a text between 1 and ${n}`;

@@ -30,6 +30,9 @@ function reference(random: () => number, n = 5000): DriftReference {
 }
 
 /** The upper end of a binomial(n, p) count, three standard deviations out. */
+/** The monitor's 16 stakes in its order (rank bets, then acceptance bets), for states a run can reach. */
+const STAKE_LOGS = [1, 2, 4, 8, -1, -2, -4, -8, 1, 2, 4, 8, -1, -2, -4, -8].map((k) => k / 16);
+
 const binomialBound = (n: number, p: number): number => n * p + 3 * Math.sqrt(n * p * (1 - p));
 
 const isStateError =
@@ -132,18 +135,18 @@ describe('the drift alarm', () => {
     );
     // States that would switch the alarm off for good, or lie about it, are refused too.
     for (const bad of [
-      { ...saved, weights: saved.weights.map(() => 0) }, // 0 / 0: every later bet NaN
-      { ...saved, weights: saved.weights.map(() => 1e308) }, // the sum overflows
+      { ...saved, logProducts: saved.logProducts.map(() => Number.NaN) },
+      { ...saved, logProducts: saved.logProducts.map(() => 1e308) }, // more than any bet can win
       { ...saved, logPeak: 'high' },
       { ...saved, logPeak: Number.NaN },
       { ...saved, alarmAt: 'soon' },
       { ...saved, alarmAt: saved.texts + 1 },
       { ...saved, seen: halfMoved(saved.seen) }, // same total, but not counts
-      { ...saved, logScale: -1e308 }, // lower than losing every bet: the alarm could never come back
-      { ...saved, statistics: saved.statistics.map(() => 1e6), alarmAt: null }, // past the alarm level with no alarm
-      { ...saved, statistics: saved.statistics.map(() => 1e-9) }, // below the last bet alone
-      { ...saved, statisticScale: 5000 }, // more than 1,700 bets can win
-      { ...saved, statisticScale: Number.POSITIVE_INFINITY },
+      { ...saved, logProducts: saved.logProducts.map(() => -1e308) }, // lower than losing every bet
+      { ...saved, logStatistics: saved.logStatistics.map(() => 30), alarmAt: null }, // past the alarm level with no alarm
+      { ...saved, logStatistics: saved.logStatistics.map(() => 1e-9) }, // below the last bet alone
+      { ...saved, logStatistics: saved.logStatistics.map(() => 5000) }, // more than 1,700 bets can win
+      { ...saved, logStatistics: saved.logStatistics.map(() => Number.POSITIVE_INFINITY) },
       { ...saved, logPeak: -1 }, // below where the martingale stands
       { ...saved, recent: saved.recent.slice(1) },
       { ...saved, version: 3 },
@@ -175,34 +178,76 @@ describe('the drift alarm', () => {
       alpha: 0.01,
       texts: 1_000_000,
       seen,
-      statistics: new Array<number>(16).fill(1),
-      statisticScale: 0,
-      weights: new Array<number>(16).fill(1 / 16),
-      logScale: -600_000,
+      logStatistics: new Array<number>(16).fill(1),
+      logProducts: new Array<number>(16).fill(-600_000),
       logPeak: 0,
       alarmAt: null,
       recent: new Array<number>(1000).fill(1),
     };
-    // The smallest bet keeps at least (1 - 1/16)^n of its share: the log can sink to -64,541 here, no lower.
+    // The smallest bet keeps at least (1 - 1/16)^n: its log can sink to -64,539 here, no lower.
     assert.throws(
       () => monitor.restore(lying),
       isStateError(
-        /^the drift state is malformed: the martingale's log -600000 is outside what the bets allow after 1000000 texts \[-64541\.\d+, 405465\.\d+\]; it is not what driftState\(\) writes$/,
+        /^the drift state is malformed: logProducts\[0\] -600000 is outside what its bet allows after 1000000 texts \[-64538\.\d+, 60624\.\d+\]; it is not what driftState\(\) writes$/,
       ),
     );
     // The same count in one bin with the log a run can reach is restored, and the alarm still comes.
-    monitor.restore({ ...lying, logScale: -60_000 });
+    const reachable = { ...lying, logProducts: STAKE_LOGS.map((e) => 1_000_000 * Math.log1p(-Math.abs(e))) };
+    monitor.restore(reachable);
     let at = 0;
     for (let i = 1; i <= 200 && at === 0; i++) if (monitor.observe(0.01, false)) at = i;
     assert.ok(at > 0 && at <= 40, `alarm at ${at}`);
     const over = [...seen];
     over[0] = 2_000_000;
     assert.throws(
-      () => monitor.restore({ ...lying, seen: over, logScale: -60_000 }),
+      () => monitor.restore({ ...reachable, seen: over }),
       isStateError(
         'the drift state is malformed: seen counts 3000000 texts, texts says 1000000; it is not what driftState() writes',
       ),
     );
+  });
+
+  it('refuses a fresh state whose logs are not those of a fresh start (an alarm switched off before the first text)', () => {
+    const monitor = new DriftMonitor(reference(rng(4)), 0.01, rng(8));
+    const fresh = monitor.state();
+    for (const bad of [
+      { ...fresh, logStatistics: fresh.logStatistics.map(() => -800) },
+      { ...fresh, logStatistics: fresh.logStatistics.map(() => 800) },
+      { ...fresh, logProducts: fresh.logProducts.map(() => -5) },
+      { ...fresh, logPeak: 3 },
+    ]) {
+      assert.throws(
+        () => monitor.restore(bad),
+        isStateError(
+          'the drift state is malformed: a state with no texts must be a fresh start (every log 0, no alarm); ' +
+            'it is not what driftState() writes',
+        ),
+      );
+    }
+    monitor.restore(fresh);
+  });
+
+  it('a state saved after a long drift and a longer calm restores, and the restored monitor goes on as the original', () => {
+    const random = rng(21);
+    const ref = reference(random);
+    const original = new DriftMonitor(ref, 0.01, rng(5));
+    // A drift long enough for the losing bets to fall thousands of nats behind the winners, then
+    // a calm long enough for the winners to fall back below them: no bet may be lost on the way.
+    for (let i = 0; i < 20_000; i++) original.observe(confident(random, 3), false);
+    for (let i = 0; i < 300_000; i++) original.observe(confident(random), random() < 0.6);
+    const saved = JSON.parse(JSON.stringify(original.state())) as DriftState;
+    const copy = new DriftMonitor(ref, 0.01, rng(5));
+    copy.restore(saved);
+    assert.deepEqual(copy.stats(), original.stats());
+    const stats = original.stats();
+    assert.ok(Number.isFinite(stats.martingale) && Number.isFinite(stats.statistic), JSON.stringify(stats));
+    // The martingale is a mean of products, the smallest stake's at least (1 - 1/16)^n: no bet was
+    // lost on the way (one underflowed to 0 would stay there and leave the mean below that floor).
+    const floor = 320_000 * Math.log1p(-1 / 16);
+    saved.logProducts.forEach((x, i) =>
+      assert.ok(x >= 320_000 * Math.log1p(-Math.abs(STAKE_LOGS[i] as number)) - 1e-6, `bet ${i}: ${x}`),
+    );
+    assert.ok(Math.max(...saved.logProducts) >= floor);
   });
 
   it('refuses a state saved by the earlier alarm (a martingale since the start), saying so', () => {
