@@ -207,6 +207,25 @@ export function createServer(classifier: Classifier<string, string>, options: Se
       metrics.errors.inc({ code: 'ERR_BAD_HTTP' });
       return fail(reply, 400, 'ERR_BAD_HTTP', 'Expected a Host header, which HTTP/1.1 requires');
     }
+    // RFC 9112 3.2: more than one Host is a 400 (Node keeps the first and says nothing).
+    const hosts = request.raw.rawHeaders.filter(
+      (_, i) => i % 2 === 0 && /^host$/i.test(request.raw.rawHeaders[i] ?? ''),
+    );
+    if (hosts.length > 1) {
+      metrics.errors.inc({ code: 'ERR_BAD_HTTP' });
+      return fail(reply, 400, 'ERR_BAD_HTTP', `Expected one Host header, got ${hosts.length}`);
+    }
+    // Bodies are read as they come: a compressed one would be misread as JSON, so it is refused.
+    const encoding = request.headers['content-encoding'];
+    if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+      metrics.errors.inc({ code: 'ERR_UNSUPPORTED_MEDIA_TYPE' });
+      return fail(
+        reply,
+        415,
+        'ERR_UNSUPPORTED_MEDIA_TYPE',
+        `Expected an uncompressed body (no Content-Encoding, or "identity"), got Content-Encoding ${JSON.stringify(encoding)}`,
+      );
+    }
   });
   let shuttingDown = false;
   app.addHook('preClose', async () => {

@@ -54,6 +54,34 @@ describe("server: Node's and fastify's own refusals", () => {
     }
   });
 
+  it('answers two Host headers 400 and a compressed body 415, in the API shape, counting each', async () => {
+    const cases: Array<[string, number, string, string]> = [
+      [
+        'GET /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n\r\n',
+        400,
+        'ERR_BAD_HTTP',
+        'Expected one Host header, got 2',
+      ],
+      [
+        'POST /classify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n' +
+          'Content-Encoding: gzip\r\nContent-Length: 13\r\n\r\n{"text": "a"}',
+        415,
+        'ERR_UNSUPPORTED_MEDIA_TYPE',
+        'Expected an uncompressed body (no Content-Encoding, or "identity"), got Content-Encoding "gzip"',
+      ],
+    ];
+    for (const [data, status, code, message] of cases) {
+      assert.deepEqual(await rawHttp(port, data, { keepOpen: true }), { status, body: { error: { code, message } } });
+    }
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    for (const line of [
+      'bertgate_requests_total{route="/classify",status="415"} 1',
+      'bertgate_request_errors_total{code="ERR_UNSUPPORTED_MEDIA_TYPE"} 1',
+    ]) {
+      assert.ok(metrics.includes(line), `missing ${line} in\n${metrics}`);
+    }
+  });
+
   it('still serves afterwards', async () => {
     const r = await rawHttp(
       port,
