@@ -11,6 +11,8 @@
  * come back as stalled once its locks expire, and another worker classifies them again.
  */
 
+import { setMaxListeners } from 'node:events';
+
 import { UnrecoverableError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 
 import type { Classifier } from './classifier.js';
@@ -136,6 +138,8 @@ async function classifyJob<L extends string, O extends string>(
   }
   const piece = classifier.info.batching.maxBatchSize;
   const controller = new AbortController();
+  // One abort listener per piece: a long job has more than Node's default ten, by design.
+  setMaxListeners(0, controller.signal);
   let failure: Error | undefined;
   let done = 0;
   const pieces: Promise<Decision<L, O>[]>[] = [];
