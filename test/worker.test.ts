@@ -13,8 +13,14 @@ import { after, before, describe, it } from 'node:test';
 import { Queue, type Job } from 'bullmq';
 
 import { Classifier, OverloadedError, type Decision, type TopEntry } from '../lib/index.js';
-import { createWorker, type ClassifyJobData, type ClassifyJobResult, type JobClassifier } from '../lib/queue.js';
-import { CLI, bundle, wordTexts } from './helpers.js';
+import {
+  createWorker,
+  serveWorkerMetrics,
+  type ClassifyJobData,
+  type ClassifyJobResult,
+  type JobClassifier,
+} from '../lib/queue.js';
+import { CLI, bertgate, bundle, wordTexts } from './helpers.js';
 
 const MODEL = bundle('labels7');
 
@@ -293,5 +299,75 @@ describe('bertgate worker (BullMQ on a real redis-server)', () => {
       assertSameDecisions(job.returnvalue.decisions, await classifier.classify(chunks[i]!), job.name);
     }
     assert.match(worker.output(), /bertgate: redis: /);
+  });
+
+  it("serves /healthz and /metrics: jobs by status and error code, texts, the classifier's batches", async () => {
+    const queue = newQueue();
+    const worker = createWorker(classifier, { queue: queue.name, connection: { url: redis.url } });
+    const server = await serveWorkerMetrics(worker, classifier, { port: 0, host: '127.0.0.1' });
+    const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      await queue.add('good', { texts: ['install the package', 'a sound card'] });
+      await queue.add('bad', { texts: [] });
+      await until('both jobs finished', async () => {
+        const counts = await queue.getJobCounts('completed', 'failed');
+        return counts.completed === 1 && counts.failed === 1;
+      });
+      const health = await fetch(`${base}/healthz`);
+      assert.deepEqual([health.status, await health.json()], [200, { status: 'ok' }]);
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      assert.match(metrics, /^bertgate_jobs_total\{status="completed",code=""\} 1$/m);
+      assert.match(metrics, /^bertgate_jobs_total\{status="failed",code="ERR_INVALID_ARGUMENT"\} 1$/m);
+      assert.match(metrics, /^bertgate_texts_total 2$/m);
+      assert.match(metrics, /^bertgate_job_duration_seconds_count 1$/m);
+      assert.match(metrics, /^bertgate_batch_size_count [1-9]/m);
+      await worker.close();
+      const stopping = await fetch(`${base}/healthz`);
+      assert.deepEqual([stopping.status, await stopping.json()], [503, { status: 'stopping' }]);
+    } finally {
+      await worker.close();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('checks its flags before loading the model', async () => {
+    const missing = await bertgate(['worker', '--queue', 'q']);
+    assert.equal(missing.code, 1);
+    assert.equal(
+      missing.stderr,
+      'bertgate: ERR_INVALID_ARGUMENT: Expected --redis redis://HOST:PORT (where the queue lives)\n',
+    );
+    const url = await bertgate(['worker', '--redis', 'localhost:6379', '--queue', 'q']);
+    assert.equal(
+      url.stderr,
+      'bertgate: ERR_INVALID_ARGUMENT: Expected --redis to be a redis:// or rediss:// URL, got "localhost:6379"\n',
+    );
+    const queue = await bertgate(['worker', '--redis', redis.url, '--queue', 'a:b']);
+    assert.equal(
+      queue.stderr,
+      'bertgate: ERR_INVALID_ARGUMENT: Expected --queue NAME, a name without ":", got "a:b"\n',
+    );
+    const concurrency = await bertgate(['worker', '--redis', redis.url, '--queue', 'q', '--concurrency', '0']);
+    assert.equal(
+      concurrency.stderr,
+      'bertgate: ERR_INVALID_ARGUMENT: Expected --concurrency to be a whole number in [1, 10000], got "0"\n',
+    );
+  });
+
+  it('refuses worker options of the wrong type, by name', () => {
+    const connection = { url: 'redis://127.0.0.1:1' };
+    assert.throws(() => createWorker(classifier, { queue: '', connection }), {
+      code: 'ERR_INVALID_ARGUMENT',
+      message: 'Expected the "queue" option to be a non-empty string without ":", got ""',
+    });
+    assert.throws(() => createWorker(classifier, { queue: 'q', connection, concurrency: 1.5 }), {
+      code: 'ERR_INVALID_ARGUMENT',
+      message: 'Expected the "concurrency" option to be an integer in [1, 10000], got 1.5',
+    });
+    assert.throws(() => createWorker(classifier, { queue: 'q', connection, batch: 2 } as never), {
+      code: 'ERR_INVALID_ARGUMENT',
+      message:
+        'Unknown worker option "batch"; expected one of queue, connection, concurrency, lockDurationMs, stalledIntervalMs',
+    });
   });
 });
