@@ -12,10 +12,11 @@ export function setupRedis() {
   if (onPath('redis-server')) return;
   const root = process.getuid?.() === 0;
   if (!root || !onPath('apt-get')) {
-    throw new Error(
-      'redis-server is missing: install the redis-server package (Debian/Ubuntu: apt-get install redis-server), ' +
-        'which the worker tests start',
+    process.stderr.write(
+      'setup: redis-server is missing: install the redis-server package (Debian/Ubuntu: apt-get install ' +
+        'redis-server), which the worker tests start\n',
     );
+    process.exit(1);
   }
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   run('apt-get', ['update', '-qq'], { env });

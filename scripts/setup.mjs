@@ -1,7 +1,7 @@
 // Brings a checkout to a testable state (npm test runs it first, as `pretest`; npm run demo as
 // `predemo`). Idempotent, and quick when nothing changed: node_modules (npm ci), the .venv,
-// the TypeScript and native builds, the test fixtures, redis-server for the worker tests
-// (scripts/setup-redis.mjs), and with --prebuilds the prebuild
+// the TypeScript and native builds, the test fixtures, with --redis the redis-server the worker
+// tests start (scripts/setup-redis.mjs), and with --prebuilds the prebuild
 // matrix the packed-install tests install (scripts/prebuilds.mjs). (The default model is
 // committed: models/default, trained by python -m bertgate_export.train.)
 import { existsSync, rmSync } from 'node:fs';
@@ -36,7 +36,7 @@ await buildIfStale(fixtures, inputs, () => {
   python(['-m', 'bertgate_export.fixtures', fixtures]);
 });
 
-setupRedis();
+if (process.argv.includes('--redis')) setupRedis();
 
 if (process.argv.includes('--prebuilds')) {
   const { prebuilds } = await import('./prebuilds.mjs');
