@@ -272,7 +272,12 @@ describe('bertgate worker (BullMQ on a real redis-server)', () => {
     const [code] = await once(worker.child, 'exit');
     assert.equal(code, 0, worker.output());
     assert.match(worker.output(), /SIGTERM: finishing active jobs\nstopped\n/);
-    for (const job of active) assert.ok(await (await queue.getJob(job.id!))!.isCompleted(), `job ${job.name}`);
+    for (const { id, name } of active) {
+      const job = (await queue.getJob(id!))!;
+      assert.ok(await job.isCompleted(), `job ${name}`);
+      // 600 texts are 19 pieces of 32: progress went up as they finished.
+      assert.equal(job.progress, 100, `job ${name}`);
+    }
     const counts = await queue.getJobCounts('active', 'failed', 'waiting', 'completed');
     assert.deepEqual({ active: counts.active, failed: counts.failed }, { active: 0, failed: 0 });
     assert.equal((counts.waiting ?? 0) + (counts.completed ?? 0), 12);
