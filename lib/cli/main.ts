@@ -10,7 +10,6 @@ import { doctorCommand } from './doctor.js';
 import { evaluateCommand } from './evaluate.js';
 import { exportCommand } from './export.js';
 import { serveCommand } from './serve.js';
-import { workerCommand } from './worker.js';
 
 const USAGE = `Usage: bertgate <command> [options]
 
@@ -84,7 +83,8 @@ async function dispatch(argv: string[]): Promise<number> {
     case 'serve':
       return serveCommand(rest);
     case 'worker':
-      return workerCommand(rest);
+      // Loaded on demand: bullmq and ioredis take longer to import than the rest of the CLI.
+      return (await import('./worker.js')).workerCommand(rest);
     case 'calibrate':
       return calibrateCommand(rest);
     case 'evaluate':
