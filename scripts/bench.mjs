@@ -1,7 +1,8 @@
 // Runs a benchmark with its inputs prepared: Debian texts from the apt lists, the
 // small-geometry bench model, and for `peers` its ONNX export and npm packages.
-// Usage: node scripts/bench.mjs forward|batching|tokenize|peers|soak|leaks [extra flags for the bench]
-// (soak and leaks use the tests' small fixture model: run npm test, or scripts/setup.mjs, first)
+// Usage: node scripts/bench.mjs forward|batching|tokenize|peers|soak|leaks|queue [extra flags for the bench]
+// (soak and leaks use the tests' small fixture model: run npm test, or scripts/setup.mjs, first;
+// queue uses the default model, the Debian test split and a redis-server of its own)
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -15,7 +16,7 @@ const inRoot = { cwd: ROOT, env };
 const texts = join('bench', 'data', 'debian.jsonl');
 const small = join('bench', 'models', 'small');
 
-const ownInputs = name === 'soak' || name === 'leaks'; // the fixture model; no texts file
+const ownInputs = ['soak', 'leaks', 'queue'].includes(name); // no bench texts file or bench model
 if (!ownInputs && !existsSync(join(ROOT, texts)))
   run(VENV_PYTHON, ['-m', 'bertgate_export.debian', 'sample', texts, '--limit', '5000'], inRoot);
 if (!ownInputs && !existsSync(join(ROOT, small, 'model.pt')))
@@ -39,8 +40,9 @@ const args = {
   ],
   soak: ['--bundle', join('.fixtures', 'labels7')],
   leaks: ['--bundle', join('.fixtures', 'labels7')],
+  queue: [],
 }[name];
-if (!args) throw new Error('usage: node scripts/bench.mjs forward|batching|tokenize|peers|soak|leaks [flags]');
+if (!args) throw new Error('usage: node scripts/bench.mjs forward|batching|tokenize|peers|soak|leaks|queue [flags]');
 
 if (name === 'peers') {
   run(VENV_PYTHON, ['-m', 'pip', 'install', '-q', '-r', 'bench/requirements.txt'], inRoot);

@@ -1,6 +1,7 @@
 // Brings a checkout to a testable state (npm test runs it first, as `pretest`; npm run demo as
 // `predemo`). Idempotent, and quick when nothing changed: node_modules (npm ci), the .venv,
-// the TypeScript and native builds, the test fixtures, and with --prebuilds the prebuild
+// the TypeScript and native builds, the test fixtures, with --redis the redis-server the worker
+// tests start (scripts/setup-redis.mjs), and with --prebuilds the prebuild
 // matrix the packed-install tests install (scripts/prebuilds.mjs). (The default model is
 // committed: models/default, trained by python -m bertgate_export.train.)
 import { existsSync, rmSync } from 'node:fs';
@@ -11,6 +12,7 @@ import { buildTs } from './build-ts.mjs';
 import { devEnv } from './dev-env.mjs';
 import { ROOT, VENV_PYTHON } from './paths.mjs';
 import { run } from './run.mjs';
+import { setupRedis } from './setup-redis.mjs';
 import { setupVenv } from './setup-venv.mjs';
 import { buildIfStale } from './stamp.mjs';
 
@@ -33,6 +35,8 @@ await buildIfStale(fixtures, inputs, () => {
   rmSync(fixtures, { recursive: true, force: true });
   python(['-m', 'bertgate_export.fixtures', fixtures]);
 });
+
+if (process.argv.includes('--redis')) setupRedis();
 
 if (process.argv.includes('--prebuilds')) {
   const { prebuilds } = await import('./prebuilds.mjs');

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// bertgate command line: classify, serve, calibrate, evaluate, export, build, doctor, demo.
+// bertgate command line: classify, serve, worker, calibrate, evaluate, export, build, doctor, demo.
 
 import { BertgateError, InvalidArgumentError } from '../errors.js';
 import { buildCommand } from './build.js';
@@ -27,6 +27,13 @@ Commands:
                 --batches-in-flight N --fifo (no length-aware grouping). Stops gracefully on
                 SIGTERM or SIGINT (a second one is ignored); a third signal, or the drain
                 deadline (default 30 s), exits at once with status 1.
+  worker --redis redis://HOST:PORT --queue NAME [--model DIR] [--concurrency N] [--metrics-port P] [--host H]
+         [--lock-duration-ms MS] [--stalled-interval-ms MS] [--drain-timeout-ms MS]
+      Classify the jobs of a BullMQ queue: a job's data is {"texts": [...], "options"?: {"timeoutMs"}},
+      its result {"decisions": [...]}. --concurrency jobs at once (default 2) share one batcher.
+      Bad input fails a job without retry; other failures are retried by the job's attempts.
+      --metrics-port serves GET /healthz and /metrics. Takes serve's model and batching flags; stops
+      like serve: SIGTERM or SIGINT finishes the active jobs, then exits 0.
   calibrate --model DIR --data FILE.jsonl [--target-accuracy 0.95 --delta 0.05 | --coverage 0.8] [--per-label] [--out DIR]
             [--gate-alpha A [--gate-dim 128] [--gate-data FILE.jsonl]]
       Fit the temperature, a confidence map and the threshold(s) from labelled {"text", "label"}
@@ -75,6 +82,9 @@ async function dispatch(argv: string[]): Promise<number> {
       return doctorCommand(rest);
     case 'serve':
       return serveCommand(rest);
+    case 'worker':
+      // Loaded on demand: bullmq and ioredis take longer to import than the rest of the CLI.
+      return (await import('./worker.js')).workerCommand(rest);
     case 'calibrate':
       return calibrateCommand(rest);
     case 'evaluate':
