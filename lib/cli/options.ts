@@ -71,3 +71,14 @@ export function classifierOptions(values: Values): { bundle: string; options: Cl
   if (values.fifo) options.lengthAware = false;
   return { bundle: values.model ?? DEFAULT_BUNDLE, options };
 }
+
+/** A whole-number flag within [min, max], or its fallback when absent: exact messages, before any model loads. */
+export function integer(flag: string, value: string | undefined, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max)
+    throw new InvalidArgumentError(
+      `Expected --${flag} to be a whole number in [${min}, ${max}], got ${JSON.stringify(value)}`,
+    );
+  return n;
+}

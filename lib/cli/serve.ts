@@ -7,20 +7,10 @@
 import { parseArgs } from 'node:util';
 
 import { Classifier } from '../classifier.js';
-import { InvalidArgumentError, ListenError } from '../errors.js';
+import { ListenError } from '../errors.js';
 import { DEFAULTS } from '../options.js';
 import { createServer } from '../server.js';
-import { MODEL_FLAGS, classifierOptions } from './options.js';
-
-function integer(flag: string, value: string | undefined, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max)
-    throw new InvalidArgumentError(
-      `Expected --${flag} to be a whole number in [${min}, ${max}], got ${JSON.stringify(value)}`,
-    );
-  return n;
-}
+import { MODEL_FLAGS, classifierOptions, integer } from './options.js';
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({

@@ -11,17 +11,7 @@ import { InvalidArgumentError, ListenError } from '../errors.js';
 import { DEFAULTS } from '../options.js';
 import { serveWorkerMetrics } from '../worker-metrics.js';
 import { createWorker } from '../worker.js';
-import { MODEL_FLAGS, classifierOptions } from './options.js';
-
-function integer(flag: string, value: string | undefined, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max)
-    throw new InvalidArgumentError(
-      `Expected --${flag} to be a whole number in [${min}, ${max}], got ${JSON.stringify(value)}`,
-    );
-  return n;
-}
+import { MODEL_FLAGS, classifierOptions, integer } from './options.js';
 
 function redisUrl(value: string | undefined): string {
   if (value === undefined) throw new InvalidArgumentError('Expected --redis redis://HOST:PORT (where the queue lives)');
