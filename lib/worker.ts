@@ -89,12 +89,46 @@ export function createWorker<L extends string, O extends string>(
   options: WorkerOptions,
 ): Worker<ClassifyJobData, ClassifyJobResult<L, O>> {
   const { queue, concurrency } = checkOptions(options);
-  return new Worker<ClassifyJobData, ClassifyJobResult<L, O>>(queue, (job) => classifyJob(classifier, job), {
+  const budget = new TextBudget(classifier.info.batching.maxQueue);
+  return new Worker<ClassifyJobData, ClassifyJobResult<L, O>>(queue, (job) => classifyJob(classifier, job, budget), {
     connection: options.connection,
     concurrency,
     ...(options.lockDurationMs === undefined ? {} : { lockDuration: options.lockDurationMs }),
     ...(options.stalledIntervalMs === undefined ? {} : { stalledInterval: options.stalledIntervalMs }),
   });
+}
+
+/**
+ * The texts a worker has in its classifier at once, across all its jobs, kept within the
+ * classifier's queue (maxQueue): jobs the worker took on itself must not overload it (they
+ * would fail with ERR_OVERLOADED, for good where a producer gave one attempt), and a job
+ * larger than the queue goes through in waves instead of never fitting.
+ */
+class TextBudget {
+  #free: number;
+  readonly #waiting: Array<{ texts: number; go: () => void }> = [];
+
+  constructor(texts: number) {
+    this.#free = texts;
+  }
+
+  async take(texts: number): Promise<void> {
+    if (this.#waiting.length === 0 && texts <= this.#free) {
+      this.#free -= texts;
+      return;
+    }
+    // First come, first served: a large piece is not starved by small ones behind it.
+    await new Promise<void>((go) => this.#waiting.push({ texts, go }));
+  }
+
+  give(texts: number): void {
+    this.#free += texts;
+    for (let next = this.#waiting[0]; next !== undefined && next.texts <= this.#free; next = this.#waiting[0]) {
+      this.#waiting.shift();
+      this.#free -= next.texts;
+      next.go();
+    }
+  }
 }
 
 /** The job's texts and call options, or InvalidArgumentError saying what is wrong with its data. */
@@ -121,13 +155,14 @@ function renumber(error: InvalidArgumentError, offset: number): string {
 }
 
 /**
- * Classifies a job in pieces of one batch each, all queued at once (the batcher still merges
- * them with other jobs' texts), so progress moves as pieces finish; the first failure cancels
- * the rest.
+ * Classifies a job in pieces of one batch each, queued at once as far as the worker's budget
+ * allows (the batcher still merges them with other jobs' texts), so progress moves as pieces
+ * finish; the first failure cancels the rest.
  */
 async function classifyJob<L extends string, O extends string>(
   classifier: JobClassifier<L, O>,
   job: Job<ClassifyJobData, ClassifyJobResult<L, O>>,
+  budget: TextBudget,
 ): Promise<ClassifyJobResult<L, O>> {
   let texts: unknown[];
   let options: CallOptions;
@@ -136,7 +171,8 @@ async function classifyJob<L extends string, O extends string>(
   } catch (error) {
     throw new UnrecoverableError(`ERR_INVALID_ARGUMENT: ${(error as Error).message}`);
   }
-  const piece = classifier.info.batching.maxBatchSize;
+  const { maxBatchSize, maxQueue } = classifier.info.batching;
+  const piece = Math.min(maxBatchSize, maxQueue);
   const controller = new AbortController();
   // One abort listener per piece: a long job has more than Node's default ten, by design.
   setMaxListeners(0, controller.signal);
@@ -146,22 +182,27 @@ async function classifyJob<L extends string, O extends string>(
   for (let offset = 0; offset < texts.length; offset += piece) {
     const part = texts.slice(offset, offset + piece) as TextInput[];
     pieces.push(
-      classifier.classify(part, { ...options, signal: controller.signal }).then(
-        (decisions) => {
+      (async () => {
+        await budget.take(part.length);
+        try {
+          // A piece that waited past the job's failure is not sent at all.
+          if (failure !== undefined) return [];
+          const decisions = await classifier.classify(part, { ...options, signal: controller.signal });
           done += decisions.length;
           // Progress is advisory: a lost update must not fail the job.
           if (texts.length > piece) job.updateProgress(Math.floor((100 * done) / texts.length)).catch(() => {});
           return decisions;
-        },
-        (error: unknown) => {
+        } catch (error) {
           // The first failure is the job's; the pieces it cancels fail with AbortedError after it.
           if (failure === undefined) {
             failure = jobError(error, offset);
             controller.abort(error);
           }
           return [];
-        },
-      ),
+        } finally {
+          budget.give(part.length);
+        }
+      })(),
     );
   }
   const decisions = (await Promise.all(pieces)).flat();

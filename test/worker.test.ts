@@ -352,12 +352,65 @@ describe('bertgate worker (BullMQ on a real redis-server)', () => {
       queue.stderr,
       'bertgate: ERR_INVALID_ARGUMENT: Expected --queue NAME, a name without ":", got "a:b"\n',
     );
-    const concurrency = await bertgate(['worker', '--redis', redis.url, '--queue', 'q', '--concurrency', '0']);
-    assert.equal(
-      concurrency.stderr,
-      'bertgate: ERR_INVALID_ARGUMENT: Expected --concurrency to be a whole number in [1, 10000], got "0"\n',
-    );
+    for (const value of ['0', '0x10', '1e3', ' 3']) {
+      const concurrency = await bertgate(['worker', '--redis', redis.url, '--queue', 'q', '--concurrency', value]);
+      assert.equal(
+        concurrency.stderr,
+        `bertgate: ERR_INVALID_ARGUMENT: Expected --concurrency to be a whole number in [1, 10000], got ${JSON.stringify(value)}\n`,
+      );
+    }
   });
+
+  it('never overloads its own classifier: jobs beyond its queue, and one job larger than it, go through in waves', async () => {
+    const queue = newQueue();
+    // A queue of 64 texts, four jobs of 100 at once: each job alone is larger than the queue.
+    const chunks = Array.from({ length: 8 }, (_, i) => wordTexts(100, 7000 + i));
+    await queue.addBulk(chunks.map((texts, i) => ({ name: `big-${i}`, data: { texts } })));
+    const worker = startWorker(redis, queue.name, ['--concurrency', '4', '--max-queue', '64']);
+    try {
+      await worker.ready;
+      await until('every job finished', async () => {
+        const counts = await queue.getJobCounts('completed', 'failed');
+        return (counts.completed ?? 0) + (counts.failed ?? 0) === chunks.length;
+      });
+    } finally {
+      worker.child.kill('SIGTERM');
+      await once(worker.child, 'exit');
+    }
+    const failed = await queue.getJobs(['failed']);
+    assert.deepEqual(
+      failed.map((j) => j.failedReason),
+      [],
+    );
+    for (const job of await queue.getJobs(['completed'])) {
+      const i = Number(job.name.slice('big-'.length));
+      assertSameDecisions(job.returnvalue.decisions, await classifier.classify(chunks[i]!), job.name);
+    }
+  });
+
+  it(
+    'stops at once on SIGTERM when Redis was never reached, and refuses a database Redis does not have',
+    { timeout: 120_000 },
+    async () => {
+      // Nothing listens on this port: no job can be active, so nothing to wait for.
+      const nowhere = { url: `redis://127.0.0.1:${await freePort()}` } as Redis;
+      const worker = startWorker(nowhere, 'q', ['--drain-timeout-ms', '600000']);
+    worker.ready.catch(() => {}); // never ready: there is no Redis
+      await until('the worker loaded its model', async () => worker.output().includes('bertgate: redis: '));
+      worker.child.kill('SIGTERM');
+      const [code] = (await once(worker.child, 'exit')) as [number | null];
+      assert.equal(code, 0, worker.output());
+      assert.match(worker.output(), /SIGTERM: finishing active jobs\nstopped\n/);
+      const r = await bertgate(['worker', '--model', MODEL, '--redis', `${redis.url}/99`, '--queue', 'q']);
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `bertgate: ERR_INVALID_ARGUMENT: --redis ${redis.url}/99: the Redis server refuses its database \\(.*DB index is out of range`,
+        ),
+      );
+    },
+  );
 
   it('refuses worker options of the wrong type, by name', () => {
     const connection = { url: 'redis://127.0.0.1:1' };

@@ -76,7 +76,8 @@ export function classifierOptions(values: Values): { bundle: string; options: Cl
 export function integer(flag: string, value: string | undefined, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max)
+  // Digits only: Number() would also take "0x10", "1e3" and " 3".
+  if (!/^\d+$/.test(value) || !Number.isInteger(n) || n < min || n > max)
     throw new InvalidArgumentError(
       `Expected --${flag} to be a whole number in [${min}, ${max}], got ${JSON.stringify(value)}`,
     );

@@ -72,22 +72,39 @@ export async function workerCommand(argv: string[]): Promise<number> {
     ...(lockDurationMs === undefined ? {} : { lockDurationMs }),
     ...(stalledIntervalMs === undefined ? {} : { stalledIntervalMs }),
   });
-  // Redis going away is reported once per distinct message; BullMQ reconnects by itself.
+  // Redis going away is reported once per distinct message a minute (ioredis repeats it on
+  // every retry; a later outage is reported again); BullMQ reconnects by itself. A Redis that
+  // refuses the URL's database is no outage: nothing would come of waiting (and without this
+  // check the connection fell back to database 0's queue).
   let lastError = '';
+  let lastAt = 0;
+  let ready = false;
+  let fatal: ((error: Error) => void) | undefined;
+  const refused = new Promise<never>((_, reject) => (fatal = reject));
+  refused.catch(() => {});
   worker.on('error', (error) => {
-    if (error.message === lastError) return;
+    if (/\bDB index is out of range\b/.test(error.message)) {
+      fatal?.(new InvalidArgumentError(`--redis ${url}: the Redis server refuses its database (${error.message})`));
+      return;
+    }
+    if (error.message === lastError && Date.now() - lastAt < 60_000) return;
     lastError = error.message;
+    lastAt = Date.now();
     process.stderr.write(`bertgate: redis: ${error.message}\n`);
   });
   worker.on('ready', () => {
+    ready = true;
     lastError = '';
   });
+  // A worker that never reached Redis has no job to finish; waiting on its close would wait for
+  // Redis (forever, or until the drain deadline), so it is closed at once.
+  const closeWorker = (): Promise<void> => worker.close(!ready);
   let metrics: Server | undefined;
   if (metricsPort !== undefined) {
     try {
       metrics = await serveWorkerMetrics(worker, classifier, { port: metricsPort, host });
     } catch (error) {
-      await worker.close();
+      await closeWorker();
       await classifier.close();
       const code = (error as NodeJS.ErrnoException).code ?? '';
       throw new ListenError(
@@ -124,8 +141,14 @@ export async function workerCommand(argv: string[]): Promise<number> {
     () => process.stdout.write(`worker on queue ${queue} (concurrency ${concurrency})\n`),
     () => {},
   );
-  await stop;
-  await worker.close();
+  try {
+    await Promise.race([stop, refused]);
+  } catch (error) {
+    await worker.close(true);
+    await classifier.close();
+    throw error;
+  }
+  await closeWorker();
   if (metrics) {
     const closed = new Promise((resolve) => metrics.close(resolve));
     metrics.closeAllConnections();
