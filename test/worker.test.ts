@@ -395,7 +395,7 @@ describe('bertgate worker (BullMQ on a real redis-server)', () => {
       // Nothing listens on this port: no job can be active, so nothing to wait for.
       const nowhere = { url: `redis://127.0.0.1:${await freePort()}` } as Redis;
       const worker = startWorker(nowhere, 'q', ['--drain-timeout-ms', '600000']);
-    worker.ready.catch(() => {}); // never ready: there is no Redis
+      worker.ready.catch(() => {}); // never ready: there is no Redis
       await until('the worker loaded its model', async () => worker.output().includes('bertgate: redis: '));
       worker.child.kill('SIGTERM');
       const [code] = (await once(worker.child, 'exit')) as [number | null];
