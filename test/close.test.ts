@@ -69,6 +69,12 @@ describe('close', () => {
   });
 
   it('runs each model on one named native thread, joined on close()', async () => {
+    // A close({ drain: false }) above returns while the engine finishes the batch it is in; that
+    // model's thread ends with it. Every earlier thread must end (none leaks), then the count starts.
+    for (let waited = 0; threadsNamed('bertgate-infer') > 0; waited += 50) {
+      assert.ok(waited < 60_000, `${threadsNamed('bertgate-infer')} inference threads of closed models still run`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     const before = threadsNamed('bertgate-infer');
     const a = await Classifier.load(bundle('labels2'));
     const b = await Classifier.load(bundle('labels2'));
