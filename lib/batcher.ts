@@ -10,10 +10,11 @@
  *   the batch's padding share stays within `maxPaddingRatio` (the rest wait for a better
  *   match: on a CPU a forward pass costs about the same per padded token whatever the batch,
  *   so padding is pure waste);
- * - an idle device never waits: a partial batch is held only while another batch is on the
- *   device, and at most until the oldest text has waited `maxDelayMs`;
- * - up to `inFlight` batches are handed over at once, so preparing batch N+1 on the host
- *   overlaps the device computing batch N;
+ * - an idle device never waits: a partial batch is held only while every replica has a batch
+ *   on its device, and at most until the oldest text has waited `maxDelayMs`;
+ * - up to `inFlight` batches per replica are handed over at once, so preparing batch N+1 on
+ *   the host overlaps the device computing batch N (the runner picks the replica; see
+ *   replicas.ts);
  * - beyond `maxQueue` waiting texts a submission is refused at once (OverloadedError);
  * - a request's AbortSignal or timeout drops its texts before they reach the device, and
  *   discards results already on their way.
@@ -35,7 +36,10 @@ export interface BatcherOptions {
   maxBatchTokens: number;
   maxDelayMs: number;
   maxQueue: number;
+  /** Batches in flight per replica. */
   inFlight: number;
+  /** Replicas taking batches now (default 1); setReplicas() changes it as their health does. */
+  replicas?: number;
   lengthAware: boolean;
   /** With lengthAware: the most padding a batch may carry, as a share of its padded tokens. */
   maxPaddingRatio: number;
@@ -157,6 +161,7 @@ export class Batcher<T, R> {
   #queue: Entry<T, R>[] = [];
   #preparing = 0;
   #inFlight = 0;
+  #replicas: number;
   #seq = 0;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
@@ -184,6 +189,16 @@ export class Batcher<T, R> {
     this.#run = run;
     this.options = options;
     this.#paddedLength = options.paddedLength ?? ((longest) => longest);
+    this.#replicas = options.replicas ?? 1;
+  }
+
+  /**
+   * How many replicas take batches now. With none, batches still go out one at a time, so
+   * that the runner fails them at once rather than leaving them queued for nobody.
+   */
+  setReplicas(n: number): void {
+    this.#replicas = n;
+    this.#pump();
   }
 
   get queueDepth(): number {
@@ -347,11 +362,12 @@ export class Batcher<T, R> {
   #pump(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    while (this.#inFlight < this.options.inFlight && this.#queue.length > 0) {
+    const capacity = Math.max(1, this.#replicas * this.options.inFlight);
+    while (this.#inFlight < capacity && this.#queue.length > 0) {
       const { entries, full } = this.#form();
       const waited = performance.now() - (this.#queue[0] as Entry<T, R>).enqueuedAt;
-      if (this.#inFlight > 0 && !full && !this.#draining && waited < this.options.maxDelayMs) {
-        // The device is busy: let the batch fill until the oldest text's deadline.
+      if (this.#inFlight >= Math.max(1, this.#replicas) && !full && !this.#draining && waited < this.options.maxDelayMs) {
+        // Every replica is busy: let the batch fill until the oldest text's deadline.
         this.#timer = setTimeout(() => this.#pump(), Math.ceil(this.options.maxDelayMs - waited));
         return;
       }

@@ -104,6 +104,11 @@ export interface NativeRuntimeInfo {
 
 export interface NativeEngineHandle {
   load(options: NativeLoadOptions): Promise<NativeModelInfo>;
+  /**
+   * A replica of `source`'s loaded model (its weights and gate, not a copy) run on this handle's
+   * own thread with `threads` intra-op threads: CPU replicas share one model this way.
+   */
+  loadReplica(source: NativeEngineHandle, threads: number): Promise<NativeModelInfo>;
   infer(request: NativeInferRequest): Promise<NativeInferResult>;
   runtime(): Promise<NativeRuntimeInfo>;
   close(): Promise<void>;

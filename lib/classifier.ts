@@ -7,8 +7,10 @@
  * values and trusts them.
  */
 
+import { availableParallelism } from 'node:os';
+
 import { Batcher, type BatchEvent, type BatcherStats } from './batcher.js';
-import type { NativeEngineHandle, NativeInferResult, NativeModelInfo } from './binding.js';
+import type { NativeEngineHandle, NativeInferRequest, NativeInferResult, NativeModelInfo } from './binding.js';
 import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles, type Bundle } from './bundle.js';
 import type { Gate } from './calibration/file.js';
 import { DecisionPolicy, type Decision } from './decision.js';
@@ -35,6 +37,7 @@ import {
   type Settings,
   warmupShape,
 } from './options.js';
+import { ReplicaSet, resolveDevices, type ReplicaStats } from './replicas.js';
 import { resolveRule } from './rule.js';
 import { openRuntime } from './runtime/open.js';
 import { TextTokenizer, type Encoded, type TruncationSide, type TruncationStrategy } from './tokenizer.js';
@@ -45,13 +48,18 @@ export interface ClassifierStats extends BatcherStats {
   outOfMemorySplits: number;
   /** The drift alarm (lib/drift.ts), or null where it is off or the bundle has no drift reference. */
   drift: DriftStats | null;
+  /** Per replica, in `info.replicas` order: its work, and its health. */
+  replicas: ReplicaStats[];
 }
 
 export interface ClassifierInfo {
   bundleDir: string;
   labels: readonly string[];
   otherLabel: string;
+  /** The first replica's device; `replicas` lists them all. */
   device: string;
+  /** Every replica and its device: devices in the order asked for, `replicas` on each. */
+  replicas: readonly { replica: number; device: string }[];
   dtype: string;
   threshold: number;
   /** Per label; null: that label is never accepted (calibrate certified no threshold for it). */
@@ -62,6 +70,7 @@ export interface ClassifierInfo {
   gate: { alpha: number; threshold: number; dim: number } | null;
   temperature: number;
   topK: number;
+  /** Intra-op threads per replica. */
   threads: number;
   maxLength: number;
   maxTextLength: number;
@@ -132,6 +141,31 @@ function driftMonitor(
   return new DriftMonitor(reference, (settings.drift ?? DEFAULTS.drift).alpha);
 }
 
+/** The CUDA devices to place replicas on: those asked for, checked against what libtorch sees. */
+async function cudaDevices(
+  makeHandle: () => NativeEngineHandle,
+  asked: readonly number[] | 'all',
+): Promise<number[]> {
+  const handle = makeHandle();
+  try {
+    return resolveDevices(asked, (await handle.runtime()).cudaDeviceCount);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** More CPU threads than cores slows every replica down; allowed (a user may know better), said once. */
+function warnOversubscribed(settings: Settings): void {
+  const cores = availableParallelism();
+  const threads = settings.replicas * settings.threads;
+  if (settings.device !== 'cpu' || threads <= cores) return;
+  process.emitWarning(
+    `${settings.replicas} replicas x ${settings.threads} threads = ${threads} threads on ${cores} cores: ` +
+      'they will contend for the cores; lower "threads" or "replicas"',
+    { type: 'BertgateWarning', code: 'ERR_THREADS_OVERSUBSCRIBED' },
+  );
+}
+
 /** What a call wants back of each of its texts: a decision's scores, raw logits, or log-probabilities. */
 type Want = 'scores' | 'logits' | 'logProbs' | 'features';
 interface Job {
@@ -152,8 +186,16 @@ export let loadForCalibration: (
   gate?: Gate,
 ) => Promise<Classifier<string, string>>;
 
+/**
+ * For tests only (index.ts does not export it): closes replica `index`'s native engine under
+ * it, so that its next batch fails with a real native fault (ERR_CLOSED from the addon) and
+ * its probe does too: how test/replicas.test.ts takes a replica out on purpose.
+ */
+export let sabotageReplica: (classifier: Classifier<string, string>, index: number) => Promise<void>;
+
 export class Classifier<L extends string = string, O extends string = 'Other'> {
   static {
+    sabotageReplica = (classifier, index) => classifier.#replicas.sabotage(index);
     loadForCalibration = async (bundleDir, options, gate) => {
       const stack = callerStack(loadForCalibration);
       try {
@@ -166,7 +208,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
 
   readonly labels: readonly L[];
   readonly otherLabel: O;
-  readonly #handle: NativeEngineHandle;
+  readonly #replicas: ReplicaSet;
   readonly #tokenizer: TextTokenizer;
   readonly #policy: DecisionPolicy<L, O>;
   readonly #batcher: Batcher<Job, Row>;
@@ -182,7 +224,8 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   #closing: Promise<void> = Promise.resolve();
 
   private constructor(
-    handle: NativeEngineHandle,
+    handles: { handle: NativeEngineHandle; device: string }[],
+    probe: NativeInferRequest,
     tokenizer: TextTokenizer,
     policy: DecisionPolicy<L, O>,
     info: ClassifierInfo,
@@ -191,8 +234,9 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   ) {
     this.#drift = drift;
     this.#pairs = pairs;
-    this.#handle = handle;
     this.#tokenizer = tokenizer;
+    // Health changes resize the batcher's pipeline: batchesInFlight per replica that takes batches.
+    this.#replicas = ReplicaSet.from(handles, probe, () => this.#batcher.setReplicas(this.#replicas.available));
     this.#policy = policy;
     this.labels = policy.labels;
     this.otherLabel = policy.otherLabel;
@@ -204,6 +248,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       maxDelayMs: batching.maxDelayMs,
       maxQueue: batching.maxQueue,
       inFlight: batching.batchesInFlight,
+      replicas: handles.length,
       lengthAware: batching.lengthAware,
       maxPaddingRatio: batching.maxPaddingRatio,
       paddedLength: (longest) => tokenizer.paddedLength(longest),
@@ -252,7 +297,12 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     const resolved = resolveAgainstBundle(settings, bundle);
     const gate = forCalibration ? forCalibration.gate : gateOf(settings, bundle, bundleDir);
     const rule = resolveRule(settings, bundle, gate);
-    const deviceName = settings.device === 'cpu' ? 'cpu' : `cuda:${settings.deviceIndex}`;
+    const deviceName =
+      settings.device === 'cpu'
+        ? 'cpu'
+        : settings.deviceIndices === 'all'
+          ? 'cuda:*'
+          : settings.deviceIndices.map((i) => `cuda:${i}`).join(', ');
     if (bundle.quantization === 'int8' && settings.device === 'cuda') {
       throw new InvalidArgumentError(
         `The bundle at ${bundleDir} holds dynamic int8 weights (bundle.json "quantization"), which run on the CPU ` +
@@ -273,31 +323,50 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       padToMultipleOf: batching.padToMultipleOf,
     });
     const warmup = warmupShape(settings.device, batching, bundle.maxLength, (n) => tokenizer.paddedLength(n));
-    const handle = new runtime.addon.EngineHandle();
-    let model: NativeModelInfo;
-    try {
-      model = await handle.load({
-        modelPath: bundle.modelPath,
-        device: settings.device,
-        deviceIndex: settings.deviceIndex,
-        dtype: settings.dtype,
-        threads: settings.threads,
-        freeze: settings.freeze,
-        cudaMemoryFraction: settings.cudaMemoryFraction,
-        ...warmup,
-        ...(gate ? { gateDim: gate.dim, gateProjection: gate.projection, gateCentres: gate.centres } : { gateDim: 0 }),
-      });
-      checkAgainstModel(bundle, model, tokenizer.vocabSize);
-    } catch (error) {
-      await handle.close();
-      throw error;
-    }
+    const makeHandle = (): NativeEngineHandle => new runtime.addon.EngineHandle();
+    const devices = settings.device === 'cuda' ? await cudaDevices(makeHandle, settings.deviceIndices) : [0];
+    warnOversubscribed(settings);
+    const loaded = await ReplicaSet.load(
+      { kind: settings.device, devices, perDevice: settings.replicas, threads: settings.threads },
+      makeHandle,
+      async (handle, deviceIndex) => {
+        const model = await handle.load({
+          modelPath: bundle.modelPath,
+          device: settings.device,
+          deviceIndex,
+          dtype: settings.dtype,
+          threads: settings.threads,
+          freeze: settings.freeze,
+          cudaMemoryFraction: settings.cudaMemoryFraction,
+          ...warmup,
+          ...(gate
+            ? { gateDim: gate.dim, gateProjection: gate.projection, gateCentres: gate.centres }
+            : { gateDim: 0 }),
+        });
+        checkAgainstModel(bundle, model, tokenizer.vocabSize);
+        return model;
+      },
+    );
+    const { model } = loaded;
+    // What a suspended replica is probed with (replicas.ts): one empty text, which any working engine runs.
+    const empty = tokenizer.pad(await tokenizer.encode(['']));
+    const probe: NativeInferRequest = {
+      tokens: empty.tokens,
+      rows: empty.rows,
+      seqLen: empty.seqLen,
+      temperature: 1,
+      topK: 1,
+      wantLogits: false,
+      wantLogProbs: false,
+      wantFeatures: false,
+    };
     const policy = new DecisionPolicy<L, O>(bundle.labels as L[], settings.otherLabel as O, rule, gate?.threshold);
     const info: ClassifierInfo = {
       bundleDir,
       labels: bundle.labels,
       otherLabel: settings.otherLabel,
       device: model.device,
+      replicas: loaded.handles.map(({ device }, replica) => ({ replica, device })),
       dtype: model.dtype,
       threshold: rule.threshold,
       thresholds: Object.fromEntries(bundle.labels.map((l, i) => [l, policy.thresholdFor(i)])),
@@ -318,7 +387,8 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       model,
     };
     return new Classifier<L, O>(
-      handle,
+      loaded.handles,
+      probe,
       tokenizer,
       policy,
       info,
@@ -440,6 +510,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       ...this.#batcher.stats(),
       outOfMemorySplits: this.#outOfMemorySplits,
       drift: this.#drift ? this.#drift.stats() : null,
+      replicas: this.#replicas.stats(),
     };
   }
 
@@ -505,7 +576,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
         if (!drain) await this.#batcher.close('reject');
         await Promise.allSettled(this.#inflight);
         await this.#batcher.close('drain');
-        await this.#handle.close();
+        await this.#replicas.close();
       })();
     }
     return this.#closing;
@@ -519,6 +590,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     want: Want,
   ): Promise<{ single: boolean; rows: Row[] }> {
     if (this.#closed) return Promise.reject(restack(new ClosedError(), stack));
+    if (this.#replicas.healthy === 0) return Promise.reject(restack(this.#replicas.noneHealthy(), stack));
     const call = (async () => {
       const { signal, timeoutMs } = parseCallOptions(options);
       const { single, inputs } = normaliseTexts(input, this.#info.maxTextLength);
@@ -550,20 +622,25 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
    * answered). The halves run one after the other, so their peaks do not add up.
    */
   async #infer(jobs: Job[]): Promise<Row[]> {
+    return this.#replicas.run(jobs.length, (handle) => this.#split(handle, jobs));
+  }
+
+  /** The out-of-memory split, on the replica that ran out: its halves run one after the other there. */
+  async #split(handle: NativeEngineHandle, jobs: Job[]): Promise<Row[]> {
     try {
-      return await this.#forward(jobs);
+      return await this.#forward(handle, jobs);
     } catch (error) {
       if (jobs.length === 1 || (error as { code?: unknown } | null)?.code !== 'ERR_OUT_OF_MEMORY') throw error;
       this.#outOfMemorySplits++;
       const half = Math.ceil(jobs.length / 2);
-      const first = await this.#infer(jobs.slice(0, half));
-      return [...first, ...(await this.#infer(jobs.slice(half)))];
+      const first = await this.#split(handle, jobs.slice(0, half));
+      return [...first, ...(await this.#split(handle, jobs.slice(half)))];
     }
   }
 
-  async #forward(jobs: Job[]): Promise<Row[]> {
+  async #forward(handle: NativeEngineHandle, jobs: Job[]): Promise<Row[]> {
     const batch = this.#tokenizer.pad(jobs.map((j) => j.encoded));
-    const result = await this.#handle.infer({
+    const result = await handle.infer({
       tokens: batch.tokens,
       rows: batch.rows,
       seqLen: batch.seqLen,

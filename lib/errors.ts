@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_INFERENCE'
   | 'ERR_CLOSED'
+  | 'ERR_NO_HEALTHY_REPLICA'
   | 'ERR_OVERLOADED'
   | 'ERR_ABORTED'
   | 'ERR_TIMEOUT'
@@ -92,6 +93,16 @@ export class InferenceError extends BertgateError {
 export class ClosedError extends BertgateError {
   constructor(message = 'the classifier is closed') {
     super('ERR_CLOSED', message);
+  }
+}
+
+/**
+ * Every replica of the classifier was taken out after engine faults (stats().replicas says
+ * which and why): nothing is left to run a batch; a reload is the remedy (HTTP 503).
+ */
+export class NoHealthyReplicaError extends BertgateError {
+  constructor(message: string) {
+    super('ERR_NO_HEALTHY_REPLICA', message);
   }
 }
 

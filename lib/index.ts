@@ -5,6 +5,7 @@ export type { BatchingOptions, CallOptions, ClassifierOptions, Device, DType } f
 export { DEFAULTS } from './options.js';
 export type { Text, TextInput, TextPair } from './inputs.js';
 export type { BatchEvent, BatcherStats } from './batcher.js';
+export type { ReplicaStats } from './replicas.js';
 export type { TruncationSide, TruncationStrategy } from './tokenizer.js';
 export type {
   Accepted,
@@ -28,6 +29,7 @@ export {
   InferenceError,
   InvalidArgumentError,
   ModelLoadError,
+  NoHealthyReplicaError,
   OutOfMemoryError,
   OverloadedError,
   RuntimeLoadError,

@@ -21,7 +21,7 @@ import {
   temperatureProblem,
 } from './validate.js';
 
-export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+export type Device = 'cpu' | 'cuda' | `cuda:${number}` | 'cuda:*';
 export type DType = 'float32' | 'float16' | 'bfloat16';
 /** Per call: cancel it, or give it a deadline. Cancelled texts never reach the device. */
 export interface CallOptions {
@@ -60,8 +60,16 @@ export interface BatchingOptions {
 }
 
 export interface ClassifierOptions<L extends string = string, O extends string = 'Other'> extends BatchingOptions {
-  /** 'cpu' (default), 'cuda' (= 'cuda:0') or 'cuda:N'. */
-  device?: Device;
+  /**
+   * 'cpu' (default), 'cuda' (= 'cuda:0'), 'cuda:N', 'cuda:*' (every visible GPU), or a list of
+   * CUDA devices (['cuda:0', 'cuda:1']): one batcher feeds a replica on each.
+   */
+  device?: Device | readonly Device[];
+  /**
+   * Replicas per listed device, default 1: each takes batches from the one queue as it comes
+   * free. On a CPU they share one copy of the weights, each with `threads` threads of its own.
+   */
+  replicas?: number;
   /** Weights precision: 'float32' (the default on a CPU); 'float16' (the default on CUDA) and 'bfloat16' on CUDA only. */
   dtype?: DType;
   /** Accept the best label when its probability is at least this; default: calibration.json's, else 0. */
@@ -74,7 +82,10 @@ export interface ClassifierOptions<L extends string = string, O extends string =
   temperature?: number;
   /** How many of the best labels each decision lists; default min(5, labels). */
   topK?: number;
-  /** Intra-op threads for this model; default: all cores but one, at least 1. */
+  /**
+   * Intra-op threads per replica; default: all cores but one, at least 1 (on a CPU, shared out
+   * between the replicas).
+   */
   threads?: number;
   /** The labels the caller expects: checked against the bundle, and they type the decisions. */
   labels?: readonly L[];
@@ -114,6 +125,7 @@ export interface ClassifierOptions<L extends string = string, O extends string =
 
 const OPTION_NAMES = [
   'device',
+  'replicas',
   'dtype',
   'threshold',
   'thresholds',
@@ -201,7 +213,10 @@ const MAX_TOP_K = 64; // the fused kernel's limit
 
 export interface Settings {
   device: 'cpu' | 'cuda';
-  deviceIndex: number;
+  /** The CUDA devices asked for, in order, or 'all' ('cuda:*': every visible one); [0] on a CPU. */
+  deviceIndices: readonly number[] | 'all';
+  /** Per device. */
+  replicas: number;
   dtype: DType;
   threshold: number | undefined;
   thresholds: Map<string, number>;
@@ -223,12 +238,51 @@ export interface Settings {
   batching: BatchingOptions;
 }
 
-function parseDevice(value: unknown): { device: 'cpu' | 'cuda'; deviceIndex: number } {
-  const match = typeof value === 'string' ? /^(cpu|cuda)(?::(\d{1,3}))?$/.exec(value) : null;
-  if (!match || (match[1] === 'cpu' && match[2] !== undefined)) {
-    throw invalid(option('device'), '"cpu", "cuda" or "cuda:N"', value);
+const DEVICE_FORMS = '"cpu", "cuda", "cuda:N", "cuda:*" or a non-empty list of CUDA devices';
+/** The most replicas per device: each holds a native thread (and on a GPU a copy of the model). */
+export const MAX_REPLICAS = 64;
+
+function parseOne(value: unknown): { device: 'cpu' | 'cuda'; index: number | 'all' } {
+  const match = typeof value === 'string' ? /^(cpu|cuda)(?::(\d{1,3}|\*))?$/.exec(value) : null;
+  if (!match || (match[1] === 'cpu' && match[2] !== undefined)) throw invalid(option('device'), DEVICE_FORMS, value);
+  return { device: match[1] as 'cpu' | 'cuda', index: match[2] === '*' ? 'all' : Number(match[2] ?? 0) };
+}
+
+/**
+ * One kind of device per classifier: its batching defaults and dtype are per kind, so a list
+ * is of CUDA devices, each once ('cuda' and 'cuda:0' are the same device).
+ */
+function parseDevice(value: unknown): Pick<Settings, 'device' | 'deviceIndices'> {
+  if (!Array.isArray(value)) {
+    const { device, index } = parseOne(value);
+    return { device, deviceIndices: index === 'all' ? 'all' : [index] };
   }
-  return { device: match[1] as 'cpu' | 'cuda', deviceIndex: Number(match[2] ?? 0) };
+  if (value.length === 0) throw invalid(option('device'), DEVICE_FORMS, value);
+  const indices: number[] = [];
+  for (const item of value) {
+    const { device, index } = parseOne(item);
+    if (device === 'cpu' || index === 'all') {
+      throw new InvalidArgumentError(
+        `The "device" list holds CUDA devices only ("cuda:N"), got ${JSON.stringify(item)}: ` +
+          `use "cpu" alone (with "replicas") or "cuda:*" alone`,
+      );
+    }
+    if (indices.includes(index)) {
+      throw new InvalidArgumentError(
+        `The "device" list names cuda:${index} twice; list each device once and use "replicas" for more per device`,
+      );
+    }
+    indices.push(index);
+  }
+  return { device: 'cuda', deviceIndices: indices };
+}
+
+/**
+ * CPU replicas split the default's cores between them (each at least one), so that two
+ * replicas do not each start a thread per core; a GPU replica's threads only prepare batches.
+ */
+function defaultThreads(device: 'cpu' | 'cuda', replicas: number): number {
+  return device === 'cpu' ? Math.max(1, Math.floor(DEFAULTS.threads / replicas)) : DEFAULTS.threads;
 }
 
 export function parseOptions(options: unknown): Settings {
@@ -236,7 +290,8 @@ export function parseOptions(options: unknown): Settings {
   if (!isPlainObject(options)) throw invalid('the options', 'an object', options);
   knownKeys('the options', options, OPTION_NAMES);
   const o = options as Record<(typeof OPTION_NAMES)[number], unknown>;
-  const { device, deviceIndex } = o.device === undefined ? parseDevice(DEFAULTS.device) : parseDevice(o.device);
+  const { device, deviceIndices } = parseDevice(o.device ?? DEFAULTS.device);
+  const replicas = o.replicas === undefined ? 1 : integerIn(option('replicas'), o.replicas, 1, MAX_REPLICAS);
   const dtype =
     o.dtype === undefined
       ? device === 'cuda'
@@ -277,14 +332,15 @@ export function parseOptions(options: unknown): Settings {
   }
   return {
     device,
-    deviceIndex,
+    deviceIndices,
+    replicas,
     dtype,
     threshold: o.threshold === undefined ? undefined : probability(option('threshold'), o.threshold),
     thresholds,
     otherLabel: (o.otherLabel as string | undefined) ?? DEFAULTS.otherLabel,
     temperature: o.temperature === undefined ? undefined : temperature(o.temperature),
     topK: o.topK === undefined ? undefined : integerIn(option('topK'), o.topK, 1, MAX_TOP_K),
-    threads: o.threads === undefined ? DEFAULTS.threads : integerIn(option('threads'), o.threads, 1, 1024),
+    threads: o.threads === undefined ? defaultThreads(device, replicas) : integerIn(option('threads'), o.threads, 1, 1024),
     labels,
     maxTextLength:
       o.maxTextLength === undefined

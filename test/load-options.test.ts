@@ -35,7 +35,7 @@ describe('defaults by device', () => {
     const settings = parseOptions({ device: 'cuda:1' });
     const { batching } = resolveAgainstBundle(settings, labels50);
     assert.equal(settings.dtype, 'float16');
-    assert.equal(settings.deviceIndex, 1);
+    assert.deepEqual(settings.deviceIndices, [1]);
     assert.equal(batching.maxBatchSize, 256);
     assert.equal(batching.maxBatchTokens, 256 * 64); // the model's 64 tokens bind before 32,768
     assert.equal(batching.padToMultipleOf, 32);

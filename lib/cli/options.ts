@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 
 import { DEFAULT_MODEL } from '../bundle.js';
-import type { ClassifierOptions, Device, DType } from '../options.js';
+import { MAX_REPLICAS, type ClassifierOptions, type Device, type DType } from '../options.js';
 import { InvalidArgumentError } from '../errors.js';
 
 /** The model `npm run demo` and `bertgate classify` use when no --model is given. */
@@ -16,6 +16,7 @@ export const DEFAULT_BUNDLE = DEFAULT_MODEL;
 export const RUNTIME_FLAGS = {
   model: { type: 'string' },
   device: { type: 'string' },
+  replicas: { type: 'string' },
   dtype: { type: 'string' },
   threads: { type: 'string' },
   'batch-size': { type: 'string' },
@@ -56,7 +57,9 @@ export function classifierOptions(values: Values): { bundle: string; options: Cl
     if (value !== undefined) options[key] = value;
   };
   set('threshold', number('threshold', values.threshold));
-  set('device', values.device as Device | undefined);
+  // A comma list of CUDA devices (--device cuda:0,cuda:1): one replica set across them.
+  set('device', values.device?.includes(',') ? (values.device.split(',') as Device[]) : (values.device as Device | undefined));
+  set('replicas', values.replicas === undefined ? undefined : integer('replicas', values.replicas, 1, 1, MAX_REPLICAS));
   set('dtype', values.dtype as DType | undefined);
   set('temperature', number('temperature', values.temperature));
   set('otherLabel', values['other-label']);

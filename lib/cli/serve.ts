@@ -8,11 +8,15 @@ import { parseArgs } from 'node:util';
 
 import { Classifier } from '../classifier.js';
 import { ListenError } from '../errors.js';
-import { DEFAULTS } from '../options.js';
+import { DEFAULTS, parseOptions } from '../options.js';
 import { createServer } from '../server.js';
 import { MODEL_FLAGS, classifierOptions, integer } from './options.js';
 
-export async function serveCommand(argv: string[]): Promise<number> {
+/**
+ * Every flag checked, nothing loaded: a typo fails in milliseconds, not after the model load
+ * (and the deploy test checks a manifest's arguments with it).
+ */
+export function parseServeArgs(argv: string[]) {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -26,7 +30,6 @@ export async function serveCommand(argv: string[]): Promise<number> {
     },
     strict: true,
   });
-  // Every flag is checked before the model loads: a typo fails in milliseconds, not after it.
   const d = DEFAULTS.server;
   const port = integer('port', values.port, d.port, 0, 65535);
   const host = values.host ?? d.host;
@@ -37,6 +40,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
   };
   const drainTimeoutMs = integer('drain-timeout-ms', values['drain-timeout-ms'], d.drainTimeoutMs, 1, 3_600_000);
   const { bundle, options } = classifierOptions(values);
+  parseOptions(options); // the model's options too, before the load
+  return { port, host, server, drainTimeoutMs, bundle, options };
+}
+
+export async function serveCommand(argv: string[]): Promise<number> {
+  const { port, host, server, drainTimeoutMs, bundle, options } = parseServeArgs(argv);
   const classifier = await Classifier.load(bundle, options);
   const app = createServer(classifier, server);
   let address: string;

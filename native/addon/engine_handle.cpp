@@ -21,7 +21,8 @@ struct EngineHandle::Completion {
 Napi::Function EngineHandle::Define(Napi::Env env) {
   return DefineClass(
       env, "EngineHandle",
-      {InstanceMethod<&EngineHandle::Load>("load"), InstanceMethod<&EngineHandle::Infer>("infer"),
+      {InstanceMethod<&EngineHandle::Load>("load"), InstanceMethod<&EngineHandle::LoadReplica>("loadReplica"),
+       InstanceMethod<&EngineHandle::Infer>("infer"),
        InstanceMethod<&EngineHandle::Runtime>("runtime"), InstanceMethod<&EngineHandle::Close>("close")});
 }
 
@@ -54,6 +55,7 @@ void EngineHandle::Teardown() {
     completer_->Abandon();
     completer_->Join();
   }
+  Publish(nullptr);
   engine_.reset();
   if (!channel_released_) {
     channel_released_ = true;
@@ -211,6 +213,31 @@ Napi::Value EngineHandle::Load(const Napi::CallbackInfo& info) {
     auto outcome = library_->Load(options);
     if (!outcome.ok()) return {nullptr, outcome.failure()};
     engine_ = std::move(outcome.value());
+    Publish(engine_);
+    const ModelInfo model = engine_->info();
+    return {[model](Napi::Env env) -> Napi::Value { return ToJs(env, model); }, std::nullopt};
+  });
+}
+
+void EngineHandle::Publish(std::shared_ptr<Engine> engine) {
+  const std::lock_guard<std::mutex> lock(published_mutex_);
+  published_ = std::move(engine);
+}
+
+Napi::Value EngineHandle::LoadReplica(const Napi::CallbackInfo& info) {
+  EngineHandle* source = Napi::ObjectWrap<EngineHandle>::Unwrap(info[0].As<Napi::Object>());
+  const int threads = info[1].As<Napi::Number>().Int32Value();
+  std::shared_ptr<Engine> from;
+  {
+    const std::lock_guard<std::mutex> lock(source->published_mutex_);
+    from = source->published_;
+  }
+  return Submit(info.Env(), [this, from, threads]() -> Settlement {
+    if (!from) return {nullptr, Failure{ErrorCode::kInternal, "loadReplica() of a handle with no model loaded"}};
+    auto outcome = from->Replica(threads);
+    if (!outcome.ok()) return {nullptr, outcome.failure()};
+    engine_ = std::move(outcome.value());
+    Publish(engine_);
     const ModelInfo model = engine_->info();
     return {[model](Napi::Env env) -> Napi::Value { return ToJs(env, model); }, std::nullopt};
   });
@@ -249,6 +276,7 @@ Napi::Value EngineHandle::Close(const Napi::CallbackInfo& info) {
   // Queued behind any work already submitted, so close() lets it finish first.
   Napi::Value promise = Submit(env, [this]() -> Settlement {
     DrainCompleter();
+    Publish(nullptr);
     engine_.reset();
     return {[](Napi::Env env) -> Napi::Value { return env.Undefined(); }, std::nullopt};
   });

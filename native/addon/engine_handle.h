@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 
 #include "../engine/engine_api.h"
@@ -31,6 +32,10 @@ class EngineHandle : public Napi::ObjectWrap<EngineHandle> {
 
  private:
   Napi::Value Load(const Napi::CallbackInfo& info);
+  // Loads nothing: runs a replica of another handle's engine (its weights, its gate) on this
+  // handle's thread, with its own intra-op threads. The source may close first: the weights
+  // live while either runs.
+  Napi::Value LoadReplica(const Napi::CallbackInfo& info);
   Napi::Value Infer(const Napi::CallbackInfo& info);
   Napi::Value Runtime(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
@@ -54,7 +59,12 @@ class EngineHandle : public Napi::ObjectWrap<EngineHandle> {
   // Made and posted to on the worker thread only; stopped by the close job or at teardown.
   std::unique_ptr<WorkerThread> completer_;
   // Touched only on the worker thread, and destroyed after it has been joined.
-  std::unique_ptr<Engine> engine_;
+  std::shared_ptr<Engine> engine_;
+  // The same engine, for LoadReplica on another handle: set by the worker once loaded, read
+  // on the JS thread, cleared by the close job.
+  std::mutex published_mutex_;
+  std::shared_ptr<Engine> published_;
+  void Publish(std::shared_ptr<Engine> engine);
   Channel channel_;
   Napi::Env::CleanupHook<std::function<void()>> cleanup_hook_;
   int pending_ = 0;

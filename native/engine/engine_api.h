@@ -180,6 +180,12 @@ class Engine {
   // thread, in the order the batches were queued; it never touches the model.
   virtual Outcome<std::shared_ptr<InferOutput>> Complete(std::unique_ptr<PendingBatch> pending) noexcept = 0;
 
+  // Another engine on this one's loaded weights and gate, to be run by the calling thread with
+  // `threads` intra-op threads: how CPU replicas share one copy of a model. The model is only
+  // read by a forward pass, so the two may run at once; the weights live while either does.
+  // Callable from any thread while this engine lives.
+  virtual Outcome<std::unique_ptr<Engine>> Replica(int threads) noexcept = 0;
+
   // Both, one after the other: for callers that have nothing to overlap.
   Outcome<std::shared_ptr<InferOutput>> Infer(const InferInput& input) noexcept {
     auto pending = Enqueue(input);
@@ -200,5 +206,5 @@ class EngineLibrary {
 
 // The one symbol the addon looks up. Versioned so that an addon and an engine library from
 // different builds refuse each other instead of misreading these structs.
-#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v3"
-extern "C" bertgate::EngineLibrary* bertgate_engine_library_v3();
+#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v4"
+extern "C" bertgate::EngineLibrary* bertgate_engine_library_v4();

@@ -128,7 +128,7 @@ class TorchLibrary : public EngineLibrary {
 }  // namespace
 }  // namespace bertgate
 
-extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v3() {
+extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v4() {
   static bertgate::TorchLibrary library;
   return &library;
 }

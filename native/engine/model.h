@@ -24,7 +24,8 @@ class Model {
  public:
   virtual ~Model() = default;
   // int64 [B, T] inputs already on the model's device; returns the outputs on that device.
-  // The caller holds a DeviceScope for device() and stream().
+  // The caller holds a DeviceScope for device() and stream(). Several threads may call it at
+  // once (CPU replicas share one model): it must only read the model.
   virtual ModelOutput Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) = 0;
   virtual const ModelInfo& info() const = 0;
   virtual const c10::Device& device() const = 0;

@@ -1,6 +1,7 @@
 #include "torch_engine.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
 
@@ -72,7 +73,7 @@ TorchEngine::TorchEngine(std::unique_ptr<Model> model, const LoadOptions& option
                                                : std::to_string(model_->info().feature_width) + "-wide features"));
   }
   const DeviceScope scope(model_->device(), model_->stream());
-  gate_ = std::make_unique<OodGate>(options.gate_projection, options.gate_centres, options.gate_dim, model_->device());
+  gate_ = std::make_shared<const OodGate>(options.gate_projection, options.gate_centres, options.gate_dim, model_->device());
 }
 
 std::unique_ptr<PendingBatch> TorchEngine::Queue(const InferInput& in) {
@@ -120,6 +121,16 @@ std::unique_ptr<PendingBatch> TorchEngine::Queue(const InferInput& in) {
   if (pending->features) CopyOut(extras.back(), out.features);
   out.forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - pending->start).count();
   return pending;
+}
+
+Outcome<std::unique_ptr<Engine>> TorchEngine::Replica(int threads) noexcept {
+  try {
+    // Intra-op threads are per calling thread (OpenMP): this one's, for the replica's passes.
+    at::set_num_threads(threads);
+    return std::unique_ptr<Engine>(new TorchEngine(model_, gate_));
+  } catch (const std::exception& e) {
+    return Failure{ErrorCode::kInternal, std::string("could not make a replica: ") + e.what()};
+  }
 }
 
 template <class Work>

@@ -17,6 +17,7 @@ class TorchEngine : public Engine {
   // model returns no features, or features of another width than the gate was fitted on.
   TorchEngine(std::unique_ptr<Model> model, const LoadOptions& options);
   const ModelInfo& info() const override { return model_->info(); }
+  Outcome<std::unique_ptr<Engine>> Replica(int threads) noexcept override;
   Outcome<std::unique_ptr<PendingBatch>> Enqueue(const InferInput& input) noexcept override;
   Outcome<std::shared_ptr<InferOutput>> Complete(std::unique_ptr<PendingBatch> pending) noexcept override;
 
@@ -26,8 +27,12 @@ class TorchEngine : public Engine {
   template <class Work>
   auto Guarded(int64_t rows, int64_t seq_len, Work&& work) noexcept -> decltype(work());
 
-  std::unique_ptr<Model> model_;
-  std::unique_ptr<OodGate> gate_;
+  TorchEngine(std::shared_ptr<Model> model, std::shared_ptr<const OodGate> gate)
+      : model_(std::move(model)), gate_(std::move(gate)) {}
+
+  // Shared with the engine's replicas (Replica), which only read them.
+  std::shared_ptr<Model> model_;
+  std::shared_ptr<const OodGate> gate_;
 };
 
 }  // namespace bertgate

@@ -42,7 +42,7 @@ class TorchScriptModelTest : public ::testing::Test {
     options.model_path = path;
     options.device = device;
     options.threads = 1;
-    return bertgate_engine_library_v3()->Load(options);
+    return bertgate_engine_library_v4()->Load(options);
   }
 
   fs::path dir_;

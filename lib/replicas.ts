@@ -1,0 +1,288 @@
+/**
+ * A classifier's replicas: one engine each, across its devices, fed by the classifier's one
+ * batcher. A formed batch goes to the healthy replica with the fewest batches in flight
+ * (pull, as Triton's dynamic batcher feeds its instance groups): a slower device simply comes
+ * free less often, so unequal devices balance themselves, with no router or weights to tune.
+ *
+ * Health. A batch that fails with an engine fault (not out-of-memory: that splits the batch
+ * on its replica; not bad input: that never reaches a replica) suspends its replica and is
+ * retried once on another healthy one. The suspended replica is then probed with a one-text
+ * batch: a replica that cannot run even that is taken out for good (its failure kept for
+ * stats, a process warning and the metrics); one that can was failed by its batch, and comes
+ * back. So a batch that breaks every replica it meets fails alone and takes none of them out,
+ * and the last healthy replica is judged the same way as the others.
+ */
+
+import type { NativeEngineHandle, NativeInferRequest, NativeInferResult, NativeModelInfo } from './binding.js';
+import { DeviceUnavailableError, NoHealthyReplicaError } from './errors.js';
+
+/** The native failures that say something about the replica that ran the batch. */
+const ENGINE_FAULTS = new Set(['ERR_INFERENCE', 'ERR_INTERNAL', 'ERR_DEVICE_UNAVAILABLE', 'ERR_MODEL_OUTPUT', 'ERR_CLOSED']);
+
+export function isEngineFault(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && ENGINE_FAULTS.has(code);
+}
+
+export interface ReplicaStats {
+  /** Its position in `info.replicas`: devices in the order listed, `replicas` per device. */
+  replica: number;
+  device: string;
+  /** Batches and texts it answered (a retried batch counts where it was answered). */
+  batches: number;
+  texts: number;
+  /** Wall time it had at least one batch in flight. */
+  busyMs: number;
+  inFlight: number;
+  healthy: boolean;
+  /** Engine faults it raised: each suspended it until a probe answered. */
+  faults: number;
+  /** Why it was taken out, or null while healthy. */
+  failure: string | null;
+}
+
+export type Forward<R> = (handle: NativeEngineHandle) => Promise<R>;
+
+class Replica {
+  inFlight = 0;
+  batches = 0;
+  texts = 0;
+  busyMs = 0;
+  faults = 0;
+  healthy = true;
+  /** Off the rota while a probe decides whether the fault was the replica's. */
+  suspended = false;
+  failure: string | null = null;
+  #busySince = 0;
+
+  constructor(
+    readonly index: number,
+    readonly device: string,
+    readonly handle: NativeEngineHandle,
+  ) {}
+
+  get available(): boolean {
+    return this.healthy && !this.suspended;
+  }
+
+  start(): void {
+    if (this.inFlight++ === 0) this.#busySince = performance.now();
+  }
+
+  end(): void {
+    if (--this.inFlight === 0) this.busyMs += performance.now() - this.#busySince;
+  }
+
+  stats(): ReplicaStats {
+    const open = this.inFlight > 0 ? performance.now() - this.#busySince : 0;
+    return {
+      replica: this.index,
+      device: this.device,
+      batches: this.batches,
+      texts: this.texts,
+      busyMs: this.busyMs + open,
+      inFlight: this.inFlight,
+      healthy: this.healthy,
+      faults: this.faults,
+      failure: this.failure,
+    };
+  }
+}
+
+export interface ReplicaPlan {
+  kind: 'cpu' | 'cuda';
+  /** Device indices, in order (CPU: [0]). */
+  devices: readonly number[];
+  perDevice: number;
+  threads: number;
+}
+
+export class ReplicaSet {
+  readonly #replicas: Replica[];
+  readonly #probe: NativeInferRequest;
+  readonly #probes = new Set<Promise<void>>();
+  readonly #onChange: () => void;
+
+  private constructor(replicas: Replica[], probe: NativeInferRequest, onChange: () => void) {
+    this.#replicas = replicas;
+    this.#probe = probe;
+    this.#onChange = onChange;
+  }
+
+  /**
+   * Loads every replica of `plan` (GPU: one model per replica, each with its own stream; CPU:
+   * the first loads, the others share its weights on threads of their own), or none: a
+   * failure closes the ones made and throws the first error.
+   */
+  static async load(
+    plan: ReplicaPlan,
+    makeHandle: () => NativeEngineHandle,
+    load: (handle: NativeEngineHandle, deviceIndex: number) => Promise<NativeModelInfo>,
+  ): Promise<{ handles: { handle: NativeEngineHandle; device: string }[]; model: NativeModelInfo }> {
+    const made: { handle: NativeEngineHandle; device: string }[] = [];
+    try {
+      let model: NativeModelInfo;
+      if (plan.kind === 'cpu') {
+        const first = makeHandle();
+        made.push({ handle: first, device: 'cpu' });
+        model = await load(first, 0);
+        for (let i = 1; i < plan.perDevice; i++) {
+          const handle = makeHandle();
+          made.push({ handle, device: 'cpu' });
+          await handle.loadReplica(first, plan.threads);
+        }
+      } else {
+        const loads: Promise<NativeModelInfo>[] = [];
+        for (const index of plan.devices) {
+          for (let i = 0; i < plan.perDevice; i++) {
+            const handle = makeHandle();
+            made.push({ handle, device: `cuda:${index}` });
+            loads.push(load(handle, index));
+          }
+        }
+        const settled = await Promise.allSettled(loads);
+        const failed = settled.find((s) => s.status === 'rejected');
+        if (failed) throw failed.reason;
+        model = (settled[0] as PromiseFulfilledResult<NativeModelInfo>).value;
+      }
+      return { handles: made, model };
+    } catch (error) {
+      await Promise.allSettled(made.map(({ handle }) => handle.close()));
+      throw error;
+    }
+  }
+
+  static from(
+    handles: { handle: NativeEngineHandle; device: string }[],
+    probe: NativeInferRequest,
+    onChange: () => void,
+  ): ReplicaSet {
+    return new ReplicaSet(
+      handles.map(({ handle, device }, i) => new Replica(i, device, handle)),
+      probe,
+      onChange,
+    );
+  }
+
+  get size(): number {
+    return this.#replicas.length;
+  }
+
+  get healthy(): number {
+    return this.#replicas.filter((r) => r.healthy).length;
+  }
+
+  /** How many take batches now. */
+  get available(): number {
+    return this.#replicas.filter((r) => r.available).length;
+  }
+
+  devices(): { replica: number; device: string }[] {
+    return this.#replicas.map((r) => ({ replica: r.index, device: r.device }));
+  }
+
+  stats(): ReplicaStats[] {
+    return this.#replicas.map((r) => r.stats());
+  }
+
+  /**
+   * Runs `forward` (a batch, with its out-of-memory splitting) on the available replica with
+   * the fewest batches in flight; an engine fault suspends that replica and retries the batch
+   * once on another.
+   */
+  async run<R>(texts: number, forward: Forward<R>, retry = true): Promise<R> {
+    const replica = await this.#next();
+    replica.start();
+    try {
+      const result = await forward(replica.handle);
+      replica.batches++;
+      replica.texts += texts;
+      return result;
+    } catch (error) {
+      if (!isEngineFault(error)) throw error;
+      if (replica.available) this.#suspend(replica, error as Error);
+      if (!retry || this.available === 0) throw error;
+      return this.run(texts, forward, false);
+    } finally {
+      replica.end();
+    }
+  }
+
+  /** The replica for the next batch; while every healthy one is being probed, after the probes. */
+  async #next(): Promise<Replica> {
+    for (;;) {
+      const replica = this.#pick();
+      if (replica) return replica;
+      if (this.#probes.size === 0) throw this.noneHealthy();
+      await Promise.race(this.#probes);
+    }
+  }
+
+  /** For a test only (classifier.ts's sabotageReplica): the replica's engine closed under it, a real native fault. */
+  async sabotage(index: number): Promise<void> {
+    const replica = this.#replicas[index];
+    if (!replica) throw new RangeError(`no replica ${index}`);
+    await replica.handle.close();
+  }
+
+  /** Waits for the probes under way, then closes every replica's engine (the batcher has drained). */
+  async close(): Promise<void> {
+    while (this.#probes.size > 0) await Promise.allSettled([...this.#probes]);
+    await Promise.allSettled(this.#replicas.map((r) => r.handle.close()));
+  }
+
+  #pick(): Replica | undefined {
+    let best: Replica | undefined;
+    for (const r of this.#replicas) if (r.available && (!best || r.inFlight < best.inFlight)) best = r;
+    return best;
+  }
+
+  noneHealthy(): NoHealthyReplicaError {
+    const why = this.#replicas.map((r) => `${r.index} (${r.device}): ${r.failure ?? 'suspended'}`).join('; ');
+    return new NoHealthyReplicaError(`no healthy replica is left to run the batch: ${why}`);
+  }
+
+  #suspend(replica: Replica, fault: Error): void {
+    replica.faults++;
+    replica.suspended = true;
+    this.#onChange();
+    const probe = (async () => {
+      let answered: NativeInferResult | undefined;
+      try {
+        answered = await replica.handle.infer(this.#probe);
+      } catch {
+        // answered stays undefined: the replica cannot run one text either
+      }
+      replica.suspended = false;
+      if (!answered) {
+        replica.healthy = false;
+        replica.failure = `${(fault as { code?: string }).code ?? 'ERR_INTERNAL'}: ${fault.message}`;
+        process.emitWarning(
+          `replica ${replica.index} (${replica.device}) was taken out after an engine fault it still raises on a ` +
+            `one-text batch: ${replica.failure}; ${this.healthy} of ${this.size} replicas remain`,
+          { type: 'BertgateReplicaWarning', code: 'ERR_REPLICA_FAILED' },
+        );
+      }
+      this.#onChange();
+    })();
+    this.#probes.add(probe);
+    void probe.finally(() => this.#probes.delete(probe));
+  }
+}
+
+/** The CUDA devices a plan names, checked against the devices this process sees. */
+export function resolveDevices(asked: readonly number[] | 'all', visible: number): number[] {
+  if (asked === 'all') {
+    if (visible === 0)
+      throw new DeviceUnavailableError(`device 'cuda:*' asks for every visible GPU, but libtorch sees none`);
+    return Array.from({ length: visible }, (_, i) => i);
+  }
+  const missing = asked.find((i) => i >= visible);
+  if (missing !== undefined) {
+    throw new DeviceUnavailableError(
+      `device 'cuda:${missing}' does not exist: libtorch sees ${visible} GPU${visible === 1 ? '' : 's'}` +
+        (visible > 0 ? ` (cuda:0${visible > 1 ? ` to cuda:${visible - 1}` : ''})` : ''),
+    );
+  }
+  return [...asked];
+}

@@ -1,0 +1,206 @@
+// Replicas: one batcher feeding several engines. Two CPU replicas answer exactly as one does and
+// both take batches; they share one copy of the weights; a replica taken out on purpose (its
+// native engine closed under it: sabotageReplica, a real native fault) leaves the others
+// answering every call, nothing lost or answered twice; with none left, a typed error. And
+// every bad `device` / `replicas` is refused by name.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { Classifier, DEFAULT_MODEL, DeviceUnavailableError, InvalidArgumentError, NoHealthyReplicaError } from '../lib/index.js';
+import { sabotageReplica } from '../lib/classifier.js';
+import { bundle, expectRejects, rejectsWith, wordTexts } from './helpers.js';
+
+const TEXTS = wordTexts(400, 7);
+
+function rssMb(): number {
+  return process.memoryUsage().rss / 2 ** 20;
+}
+
+describe('replicas', () => {
+  it('two CPU replicas answer exactly as one does, and both take batches', async () => {
+    const one = await Classifier.load(bundle('labels50'), { threads: 1, maxBatchSize: 8 });
+    const two = await Classifier.load(bundle('labels50'), { threads: 1, replicas: 2, maxBatchSize: 8 });
+    try {
+      assert.deepEqual(two.info.replicas, [
+        { replica: 0, device: 'cpu' },
+        { replica: 1, device: 'cpu' },
+      ]);
+      const [a, b] = await Promise.all([one.logits(TEXTS), two.logits(TEXTS)]);
+      // Same weights, same batches' shapes aside: each row as one replica computes it.
+      for (let i = 0; i < TEXTS.length; i++) {
+        const x = a[i] as Float32Array;
+        const y = b[i] as Float32Array;
+        for (let j = 0; j < x.length; j++) assert.ok(Math.abs((x[j] as number) - (y[j] as number)) < 1e-5, `text ${i}`);
+      }
+      const [da, db] = await Promise.all([one.classify(TEXTS), two.classify(TEXTS)]);
+      assert.deepEqual(
+        db.map((d) => d.label),
+        da.map((d) => d.label),
+      );
+      const stats = two.stats().replicas;
+      assert.equal(stats.length, 2);
+      for (const r of stats) {
+        assert.ok(r.batches > 0, `replica ${r.replica} took no batch: ${JSON.stringify(stats)}`);
+        assert.ok(r.busyMs > 0 && r.healthy && r.failure === null);
+      }
+      assert.equal(
+        stats.reduce((s, r) => s + r.texts, 0),
+        2 * TEXTS.length,
+        'every text answered by exactly one replica',
+      );
+    } finally {
+      await Promise.all([one.close(), two.close()]);
+    }
+  });
+
+  it('CPU replicas share the weights: each one past the first adds far less than a copy of the model', async () => {
+    // The default model: 14.5 MB of fp16 weights on disk, about 29 MB as the fp32 a CPU runs.
+    const weightsMb = (2 * statSync(join(DEFAULT_MODEL, 'model.pt')).size) / 2 ** 20;
+    const texts = TEXTS.slice(0, 64);
+    const start = rssMb();
+    const one = await Classifier.load(undefined, { threads: 1, verify: false });
+    await one.classify(texts);
+    const oneMb = rssMb() - start;
+    const mid = rssMb();
+    const four = await Classifier.load(undefined, { threads: 1, replicas: 4, verify: false });
+    await four.classify([...texts, ...texts, ...texts, ...texts]);
+    const fourMb = rssMb() - mid;
+    const busy = four.stats().replicas.filter((r) => r.batches > 0).length;
+    await Promise.all([one.close(), four.close()]);
+    const perReplica = (fourMb - oneMb) / 3;
+    assert.ok(oneMb > weightsMb / 2, `one classifier grew the RSS by ${oneMb.toFixed(1)} MB: the weights should show`);
+    assert.ok(
+      perReplica < weightsMb / 2,
+      `each replica past the first added ${perReplica.toFixed(1)} MB (one classifier: ${oneMb.toFixed(1)} MB, ` +
+        `four replicas: ${fourMb.toFixed(1)} MB); a copy of the weights is ${weightsMb.toFixed(1)} MB`,
+    );
+    assert.ok(busy >= 2, `only ${busy} of 4 replicas took a batch`);
+  });
+
+  it('a replica that fails is taken out; the other answers every call, nothing lost or answered twice', async () => {
+    const c = await Classifier.load(bundle('labels50'), { threads: 1, replicas: 2, maxBatchSize: 4 });
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const reference = await c.classify(TEXTS);
+      await sabotageReplica(c, 1);
+      // Many concurrent calls: replica 1 is picked for some batches, fails them, and each is
+      // retried on replica 0.
+      const calls = Array.from({ length: 40 }, (_, i) => c.classify(TEXTS.slice(i * 10, i * 10 + 10)));
+      const answered = (await Promise.all(calls)).flat();
+      assert.equal(answered.length, TEXTS.length);
+      assert.deepEqual(
+        answered.map((d) => d.label),
+        reference.map((d) => d.label),
+      );
+      await new Promise((r) => setTimeout(r, 50)); // the probe's verdict
+      const [r0, r1] = c.stats().replicas;
+      assert.equal(r0?.healthy, true);
+      assert.equal(r1?.healthy, false);
+      assert.match(r1?.failure ?? '', /ERR_CLOSED/);
+      assert.ok((r1?.faults ?? 0) >= 1);
+      const warned = warnings.find((w) => w.name === 'BertgateReplicaWarning');
+      assert.match(String(warned?.message), /replica 1 \(cpu\) was taken out.*1 of 2 replicas remain/);
+      const s = c.stats();
+      assert.equal(s.requests.failed, 0);
+      assert.equal(s.requests.completed, 41);
+      // Texts counted by the replica that answered them: replica 1's count stopped at the fault.
+      assert.equal((r0?.texts ?? 0) + (r1?.texts ?? 0), 2 * TEXTS.length);
+      assert.equal((await c.classify('still here')).label.length > 0, true);
+    } finally {
+      process.off('warning', onWarning);
+      await c.close();
+    }
+  });
+
+  it('with no healthy replica left, calls fail with NoHealthyReplicaError, and the process carries on', async () => {
+    const c = await Classifier.load(bundle('labels2'), { threads: 1 });
+    const onWarning = (): void => {};
+    process.on('warning', onWarning);
+    try {
+      await sabotageReplica(c, 0);
+      // The batch that meets the fault fails with it (there is no other replica to retry on) ...
+      await assert.rejects(c.classify('first'), (e: Error & { code?: string }) => e.code === 'ERR_CLOSED');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(c.stats().replicas[0]?.healthy, false);
+      // ... and every call after the probe's verdict is refused at once, by name.
+      await rejectsWith(c.classify('second'), NoHealthyReplicaError, /no healthy replica.*0 \(cpu\): ERR_CLOSED/);
+    } finally {
+      process.off('warning', onWarning);
+      await c.close();
+    }
+  });
+
+  it('refuses a bad device list or replica count by name', async () => {
+    const cases: [unknown, RegExp][] = [
+      [{ device: [] }, /"device".*non-empty list/],
+      [{ device: ['cuda:0', 'cuda:0'] }, /names cuda:0 twice/],
+      [{ device: ['cuda:0', 'cpu'] }, /CUDA devices only.*"cpu"/],
+      [{ device: ['cuda:*'] }, /CUDA devices only.*"cuda:\*"/],
+      [{ device: 'cuda:x' }, /"device"/],
+      [{ replicas: 0 }, /"replicas"/],
+      [{ replicas: 1e9 }, /"replicas"/],
+      [{ replicas: 1.5 }, /"replicas"/],
+      [{ replicas: '2' }, /"replicas"/],
+    ];
+    for (const [options, message] of cases) {
+      await expectRejects(Classifier.load(bundle('labels2'), options as never), InvalidArgumentError, message);
+    }
+  });
+
+  it("'cuda:*' or a cuda:N this process cannot see is a DeviceUnavailableError naming the device", async () => {
+    // On a machine with a GPU the first loads; the second names a device past any host's count.
+    await expectRejects(
+      Classifier.load(bundle('labels2'), { device: ['cuda:0', 'cuda:999'] }),
+      DeviceUnavailableError,
+      /cuda:(0|999)/,
+    );
+    const cudaStar = Classifier.load(bundle('labels2'), { device: 'cuda:*' });
+    const result = await cudaStar.then(
+      async (c) => {
+        const n = c.info.replicas.length;
+        await c.close();
+        return n;
+      },
+      (e: unknown) => e,
+    );
+    if (typeof result === 'number') assert.ok(result >= 1);
+    else assert.ok(result instanceof DeviceUnavailableError, String(result));
+  });
+
+  it('more threads than cores is a warning, not a refusal', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const c = await Classifier.load(bundle('labels2'), { threads: 64, replicas: 64 });
+      assert.equal(c.info.replicas.length, 64);
+      assert.equal((await c.classify(['a', 'b', 'c'])).length, 3);
+      await c.close();
+      await new Promise((r) => setImmediate(r));
+      assert.ok(
+        warnings.some((w) => /64 replicas x 64 threads = 4096 threads on \d+ cores/.test(w.message)),
+        warnings.map((w) => w.message).join('\n'),
+      );
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
+  it('close() with batches on every replica drains all of them', async () => {
+    const c = await Classifier.load(bundle('labels50'), { threads: 1, replicas: 3, maxBatchSize: 2 });
+    const calls = Array.from({ length: 30 }, (_, i) => c.classify(TEXTS.slice(i * 5, i * 5 + 5)));
+    await new Promise((r) => setImmediate(r));
+    await c.close();
+    const answered = await Promise.all(calls);
+    assert.equal(answered.flat().length, 150);
+    const busy = c.stats().replicas.filter((r) => r.batches > 0).length;
+    assert.equal(busy, 3, JSON.stringify(c.stats().replicas));
+    assert.ok(c.stats().replicas.every((r) => r.inFlight === 0));
+  });
+});
