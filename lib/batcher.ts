@@ -366,7 +366,12 @@ export class Batcher<T, R> {
     while (this.#inFlight < capacity && this.#queue.length > 0) {
       const { entries, full } = this.#form();
       const waited = performance.now() - (this.#queue[0] as Entry<T, R>).enqueuedAt;
-      if (this.#inFlight >= Math.max(1, this.#replicas) && !full && !this.#draining && waited < this.options.maxDelayMs) {
+      if (
+        this.#inFlight >= Math.max(1, this.#replicas) &&
+        !full &&
+        !this.#draining &&
+        waited < this.options.maxDelayMs
+      ) {
         // Every replica is busy: let the batch fill until the oldest text's deadline.
         this.#timer = setTimeout(() => this.#pump(), Math.ceil(this.options.maxDelayMs - waited));
         return;

@@ -142,10 +142,7 @@ function driftMonitor(
 }
 
 /** The CUDA devices to place replicas on: those asked for, checked against what libtorch sees. */
-async function cudaDevices(
-  makeHandle: () => NativeEngineHandle,
-  asked: readonly number[] | 'all',
-): Promise<number[]> {
+async function cudaDevices(makeHandle: () => NativeEngineHandle, asked: readonly number[] | 'all'): Promise<number[]> {
   const handle = makeHandle();
   try {
     return resolveDevices(asked, (await handle.runtime()).cudaDeviceCount);

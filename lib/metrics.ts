@@ -7,6 +7,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 import type { Classifier } from './classifier.js';
+import type { ReplicaStats } from './replicas.js';
 
 export interface ServerMetrics {
   registry: Registry;
@@ -79,6 +80,49 @@ export function createMetrics(classifier: Classifier<string, string>): ServerMet
       this.set(classifier.stats().outOfMemorySplits);
     },
   });
+  // Per replica: label values are bounded by the replicas loaded (at most 64 per device).
+  const replicaLabels = ['replica', 'device'] as const;
+  const perReplica = (
+    name: string,
+    help: string,
+    value: (r: ReplicaStats) => number,
+    Metric: typeof Gauge | typeof Counter = Gauge,
+  ): void => {
+    new Metric({
+      name,
+      help,
+      labelNames: replicaLabels,
+      registers: [registry],
+      // A counter mirrors the classifier's own running count: reset, then set to it.
+      collect(this: Gauge<'replica' | 'device'> | Counter<'replica' | 'device'>) {
+        if (this instanceof Counter) this.reset();
+        for (const r of classifier.stats().replicas) {
+          const labels = { replica: String(r.replica), device: r.device };
+          if (this instanceof Gauge) this.set(labels, value(r));
+          else this.inc(labels, value(r));
+        }
+      },
+    });
+  };
+  perReplica(
+    'bertgate_replica_healthy',
+    '1 while the replica takes batches, 0 once an engine fault took it out',
+    (r) => (r.healthy ? 1 : 0),
+  );
+  perReplica('bertgate_replica_batches_total', 'Batches the replica answered', (r) => r.batches, Counter);
+  perReplica('bertgate_replica_texts_total', 'Texts the replica answered', (r) => r.texts, Counter);
+  perReplica(
+    'bertgate_replica_busy_seconds_total',
+    'Time the replica had a batch in flight',
+    (r) => r.busyMs / 1000,
+    Counter,
+  );
+  perReplica(
+    'bertgate_replica_faults_total',
+    'Engine faults the replica raised (each suspended it until a probe answered)',
+    (r) => r.faults,
+    Counter,
+  );
   if (classifier.stats().drift) {
     // The drift alarm (lib/drift.ts): whether the traffic still looks like the calibration set.
     const drift = (): NonNullable<ReturnType<Classifier<string, string>['stats']>['drift']> =>

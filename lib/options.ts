@@ -340,7 +340,8 @@ export function parseOptions(options: unknown): Settings {
     otherLabel: (o.otherLabel as string | undefined) ?? DEFAULTS.otherLabel,
     temperature: o.temperature === undefined ? undefined : temperature(o.temperature),
     topK: o.topK === undefined ? undefined : integerIn(option('topK'), o.topK, 1, MAX_TOP_K),
-    threads: o.threads === undefined ? defaultThreads(device, replicas) : integerIn(option('threads'), o.threads, 1, 1024),
+    threads:
+      o.threads === undefined ? defaultThreads(device, replicas) : integerIn(option('threads'), o.threads, 1, 1024),
     labels,
     maxTextLength:
       o.maxTextLength === undefined

@@ -17,7 +17,13 @@ import type { NativeEngineHandle, NativeInferRequest, NativeInferResult, NativeM
 import { DeviceUnavailableError, NoHealthyReplicaError } from './errors.js';
 
 /** The native failures that say something about the replica that ran the batch. */
-const ENGINE_FAULTS = new Set(['ERR_INFERENCE', 'ERR_INTERNAL', 'ERR_DEVICE_UNAVAILABLE', 'ERR_MODEL_OUTPUT', 'ERR_CLOSED']);
+const ENGINE_FAULTS = new Set([
+  'ERR_INFERENCE',
+  'ERR_INTERNAL',
+  'ERR_DEVICE_UNAVAILABLE',
+  'ERR_MODEL_OUTPUT',
+  'ERR_CLOSED',
+]);
 
 export function isEngineFault(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;

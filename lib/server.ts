@@ -5,7 +5,9 @@
  *                    {"texts": ["...", {"text": "...", "pair": "..."}]} -> {"decisions": [...]}
  *                    optional "timeoutMs"; a client that disconnects cancels its texts
  *   GET  /healthz    the process is up
- *   GET  /readyz     the model is loaded, the server is not shutting down, the queue has room
+ *   GET  /readyz     should this process get traffic: 503 while shutting down or with no healthy
+ *                    replica. A full queue does not flip it: that is a 429 per request, so one
+ *                    burst cannot take every pod of a Service out at once
  *   GET  /metrics    Prometheus text
  *   GET  /stats      the classifier's statistics as JSON (queue, batches, padding, latency)
  *
@@ -15,7 +17,7 @@
  * (ERR_REQUEST_TIMEOUT; enforced while shutting down too), 413 for a body over the limit, 415
  * for a non-JSON body, 417 for an Expect header other than 100-continue
  * (ERR_EXPECTATION_FAILED), 431 for headers over Node's limit, 429 (with Retry-After) when the
- * queue is full, 503 while shutting down, 504 when timeoutMs passes. Each is counted once in
+ * queue is full, 503 while shutting down or with no healthy replica, 504 when timeoutMs passes. Each is counted once in
  * /metrics, by its code and in bertgate_requests_total (route "none" where no route was matched:
  * the HTTP never parsed, or the router could not read the URL).
  */
@@ -103,6 +105,7 @@ const STATUS: Partial<Record<string, number>> = {
   ERR_INVALID_ARGUMENT: 400,
   ERR_OVERLOADED: 429,
   ERR_CLOSED: 503,
+  ERR_NO_HEALTHY_REPLICA: 503,
   ERR_TIMEOUT: 504,
   ERR_ABORTED: 499, // the client went away; nobody reads this
 };
@@ -308,9 +311,11 @@ export function createServer(classifier: Classifier<string, string>, options: Se
 
   app.get('/readyz', async (_request, reply) => {
     const stats = classifier.stats();
-    const room = stats.queueDepth < classifier.info.batching.maxQueue;
-    if (shuttingDown || !room) return reply.code(503).send({ status: shuttingDown ? 'shutting down' : 'queue full' });
-    return { status: 'ready', queueDepth: stats.queueDepth };
+    const healthy = stats.replicas.filter((r) => r.healthy).length;
+    const replicas = { healthy, total: stats.replicas.length };
+    if (shuttingDown) return reply.code(503).send({ status: 'shutting down', replicas });
+    if (healthy === 0) return reply.code(503).send({ status: 'no healthy replica', replicas });
+    return { status: 'ready', queueDepth: stats.queueDepth, replicas };
   });
 
   app.get('/stats', async () => classifier.stats());

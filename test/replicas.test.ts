@@ -10,7 +10,13 @@ import { describe, it } from 'node:test';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { Classifier, DEFAULT_MODEL, DeviceUnavailableError, InvalidArgumentError, NoHealthyReplicaError } from '../lib/index.js';
+import {
+  Classifier,
+  DEFAULT_MODEL,
+  DeviceUnavailableError,
+  InvalidArgumentError,
+  NoHealthyReplicaError,
+} from '../lib/index.js';
 import { sabotageReplica } from '../lib/classifier.js';
 import { bundle, expectRejects, rejectsWith, wordTexts } from './helpers.js';
 

@@ -163,7 +163,11 @@ describe('bertgate serve', () => {
     const server = await serve(['--model', bundle('labels2')]);
     try {
       assert.deepEqual(await (await fetch(`${server.url}/healthz`)).json(), { status: 'ok' });
-      assert.deepEqual(await (await fetch(`${server.url}/readyz`)).json(), { status: 'ready', queueDepth: 0 });
+      assert.deepEqual(await (await fetch(`${server.url}/readyz`)).json(), {
+        status: 'ready',
+        queueDepth: 0,
+        replicas: { healthy: 1, total: 1 },
+      });
       await post(server.url, { texts: ['one', 'two'] });
       await post(server.url, { text: 42 });
       const metrics = await (await fetch(`${server.url}/metrics`)).text();

@@ -58,7 +58,10 @@ export function classifierOptions(values: Values): { bundle: string; options: Cl
   };
   set('threshold', number('threshold', values.threshold));
   // A comma list of CUDA devices (--device cuda:0,cuda:1): one replica set across them.
-  set('device', values.device?.includes(',') ? (values.device.split(',') as Device[]) : (values.device as Device | undefined));
+  set(
+    'device',
+    values.device?.includes(',') ? (values.device.split(',') as Device[]) : (values.device as Device | undefined),
+  );
   set('replicas', values.replicas === undefined ? undefined : integer('replicas', values.replicas, 1, 1, MAX_REPLICAS));
   set('dtype', values.dtype as DType | undefined);
   set('temperature', number('temperature', values.temperature));
