@@ -103,6 +103,18 @@ export interface ReplicaPlan {
   threads: number;
 }
 
+/** Where each replica of a plan runs, in replica order: devices as listed, `perDevice` on each. */
+export function placements(plan: ReplicaPlan): { replica: number; device: string; deviceIndex: number }[] {
+  const devices = plan.kind === 'cpu' ? [0] : plan.devices;
+  return devices.flatMap((deviceIndex, d) =>
+    Array.from({ length: plan.perDevice }, (_, i) => ({
+      replica: d * plan.perDevice + i,
+      device: plan.kind === 'cpu' ? 'cpu' : `cuda:${deviceIndex}`,
+      deviceIndex,
+    })),
+  );
+}
+
 export class ReplicaSet {
   readonly #replicas: Replica[];
   readonly #probe: NativeInferRequest;
@@ -128,24 +140,23 @@ export class ReplicaSet {
     const made: { handle: NativeEngineHandle; device: string }[] = [];
     try {
       let model: NativeModelInfo;
+      const where = placements(plan);
       if (plan.kind === 'cpu') {
+        // The first loads the weights; the others share them, each on a thread of its own.
         const first = makeHandle();
         made.push({ handle: first, device: 'cpu' });
         model = await load(first, 0);
-        for (let i = 1; i < plan.perDevice; i++) {
+        for (const { device } of where.slice(1)) {
           const handle = makeHandle();
-          made.push({ handle, device: 'cpu' });
+          made.push({ handle, device });
           await handle.loadReplica(first, plan.threads);
         }
       } else {
-        const loads: Promise<NativeModelInfo>[] = [];
-        for (const index of plan.devices) {
-          for (let i = 0; i < plan.perDevice; i++) {
-            const handle = makeHandle();
-            made.push({ handle, device: `cuda:${index}` });
-            loads.push(load(handle, index));
-          }
-        }
+        const loads = where.map(({ device, deviceIndex }) => {
+          const handle = makeHandle();
+          made.push({ handle, device });
+          return load(handle, deviceIndex);
+        });
         const settled = await Promise.allSettled(loads);
         const failed = settled.find((s) => s.status === 'rejected');
         if (failed) throw failed.reason;
@@ -286,8 +297,10 @@ export function resolveDevices(asked: readonly number[] | 'all', visible: number
   const missing = asked.find((i) => i >= visible);
   if (missing !== undefined) {
     throw new DeviceUnavailableError(
-      `device 'cuda:${missing}' does not exist: libtorch sees ${visible} GPU${visible === 1 ? '' : 's'}` +
-        (visible > 0 ? ` (cuda:0${visible > 1 ? ` to cuda:${visible - 1}` : ''})` : ''),
+      visible === 0
+        ? `device 'cuda:${missing}' was requested but libtorch sees no CUDA device in this process`
+        : `device 'cuda:${missing}' does not exist: libtorch sees ${visible} GPU${visible === 1 ? '' : 's'} ` +
+            `(cuda:0${visible > 1 ? ` to cuda:${visible - 1}` : ''})`,
     );
   }
   return [...asked];

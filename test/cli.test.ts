@@ -160,6 +160,29 @@ describe('bertgate doctor', () => {
     assert.match(r.stdout, /\nok\n$/);
   });
 
+  it('lists the replicas a --device and --replicas would load, and refuses a device it cannot see', async () => {
+    const r = await bertgate(['doctor', '--replicas', '3', '--threads', '1']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /\nreplicas {9}3, 1 intra-op thread\(s\) each, sharing one copy of the weights \(--device, --replicas, --threads\)\n {2}0 {4}cpu\n {2}1 {4}cpu\n {2}2 {4}cpu\nok\n$/,
+    );
+    const json = JSON.parse((await bertgate(['doctor', '--json', '--replicas', '2'])).stdout) as { replicas: unknown };
+    assert.deepEqual(json.replicas, [
+      { replica: 0, device: 'cpu', deviceIndex: 0 },
+      { replica: 1, device: 'cpu', deviceIndex: 0 },
+    ]);
+    const gone = await bertgate(['doctor', '--device', 'cuda:0,cuda:999']);
+    assert.equal(gone.code, 1);
+    assert.match(
+      gone.stderr,
+      /PROBLEM: device 'cuda:(0|999)' (does not exist|was requested but libtorch sees no CUDA device)/,
+    );
+    const bad = await bertgate(['doctor', '--replicas', '0']);
+    assert.equal(bad.code, 1, bad.stderr);
+    assert.match(bad.stderr, /Expected --replicas to be a whole number in \[1, 64\], got "0"/);
+  });
+
   it('exits 1 naming what was tried when libtorch is missing', async () => {
     const r = await bertgate(['doctor'], { env: { LIBTORCH: '/nonexistent/libtorch' } });
     assert.equal(r.code, 1);

@@ -2,12 +2,43 @@
 
 import { parseArgs } from 'node:util';
 
-import { doctor } from '../runtime/doctor.js';
+import { parseOptions } from '../options.js';
+import { placements, resolveDevices } from '../replicas.js';
+import { doctor, type DoctorReport } from '../runtime/doctor.js';
 import { formatSteps } from '../runtime/libtorch.js';
+import { RUNTIME_FLAGS, classifierOptions } from './options.js';
 
 export async function doctorCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, strict: true });
-  const report = await doctor();
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      json: { type: 'boolean' },
+      device: RUNTIME_FLAGS.device,
+      replicas: RUNTIME_FLAGS.replicas,
+      threads: RUNTIME_FLAGS.threads,
+    },
+    strict: true,
+  });
+  // The flags a model would load with: checked first, placed once the runtime says what it sees.
+  const settings = parseOptions(classifierOptions(values).options);
+  const report: DoctorReport & { replicas?: ReturnType<typeof placements>; threadsPerReplica?: number } =
+    await doctor();
+  if (report.ok && report.runtime) {
+    try {
+      const devices =
+        settings.device === 'cuda' ? resolveDevices(settings.deviceIndices, report.runtime.cudaDeviceCount) : [0];
+      report.replicas = placements({
+        kind: settings.device,
+        devices,
+        perDevice: settings.replicas,
+        threads: settings.threads,
+      });
+      report.threadsPerReplica = settings.threads;
+    } catch (error) {
+      report.ok = false;
+      report.problem = (error as Error).message;
+    }
+  }
   if (values.json) {
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
     return report.ok ? 0 : 1;
@@ -52,6 +83,14 @@ export async function doctorCommand(argv: string[]): Promise<number> {
       `  threads        ${report.defaultThreads} intra-op per model by default (${report.cpus} CPUs); libtorch default ${r.intraOpThreads} intra-op, ${r.interopThreads} inter-op`,
     );
     lines.push(r.parallelInfo.trim().replace(/^/gm, '    '));
+  }
+  if (report.replicas) {
+    const { replicas } = report;
+    const shared = settings.device === 'cpu' && replicas.length > 1 ? ', sharing one copy of the weights' : '';
+    lines.push(
+      `replicas         ${replicas.length}, ${report.threadsPerReplica} intra-op thread(s) each${shared} (--device, --replicas, --threads)`,
+    );
+    for (const r of replicas) lines.push(`  ${String(r.replica).padEnd(4)} ${r.device}`);
   }
   lines.push(report.ok ? 'ok' : `PROBLEM: ${report.problem}`);
   (report.ok ? process.stdout : process.stderr).write(lines.join('\n') + '\n');
