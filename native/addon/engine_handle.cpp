@@ -22,8 +22,8 @@ Napi::Function EngineHandle::Define(Napi::Env env) {
   return DefineClass(
       env, "EngineHandle",
       {InstanceMethod<&EngineHandle::Load>("load"), InstanceMethod<&EngineHandle::LoadReplica>("loadReplica"),
-       InstanceMethod<&EngineHandle::Infer>("infer"),
-       InstanceMethod<&EngineHandle::Runtime>("runtime"), InstanceMethod<&EngineHandle::Close>("close")});
+       InstanceMethod<&EngineHandle::Infer>("infer"), InstanceMethod<&EngineHandle::Runtime>("runtime"),
+       InstanceMethod<&EngineHandle::Close>("close")});
 }
 
 EngineHandle::EngineHandle(const Napi::CallbackInfo& info)

@@ -73,7 +73,8 @@ TorchEngine::TorchEngine(std::unique_ptr<Model> model, const LoadOptions& option
                                                : std::to_string(model_->info().feature_width) + "-wide features"));
   }
   const DeviceScope scope(model_->device(), model_->stream());
-  gate_ = std::make_shared<const OodGate>(options.gate_projection, options.gate_centres, options.gate_dim, model_->device());
+  gate_ = std::make_shared<const OodGate>(options.gate_projection, options.gate_centres, options.gate_dim,
+                                          model_->device());
 }
 
 std::unique_ptr<PendingBatch> TorchEngine::Queue(const InferInput& in) {

@@ -174,6 +174,60 @@ TEST_F(TorchEngineLoadTest, ScoresEachRowWithTheGateInTheSamePass) {
   EXPECT_EQ(out.value()->features, (std::vector<float>{6, 4, 0, 15, 4, 1}));
 }
 
+// CPU replicas: engines made by Replica() on other threads share the source's module and gate,
+// run at the same time as it and as each other with the same answers, and keep the weights alive
+// after the source is gone.
+TEST_F(TorchEngineLoadTest, ReplicasShareTheModelRunConcurrentlyAndOutliveTheirSource) {
+  LoadOptions options;
+  options.model_path = Save("features", kWithFeatures, "Dict[str, Tensor]");
+  options.threads = 1;
+  options.gate_dim = 2;
+  options.gate_projection = {1, 0, 0, 0, 2, 0};
+  options.gate_centres = {0, 0, 10, 4};
+  auto loaded = bertgate_engine_library_v4()->Load(options);
+  ASSERT_TRUE(loaded.ok()) << loaded.failure().message;
+  std::unique_ptr<Engine> source = std::move(loaded.value());
+  InferInput in = Batch(2, 4);
+  in.want_features = true;
+  auto expected = source->Infer(in);
+  ASSERT_TRUE(expected.ok()) << expected.failure().message;
+
+  constexpr int kReplicas = 3;
+  constexpr int kRounds = 200;
+  std::vector<std::unique_ptr<Engine>> replicas(kReplicas);
+  std::vector<int> mismatches(kReplicas + 1, 0);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kReplicas; ++r) {
+    threads.emplace_back([&, r] {
+      auto made = source->Replica(1);  // on the thread that runs it, as the addon does
+      if (!made.ok()) {
+        mismatches[r] = -1;
+        return;
+      }
+      replicas[r] = std::move(made.value());
+      for (int i = 0; i < kRounds; ++i) {
+        auto out = replicas[r]->Infer(in);
+        if (!out.ok() || out.value()->logits != expected.value()->logits ||
+            out.value()->ood_score != expected.value()->ood_score)
+          ++mismatches[r];
+      }
+    });
+  }
+  for (int i = 0; i < kRounds; ++i) {  // the source keeps running beside them
+    auto out = source->Infer(in);
+    if (!out.ok() || out.value()->logits != expected.value()->logits) ++mismatches[kReplicas];
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r <= kReplicas; ++r) EXPECT_EQ(mismatches[r], 0) << "engine " << r;
+  ASSERT_NE(replicas[0], nullptr);
+  EXPECT_EQ(replicas[0]->info().feature_width, 3);
+
+  source.reset();  // the replicas hold the model and the gate
+  auto after = replicas[0]->Infer(in);
+  ASSERT_TRUE(after.ok()) << after.failure().message;
+  EXPECT_EQ(after.value()->ood_score, (std::vector<float>{32, 41}));
+}
+
 TEST_F(TorchEngineLoadTest, RefusesAGateForAModelWithoutFeaturesOrOfAnotherWidth) {
   LoadOptions options;
   options.model_path = Save("sums_only", kSums);
