@@ -256,12 +256,12 @@ describe('bad input: the command line', () => {
     [['classify', '--model', '/nonexistent', 'x'], 'ERR_BUNDLE: the bundle at /nonexistent has no model.pt'],
     [
       ['classify', '--model', labels2, '--device', 'gpu', 'x'],
-      'ERR_INVALID_ARGUMENT: Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "gpu"',
+      'ERR_INVALID_ARGUMENT: Expected the "device" option to be "cpu", "cuda", "cuda:N", "cuda:*" or a non-empty list of CUDA devices, got "gpu"',
     ],
     // calibrate and evaluate take the same model flags as classify.
     [
       ['calibrate', '--model', labels2, '--data', CLI, '--device', 'gpu'],
-      'ERR_INVALID_ARGUMENT: Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "gpu"',
+      'ERR_INVALID_ARGUMENT: Expected the "device" option to be "cpu", "cuda", "cuda:N", "cuda:*" or a non-empty list of CUDA devices, got "gpu"',
     ],
     [
       ['evaluate', '--model', labels2, '--data', CLI, '--dtype', 'float16'],

@@ -122,8 +122,16 @@ describe('bad options', () => {
       { temperature: Infinity },
       'Expected the "temperature" option to be a number in [0.0001, 10000], got Infinity',
     ],
-    ['device misspelt', { device: 'gpu' }, 'Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "gpu"'],
-    ['device cpu:1', { device: 'cpu:1' }, 'Expected the "device" option to be "cpu", "cuda" or "cuda:N", got "cpu:1"'],
+    [
+      'device misspelt',
+      { device: 'gpu' },
+      'Expected the "device" option to be "cpu", "cuda", "cuda:N", "cuda:*" or a non-empty list of CUDA devices, got "gpu"',
+    ],
+    [
+      'device cpu:1',
+      { device: 'cpu:1' },
+      'Expected the "device" option to be "cpu", "cuda", "cuda:N", "cuda:*" or a non-empty list of CUDA devices, got "cpu:1"',
+    ],
     [
       'dtype unknown',
       { dtype: 'int8' },
@@ -140,7 +148,7 @@ describe('bad options', () => {
     [
       'a misspelt option',
       { treshold: 0.5 },
-      'Unknown option "treshold" in the options; known options: device, dtype, threshold, thresholds, otherLabel, temperature, topK, threads, labels, maxTextLength, freeze, verify, drift, gate, cudaMemoryFraction, truncation, truncationSide, maxBatchSize, maxBatchTokens, padToMultipleOf, maxDelayMs, maxQueue, batchesInFlight, lengthAware, maxPaddingRatio',
+      'Unknown option "treshold" in the options; known options: device, replicas, dtype, threshold, thresholds, otherLabel, temperature, topK, threads, labels, maxTextLength, freeze, verify, drift, gate, cudaMemoryFraction, truncation, truncationSide, maxBatchSize, maxBatchTokens, padToMultipleOf, maxDelayMs, maxQueue, batchesInFlight, lengthAware, maxPaddingRatio',
     ],
     ['options not an object', 'fast', 'Expected the options to be an object, got "fast"'],
   ];
