@@ -171,4 +171,32 @@ describe('on a CUDA device', { skip }, () => {
       await capped.close();
     }
   });
+
+  it("replicas on every device ('cuda:*', two per device) answer as one does, and each takes batches", async () => {
+    const ref = await expected('labels50');
+    const texts = [...ref.texts, ...ref.texts, ...ref.texts, ...ref.texts];
+    const one = await Classifier.load(bundle('labels50'), { device: 'cuda', dtype: 'float32', maxBatchSize: 4 });
+    const many = await Classifier.load(bundle('labels50'), {
+      device: 'cuda:*',
+      replicas: 2,
+      dtype: 'float32',
+      maxBatchSize: 4,
+    });
+    try {
+      assert.equal(many.info.replicas.length, 2 * devices);
+      assert.deepEqual(
+        [...new Set(many.info.replicas.map((r) => r.device))],
+        Array.from({ length: devices }, (_, i) => `cuda:${i}`),
+      );
+      const calls = Array.from({ length: 16 }, (_, k) => texts.filter((_, i) => i % 16 === k));
+      const [a, b] = await Promise.all([
+        Promise.all(calls.map((c) => one.logits(c))),
+        Promise.all(calls.map((c) => many.logits(c))),
+      ]);
+      a.flat().forEach((row, i) => assert.ok(maxAbsDiff(row, b.flat()[i] as Float32Array) <= 1e-4, `text ${i}`));
+      for (const r of many.stats().replicas) assert.ok(r.batches > 0, `replica ${r.replica} (${r.device}) took none`);
+    } finally {
+      await Promise.all([one.close(), many.close()]);
+    }
+  });
 });

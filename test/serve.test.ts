@@ -159,6 +159,31 @@ describe('bertgate serve', () => {
     }
   });
 
+  it('--device cpu --replicas 2 serves from two replicas of one model', async () => {
+    const server = await serve(['--model', bundle('labels50'), '--device', 'cpu', '--replicas', '2', '--threads', '1']);
+    try {
+      await Promise.all(
+        Array.from({ length: 12 }, (_, i) => post(server.url, { texts: [`text ${i}`, `another ${i}`, 'and more'] })),
+      );
+      const stats = (await (await fetch(`${server.url}/stats`)).json()) as {
+        replicas: { replica: number; device: string; texts: number; healthy: boolean }[];
+      };
+      assert.deepEqual(
+        stats.replicas.map((r) => [r.replica, r.device, r.healthy]),
+        [
+          [0, 'cpu', true],
+          [1, 'cpu', true],
+        ],
+      );
+      assert.equal(
+        stats.replicas.reduce((n, r) => n + r.texts, 0),
+        36,
+      );
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
   it('reports health, readiness and Prometheus metrics', async () => {
     const server = await serve(['--model', bundle('labels2')]);
     try {
