@@ -7,8 +7,6 @@
  * values and trusts them.
  */
 
-import { availableParallelism } from 'node:os';
-
 import { Batcher, type BatchEvent, type BatcherStats } from './batcher.js';
 import type { NativeEngineHandle, NativeInferRequest, NativeInferResult, NativeModelInfo } from './binding.js';
 import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles, type Bundle } from './bundle.js';
@@ -28,6 +26,7 @@ import { normaliseTexts, type TextInput } from './inputs.js';
 import { callListeners } from './listeners.js';
 import {
   DEFAULTS,
+  oversubscription,
   parseCallOptions,
   parseOptions,
   resolveAgainstBundle,
@@ -151,16 +150,10 @@ async function cudaDevices(makeHandle: () => NativeEngineHandle, asked: readonly
   }
 }
 
-/** More CPU threads than cores slows every replica down; allowed (a user may know better), said once. */
+/** Oversubscribed CPU threads: allowed, said once (options.ts owns the rule). */
 function warnOversubscribed(settings: Settings): void {
-  const cores = availableParallelism();
-  const threads = settings.replicas * settings.threads;
-  if (settings.device !== 'cpu' || threads <= cores) return;
-  process.emitWarning(
-    `${settings.replicas} replicas x ${settings.threads} threads = ${threads} threads on ${cores} cores: ` +
-      'they will contend for the cores; lower "threads" or "replicas"',
-    { type: 'BertgateWarning', code: 'ERR_THREADS_OVERSUBSCRIBED' },
-  );
+  const note = oversubscription(settings);
+  if (note) process.emitWarning(note, { type: 'BertgateWarning', code: 'ERR_THREADS_OVERSUBSCRIBED' });
 }
 
 /** What a call wants back of each of its texts: a decision's scores, raw logits, or log-probabilities. */

@@ -110,7 +110,12 @@ export function createMetrics(classifier: Classifier<string, string>): ServerMet
     (r) => (r.healthy ? 1 : 0),
   );
   perReplica('bertgate_replica_batches_total', 'Batches the replica answered', (r) => r.batches, Counter);
-  perReplica('bertgate_replica_texts_total', 'Texts the replica answered', (r) => r.texts, Counter);
+  perReplica(
+    'bertgate_replica_texts_total',
+    'Texts the replica ran (a text whose caller gave up still counts: bertgate_texts_total counts answers)',
+    (r) => r.texts,
+    Counter,
+  );
   perReplica(
     'bertgate_replica_busy_seconds_total',
     'Time the replica had a batch in flight',

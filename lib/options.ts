@@ -5,6 +5,8 @@
  * classifier trusts. Exact messages, as lib/validate.ts writes them.
  */
 
+import { availableParallelism } from 'node:os';
+
 import type { Bundle } from './bundle.js';
 import { BundleError, InvalidArgumentError } from './errors.js';
 import { DEFAULT_THREADS } from './runtime/threads.js';
@@ -278,6 +280,20 @@ function parseDevice(value: unknown): Pick<Settings, 'device' | 'deviceIndices'>
 }
 
 /**
+ * More CPU threads than cores slows every replica down. Allowed (a user may know the machine
+ * better than the count): the classifier warns with this, and doctor prints it.
+ */
+export function oversubscription(settings: Pick<Settings, 'device' | 'replicas' | 'threads'>): string | undefined {
+  const cores = availableParallelism();
+  const threads = settings.replicas * settings.threads;
+  if (settings.device !== 'cpu' || threads <= cores) return undefined;
+  return (
+    `${settings.replicas} replicas x ${settings.threads} threads = ${threads} threads on ${cores} cores: ` +
+    'they will contend for the cores; lower "threads" or "replicas"'
+  );
+}
+
+/**
  * CPU replicas split the default's cores between them (each at least one), so that two
  * replicas do not each start a thread per core; a GPU replica's threads only prepare batches.
  */
@@ -290,7 +306,7 @@ export function parseOptions(options: unknown): Settings {
   if (!isPlainObject(options)) throw invalid('the options', 'an object', options);
   knownKeys('the options', options, OPTION_NAMES);
   const o = options as Record<(typeof OPTION_NAMES)[number], unknown>;
-  const { device, deviceIndices } = parseDevice(o.device ?? DEFAULTS.device);
+  const { device, deviceIndices } = parseDevice(o.device === undefined ? DEFAULTS.device : o.device); // null is refused, not the default;
   const replicas = o.replicas === undefined ? 1 : integerIn(option('replicas'), o.replicas, 1, MAX_REPLICAS);
   const dtype =
     o.dtype === undefined

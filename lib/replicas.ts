@@ -5,8 +5,8 @@
  * free less often, so unequal devices balance themselves, with no router or weights to tune.
  *
  * Health. A batch that fails with an engine fault (not out-of-memory: that splits the batch
- * on its replica; not bad input: that never reaches a replica) suspends its replica and is
- * retried once on another healthy one. The suspended replica is then probed with a one-text
+ * on its replica; not bad input: that never reaches a replica) suspends its replica and moves
+ * to another healthy one it has not tried. The suspended replica is then probed with a one-text
  * batch: a replica that cannot run even that is taken out for good (its failure kept for
  * stats, a process warning and the metrics); one that can was failed by its batch, and comes
  * back. So a batch that breaks every replica it meets fails alone and takes none of them out,
@@ -34,7 +34,11 @@ export interface ReplicaStats {
   /** Its position in `info.replicas`: devices in the order listed, `replicas` per device. */
   replica: number;
   device: string;
-  /** Batches and texts it answered (a retried batch counts where it was answered). */
+  /**
+   * Batches and texts it ran to the end (a moved batch counts where it was answered). A text
+   * whose caller gave up (timeout, abort) still counts: the device did the work, while the
+   * classifier's `texts.completed` counts answers delivered.
+   */
   batches: number;
   texts: number;
   /** Wall time it had at least one batch in flight. */
@@ -204,34 +208,42 @@ export class ReplicaSet {
 
   /**
    * Runs `forward` (a batch, with its out-of-memory splitting) on the available replica with
-   * the fewest batches in flight; an engine fault suspends that replica and retries the batch
-   * once on another.
+   * the fewest batches in flight. An engine fault suspends that replica and the batch moves
+   * to another, each replica tried at most once: two replicas that broke together cannot fail
+   * a batch while a third is healthy, and a batch that breaks every replica costs one run on
+   * each (their probes then bring back those it wronged).
    */
-  async run<R>(texts: number, forward: Forward<R>, retry = true): Promise<R> {
-    const replica = await this.#next();
-    replica.start();
-    try {
-      const result = await forward(replica.handle);
-      replica.batches++;
-      replica.texts += texts;
-      return result;
-    } catch (error) {
-      if (!isEngineFault(error)) throw error;
-      if (replica.available) this.#suspend(replica, error as Error);
-      if (!retry || this.available === 0) throw error;
-      return this.run(texts, forward, false);
-    } finally {
-      replica.end();
+  async run<R>(texts: number, forward: Forward<R>): Promise<R> {
+    const tried = new Set<Replica>();
+    for (;;) {
+      // Picked and started in the same tick: batches formed together spread over the replicas.
+      const replica = this.#pick(tried) ?? (await this.#wait(tried));
+      replica.start();
+      try {
+        const result = await forward(replica.handle);
+        replica.batches++;
+        replica.texts += texts;
+        return result;
+      } catch (error) {
+        if (!isEngineFault(error)) throw error;
+        tried.add(replica);
+        if (replica.available) this.#suspend(replica, error as Error);
+        if (!this.#replicas.some((r) => r.healthy && !tried.has(r)))
+          throw onReplica(error as Error, replica, tried.size);
+      } finally {
+        replica.end();
+      }
     }
   }
 
-  /** The replica for the next batch; while every healthy one is being probed, after the probes. */
-  async #next(): Promise<Replica> {
+  /** The replica for the next batch once one not yet `tried` is free: every other healthy one is being probed. */
+  async #wait(tried: ReadonlySet<Replica>): Promise<Replica> {
     for (;;) {
-      const replica = this.#pick();
-      if (replica) return replica;
       if (this.#probes.size === 0) throw this.noneHealthy();
       await Promise.race(this.#probes);
+      const replica = this.#pick(tried);
+      if (replica) return replica;
+      if (!this.#replicas.some((r) => r.healthy && !tried.has(r))) throw this.noneHealthy();
     }
   }
 
@@ -248,9 +260,11 @@ export class ReplicaSet {
     await Promise.allSettled(this.#replicas.map((r) => r.handle.close()));
   }
 
-  #pick(): Replica | undefined {
+  #pick(tried?: ReadonlySet<Replica>): Replica | undefined {
     let best: Replica | undefined;
-    for (const r of this.#replicas) if (r.available && (!best || r.inFlight < best.inFlight)) best = r;
+    for (const r of this.#replicas) {
+      if (r.available && !tried?.has(r) && (!best || r.inFlight < best.inFlight)) best = r;
+    }
     return best;
   }
 
@@ -285,6 +299,20 @@ export class ReplicaSet {
     this.#probes.add(probe);
     void probe.finally(() => this.#probes.delete(probe));
   }
+}
+
+/**
+ * The error a batch fails with once no replica is left to try, in the native shape
+ * (errors.ts's fromNative types it by code), naming the replica. A replica whose engine was
+ * closed under it (ERR_CLOSED) is a fault of that replica, not a closed classifier: it fails
+ * as ERR_INFERENCE, so a caller does not stop using a classifier that is still open.
+ */
+function onReplica(error: Error, replica: Replica, tried: number): Error {
+  const code = (error as { code?: unknown }).code;
+  const closed = code === 'ERR_CLOSED';
+  const where = `replica ${replica.index} (${replica.device})${tried > 1 ? `, the last of ${tried} replicas tried` : ''}`;
+  const why = closed ? `its engine was closed under it (${error.message})` : error.message;
+  return Object.assign(new Error(`the batch failed on ${where}: ${why}`), { code: closed ? 'ERR_INFERENCE' : code });
 }
 
 /** The CUDA devices a plan names, checked against the devices this process sees. */

@@ -248,12 +248,36 @@ describe('bad input: the command line', () => {
       ['doctor', 'extra'],
       `ERR_INVALID_ARGUMENT: Unexpected argument 'extra'. This command does not take positional arguments (see "bertgate help")`,
     ],
-    [['classify', '--threshold', 'abc', 'x'], 'ERR_INVALID_ARGUMENT: Expected --threshold to be a number, got "abc"'],
+    [
+      ['classify', '--threshold', 'abc', 'x'],
+      'ERR_INVALID_ARGUMENT: Expected --threshold to be a decimal number, got "abc"',
+    ],
     [
       ['classify', '--model', labels2, '--threshold', '2', 'x'],
       'ERR_INVALID_ARGUMENT: Expected the "threshold" option to be a number in [0, 1], got 2',
     ],
     [['classify', '--model', '/nonexistent', 'x'], 'ERR_BUNDLE: the bundle at /nonexistent has no model.pt'],
+    // Counts take digits only, numbers decimal notation only: Number() would take each of these.
+    [
+      ['classify', '--threads', '0x2', 'x'],
+      'ERR_INVALID_ARGUMENT: Expected --threads to be a whole number (digits only), got "0x2"',
+    ],
+    [
+      ['classify', '--threads', '1e0', 'x'],
+      'ERR_INVALID_ARGUMENT: Expected --threads to be a whole number (digits only), got "1e0"',
+    ],
+    [
+      ['classify', '--batch-size', ' 1', 'x'],
+      'ERR_INVALID_ARGUMENT: Expected --batch-size to be a whole number (digits only), got " 1"',
+    ],
+    [
+      ['classify', '--threshold', '0x1', 'x'],
+      'ERR_INVALID_ARGUMENT: Expected --threshold to be a decimal number, got "0x1"',
+    ],
+    [
+      ['classify', '--model', labels2, '--device', 'cpu,', 'x'],
+      'ERR_INVALID_ARGUMENT: Expected --device to be a device or a comma list of CUDA devices (cuda:0,cuda:1), got "cpu,": item 2 is empty',
+    ],
     [
       ['classify', '--model', labels2, '--device', 'gpu', 'x'],
       'ERR_INVALID_ARGUMENT: Expected the "device" option to be "cpu", "cuda", "cuda:N", "cuda:*" or a non-empty list of CUDA devices, got "gpu"',

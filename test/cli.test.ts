@@ -93,7 +93,7 @@ describe('bertgate classify', () => {
   it('fails with a typed message for a bad flag value', async () => {
     const r = await bertgate(['classify', '--model', bundle('labels2'), '--threshold', 'abc', 'x']);
     assert.equal(r.code, 1);
-    assert.equal(r.stderr, 'bertgate: ERR_INVALID_ARGUMENT: Expected --threshold to be a number, got "abc"\n');
+    assert.equal(r.stderr, 'bertgate: ERR_INVALID_ARGUMENT: Expected --threshold to be a decimal number, got "abc"\n');
     const range = await bertgate(['classify', '--model', bundle('labels2'), '--threshold', '2', 'x']);
     assert.equal(
       range.stderr,
@@ -161,12 +161,16 @@ describe('bertgate doctor', () => {
   });
 
   it('lists the replicas a --device and --replicas would load, and refuses a device it cannot see', async () => {
-    const r = await bertgate(['doctor', '--replicas', '3', '--threads', '1']);
+    const r = await bertgate(['doctor', '--replicas', '2', '--threads', '1']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(
       r.stdout,
-      /\nreplicas {9}3, 1 intra-op thread\(s\) each, sharing one copy of the weights \(--device, --replicas, --threads\)\n {2}0 {4}cpu\n {2}1 {4}cpu\n {2}2 {4}cpu\nok\n$/,
+      /\nreplicas {9}2, 1 intra-op thread\(s\) each, sharing one copy of the weights \(--device, --replicas, --threads\)\n {2}0 {4}cpu\n {2}1 {4}cpu\nok\n$/,
     );
+    // More threads than any machine's cores: placed (a load would warn, not refuse), and said.
+    const crowded = await bertgate(['doctor', '--replicas', '64', '--threads', '64']);
+    assert.equal(crowded.code, 0, crowded.stderr);
+    assert.match(crowded.stdout, /\n {2}note: 64 replicas x 64 threads = 4096 threads on \d+ cores: they will contend/);
     const json = JSON.parse((await bertgate(['doctor', '--json', '--replicas', '2'])).stdout) as { replicas: unknown };
     assert.deepEqual(json.replicas, [
       { replica: 0, device: 'cpu', deviceIndex: 0 },

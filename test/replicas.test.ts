@@ -14,6 +14,7 @@ import {
   Classifier,
   DEFAULT_MODEL,
   DeviceUnavailableError,
+  InferenceError,
   InvalidArgumentError,
   NoHealthyReplicaError,
 } from '../lib/index.js';
@@ -124,14 +125,61 @@ describe('replicas', () => {
     }
   });
 
+  it('batches formed together go to different replicas (each picked and started in the same tick)', async () => {
+    const c = await Classifier.load(bundle('labels50'), { threads: 1, replicas: 2, maxBatchSize: 4 });
+    try {
+      // One call of 8 texts: two batches of 4, formed at once.
+      assert.equal((await c.classify(TEXTS.slice(0, 8))).length, 8);
+      assert.deepEqual(
+        c.stats().replicas.map((r) => r.batches),
+        [1, 1],
+      );
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('two replicas broken at once fail no call while a third is healthy', async () => {
+    const c = await Classifier.load(bundle('labels50'), { threads: 1, replicas: 3, maxBatchSize: 4 });
+    const onWarning = (): void => {};
+    process.on('warning', onWarning);
+    try {
+      const reference = await c.classify(TEXTS);
+      await Promise.all([sabotageReplica(c, 1), sabotageReplica(c, 2)]);
+      // Bursts: a batch that meets replica 1 may move to replica 2, broken too but not yet
+      // suspended; it must then go on to replica 0.
+      for (let round = 0; round < 3; round++) {
+        const calls = Array.from({ length: 40 }, (_, i) => c.classify(TEXTS.slice(i * 10, i * 10 + 10)));
+        assert.deepEqual(
+          (await Promise.all(calls)).flat().map((d) => d.label),
+          reference.map((d) => d.label),
+        );
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(
+        c.stats().replicas.map((r) => r.healthy),
+        [true, false, false],
+      );
+      assert.equal(c.stats().requests.failed, 0);
+    } finally {
+      process.off('warning', onWarning);
+      await c.close();
+    }
+  });
+
   it('with no healthy replica left, calls fail with NoHealthyReplicaError, and the process carries on', async () => {
     const c = await Classifier.load(bundle('labels2'), { threads: 1 });
     const onWarning = (): void => {};
     process.on('warning', onWarning);
     try {
       await sabotageReplica(c, 0);
-      // The batch that meets the fault fails with it (there is no other replica to retry on) ...
-      await assert.rejects(c.classify('first'), (e: Error & { code?: string }) => e.code === 'ERR_CLOSED');
+      // The batch that meets the fault fails with it (there is no other replica to retry on), as
+      // a fault of that replica: the classifier itself is open, so not a ClosedError ...
+      await rejectsWith(
+        c.classify('first'),
+        InferenceError,
+        /the batch failed on replica 0 \(cpu\): its engine was closed under it/,
+      );
       await new Promise((r) => setTimeout(r, 50));
       assert.equal(c.stats().replicas[0]?.healthy, false);
       // ... and every call after the probe's verdict is refused at once, by name.
@@ -145,6 +193,7 @@ describe('replicas', () => {
   it('refuses a bad device list or replica count by name', async () => {
     const cases: [unknown, RegExp][] = [
       [{ device: [] }, /"device".*non-empty list/],
+      [{ device: null }, /"device".*got null/],
       [{ device: ['cuda:0', 'cuda:0'] }, /names cuda:0 twice/],
       [{ device: ['cuda:0', 'cpu'] }, /CUDA devices only.*"cpu"/],
       [{ device: ['cuda:*'] }, /CUDA devices only.*"cuda:\*"/],

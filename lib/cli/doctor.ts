@@ -2,7 +2,7 @@
 
 import { parseArgs } from 'node:util';
 
-import { parseOptions } from '../options.js';
+import { oversubscription, parseOptions } from '../options.js';
 import { placements, resolveDevices } from '../replicas.js';
 import { doctor, type DoctorReport } from '../runtime/doctor.js';
 import { formatSteps } from '../runtime/libtorch.js';
@@ -21,8 +21,12 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   });
   // The flags a model would load with: checked first, placed once the runtime says what it sees.
   const settings = parseOptions(classifierOptions(values).options);
-  const report: DoctorReport & { replicas?: ReturnType<typeof placements>; threadsPerReplica?: number } =
-    await doctor();
+  const report: DoctorReport & {
+    replicas?: ReturnType<typeof placements>;
+    threadsPerReplica?: number;
+    /** Set when replicas x threads exceed the cores: a load would warn the same. */
+    oversubscribed?: string;
+  } = await doctor();
   if (report.ok && report.runtime) {
     try {
       const devices =
@@ -34,6 +38,8 @@ export async function doctorCommand(argv: string[]): Promise<number> {
         threads: settings.threads,
       });
       report.threadsPerReplica = settings.threads;
+      const note = oversubscription(settings);
+      if (note) report.oversubscribed = note;
     } catch (error) {
       report.ok = false;
       report.problem = (error as Error).message;
@@ -91,6 +97,7 @@ export async function doctorCommand(argv: string[]): Promise<number> {
       `replicas         ${replicas.length}, ${report.threadsPerReplica} intra-op thread(s) each${shared} (--device, --replicas, --threads)`,
     );
     for (const r of replicas) lines.push(`  ${String(r.replica).padEnd(4)} ${r.device}`);
+    if (report.oversubscribed) lines.push(`  note: ${report.oversubscribed}`);
   }
   lines.push(report.ok ? 'ok' : `PROBLEM: ${report.problem}`);
   (report.ok ? process.stdout : process.stderr).write(lines.join('\n') + '\n');

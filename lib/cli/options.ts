@@ -37,12 +37,36 @@ export const MODEL_FLAGS = {
   'top-k': { type: 'string' },
 } as const;
 
+/** A decimal number ("0.6", "-1", ".5"): Number() alone would also take "0x2", "1e0" and " 1". */
 function number(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
-  const n = Number(value);
-  if (value.trim() === '' || Number.isNaN(n))
-    throw new InvalidArgumentError(`Expected --${flag} to be a number, got ${JSON.stringify(value)}`);
-  return n;
+  if (!/^[+-]?(\d+(\.\d*)?|\.\d+)$/.test(value))
+    throw new InvalidArgumentError(`Expected --${flag} to be a decimal number, got ${JSON.stringify(value)}`);
+  return Number(value);
+}
+
+/** A count (digits only); its range is the Classifier's option check, which names the option. */
+function count(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value))
+    throw new InvalidArgumentError(
+      `Expected --${flag} to be a whole number (digits only), got ${JSON.stringify(value)}`,
+    );
+  return Number(value);
+}
+
+/** --device: one device, or a comma list of CUDA devices (cuda:0,cuda:1), no item empty. */
+function devices(value: string | undefined): Device | Device[] | undefined {
+  if (value === undefined || !value.includes(',')) return value as Device | undefined;
+  const items = value.split(',');
+  const empty = items.findIndex((d) => d.trim() === '');
+  if (empty >= 0) {
+    throw new InvalidArgumentError(
+      `Expected --device to be a device or a comma list of CUDA devices (cuda:0,cuda:1), got ` +
+        `${JSON.stringify(value)}: item ${empty + 1} is empty`,
+    );
+  }
+  return items as Device[];
 }
 
 type Values = Partial<ReturnType<typeof parseArgs<{ options: typeof MODEL_FLAGS; allowPositionals: true }>>['values']>;
@@ -57,23 +81,19 @@ export function classifierOptions(values: Values): { bundle: string; options: Cl
     if (value !== undefined) options[key] = value;
   };
   set('threshold', number('threshold', values.threshold));
-  // A comma list of CUDA devices (--device cuda:0,cuda:1): one replica set across them.
-  set(
-    'device',
-    values.device?.includes(',') ? (values.device.split(',') as Device[]) : (values.device as Device | undefined),
-  );
+  set('device', devices(values.device));
   set('replicas', values.replicas === undefined ? undefined : integer('replicas', values.replicas, 1, 1, MAX_REPLICAS));
   set('dtype', values.dtype as DType | undefined);
   set('temperature', number('temperature', values.temperature));
   set('otherLabel', values['other-label']);
-  set('topK', number('top-k', values['top-k']));
-  set('threads', number('threads', values.threads));
-  set('maxBatchSize', number('batch-size', values['batch-size']));
-  set('maxBatchTokens', number('max-batch-tokens', values['max-batch-tokens']));
-  set('padToMultipleOf', number('pad-to-multiple-of', values['pad-to-multiple-of']));
+  set('topK', count('top-k', values['top-k']));
+  set('threads', count('threads', values.threads));
+  set('maxBatchSize', count('batch-size', values['batch-size']));
+  set('maxBatchTokens', count('max-batch-tokens', values['max-batch-tokens']));
+  set('padToMultipleOf', count('pad-to-multiple-of', values['pad-to-multiple-of']));
   set('maxDelayMs', number('max-delay-ms', values['max-delay-ms']));
-  set('maxQueue', number('max-queue', values['max-queue']));
-  set('batchesInFlight', number('batches-in-flight', values['batches-in-flight']));
+  set('maxQueue', count('max-queue', values['max-queue']));
+  set('batchesInFlight', count('batches-in-flight', values['batches-in-flight']));
   if (values.fifo) options.lengthAware = false;
   return { bundle: values.model ?? DEFAULT_BUNDLE, options };
 }
