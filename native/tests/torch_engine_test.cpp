@@ -154,14 +154,20 @@ const char* kWithFeatures =
     "    f = torch.stack([ids.sum(1).float(), mask.sum(1).float(), torch.arange(ids.size(0)).float()], 1)\n"
     "    return {'logits': f[:, :2], 'features': f}\n";
 
-TEST_F(TorchEngineLoadTest, ScoresEachRowWithTheGateInTheSamePass) {
+// The features module with a gate of two directions: the first two features, one scaled by 2;
+// centres (0, 0) and (10, 4).
+LoadOptions WithGate(const std::string& model_path) {
   LoadOptions options;
-  options.model_path = Save("features", kWithFeatures, "Dict[str, Tensor]");
+  options.model_path = model_path;
   options.threads = 1;
-  // Two directions: the first two features, one scaled by 2; centres (0, 0) and (10, 4).
   options.gate_dim = 2;
   options.gate_projection = {1, 0, 0, 0, 2, 0};
   options.gate_centres = {0, 0, 10, 4};
+  return options;
+}
+
+TEST_F(TorchEngineLoadTest, ScoresEachRowWithTheGateInTheSamePass) {
+  LoadOptions options = WithGate(Save("features", kWithFeatures, "Dict[str, Tensor]"));
   auto engine = bertgate_engine_library_v4()->Load(options);
   ASSERT_TRUE(engine.ok()) << engine.failure().message;
   EXPECT_EQ(engine.value()->info().feature_width, 3);
@@ -178,12 +184,7 @@ TEST_F(TorchEngineLoadTest, ScoresEachRowWithTheGateInTheSamePass) {
 // run at the same time as it and as each other with the same answers, and keep the weights alive
 // after the source is gone.
 TEST_F(TorchEngineLoadTest, ReplicasShareTheModelRunConcurrentlyAndOutliveTheirSource) {
-  LoadOptions options;
-  options.model_path = Save("features", kWithFeatures, "Dict[str, Tensor]");
-  options.threads = 1;
-  options.gate_dim = 2;
-  options.gate_projection = {1, 0, 0, 0, 2, 0};
-  options.gate_centres = {0, 0, 10, 4};
+  LoadOptions options = WithGate(Save("features", kWithFeatures, "Dict[str, Tensor]"));
   auto loaded = bertgate_engine_library_v4()->Load(options);
   ASSERT_TRUE(loaded.ok()) << loaded.failure().message;
   std::unique_ptr<Engine> source = std::move(loaded.value());
