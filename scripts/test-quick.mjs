@@ -13,7 +13,17 @@ import { ROOT } from './paths.mjs';
 
 // Minutes, not seconds: installs of the packed tarball, every engine of the matrix, many
 // child processes and servers.
-const SLOW = ['packed-install', 'engines', 'libtorch', 'faults', 'worker-teardown', 'serve', 'calibrate-cli', 'cli'];
+const SLOW = [
+  'packed-install',
+  'engines',
+  'libtorch',
+  'faults',
+  'worker-teardown',
+  'serve',
+  'calibrate-cli',
+  'cli',
+  'deploy',
+];
 
 buildTs();
 const names = process.argv.slice(2);
