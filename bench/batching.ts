@@ -16,7 +16,8 @@ import { parseArgs, promisify } from 'node:util';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { Classifier } from '../lib/index.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
-import { loadHandle, watchLoop } from './native.js';
+import { drive, type Run } from './drive.js';
+import { loadHandle } from './native.js';
 
 const { values } = parseArgs({
   options: {
@@ -40,44 +41,6 @@ const texts = (await readFile(values.texts, 'utf8'))
   .split('\n')
   .map((line) => (JSON.parse(line) as { text: string }).text)
   .map((text) => (values.field === 'short' ? (text.split('\n')[0] as string) : text));
-
-function percentile(sorted: number[], p: number): number {
-  return sorted.length === 0 ? 0 : (sorted[Math.ceil(p * sorted.length) - 1] as number);
-}
-
-interface Run {
-  textsPerS: number;
-  p50: number;
-  p99: number;
-  worstGapMs: number;
-}
-
-/** `requests` single-text requests from `concurrency` closed-loop clients. */
-async function drive(concurrency: number, call: (text: string) => Promise<unknown>): Promise<Run> {
-  const latencies: number[] = [];
-  let next = 0;
-  const stopWatching = watchLoop();
-  const start = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < requests) {
-        const text = texts[next++ % texts.length] as string;
-        const t0 = performance.now();
-        await call(text);
-        latencies.push(performance.now() - t0);
-      }
-    }),
-  );
-  const elapsed = performance.now() - start;
-  const worstGapMs = stopWatching();
-  latencies.sort((a, b) => a - b);
-  return {
-    textsPerS: (requests * 1000) / elapsed,
-    p50: percentile(latencies, 0.5),
-    p99: percentile(latencies, 0.99),
-    worstGapMs,
-  };
-}
 
 const clf = await Classifier.load(bundleDir, { threads, maxQueue: 100_000 });
 const { maxLength } = clf.info;
@@ -108,8 +71,8 @@ const rows: string[] = [];
 const fmt = (r: Run): string =>
   `${r.textsPerS.toFixed(0)} | ${r.p50.toFixed(1)} / ${r.p99.toFixed(1)} | ${r.worstGapMs.toFixed(0)}`;
 for (const c of levels) {
-  const a = await drive(c, naive);
-  const b = await drive(c, (t) => clf.classify(t));
+  const a = await drive(texts, requests, c, naive);
+  const b = await drive(texts, requests, c, (t) => clf.classify(t));
   rows.push(`| ${c} | ${fmt(a)} | ${fmt(b)} | ${(b.textsPerS / a.textsPerS).toFixed(2)}x |`);
 }
 await handle.close();
@@ -120,7 +83,7 @@ await clf.close();
 const padding: string[] = [];
 for (const lengthAware of [false, true]) {
   const c = await Classifier.load(bundleDir, { threads, maxQueue: 100_000, lengthAware });
-  await drive(256, (t) => c.classify(t));
+  await drive(texts, requests, 256, (t) => c.classify(t));
   const s = c.stats();
   padding.push(
     `| ${lengthAware ? 'length-aware' : 'FIFO'} | ${s.batches} | ${s.realTokens} | ${s.paddedTokens} | ` +

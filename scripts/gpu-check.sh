@@ -4,7 +4,8 @@
 # then run, on the GPU machine from the repository root, with .gpu-carry carried:
 #     bash scripts/gpu-check.sh            (DRY_RUN=1: stop before the first step that needs a GPU)
 # It builds the addon against that torch (CUDA kernels on), checks that doctor sees CUDA, runs
-# the engine tests (the CUDA kernel's included), the GPU Node tests and the GPU benchmark.
+# the engine tests (the CUDA kernel's included), the GPU Node tests, the GPU benchmark and the
+# replicas benchmark (a replica on every device against one device; two streams on one device).
 #
 # Device time is scarce, so one failure must not lose the rest: every step runs (unless one it
 # needs failed), its whole log is kept in $OUT/<n>-<step>.log, its status in $OUT/status.txt,
@@ -110,7 +111,12 @@ fi
 if step "bench model (BERT-base geometry)" bench_model; then
   step "GPU benchmark, 128 tokens" node dist/bench/gpu.js --bundle bench/models/bert-base --dtype float16
   cp "$OUT_DIR/$(printf '%02d' "$N")-GPU-benchmark-128-tokens.log" "$OUT_DIR/gpu-bench.md"
+  # Every device against one (expected >= 0.9 x the device count), and two replicas on one
+  # device (two streams) against one: docs/benchmarks.md, "Replicas".
+  step "replicas benchmark: cuda:* vs cuda:0, 2 streams" node dist/bench/replicas.js \
+    --bundle bench/models/bert-base --texts data/debian/test.jsonl.gz \
+    --configs 'cuda:0:1x1,cuda:*:1x1,cuda:0:2x1' --requests 20000 --concurrency 1024 --rounds 1
 else
-  skip "GPU benchmark" "no bench model"
+  skip "GPU benchmark, replicas benchmark" "no bench model"
 fi
 finish
