@@ -70,7 +70,15 @@ export interface BatchEvent {
 }
 
 /** Runs one batch; resolves with one result per payload, in order. */
-export type RunBatch<T, R> = (payloads: T[]) => Promise<R[]>;
+/**
+ * In place of one payload's result: that payload failed alone (its batch was split down to it).
+ * Its request fails with the error; the rest of the batch is delivered.
+ */
+export class EntryFailure {
+  constructor(readonly error: Error) {}
+}
+
+export type RunBatch<T, R> = (payloads: T[]) => Promise<Array<R | EntryFailure>>;
 
 export interface BatcherStats {
   /** Texts waiting for the device. */
@@ -422,28 +430,30 @@ export class Batcher<T, R> {
     this.#batchSizes[event.size] = (this.#batchSizes[event.size] ?? 0) + 1;
     callListeners(this.#observers, event, 'onBatch');
 
-    let running: Promise<R[]>;
+    let running: Promise<Array<R | EntryFailure>>;
     try {
       running = this.#run(entries.map((e) => e.payload));
     } catch (error) {
       running = Promise.reject(error);
     }
+    const fail = (e: Entry<T, R>, error: Error): void => {
+      if (e.request.fail(error)) {
+        this.#counts.failed++;
+        // The rest of a failed request is dropped rather than run for nobody.
+        this.#queue = this.#queue.filter((q) => q.request !== e.request);
+      }
+    };
     running
       .then(
         (results) =>
           entries.forEach((e, i) => {
             if (e.request.done) return;
+            const result = results[i];
+            if (result instanceof EntryFailure) return fail(e, result.error);
             this.#counts.textsCompleted++;
-            if (e.request.deliver(e.index, results[i] as R)) this.#counts.completed++;
+            if (e.request.deliver(e.index, result as R)) this.#counts.completed++;
           }),
-        (error: Error) =>
-          entries.forEach((e) => {
-            if (e.request.fail(error)) {
-              this.#counts.failed++;
-              // The rest of a failed request is dropped rather than run for nobody.
-              this.#queue = this.#queue.filter((q) => q.request !== e.request);
-            }
-          }),
+        (error: Error) => entries.forEach((e) => fail(e, error)),
       )
       .finally(() => {
         this.#inFlight--;

@@ -7,7 +7,7 @@
  * values and trusts them.
  */
 
-import { Batcher, type BatchEvent, type BatcherStats } from './batcher.js';
+import { Batcher, EntryFailure, type BatchEvent, type BatcherStats } from './batcher.js';
 import type { NativeEngineHandle, NativeInferRequest, NativeInferResult, NativeModelInfo } from './binding.js';
 import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles, type Bundle } from './bundle.js';
 import type { Gate } from './calibration/file.js';
@@ -36,7 +36,7 @@ import {
   type Settings,
   warmupShape,
 } from './options.js';
-import { ReplicaSet, resolveDevices, type ReplicaStats } from './replicas.js';
+import { ReplicaSet, isBatchFault, resolveDevices, type ReplicaStats } from './replicas.js';
 import { resolveRule } from './rule.js';
 import { openRuntime } from './runtime/open.js';
 import { TextTokenizer, type Encoded, type TruncationSide, type TruncationStrategy } from './tokenizer.js';
@@ -45,6 +45,8 @@ import { invalid } from './validate.js';
 export interface ClassifierStats extends BatcherStats {
   /** Batches split in half after the device ran out of memory for them. */
   outOfMemorySplits: number;
+  /** Batches split in half after failing on a replica that was not at fault (a text the model cannot run). */
+  faultSplits: number;
   /** The drift alarm (lib/drift.ts), or null where it is off or the bundle has no drift reference. */
   drift: DriftStats | null;
   /** Per replica, in `info.replicas` order: its work, and its health. */
@@ -94,6 +96,7 @@ interface Row {
   row: number;
   truncated: boolean;
 }
+
 /** The gate in force: the calibration's, unless turned off; asked for where there is none, an error. */
 function gateOf(settings: Settings, bundle: Bundle, bundleDir: string): Gate | undefined {
   if (settings.gate === false) return undefined;
@@ -207,6 +210,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   readonly #inflight = new Set<Promise<unknown>>();
   #closed = false;
   #outOfMemorySplits = 0;
+  #faultSplits = 0;
   readonly #drift: DriftMonitor | undefined;
   /** Whether the model has a token type for a pair's second text. */
   readonly #pairs: boolean;
@@ -499,6 +503,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     return {
       ...this.#batcher.stats(),
       outOfMemorySplits: this.#outOfMemorySplits,
+      faultSplits: this.#faultSplits,
       drift: this.#drift ? this.#drift.stats() : null,
       replicas: this.#replicas.stats(),
     };
@@ -556,12 +561,15 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   /**
    * Refuses new calls and frees the model once the calls already made are settled: with
    * `drain` (the default) they all run; with `drain: false` the ones still queued reject
-   * with ClosedError, and only batches already on the device finish. Idempotent.
+   * with ClosedError, and only batches already on the device finish. Idempotent, except that
+   * `drain: false` during a drain hurries it: what is still queued rejects then.
    */
   close(options: { drain?: boolean } = {}): Promise<void> {
-    if (!this.#closed) {
+    const drain = options.drain ?? true;
+    if (this.#closed) {
+      if (!drain) void this.#batcher.close('reject');
+    } else {
       this.#closed = true;
-      const drain = options.drain ?? true;
       this.#closing = (async () => {
         if (!drain) await this.#batcher.close('reject');
         await Promise.allSettled(this.#inflight);
@@ -607,20 +615,33 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   }
 
   /**
-   * A batch the device has no memory for is split in halves and retried, down to single
-   * texts; a text that does not fit alone fails with OutOfMemoryError (its batch-mates are
-   * answered). The halves run one after the other, so their peaks do not add up.
+   * A batch the device has no memory for is split in halves and retried on its replica, down
+   * to single texts; a text that does not fit alone fails with OutOfMemoryError. A batch that
+   * fails on a replica its probe then finds healthy (a text the model cannot run: the replica
+   * is fine) is split the same way, each half free to run on any replica, down to the text that
+   * fails. Either way only the calls holding a text that failed alone fail: their batch-mates
+   * are answered. The halves run one after the other, so their peaks do not add up.
    */
-  async #infer(jobs: Job[]): Promise<Row[]> {
-    return this.#replicas.run(jobs.length, (handle) => this.#split(handle, jobs));
+  async #infer(jobs: Job[]): Promise<Array<Row | EntryFailure>> {
+    try {
+      return await this.#replicas.run(jobs.length, (handle) => this.#split(handle, jobs));
+    } catch (error) {
+      if (!isBatchFault(error)) throw error;
+      if (jobs.length === 1) return [new EntryFailure(error as Error)];
+      this.#faultSplits++;
+      const half = Math.ceil(jobs.length / 2);
+      const first = await this.#infer(jobs.slice(0, half));
+      return [...first, ...(await this.#infer(jobs.slice(half)))];
+    }
   }
 
   /** The out-of-memory split, on the replica that ran out: its halves run one after the other there. */
-  async #split(handle: NativeEngineHandle, jobs: Job[]): Promise<Row[]> {
+  async #split(handle: NativeEngineHandle, jobs: Job[]): Promise<Array<Row | EntryFailure>> {
     try {
       return await this.#forward(handle, jobs);
     } catch (error) {
-      if (jobs.length === 1 || (error as { code?: unknown } | null)?.code !== 'ERR_OUT_OF_MEMORY') throw error;
+      if ((error as { code?: unknown } | null)?.code !== 'ERR_OUT_OF_MEMORY') throw error;
+      if (jobs.length === 1) return [new EntryFailure(error as Error)];
       this.#outOfMemorySplits++;
       const half = Math.ceil(jobs.length / 2);
       const first = await this.#split(handle, jobs.slice(0, half));

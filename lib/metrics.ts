@@ -80,6 +80,14 @@ export function createMetrics(classifier: Classifier<string, string>): ServerMet
       this.set(classifier.stats().outOfMemorySplits);
     },
   });
+  new Gauge({
+    name: 'bertgate_fault_splits',
+    help: 'Batches split in half since start because they failed on a replica its probe then found healthy',
+    registers: [registry],
+    collect() {
+      this.set(classifier.stats().faultSplits);
+    },
+  });
   // Per replica: label values are bounded by the replicas loaded (at most 64 per device).
   const replicaLabels = ['replica', 'device'] as const;
   const perReplica = (

@@ -245,7 +245,7 @@ const DEVICE_FORMS = '"cpu", "cuda", "cuda:N", "cuda:*" or a non-empty list of C
 export const MAX_REPLICAS = 64;
 
 function parseOne(value: unknown): { device: 'cpu' | 'cuda'; index: number | 'all' } {
-  const match = typeof value === 'string' ? /^(cpu|cuda)(?::(\d{1,3}|\*))?$/.exec(value) : null;
+  const match = typeof value === 'string' ? /^(cpu|cuda)(?::(0|[1-9]\d{0,8}|\*))?$/.exec(value) : null;
   if (!match || (match[1] === 'cpu' && match[2] !== undefined)) throw invalid(option('device'), DEVICE_FORMS, value);
   return { device: match[1] as 'cpu' | 'cuda', index: match[2] === '*' ? 'all' : Number(match[2] ?? 0) };
 }
@@ -287,9 +287,10 @@ export function oversubscription(settings: Pick<Settings, 'device' | 'replicas' 
   const cores = availableParallelism();
   const threads = settings.replicas * settings.threads;
   if (settings.device !== 'cpu' || threads <= cores) return undefined;
+  const lower = settings.threads > 1 ? 'lower "threads" or "replicas"' : 'lower "replicas"';
   return (
-    `${settings.replicas} replicas x ${settings.threads} threads = ${threads} threads on ${cores} cores: ` +
-    'they will contend for the cores; lower "threads" or "replicas"'
+    `${settings.replicas} replicas x ${settings.threads} thread${settings.threads > 1 ? 's' : ''} each = ${threads} ` +
+    `threads on ${cores} cores: they will contend for the cores; ${lower}`
   );
 }
 

@@ -5,12 +5,14 @@
  * free less often, so unequal devices balance themselves, with no router or weights to tune.
  *
  * Health. A batch that fails with an engine fault (not out-of-memory: that splits the batch
- * on its replica; not bad input: that never reaches a replica) suspends its replica and moves
- * to another healthy one it has not tried. The suspended replica is then probed with a one-text
- * batch: a replica that cannot run even that is taken out for good (its failure kept for
- * stats, a process warning and the metrics); one that can was failed by its batch, and comes
- * back. So a batch that breaks every replica it meets fails alone and takes none of them out,
- * and the last healthy replica is judged the same way as the others.
+ * on its replica; not bad input: that never reaches a replica) suspends its replica, which is
+ * then probed with a one-text batch, and the probe says whose fault it was. A replica that cannot
+ * run even that is taken out for good (its failure kept for stats, a process warning and the
+ * metrics), and the batch moves to a healthy replica it has not tried. A replica that can was
+ * failed by its batch: it comes back, and the batch fails as a batch fault (isBatchFault), which
+ * the classifier splits in halves down to the text that fails, so its batch-mates are answered.
+ * A fault that leaves no replica healthy fails its batch with NoHealthyReplicaError, as every
+ * later call does (serve: 503).
  */
 
 import type { NativeEngineHandle, NativeInferRequest, NativeInferResult, NativeModelInfo } from './binding.js';
@@ -28,6 +30,13 @@ const ENGINE_FAULTS = new Set([
 export function isEngineFault(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' && ENGINE_FAULTS.has(code);
+}
+
+const batchFaults = new WeakSet<object>();
+
+/** The batch failed on a replica that then ran a one-text probe: a text in it is at fault, not the replica. */
+export function isBatchFault(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && batchFaults.has(error);
 }
 
 export interface ReplicaStats {
@@ -62,6 +71,8 @@ class Replica {
   healthy = true;
   /** Off the rota while a probe decides whether the fault was the replica's. */
   suspended = false;
+  /** The probe under way while suspended. */
+  probe: Promise<void> = Promise.resolve();
   failure: string | null = null;
   #busySince = 0;
 
@@ -208,16 +219,17 @@ export class ReplicaSet {
 
   /**
    * Runs `forward` (a batch, with its out-of-memory splitting) on the available replica with
-   * the fewest batches in flight. An engine fault suspends that replica and the batch moves
-   * to another, each replica tried at most once: two replicas that broke together cannot fail
-   * a batch while a third is healthy, and a batch that breaks every replica costs one run on
-   * each (their probes then bring back those it wronged).
+   * the fewest batches in flight. An engine fault suspends that replica until its one-text
+   * probe answers: a replica the probe takes out passes the batch to another it has not tried
+   * (two replicas that broke together cannot fail a batch while a third is healthy); one the
+   * probe brings back was failed by the batch itself, which then fails as a batch fault.
    */
   async run<R>(texts: number, forward: Forward<R>): Promise<R> {
     const tried = new Set<Replica>();
     for (;;) {
       // Picked and started in the same tick: batches formed together spread over the replicas.
       const replica = this.#pick(tried) ?? (await this.#wait(tried));
+      let fault: Error;
       replica.start();
       try {
         const result = await forward(replica.handle);
@@ -226,13 +238,19 @@ export class ReplicaSet {
         return result;
       } catch (error) {
         if (!isEngineFault(error)) throw error;
-        tried.add(replica);
-        if (replica.available) this.#suspend(replica, error as Error);
-        if (!this.#replicas.some((r) => r.healthy && !tried.has(r)))
-          throw onReplica(error as Error, replica, tried.size);
+        fault = error as Error;
       } finally {
         replica.end();
       }
+      tried.add(replica);
+      if (replica.available) this.#suspend(replica, fault);
+      await replica.probe;
+      if (replica.healthy) {
+        const error = onReplica(fault, replica);
+        batchFaults.add(error);
+        throw error;
+      }
+      if (this.healthy === 0) throw this.noneHealthy();
     }
   }
 
@@ -296,23 +314,25 @@ export class ReplicaSet {
       }
       this.#onChange();
     })();
+    replica.probe = probe;
     this.#probes.add(probe);
     void probe.finally(() => this.#probes.delete(probe));
   }
 }
 
 /**
- * The error a batch fails with once no replica is left to try, in the native shape
+ * The error of a batch that failed on a replica its probe found healthy, in the native shape
  * (errors.ts's fromNative types it by code), naming the replica. A replica whose engine was
  * closed under it (ERR_CLOSED) is a fault of that replica, not a closed classifier: it fails
  * as ERR_INFERENCE, so a caller does not stop using a classifier that is still open.
  */
-function onReplica(error: Error, replica: Replica, tried: number): Error {
+function onReplica(error: Error, replica: Replica): Error {
   const code = (error as { code?: unknown }).code;
   const closed = code === 'ERR_CLOSED';
-  const where = `replica ${replica.index} (${replica.device})${tried > 1 ? `, the last of ${tried} replicas tried` : ''}`;
   const why = closed ? `its engine was closed under it (${error.message})` : error.message;
-  return Object.assign(new Error(`the batch failed on ${where}: ${why}`), { code: closed ? 'ERR_INFERENCE' : code });
+  return Object.assign(new Error(`the batch failed on replica ${replica.index} (${replica.device}): ${why}`), {
+    code: closed ? 'ERR_INFERENCE' : code,
+  });
 }
 
 /** The CUDA devices a plan names, checked against the devices this process sees. */

@@ -4,7 +4,9 @@
  *   POST /classify   {"text": "..."} -> {"decision": {...}}
  *                    {"texts": ["...", {"text": "...", "pair": "..."}]} -> {"decisions": [...]}
  *                    optional "timeoutMs"; a client that disconnects cancels its texts
- *   GET  /healthz    the process is up
+ *   GET  /healthz    the process can serve: 503 once no replica is healthy (a replica taken out
+ *                    stays out until the model is loaded again, so a restart is the cure: a
+ *                    liveness probe on it restarts the pod); 200 while shutting down
  *   GET  /readyz     should this process get traffic: 503 while shutting down or with no healthy
  *                    replica. A full queue does not flip it: that is a 429 per request, so one
  *                    burst cannot take every pod of a Service out at once
@@ -307,15 +309,23 @@ export function createServer(classifier: Classifier<string, string>, options: Se
     fail(reply, 404, 'ERR_NOT_FOUND', `no route ${request.method} ${request.url}`),
   );
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
+  /** The replicas that can run a batch, of all loaded: what both probes answer on. */
+  const replicaHealth = (): { healthy: number; total: number } => {
+    const replicas = classifier.stats().replicas;
+    return { healthy: replicas.filter((r) => r.healthy).length, total: replicas.length };
+  };
+
+  app.get('/healthz', async (_request, reply) => {
+    const replicas = replicaHealth();
+    if (replicas.healthy === 0) return reply.code(503).send({ status: 'no healthy replica', replicas });
+    return { status: 'ok', replicas };
+  });
 
   app.get('/readyz', async (_request, reply) => {
-    const stats = classifier.stats();
-    const healthy = stats.replicas.filter((r) => r.healthy).length;
-    const replicas = { healthy, total: stats.replicas.length };
+    const replicas = replicaHealth();
     if (shuttingDown) return reply.code(503).send({ status: 'shutting down', replicas });
-    if (healthy === 0) return reply.code(503).send({ status: 'no healthy replica', replicas });
-    return { status: 'ready', queueDepth: stats.queueDepth, replicas };
+    if (replicas.healthy === 0) return reply.code(503).send({ status: 'no healthy replica', replicas });
+    return { status: 'ready', queueDepth: classifier.stats().queueDepth, replicas };
   });
 
   app.get('/stats', async () => classifier.stats());

@@ -170,7 +170,10 @@ describe('bertgate doctor', () => {
     // More threads than any machine's cores: placed (a load would warn, not refuse), and said.
     const crowded = await bertgate(['doctor', '--replicas', '64', '--threads', '64']);
     assert.equal(crowded.code, 0, crowded.stderr);
-    assert.match(crowded.stdout, /\n {2}note: 64 replicas x 64 threads = 4096 threads on \d+ cores: they will contend/);
+    assert.match(
+      crowded.stdout,
+      /\n {2}note: 64 replicas x 64 threads each = 4096 threads on \d+ cores: they will contend/,
+    );
     const json = JSON.parse((await bertgate(['doctor', '--json', '--replicas', '2'])).stdout) as { replicas: unknown };
     assert.deepEqual(json.replicas, [
       { replica: 0, device: 'cpu', deviceIndex: 0 },

@@ -1,17 +1,21 @@
 // Replicas: one batcher feeding several engines. Two CPU replicas answer exactly as one does and
 // both take batches; they share one copy of the weights; a replica taken out on purpose (its
 // native engine closed under it: sabotageReplica, a real native fault) leaves the others
-// answering every call, nothing lost or answered twice; with none left, a typed error. And
-// every bad `device` / `replicas` is refused by name.
+// answering every call, nothing lost or answered twice; with none left, a typed error; a text the
+// model cannot run (the poison fixture) fails alone, its batch-mates answered and no replica
+// taken out. And every bad `device` / `replicas` is refused by name.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { execFile } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 import {
   Classifier,
+  ClosedError,
   DEFAULT_MODEL,
   DeviceUnavailableError,
   InferenceError,
@@ -19,12 +23,30 @@ import {
   NoHealthyReplicaError,
 } from '../lib/index.js';
 import { sabotageReplica } from '../lib/classifier.js';
+import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { bundle, expectRejects, rejectsWith, wordTexts } from './helpers.js';
 
 const TEXTS = wordTexts(400, 7);
 
-function rssMb(): number {
-  return process.memoryUsage().rss / 2 ** 20;
+/** In a fresh process: how much the default model's load with `replicas` grows the RSS, and how many replicas then take a batch. */
+async function loadGrowth(replicas: number): Promise<{ mb: number; busy: number }> {
+  const script = `
+    import { Classifier } from ${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'lib', 'index.js'))};
+    const warm = await Classifier.load(${JSON.stringify(bundle('labels2'))}, { threads: 1, verify: false });
+    await warm.classify('libtorch loaded');
+    await warm.close();
+    const before = process.memoryUsage().rss;
+    const c = await Classifier.load(undefined, { threads: 1, replicas: ${replicas}, verify: false });
+    const mb = (process.memoryUsage().rss - before) / 2 ** 20;
+    const texts = Array.from({ length: 64 }, (_, i) => 'a library for parsing XML, number ' + i);
+    await Promise.all(Array.from({ length: 8 }, () => c.classify(texts)));
+    const busy = c.stats().replicas.filter((r) => r.batches > 0).length;
+    await c.close();
+    console.log(JSON.stringify({ mb, busy }));`;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...process.env, NODE_NO_WARNINGS: '1' },
+  });
+  return JSON.parse(stdout.trim().split('\n').at(-1) as string) as { mb: number; busy: number };
 }
 
 describe('replicas', () => {
@@ -66,26 +88,20 @@ describe('replicas', () => {
 
   it('CPU replicas share the weights: each one past the first adds far less than a copy of the model', async () => {
     // The default model: 14.5 MB of fp16 weights on disk, about 29 MB as the fp32 a CPU runs.
+    // Each count in a fresh process (libtorch already loaded by a tiny model first), right after
+    // the load: what a replica adds for the weights. Running batches adds working memory per
+    // pass in flight, which is not the weights (docs/benchmarks.md, "Replicas").
     const weightsMb = (2 * statSync(join(DEFAULT_MODEL, 'model.pt')).size) / 2 ** 20;
-    const texts = TEXTS.slice(0, 64);
-    const start = rssMb();
-    const one = await Classifier.load(undefined, { threads: 1, verify: false });
-    await one.classify(texts);
-    const oneMb = rssMb() - start;
-    const mid = rssMb();
-    const four = await Classifier.load(undefined, { threads: 1, replicas: 4, verify: false });
-    await four.classify([...texts, ...texts, ...texts, ...texts]);
-    const fourMb = rssMb() - mid;
-    const busy = four.stats().replicas.filter((r) => r.batches > 0).length;
-    await Promise.all([one.close(), four.close()]);
-    const perReplica = (fourMb - oneMb) / 3;
-    assert.ok(oneMb > weightsMb / 2, `one classifier grew the RSS by ${oneMb.toFixed(1)} MB: the weights should show`);
+    const one = await loadGrowth(1);
+    const four = await loadGrowth(4);
+    const perReplica = (four.mb - one.mb) / 3;
+    assert.ok(one.mb > weightsMb / 2, `one replica grew the RSS by ${one.mb.toFixed(1)} MB: the weights should show`);
     assert.ok(
-      perReplica < weightsMb / 2,
-      `each replica past the first added ${perReplica.toFixed(1)} MB (one classifier: ${oneMb.toFixed(1)} MB, ` +
-        `four replicas: ${fourMb.toFixed(1)} MB); a copy of the weights is ${weightsMb.toFixed(1)} MB`,
+      perReplica < weightsMb / 4,
+      `each replica past the first added ${perReplica.toFixed(1)} MB at load (one: ${one.mb.toFixed(1)} MB, ` +
+        `four: ${four.mb.toFixed(1)} MB); a copy of the weights is ${weightsMb.toFixed(1)} MB`,
     );
-    assert.ok(busy >= 2, `only ${busy} of 4 replicas took a batch`);
+    assert.equal(four.busy, 4, 'every replica took a batch');
   });
 
   it('a replica that fails is taken out; the other answers every call, nothing lost or answered twice', async () => {
@@ -173,14 +189,9 @@ describe('replicas', () => {
     process.on('warning', onWarning);
     try {
       await sabotageReplica(c, 0);
-      // The batch that meets the fault fails with it (there is no other replica to retry on), as
-      // a fault of that replica: the classifier itself is open, so not a ClosedError ...
-      await rejectsWith(
-        c.classify('first'),
-        InferenceError,
-        /the batch failed on replica 0 \(cpu\): its engine was closed under it/,
-      );
-      await new Promise((r) => setTimeout(r, 50));
+      // The batch that meets the fault fails as every later call does: the replica's probe took
+      // it out, and a client told "no healthy replica" (serve: 503) retries elsewhere.
+      await rejectsWith(c.classify('first'), NoHealthyReplicaError, /no healthy replica.*0 \(cpu\): ERR_CLOSED/);
       assert.equal(c.stats().replicas[0]?.healthy, false);
       // ... and every call after the probe's verdict is refused at once, by name.
       await rejectsWith(c.classify('second'), NoHealthyReplicaError, /no healthy replica.*0 \(cpu\): ERR_CLOSED/);
@@ -188,6 +199,65 @@ describe('replicas', () => {
       process.off('warning', onWarning);
       await c.close();
     }
+  });
+
+  it('a text the model cannot run fails alone: its batch-mates are answered and no replica is taken out', async () => {
+    // The poison fixture's model raises for a batch holding [UNK]: the batch fails on a replica
+    // whose one-text probe then answers, so the batch is split down to the text at fault.
+    const c = await Classifier.load(bundle('poison'), { threads: 1, replicas: 2, maxBatchSize: 16, maxDelayMs: 20 });
+    try {
+      const good = TEXTS.slice(0, 15);
+      const reference = await c.classify(good);
+      const poisoned = c.classify('hieroglyph 𓀀 here');
+      const mates = good.map((t) => c.classify(t));
+      const pair = c.classify(['install the package', 'another 𓀀 one']);
+      const [p, m, pr] = await Promise.all([
+        poisoned.then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+        Promise.allSettled(mates),
+        pair.then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      ]);
+      assert.ok(p instanceof InferenceError, String(p));
+      assert.match(p.message, /cannot run a text holding \[UNK\]/);
+      assert.ok(pr instanceof InferenceError, `a call holding a text at fault fails: ${String(pr)}`);
+      assert.deepEqual(
+        m.map((r) => (r.status === 'fulfilled' ? r.value.label : `rejected: ${String(r.reason)}`)),
+        reference.map((d) => d.label),
+      );
+      const s = c.stats();
+      assert.ok(s.faultSplits >= 1, JSON.stringify(s.batchSizes));
+      assert.ok(
+        s.replicas.every((r) => r.healthy),
+        JSON.stringify(s.replicas),
+      );
+      assert.equal(s.requests.failed, 2);
+      const [still] = await c.classify(['still answering']);
+      assert.ok(still?.label);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('close({ drain: false }) during a drain hurries it: what is still queued rejects', async () => {
+    const c = await Classifier.load(bundle('labels50'), { threads: 1, maxBatchSize: 1, batchesInFlight: 1 });
+    const calls = Promise.allSettled(Array.from({ length: 200 }, (_, i) => c.classify(TEXTS[i] as string)));
+    await new Promise((r) => setImmediate(r));
+    const draining = c.close();
+    assert.equal(c.close({ drain: false }), draining, 'the same close');
+    await draining;
+    const settled = await calls;
+    const closed = settled.filter((r) => r.status === 'rejected' && r.reason instanceof ClosedError).length;
+    assert.ok(closed > 100, `${closed} of 200 queued calls were rejected`);
+    assert.equal(
+      settled.filter((r) => r.status === 'fulfilled').length + closed,
+      200,
+      'each call answered or closed, once',
+    );
   });
 
   it('refuses a bad device list or replica count by name', async () => {
@@ -198,6 +268,8 @@ describe('replicas', () => {
       [{ device: ['cuda:0', 'cpu'] }, /CUDA devices only.*"cpu"/],
       [{ device: ['cuda:*'] }, /CUDA devices only.*"cuda:\*"/],
       [{ device: 'cuda:x' }, /"device"/],
+      [{ device: 'cuda:01' }, /"device".*got "cuda:01"/],
+      [{ device: ['cuda:0', ' cuda:1'] }, /"device".*got " cuda:1"/],
       [{ replicas: 0 }, /"replicas"/],
       [{ replicas: 1e9 }, /"replicas"/],
       [{ replicas: 1.5 }, /"replicas"/],
@@ -214,6 +286,12 @@ describe('replicas', () => {
       Classifier.load(bundle('labels2'), { device: ['cuda:0', 'cuda:999'] }),
       DeviceUnavailableError,
       /cuda:(0|999)/,
+    );
+    // Any index is a device to look for (a syntax error only for leading zeros or a sign).
+    await expectRejects(
+      Classifier.load(bundle('labels2'), { device: 'cuda:1000' }),
+      DeviceUnavailableError,
+      /cuda:1000/,
     );
     const cudaStar = Classifier.load(bundle('labels2'), { device: 'cuda:*' });
     const result = await cudaStar.then(
@@ -239,7 +317,7 @@ describe('replicas', () => {
       await c.close();
       await new Promise((r) => setImmediate(r));
       assert.ok(
-        warnings.some((w) => /64 replicas x 64 threads = 4096 threads on \d+ cores/.test(w.message)),
+        warnings.some((w) => /64 replicas x 64 threads each = 4096 threads on \d+ cores/.test(w.message)),
         warnings.map((w) => w.message).join('\n'),
       );
     } finally {

@@ -1,7 +1,8 @@
 // What a load balancer sees of replicas through `serve`: /readyz means "send this process traffic"
 // (503 only while shutting down or with no healthy replica; a full queue is a 429 per request and
 // leaves it ready), the replica metrics carry a bounded replica/device label, and a classifier with
-// every replica taken out answers 503 ERR_NO_HEALTHY_REPLICA.
+// every replica taken out answers 503 ERR_NO_HEALTHY_REPLICA, from the request that met the fault
+// on, and fails its liveness probe (/healthz 503): only a restart brings a replica back.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -91,14 +92,20 @@ describe('serve with replicas', () => {
     }
   });
 
-  it('with no healthy replica: /readyz 503, and /classify 503 ERR_NO_HEALTHY_REPLICA', async () => {
+  it('with no healthy replica: /readyz and /healthz 503, and /classify 503 ERR_NO_HEALTHY_REPLICA', async () => {
     const s = await served({ threads: 1 });
     const onWarning = (): void => {};
     process.on('warning', onWarning);
     try {
+      assert.equal((await fetch(`${s.url}/healthz`)).status, 200);
       await sabotageReplica(s.clf, 0);
-      await s.clf.classify('meets the fault').catch(() => {});
-      await new Promise((r) => setTimeout(r, 50));
+      // The request that meets the fault is answered as the ones after it: 503, not a 500.
+      const first = await fetch(`${s.url}/classify`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ text: 'meets the fault' }),
+      });
+      assert.equal(first.status, 503);
       const ready = await fetch(`${s.url}/readyz`);
       assert.equal(ready.status, 503);
       assert.deepEqual(await ready.json(), { status: 'no healthy replica', replicas: { healthy: 0, total: 1 } });
@@ -111,6 +118,11 @@ describe('serve with replicas', () => {
       const body = (await r.json()) as { error: { code: string; message: string } };
       assert.equal(body.error.code, 'ERR_NO_HEALTHY_REPLICA');
       assert.match(body.error.message, /replica.*0 \(cpu\): ERR_CLOSED/);
+      // Liveness too: a replica taken out stays out until the model loads again, so the process
+      // should be restarted (deploy/kubernetes points its livenessProbe here).
+      const live = await fetch(`${s.url}/healthz`);
+      assert.equal(live.status, 503);
+      assert.deepEqual(await live.json(), { status: 'no healthy replica', replicas: { healthy: 0, total: 1 } });
     } finally {
       process.off('warning', onWarning);
       await s.close();

@@ -187,7 +187,10 @@ describe('bertgate serve', () => {
   it('reports health, readiness and Prometheus metrics', async () => {
     const server = await serve(['--model', bundle('labels2')]);
     try {
-      assert.deepEqual(await (await fetch(`${server.url}/healthz`)).json(), { status: 'ok' });
+      assert.deepEqual(await (await fetch(`${server.url}/healthz`)).json(), {
+        status: 'ok',
+        replicas: { healthy: 1, total: 1 },
+      });
       assert.deepEqual(await (await fetch(`${server.url}/readyz`)).json(), {
         status: 'ready',
         queueDepth: 0,

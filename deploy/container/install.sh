@@ -21,6 +21,10 @@ app=$1
 package=$2
 torch=${TORCH:-torch==2.11.0}
 
+# A tarball given by a relative path is found from where the script was run, not from APP_DIR.
+if [ -e "$package" ]; then
+  package=$(cd "$(dirname "$package")" && pwd)/$(basename "$package")
+fi
 mkdir -p "$app"
 cd "$app"
 app=$(pwd)

@@ -18,11 +18,13 @@ Commands:
       Classify the texts given, or else each line of stdin (plain text, or JSONL with a
       "text" field; blank lines are skipped). Prints one JSON decision per line, in order.
       Without --model, the bundled default model is used.
-      Options: --device cpu|cuda|cuda:N  --dtype float32|float16|bfloat16  --temperature T
-               --other-label NAME  --top-k K  --threads N  --batch-size N
+      Options: --device cpu|cuda|cuda:N|cuda:*|cuda:0,cuda:1  --replicas N (per device)
+               --dtype float32|float16|bfloat16  --temperature T  --other-label NAME  --top-k K
+               --threads N (per replica)  --batch-size N
   serve [--model DIR] [--port P] [--host H] [--body-limit BYTES] [--max-texts N] [--request-timeout-ms MS]
         [--drain-timeout-ms MS]
       HTTP JSON API: POST /classify {"text"} or {"texts"}; GET /healthz, /readyz, /metrics, /stats.
+      Takes classify's options (--device and --replicas place the model's replicas).
       Batching: --batch-size N --max-batch-tokens N --max-delay-ms MS --max-queue N
                 --batches-in-flight N --fifo (no length-aware grouping). Stops gracefully on
                 SIGTERM or SIGINT (a second one is ignored); a third signal, or the drain
@@ -53,9 +55,10 @@ Commands:
   build [--cuda auto|on|off]
       Compile the addon and an engine for the libtorch found (cmake, g++; nvcc for the CUDA
       kernels) into this package's build/Release, for a torch no shipped engine fits.
-  doctor [--json]
+  doctor [--json] [--device D] [--replicas N] [--threads N]
       Report the addon, the libtorch lookup, the engine chosen for it (and why each other one
-      does not fit), CUDA and threads; exit 1 if anything is missing.
+      does not fit), CUDA and threads, and where the replicas of those flags would run (with a
+      note when they would take more threads than cores); exit 1 if anything is missing.
   demo
       Classify a few sample texts with the bundled default model.
 `;

@@ -131,11 +131,26 @@ class NanOnUnknown(torch.nn.Module):
         return torch.where(bad, torch.full_like(logits, float("nan")), logits)
 
 
-def build_nan_bundle(source: Path, out: Path) -> None:
-    """The labels2 bundle with a model whose logits are NaN on unknown tokens."""
+class RaiseOnUnknown(torch.nn.Module):
+    """Wraps a traced model: a batch holding [UNK] anywhere raises, as a model that cannot run
+    one of its inputs does (the replicas' batch-fault split is tested with it)."""
+
+    def __init__(self, inner: torch.jit.ScriptModule, unk_id: int):
+        super().__init__()
+        self.inner = inner
+        self.unk_id = unk_id
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        if bool((ids == self.unk_id).any()):
+            raise RuntimeError("this model cannot run a text holding [UNK]")
+        return self.inner(ids, mask, types)["logits"]
+
+
+def build_wrapped_bundle(source: Path, out: Path, wrapper: type[torch.nn.Module]) -> None:
+    """The source bundle with its model wrapped by `wrapper(model, unk_id)`."""
     shutil.copytree(source, out, dirs_exist_ok=True)
     unk = AutoTokenizer.from_pretrained(source).unk_token_id
-    save_torchscript(torch.jit.script(NanOnUnknown(torch.jit.load(str(source / "model.pt")), unk)), out / "model.pt")
+    save_torchscript(torch.jit.script(wrapper(torch.jit.load(str(source / "model.pt")), unk)), out / "model.pt")
     # A new model.pt: seal it again, as the exporter would have.
     manifest = json.loads((out / "bundle.json").read_text())
     manifest["files"] = file_digests(out)
@@ -232,7 +247,8 @@ def build(out: Path) -> None:
         spec = ModelSpec(labels=["a", "b"], hidden=32, heads=2, max_positions=64, seed=5, extra={"type_vocab_size": 1})
         export_fixture(build_model_dir(spec, Path(tmp) / "onetype"), out / "onetype")
         print("fixtures: onetype (type_vocab_size 1)")
-    build_nan_bundle(out / "labels2", out / "nan")
+    build_wrapped_bundle(out / "labels2", out / "nan", NanOnUnknown)
+    build_wrapped_bundle(out / "labels2", out / "poison", RaiseOnUnknown)
     tokenizer_corpus.build(out / "tokenizers")
     build_user_model(out)
 
