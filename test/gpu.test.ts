@@ -135,41 +135,8 @@ describe('on a CUDA device', { skip }, () => {
       Classifier.load(bundle('labels2'), { device: `cuda:${devices}` }),
       (e: unknown) =>
         e instanceof DeviceUnavailableError &&
-        e.message === `device 'cuda:${devices}' was requested but only ${devices} CUDA device(s) exist`,
+        e.message.startsWith(`device 'cuda:${devices}' does not exist: libtorch sees ${devices} GPU`),
     );
-  });
-
-  // Last: the memory cap is process-wide and stays after close().
-  it('a batch the device has no memory for is split and retried, answers unchanged', async () => {
-    // 256 texts of 512 tokens need hundreds of MB of activations; the allocator may hold 0.1% of
-    // the device (about 80 MB on an H100, 140 MB on an H200), so the full batch cannot fit.
-    const texts = Array.from({ length: 256 }, (_, i) =>
-      Array.from({ length: 600 }, (_, j) => `w${(i + j) % 40}`).join(' '),
-    );
-    const free = await Classifier.load(bundle('long'), {
-      device: 'cuda',
-      dtype: 'float32',
-      maxBatchSize: 256,
-      maxBatchTokens: 256 * 512,
-    });
-    const reference = await free.logits(texts);
-    await free.close();
-    const capped = await Classifier.load(bundle('long'), {
-      device: 'cuda',
-      dtype: 'float32',
-      maxBatchSize: 256,
-      maxBatchTokens: 256 * 512,
-      cudaMemoryFraction: 0.001,
-    });
-    try {
-      const rows = await capped.logits(texts);
-      // The cap was hit: the full batch failed and was split (the cached blocks the uncapped
-      // classifier left behind were handed back when the cap was set, not reused past it).
-      assert.ok(capped.stats().outOfMemorySplits >= 1, JSON.stringify(capped.stats().batchSizes));
-      rows.forEach((row, i) => assert.ok(maxAbsDiff(row, reference[i] as Float32Array) <= 1e-4, `text ${i}`));
-    } finally {
-      await capped.close();
-    }
   });
 
   it("replicas on every device ('cuda:*', two per device) answer as one does, and each takes batches", async () => {

@@ -37,4 +37,13 @@ inline std::string Brief(const c10::Error& e) {
   return Brief(e.what_without_backtrace());
 }
 
+// Allocation failures do not always arrive as c10::OutOfMemoryError: the CPU allocator
+// raises a plain c10::Error, and the TorchScript interpreter may rethrow an op's error as a
+// std::runtime_error carrying the message. The messages are libtorch's own and stable.
+inline bool LooksLikeOutOfMemory(const std::string& message) {
+  return message.find("can't allocate memory") != std::string::npos ||
+         message.find("CUDA out of memory") != std::string::npos ||
+         message.find("CUDA error: out of memory") != std::string::npos;
+}
+
 }  // namespace bertgate

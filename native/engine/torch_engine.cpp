@@ -21,15 +21,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Allocation failures do not always arrive as c10::OutOfMemoryError: the CPU allocator
-// raises a plain c10::Error, and the TorchScript interpreter may rethrow an op's error as a
-// std::runtime_error carrying the message. The messages are libtorch's own and stable.
-bool LooksLikeOutOfMemory(const std::string& message) {
-  return message.find("can't allocate memory") != std::string::npos ||
-         message.find("CUDA out of memory") != std::string::npos ||
-         message.find("CUDA error: out of memory") != std::string::npos;
-}
-
 std::string Shape(int64_t rows, int64_t seq_len) {
   return std::to_string(rows) + " x " + std::to_string(seq_len) + " tokens";
 }

@@ -189,9 +189,19 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
   }
   // The executor profiles the first runs and the fuser compiles for what it saw: done here, at
   // a shape like the traffic's, the first requests find the optimised graph ready.
+  // Under a memory cap (cudaMemoryFraction) or on a busy device the full batch may not fit: the
+  // warm-up halves its rows until one fits, as the classifier splits batches at run time (the
+  // sequence length, which the executor profiles, stays). Only one row that does not fit fails.
   if (options.warmup_rows > 0 && options.warmup_seq_len > 0) {
-    const ModelOutput warm = Run(path, options.warmup_rows, options.warmup_seq_len, " (warm-up)");
-    CheckedLogits(warm.logits, options.warmup_rows, info_.num_labels);
+    for (int64_t rows = options.warmup_rows;; rows = (rows + 1) / 2) {
+      try {
+        const ModelOutput warm = Run(path, rows, options.warmup_seq_len, " (warm-up)");
+        CheckedLogits(warm.logits, rows, info_.num_labels);
+        break;
+      } catch (const EngineError& e) {
+        if (rows == 1 || !LooksLikeOutOfMemory(e.what())) throw;
+      }
+    }
   }
 }
 
