@@ -36,7 +36,7 @@ import {
   type Settings,
   warmupShape,
 } from './options.js';
-import { ReplicaSet, isBatchFault, resolveDevices, type ReplicaStats } from './replicas.js';
+import { ReplicaSet, isBatchFault, resolveDevices, textAtFault, type ReplicaStats } from './replicas.js';
 import { resolveRule } from './rule.js';
 import { openRuntime } from './runtime/open.js';
 import { TextTokenizer, type Encoded, type TruncationSide, type TruncationStrategy } from './tokenizer.js';
@@ -627,7 +627,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       return await this.#replicas.run(jobs.length, (handle) => this.#split(handle, jobs));
     } catch (error) {
       if (!isBatchFault(error)) throw error;
-      if (jobs.length === 1) return [new EntryFailure(error as Error)];
+      if (jobs.length === 1) return [new EntryFailure(textAtFault(error as Error))];
       this.#faultSplits++;
       const half = Math.ceil(jobs.length / 2);
       const first = await this.#infer(jobs.slice(0, half));

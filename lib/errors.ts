@@ -178,8 +178,14 @@ export function callerStack(below: (...args: never[]) => unknown): string {
 /** Gives `error` the caller's stack frames in place of the ones it was created with. */
 export function restack<E extends Error>(error: E, stack: string): E {
   const frames = stack.split('\n').slice(1).join('\n');
-  error.stack = `${error.name}: ${error.message}\n${frames}`;
-  return error;
+  // A copy for this caller: one error can fail many calls (every call with a text in a failed
+  // batch), and each must get its own object, with its own stack, that no other caller touches.
+  const copy = Object.create(Object.getPrototypeOf(error) as object) as E;
+  for (const key of Reflect.ownKeys(error)) {
+    Object.defineProperty(copy, key, Reflect.getOwnPropertyDescriptor(error, key) as PropertyDescriptor);
+  }
+  copy.stack = `${error.name}: ${error.message}\n${frames}`;
+  return copy;
 }
 
 /**

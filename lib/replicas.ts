@@ -15,7 +15,7 @@
  * later call does (serve: 503).
  */
 
-import type { NativeEngineHandle, NativeInferRequest, NativeInferResult, NativeModelInfo } from './binding.js';
+import type { NativeEngineHandle, NativeInferRequest, NativeModelInfo } from './binding.js';
 import { DeviceUnavailableError, NoHealthyReplicaError } from './errors.js';
 
 /** The native failures that say something about the replica that ran the batch. */
@@ -32,11 +32,29 @@ export function isEngineFault(error: unknown): boolean {
   return typeof code === 'string' && ENGINE_FAULTS.has(code);
 }
 
-const batchFaults = new WeakSet<object>();
+/** Batch faults, each with the replica it ran on and the engine's own error. */
+const batchFaults = new WeakMap<object, { where: string; cause: Error }>();
+
+/** A suspended replica is taken out after failing this many one-text probes in a row, this far apart. */
+const PROBE_ATTEMPTS = 3;
+const PROBE_PAUSE_MS = 50;
 
 /** The batch failed on a replica that then ran a one-text probe: a text in it is at fault, not the replica. */
 export function isBatchFault(error: unknown): boolean {
   return typeof error === 'object' && error !== null && batchFaults.has(error);
+}
+
+/** The error of the one text a batch fault was split down to: it blames the text, not the replica. */
+export function textAtFault(error: Error): Error {
+  const fault = batchFaults.get(error);
+  if (!fault) return error;
+  const code = (fault.cause as { code?: unknown }).code;
+  return Object.assign(
+    new Error(
+      `the model cannot run this text (${fault.where} runs others; its batch-mates were answered): ${fault.cause.message}`,
+    ),
+    { code: code === 'ERR_CLOSED' ? 'ERR_INFERENCE' : code },
+  );
 }
 
 export interface ReplicaStats {
@@ -54,7 +72,11 @@ export interface ReplicaStats {
   busyMs: number;
   inFlight: number;
   healthy: boolean;
-  /** Engine faults it raised: each suspended it until a probe answered. */
+  /**
+   * Faults of its own: one-text probes it failed after an engine fault. A batch whose text the
+   * model cannot run (the probe then passes) is not counted here but in the classifier's
+   * `faultSplits`, so an alert on replica faults does not page on one client's text.
+   */
   faults: number;
   /** Why it was taken out, or null while healthy. */
   failure: string | null;
@@ -243,11 +265,11 @@ export class ReplicaSet {
         replica.end();
       }
       tried.add(replica);
-      if (replica.available) this.#suspend(replica, fault);
+      if (replica.available) this.#suspend(replica);
       await replica.probe;
       if (replica.healthy) {
         const error = onReplica(fault, replica);
-        batchFaults.add(error);
+        batchFaults.set(error, { where: `replica ${replica.index} (${replica.device})`, cause: fault });
         throw error;
       }
       if (this.healthy === 0) throw this.noneHealthy();
@@ -291,24 +313,32 @@ export class ReplicaSet {
     return new NoHealthyReplicaError(`no healthy replica is left to run the batch: ${why}`);
   }
 
-  #suspend(replica: Replica, fault: Error): void {
-    replica.faults++;
+  #suspend(replica: Replica): void {
     replica.suspended = true;
     this.#onChange();
     const probe = (async () => {
-      let answered: NativeInferResult | undefined;
-      try {
-        answered = await replica.handle.infer(this.#probe);
-      } catch {
-        // answered stays undefined: the replica cannot run one text either
+      // A few tries, a moment apart: one transient failure of a one-text batch must not take a
+      // replica out for good, which would wear a long-running pod down to none.
+      let failed: Error | undefined;
+      for (let attempt = 0; attempt < PROBE_ATTEMPTS; attempt++) {
+        if (attempt > 0) await new Promise((r) => setTimeout(r, PROBE_PAUSE_MS));
+        try {
+          await replica.handle.infer(this.#probe);
+          failed = undefined;
+          break;
+        } catch (error) {
+          if (attempt === 0) replica.faults++;
+          failed = error as Error;
+        }
       }
       replica.suspended = false;
-      if (!answered) {
+      if (failed) {
         replica.healthy = false;
-        replica.failure = `${(fault as { code?: string }).code ?? 'ERR_INTERNAL'}: ${fault.message}`;
+        // What the replica itself raises, not the batch's error (which may be the batch's own).
+        replica.failure = `${(failed as { code?: string }).code ?? 'ERR_INTERNAL'}: ${failed.message}`;
         process.emitWarning(
-          `replica ${replica.index} (${replica.device}) was taken out after an engine fault it still raises on a ` +
-            `one-text batch: ${replica.failure}; ${this.healthy} of ${this.size} replicas remain`,
+          `replica ${replica.index} (${replica.device}) was taken out: after an engine fault it failed a one-text ` +
+            `batch ${PROBE_ATTEMPTS} times: ${replica.failure}; ${this.healthy} of ${this.size} replicas remain`,
           { type: 'BertgateReplicaWarning', code: 'ERR_REPLICA_FAILED' },
         );
       }

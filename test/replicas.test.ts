@@ -223,7 +223,7 @@ describe('replicas', () => {
         ),
       ]);
       assert.ok(p instanceof InferenceError, String(p));
-      assert.match(p.message, /cannot run a text holding \[UNK\]/);
+      assert.match(p.message, /^the model cannot run this text \(replica \d \(cpu\) runs others.*holding \[UNK\]/);
       assert.ok(pr instanceof InferenceError, `a call holding a text at fault fails: ${String(pr)}`);
       assert.deepEqual(
         m.map((r) => (r.status === 'fulfilled' ? r.value.label : `rejected: ${String(r.reason)}`)),
@@ -231,14 +231,44 @@ describe('replicas', () => {
       );
       const s = c.stats();
       assert.ok(s.faultSplits >= 1, JSON.stringify(s.batchSizes));
+      // Not the replicas' fault: none counted, none taken out.
       assert.ok(
-        s.replicas.every((r) => r.healthy),
+        s.replicas.every((r) => r.healthy && r.faults === 0),
         JSON.stringify(s.replicas),
       );
       assert.equal(s.requests.failed, 2);
       const [still] = await c.classify(['still answering']);
       assert.ok(still?.label);
     } finally {
+      await c.close();
+    }
+  });
+
+  it('each call a failed batch fails gets an error of its own, with its own stack', async () => {
+    const c = await Classifier.load(bundle('labels2'), { threads: 1, batchesInFlight: 1 });
+    const onWarning = (): void => {};
+    process.on('warning', onWarning);
+    try {
+      await sabotageReplica(c, 0);
+      // The first batch meets the fault; the next two texts queue behind it as one batch, which
+      // fails as a whole once the replica is out.
+      const first = c.classify('zero').catch((e: unknown) => e);
+      async function firstCaller(): Promise<unknown> {
+        return c.classify('one').catch((e: unknown) => e);
+      }
+      async function secondCaller(): Promise<unknown> {
+        return c.classify('two').catch((e: unknown) => e);
+      }
+      const [a, b] = (await Promise.all([firstCaller(), secondCaller()])) as [Error, Error];
+      assert.ok((await first) instanceof NoHealthyReplicaError);
+      assert.ok(a instanceof NoHealthyReplicaError && b instanceof NoHealthyReplicaError, `${String(a)}, ${String(b)}`);
+      assert.deepEqual(c.stats().batchSizes, { 1: 1, 2: 1 }, 'one batch failed both');
+      assert.notEqual(a, b);
+      assert.match(a.stack ?? '', /firstCaller/);
+      assert.doesNotMatch(a.stack ?? '', /secondCaller/);
+      assert.match(b.stack ?? '', /secondCaller/);
+    } finally {
+      process.off('warning', onWarning);
       await c.close();
     }
   });
