@@ -80,12 +80,14 @@ export function createMetrics(classifier: Classifier<string, string>): ServerMet
       this.set(classifier.stats().outOfMemorySplits);
     },
   });
-  new Gauge({
-    name: 'bertgate_fault_splits',
-    help: 'Batches split in half since start because they failed on a replica its probe then found healthy',
+  new Counter({
+    name: 'bertgate_fault_splits_total',
+    help: 'Batches split in half because they failed on a replica its probe then found healthy (a text at fault)',
     registers: [registry],
+    // Mirrors the classifier's own running count: reset, then set to it.
     collect() {
-      this.set(classifier.stats().faultSplits);
+      this.reset();
+      this.inc(classifier.stats().faultSplits);
     },
   });
   // Per replica: label values are bounded by the replicas loaded (at most 64 per device).

@@ -72,6 +72,7 @@ describe('serve with replicas', () => {
       let metrics = await (await fetch(`${s.url}/metrics`)).text();
       assert.match(metrics, /^bertgate_replica_healthy\{replica="0",device="cpu"\} 1$/m);
       assert.match(metrics, /^bertgate_replica_healthy\{replica="1",device="cpu"\} 1$/m);
+      assert.match(metrics, /^# TYPE bertgate_fault_splits_total counter\nbertgate_fault_splits_total 0$/m);
       const texts = [...metrics.matchAll(/^bertgate_replica_texts_total\{replica="\d",device="cpu"\} (\d+)$/gm)];
       assert.equal(
         texts.reduce((sum, m) => sum + Number(m[1]), 0),
