@@ -72,7 +72,8 @@ export interface BatchEvent {
 /** Runs one batch; resolves with one result per payload, in order. */
 /**
  * In place of one payload's result: that payload failed alone (its batch was split down to it).
- * Its request fails with the error; the rest of the batch is delivered.
+ * Its request fails with the error, given the payload's `index` within its request (an error
+ * of its own, so setting it touches no other request); the rest of the batch is delivered.
  */
 export class EntryFailure {
   constructor(readonly error: Error) {}
@@ -449,7 +450,7 @@ export class Batcher<T, R> {
           entries.forEach((e, i) => {
             if (e.request.done) return;
             const result = results[i];
-            if (result instanceof EntryFailure) return fail(e, result.error);
+            if (result instanceof EntryFailure) return fail(e, Object.assign(result.error, { index: e.index }));
             this.#counts.textsCompleted++;
             if (e.request.deliver(e.index, result as R)) this.#counts.completed++;
           }),

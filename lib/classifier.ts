@@ -599,12 +599,19 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
             '(config.json "type_vocab_size" 1): it classifies single texts only',
         );
       }
-      const rows = await this.#batcher.admit(
-        inputs.length,
-        async () =>
-          (await this.#tokenizer.encode(inputs)).map((e) => ({ tokens: e.ids.length, payload: { encoded: e, want } })),
-        { signal, timeoutMs },
-      );
+      const rows = await this.#batcher
+        .admit(
+          inputs.length,
+          async () =>
+            (await this.#tokenizer.encode(inputs)).map((e) => ({
+              tokens: e.ids.length,
+              payload: { encoded: e, want },
+            })),
+          { signal, timeoutMs },
+        )
+        .catch((error: unknown) => {
+          throw single ? error : atText(error);
+        });
       return { single, rows };
     })().catch((error: unknown) => {
       throw error instanceof BertgateError ? restack(error, stack) : fromNative(error, stack, 'inference');
@@ -663,4 +670,13 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     });
     return jobs.map((j, row) => ({ result, row, truncated: j.encoded.truncated }));
   }
+}
+
+/** A text of a call of several that failed alone (the batcher gave its error the text's index): the error names it. */
+function atText(error: unknown): unknown {
+  const index = (error as { index?: unknown } | null)?.index;
+  if (typeof index !== 'number') return error;
+  return Object.assign(new Error(`texts[${index}]: ${(error as Error).message}`), {
+    code: (error as { code?: unknown }).code,
+  });
 }

@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'ERR_INFERENCE'
   | 'ERR_CLOSED'
   | 'ERR_NO_HEALTHY_REPLICA'
+  | 'ERR_UNPROCESSABLE_TEXT'
   | 'ERR_OVERLOADED'
   | 'ERR_ABORTED'
   | 'ERR_TIMEOUT'
@@ -103,6 +104,17 @@ export class ClosedError extends BertgateError {
 export class NoHealthyReplicaError extends BertgateError {
   constructor(message: string) {
     super('ERR_NO_HEALTHY_REPLICA', message);
+  }
+}
+
+/**
+ * The model cannot run this text: its batch failed on a replica that then answered a one-text
+ * probe, and splitting the batch isolated this text while its batch-mates were answered. The
+ * same text fails again, so it is the caller's to change, not to retry (HTTP 422).
+ */
+export class UnprocessableTextError extends BertgateError {
+  constructor(message: string) {
+    super('ERR_UNPROCESSABLE_TEXT', message);
   }
 }
 
@@ -224,6 +236,9 @@ export function fromNative(error: unknown, stack: string, during: 'load' | 'infe
       break;
     case 'ERR_INFERENCE':
       typed = new InferenceError('ERR_INFERENCE', message);
+      break;
+    case 'ERR_UNPROCESSABLE_TEXT':
+      typed = new UnprocessableTextError(message);
       break;
     default:
       typed = new InferenceError('ERR_INTERNAL', message);

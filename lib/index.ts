@@ -34,6 +34,7 @@ export {
   OverloadedError,
   RuntimeLoadError,
   TimeoutError,
+  UnprocessableTextError,
 } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type { DriftState, DriftStats } from './drift.js';

@@ -48,12 +48,11 @@ export function isBatchFault(error: unknown): boolean {
 export function textAtFault(error: Error): Error {
   const fault = batchFaults.get(error);
   if (!fault) return error;
-  const code = (fault.cause as { code?: unknown }).code;
   return Object.assign(
     new Error(
       `the model cannot run this text (${fault.where} runs others; its batch-mates were answered): ${fault.cause.message}`,
     ),
-    { code: code === 'ERR_CLOSED' ? 'ERR_INFERENCE' : code },
+    { code: 'ERR_UNPROCESSABLE_TEXT' },
   );
 }
 

@@ -19,7 +19,9 @@
  * (ERR_REQUEST_TIMEOUT; enforced while shutting down too), 413 for a body over the limit, 415
  * for a non-JSON body, 417 for an Expect header other than 100-continue
  * (ERR_EXPECTATION_FAILED), 431 for headers over Node's limit, 429 (with Retry-After) when the
- * queue is full, 503 while shutting down or with no healthy replica, 504 when timeoutMs passes. Each is counted once in
+ * queue is full, 422 for a text the model cannot run (ERR_UNPROCESSABLE_TEXT, naming texts[i]),
+ * 500 for an engine fault (ERR_INFERENCE), 503 while shutting down or with no healthy replica,
+ * 504 when timeoutMs passes. Each is counted once in
  * /metrics, by its code and in bertgate_requests_total (route "none" where no route was matched:
  * the HTTP never parsed, or the router could not read the URL).
  */
@@ -108,6 +110,7 @@ const STATUS: Partial<Record<string, number>> = {
   ERR_OVERLOADED: 429,
   ERR_CLOSED: 503,
   ERR_NO_HEALTHY_REPLICA: 503,
+  ERR_UNPROCESSABLE_TEXT: 422, // the model cannot run that text: retrying will not help
   ERR_TIMEOUT: 504,
   ERR_ABORTED: 499, // the client went away; nobody reads this
 };

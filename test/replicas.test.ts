@@ -18,9 +18,9 @@ import {
   ClosedError,
   DEFAULT_MODEL,
   DeviceUnavailableError,
-  InferenceError,
   InvalidArgumentError,
   NoHealthyReplicaError,
+  UnprocessableTextError,
 } from '../lib/index.js';
 import { sabotageReplica } from '../lib/classifier.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
@@ -222,9 +222,10 @@ describe('replicas', () => {
           (e: unknown) => e,
         ),
       ]);
-      assert.ok(p instanceof InferenceError, String(p));
+      assert.ok(p instanceof UnprocessableTextError, String(p));
       assert.match(p.message, /^the model cannot run this text \(replica \d \(cpu\) runs others.*holding \[UNK\]/);
-      assert.ok(pr instanceof InferenceError, `a call holding a text at fault fails: ${String(pr)}`);
+      assert.ok(pr instanceof UnprocessableTextError, `a call holding a text at fault fails: ${String(pr)}`);
+      assert.match(pr.message, /^texts\[1\]: the model cannot run this text/, 'the call of two names its text');
       assert.deepEqual(
         m.map((r) => (r.status === 'fulfilled' ? r.value.label : `rejected: ${String(r.reason)}`)),
         reference.map((d) => d.label),

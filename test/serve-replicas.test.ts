@@ -129,4 +129,35 @@ describe('serve with replicas', () => {
       await s.close();
     }
   });
+
+  it('a text the model cannot run is a 422 naming it; its batch-mates are answered', async () => {
+    const clf = await Classifier.load<string, string>(bundle('poison'), { threads: 1, maxDelayMs: 20 });
+    const app = createServer(clf, SERVER);
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    const post = (body: unknown): Promise<Response> =>
+      fetch(`${url}/classify`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    try {
+      const [bad, mixed, good] = await Promise.all([
+        post({ text: 'hieroglyph 𓀀 here' }),
+        post({ texts: ['install the package', 'another 𓀀 one'] }),
+        post({ texts: ['install the package', 'a library for XML'] }),
+      ]);
+      assert.equal(bad.status, 422);
+      const b = (await bad.json()) as { error: { code: string; message: string } };
+      assert.equal(b.error.code, 'ERR_UNPROCESSABLE_TEXT');
+      assert.match(b.error.message, /^the model cannot run this text/);
+      assert.equal(mixed.status, 422);
+      assert.match(((await mixed.json()) as { error: { message: string } }).error.message, /^texts\[1\]: /);
+      assert.equal(good.status, 200);
+      assert.equal(((await good.json()) as { decisions: unknown[] }).decisions.length, 2);
+      assert.equal((await fetch(`${url}/healthz`)).status, 200, 'the replica is not at fault');
+    } finally {
+      await app.close();
+      await clf.close();
+    }
+  });
 });
