@@ -32,25 +32,34 @@ export function isEngineFault(error: unknown): boolean {
   return typeof code === 'string' && ENGINE_FAULTS.has(code);
 }
 
-/** Batch faults, each with the replica it ran on and the engine's own error. */
-const batchFaults = new WeakMap<object, { where: string; cause: Error }>();
-
 /** A suspended replica is taken out after failing this many one-text probes in a row, this far apart. */
 const PROBE_ATTEMPTS = 3;
 const PROBE_PAUSE_MS = 50;
 
-/** The batch failed on a replica that then ran a one-text probe: a text in it is at fault, not the replica. */
+/**
+ * The batch failed on a replica that then answered its one-text probe: a text in it is at
+ * fault, not the replica. Never reaches a caller: the classifier splits the batch on it, and
+ * the one text it comes down to fails with textAtFault's error.
+ */
+class BatchFault extends Error {
+  constructor(
+    readonly where: string,
+    readonly fault: Error,
+  ) {
+    super(`the batch failed on ${where}: ${fault.message}`);
+  }
+}
+
 export function isBatchFault(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && batchFaults.has(error);
+  return error instanceof BatchFault;
 }
 
 /** The error of the one text a batch fault was split down to: it blames the text, not the replica. */
 export function textAtFault(error: Error): Error {
-  const fault = batchFaults.get(error);
-  if (!fault) return error;
+  if (!(error instanceof BatchFault)) return error;
   return Object.assign(
     new Error(
-      `the model cannot run this text (${fault.where} runs others; its batch-mates were answered): ${fault.cause.message}`,
+      `the model cannot run this text (${error.where} runs others; its batch-mates were answered): ${error.fault.message}`,
     ),
     { code: 'ERR_UNPROCESSABLE_TEXT' },
   );
@@ -266,11 +275,7 @@ export class ReplicaSet {
       tried.add(replica);
       if (replica.available) this.#suspend(replica);
       await replica.probe;
-      if (replica.healthy) {
-        const error = onReplica(fault, replica);
-        batchFaults.set(error, { where: `replica ${replica.index} (${replica.device})`, cause: fault });
-        throw error;
-      }
+      if (replica.healthy) throw new BatchFault(`replica ${replica.index} (${replica.device})`, fault);
       if (this.healthy === 0) throw this.noneHealthy();
     }
   }
@@ -347,21 +352,6 @@ export class ReplicaSet {
     this.#probes.add(probe);
     void probe.finally(() => this.#probes.delete(probe));
   }
-}
-
-/**
- * The error of a batch that failed on a replica its probe found healthy, in the native shape
- * (errors.ts's fromNative types it by code), naming the replica. A replica whose engine was
- * closed under it (ERR_CLOSED) is a fault of that replica, not a closed classifier: it fails
- * as ERR_INFERENCE, so a caller does not stop using a classifier that is still open.
- */
-function onReplica(error: Error, replica: Replica): Error {
-  const code = (error as { code?: unknown }).code;
-  const closed = code === 'ERR_CLOSED';
-  const why = closed ? `its engine was closed under it (${error.message})` : error.message;
-  return Object.assign(new Error(`the batch failed on replica ${replica.index} (${replica.device}): ${why}`), {
-    code: closed ? 'ERR_INFERENCE' : code,
-  });
 }
 
 /** The CUDA devices a plan names, checked against the devices this process sees. */
