@@ -19,8 +19,21 @@ Logit adjustment (--adjust): the classifier's bias is shifted by -tau * log(prio
 chosen on a dev slice of the train split (5% of its sources, not trained on) to maximise
 macro-F1 without costing accuracy there: rare sections stop losing every close call.
 
-    python -m bertgate_export.train DATA_DIR OUT_BUNDLE [--minutes 40] [--layers 3] [--vocab 4200]
-        [--quantize int8] [--teacher-weight 0.5] [--adjust] [--features] [--hf-dir DIR]
+Budget: --minutes draws the learning-rate schedule on wall time (a CPU run of fixed length);
+--epochs draws it on steps, so the run is the same on any machine and can be resumed: with
+--checkpoint DIR the weights (fp16, in files under 15 MB) and the position are written there at
+the end of every epoch, and --resume continues from them on any machine (the optimizer's
+moments are not kept: they re-warm within a few hundred steps). Each epoch's batch order and
+dropout come from (seed, epoch), so a resumed run draws the batches the whole run would have.
+Every resume is recorded in training.json beside the first command.
+
+    python -m bertgate_export.train DATA_DIR OUT_BUNDLE [--minutes 40 | --epochs 12] [--layers 3]
+        [--vocab 4200] [--base HF_DIR] [--device cuda] [--checkpoint DIR [--resume]]
+        [--quantize int8] [--teacher-weight 0.5 [--teacher-cache FILE]] [--adjust] [--features]
+        [--epochs-now N] [--hf-dir DIR] [--no-export] [--base-only]
+
+A machine without the all-MiniLM-L6-v2 package (a GPU machine with no registry) starts from a
+cut written here with --base-only and read there with --base.
 """
 
 from __future__ import annotations
@@ -79,9 +92,13 @@ def pruned_tokenizer(tokenizer_json: dict, kept: list[str], max_length: int) -> 
     return bert_tokenizer(Tokenizer.from_str(json.dumps(spec)), max_length)
 
 
-def initial_model(labels: list[str], kept: list[str], layers: int, max_length: int) -> BertForSequenceClassification:
-    source_dir = minilm_dir()
+def initial_model(
+    source_dir: Path, labels: list[str], kept: list[str], layers: int, max_length: int
+) -> BertForSequenceClassification:
+    """The first `layers` layers of the BERT model in `source_dir`, its embeddings cut to `kept`."""
     source = BertModel.from_pretrained(source_dir, dtype=torch.float32)
+    if layers > source.config.num_hidden_layers:
+        raise SystemExit(f"--layers {layers}: {source_dir} has {source.config.num_hidden_layers} layers")
     old_vocab = json.loads((source_dir / "tokenizer.json").read_text())["model"]["vocab"]
     config = BertConfig(
         **{k: v for k, v in source.config.to_dict().items() if k in BertConfig().to_dict()},
@@ -172,7 +189,9 @@ def logits_of(model, tokenizer, rows: list[dict], max_length: int) -> np.ndarray
             enc = tokenizer(
                 [r["text"] for r in part], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
             )
-            out.append(model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.numpy())
+            device = next(model.parameters()).device
+            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            out.append(model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy())
     model.train()
     return np.concatenate(out)
 
@@ -195,14 +214,75 @@ def choose_adjustment(logits: np.ndarray, truth: np.ndarray, prior: np.ndarray) 
     return tau, {"tau": tau, "dev_accuracy": acc, "dev_macro_f1": f1, "dev_unadjusted": results[0][1:]}
 
 
+SHARD_BYTES = 15_000_000  # a device run brings back files under 16 MiB; a git host takes them too
+
+
+def save_weights(model: torch.nn.Module, directory: Path) -> list[str]:
+    """The model's weights as fp16 safetensors files of at most SHARD_BYTES each; their names."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("weights-*.safetensors"):
+        old.unlink()
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in model.state_dict().items():
+        half = tensor.detach().to("cpu", torch.float16 if tensor.is_floating_point() else tensor.dtype).contiguous()
+        if size and size + half.numel() * half.element_size() > SHARD_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][name] = half
+        size += half.numel() * half.element_size()
+    names = []
+    for i, shard in enumerate(shards):
+        names.append(f"weights-{i + 1:02d}.safetensors")
+        save_file(shard, str(directory / names[-1]))
+    return names
+
+
+def load_weights(model: torch.nn.Module, directory: Path, names: list[str]) -> None:
+    from safetensors.torch import load_file
+
+    state = {}
+    for name in names:
+        state.update(load_file(str(directory / name)))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+# The choices a checkpoint must agree with to be resumed: anything else would continue another run.
+RESUME_KEYS = ("layers", "vocab", "max_length", "batch", "lr", "seed", "epochs", "teacher_weight", "adjust")
+
+
+def teacher_probabilities(args, train: list[dict], labels: list[str]) -> torch.Tensor:
+    """The cross-fitted teacher, read from --teacher-cache when it was made for these rows."""
+    digest = hashlib.sha256(
+        json.dumps([[r["text"], r["label"], r["source"]] for r in train] + [labels, args.seed]).encode()
+    ).hexdigest()
+    cache = Path(args.teacher_cache) if args.teacher_cache else None
+    if cache and cache.exists():
+        stored = np.load(cache)
+        if str(stored["digest"]) == digest:
+            print(f"teacher: read from {cache}", flush=True)
+            return torch.from_numpy(stored["probabilities"].astype(np.float32))
+        print(f"teacher: {cache} was made for other rows; fitting again", flush=True)
+    probabilities = cross_fitted_teacher(train, labels, seed=args.seed)
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(cache, digest=np.array(digest), probabilities=probabilities.astype(np.float16))
+    return torch.from_numpy(probabilities)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data")
     parser.add_argument("out")
     parser.add_argument("--minutes", type=float, default=40)
+    parser.add_argument("--epochs", type=float, default=None, help="a step schedule over this many epochs")
     parser.add_argument("--layers", type=int, default=3)
     # 4,200 pieces keeps the fp16 bundle under 15 MB with 3 layers (5,000 made model.pt 15.03 MB).
     parser.add_argument("--vocab", type=int, default=4200)
+    parser.add_argument("--base", default=None, help="BERT directory to start from (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1.5e-4)
@@ -210,15 +290,39 @@ def main() -> None:
     parser.add_argument("--quantize", choices=["int8"], default=None)
     parser.add_argument("--teacher-weight", type=float, default=0.0)
     parser.add_argument("--teacher-temperature", type=float, default=2.0)
+    parser.add_argument("--teacher-cache", default=None, help="keep the cross-fitted teacher here (.npz)")
     parser.add_argument("--adjust", action="store_true")
     parser.add_argument("--features", action="store_true", help="the bundle returns its pooled features too")
     parser.add_argument("--hf-dir", default=None, help="keep the trained Hugging Face model here (else a temp dir)")
+    parser.add_argument("--checkpoint", default=None, help="write weights and position here after each epoch")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument(
+        "--epochs-now",
+        type=int,
+        default=None,
+        help="stop after this many epochs in this invocation (checkpoint kept): fits a run to a machine's time",
+    )
+    parser.add_argument("--no-export", action="store_true", help="stop at --hf-dir (export elsewhere)")
+    parser.add_argument(
+        "--base-only",
+        action="store_true",
+        help="write the cut, pruned starting model (fp16) to OUT and stop: what a device run starts from",
+    )
     args = parser.parse_args()
+    if args.resume and not (args.checkpoint and args.epochs):
+        raise SystemExit("--resume needs --checkpoint and --epochs (a wall-time schedule cannot be resumed)")
+    if args.epochs_now is not None and not (args.checkpoint and args.epochs):
+        raise SystemExit("--epochs-now needs --checkpoint and --epochs (else the epochs trained are lost)")
+    if args.no_export and not args.hf_dir:
+        raise SystemExit("--no-export needs --hf-dir")
     command = "python -m bertgate_export.train " + " ".join(sys.argv[1:])
     started = time.monotonic()
+    device = torch.device(args.device)
     torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
-    rng = random.Random(args.seed)
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
     data = Path(args.data)
     train, calibration = read_split(data / "train.jsonl.gz"), read_split(data / "calibration.jsonl.gz")
     labels = json.loads((data / "manifest.json").read_text())["labels"]
@@ -228,42 +332,66 @@ def main() -> None:
         train = [r for r in train if not in_dev(r["source"])]
     teacher = None
     if args.teacher_weight > 0:
-        teacher = torch.from_numpy(cross_fitted_teacher(train, labels, seed=args.seed))
+        teacher = teacher_probabilities(args, train, labels)
         teacher_accuracy = float((teacher.argmax(1).numpy() == np.array([label_id[r["label"]] for r in train])).mean())
         print(f"teacher: cross-fitted, out-of-fold accuracy {teacher_accuracy:.4f}", flush=True)
+        teacher = teacher.to(device)
 
-    tokenizer_json = json.loads((minilm_dir() / "tokenizer.json").read_text())
+    base = Path(args.base) if args.base else minilm_dir()
+    tokenizer_json = json.loads((base / "tokenizer.json").read_text())
     kept = prune_vocabulary(tokenizer_json, [r["text"] for r in train], args.vocab)
     tokenizer = pruned_tokenizer(tokenizer_json, kept, args.max_length)
-    model = initial_model(labels, kept, args.layers, args.max_length)
+    model = initial_model(base, labels, kept, args.layers, args.max_length)
     params = sum(p.numel() for p in model.parameters())
-    print(f"vocabulary {len(kept)}, {args.layers} layers, {params / 1e6:.2f}M parameters", flush=True)
+    print(f"vocabulary {len(kept)}, {args.layers} layers, {params / 1e6:.2f}M parameters, on {device}", flush=True)
+    if args.base_only:
+        model.half().save_pretrained(args.out, max_shard_size=SHARD_BYTES)
+        tokenizer.save_pretrained(args.out)
+        return
+
+    first_epoch, step, seen, resumes = 1, 0, 0, []
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    if args.resume:
+        state = json.loads((checkpoint / "state.json").read_text())
+        differ = {k: (state["args"][k], vars(args)[k]) for k in RESUME_KEYS if state["args"][k] != vars(args)[k]}
+        if differ:
+            raise SystemExit(f"--resume: this run's choices differ from the checkpoint's: {differ}")
+        load_weights(model, checkpoint, state["weights"])
+        first_epoch, step, seen = state["epoch"] + 1, state["step"], state["seen"]
+        resumes = state["resumes"] + [{"command": command, "from_epoch": first_epoch, "step": step}]
+        command = state["command"]
+        print(f"resumed from {checkpoint}: epoch {state['epoch']} done, step {step}", flush=True)
+    model.to(device)
 
     enc = tokenizer([r["text"] for r in train], truncation=True, max_length=args.max_length)["input_ids"]
     encoded = [(ids, label_id[r["label"]]) for ids, r in zip(enc, train, strict=True)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    per_epoch = math.ceil(len(encoded) / args.batch)
+    total_steps = math.ceil(args.epochs * per_epoch) if args.epochs else None
     budget = args.minutes * 60 - (time.monotonic() - started) - 120  # leave time to export
-    # The schedule is drawn on the time budget, not a step count: warm up over the first 5%,
-    # then decay linearly to zero as the budget runs out.
+    # Warm up over the first 5% of the schedule, then decay linearly to zero: on steps with
+    # --epochs, else on the time budget.
     train_start = time.monotonic()
     model.train()
-    step, epoch, seen = 0, 0, 0
-    done = False
+    epoch = first_epoch - 1
+    done = total_steps is not None and step >= total_steps
     while not done:
         epoch += 1
-        for ids, mask, y, rows in batches(encoded, args.batch, rng):
-            progress = (time.monotonic() - train_start) / budget
+        torch.manual_seed(args.seed * 1000 + epoch)  # dropout: the same on a resumed run
+        for ids, mask, y, rows in batches(encoded, args.batch, random.Random(args.seed * 1000 + epoch)):
+            progress = step / total_steps if total_steps else (time.monotonic() - train_start) / budget
             if progress >= 1:
                 done = True
                 break
             for group in optimizer.param_groups:
                 group["lr"] = args.lr * (progress / 0.05 if progress < 0.05 else (1 - progress) / 0.95)
+            ids, mask, y = ids.to(device), mask.to(device), y.to(device)
             logits = model(input_ids=ids, attention_mask=mask).logits
             loss = torch.nn.functional.cross_entropy(logits, y)
             if teacher is not None:
                 t = args.teacher_temperature
                 # Both softened at T: the teacher's second and third choices are what it teaches.
-                target = torch.log_softmax(teacher[rows].clamp_min(1e-8).log() / t, 1)
+                target = torch.log_softmax(teacher[rows.to(device)].clamp_min(1e-8).log() / t, 1)
                 soft = torch.nn.functional.kl_div(
                     torch.log_softmax(logits / t, 1), target, log_target=True, reduction="batchmean"
                 )
@@ -279,6 +407,16 @@ def main() -> None:
                 print(
                     f"step {step} epoch {epoch} texts {seen} loss {loss.item():.3f} {elapsed / 60:.1f} min", flush=True
                 )
+        if checkpoint and not done:
+            names = save_weights(model, checkpoint)
+            state = {"command": command, "resumes": resumes, "epoch": epoch, "step": step, "seen": seen}
+            state |= {"weights": names, "args": {k: vars(args)[k] for k in RESUME_KEYS}}
+            (checkpoint / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+            print(f"checkpoint: epoch {epoch}, step {step} in {checkpoint}", flush=True)
+            if args.epochs_now is not None and epoch - first_epoch + 1 >= args.epochs_now:
+                print(f"stopped after epoch {epoch} (--epochs-now {args.epochs_now}): continue with --resume")
+                return
+    model.to("cpu")
     adjustment = None
     if args.adjust:
         prior = np.bincount([label_id[r["label"]] for r in train], minlength=len(labels)) + 1.0
@@ -291,21 +429,10 @@ def main() -> None:
     held_out = accuracy(model, tokenizer, calibration[:2000], label_id, args.max_length)
     print(f"trained {step} steps, {seen} texts ({seen / len(train):.2f} epochs); calibration accuracy {held_out:.4f}")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(args.hf_dir) if args.hf_dir else Path(tmp) / "model"
-        model.eval().save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-        shutil.rmtree(args.out, ignore_errors=True)
-        manifest = export_bundle(
-            model_dir,
-            args.out,
-            max_length=args.max_length,
-            weights="float16",
-            quantize=args.quantize,
-            features=args.features,
-        )
     training = {
         "command": command,
+        "resumes": resumes,
+        "device": str(device),
         "quantize": args.quantize,
         "teacher": (
             {
@@ -329,9 +456,27 @@ def main() -> None:
         "batch": args.batch,
         "seed": args.seed,
         "calibration_accuracy_first_2000": held_out,
-        "bundle_mb": round(sum(f.stat().st_size for f in Path(args.out).iterdir()) / 1e6, 2),
-        "parity": manifest["parity"],
     }
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(args.hf_dir) if args.hf_dir else Path(tmp) / "model"
+        model.eval().half().save_pretrained(model_dir, max_shard_size=SHARD_BYTES)
+        model.float()
+        tokenizer.save_pretrained(model_dir)
+        if args.no_export:
+            (model_dir / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+            print(json.dumps(training, indent=2))
+            return
+        shutil.rmtree(args.out, ignore_errors=True)
+        manifest = export_bundle(
+            model_dir,
+            args.out,
+            max_length=args.max_length,
+            weights="float16",
+            quantize=args.quantize,
+            features=args.features,
+        )
+    training["bundle_mb"] = round(sum(f.stat().st_size for f in Path(args.out).iterdir()) / 1e6, 2)
+    training["parity"] = manifest["parity"]
     (Path(args.out) / "training.json").write_text(json.dumps(training, indent=2) + "\n")
     print(json.dumps(training, indent=2))
     if math.isnan(held_out):
