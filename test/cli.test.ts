@@ -303,6 +303,14 @@ describe('bertgate demo', () => {
     assert.match(r.stdout, /only texts the out-of-distribution gate passes \(score <= \d+(\.\d+)?: at most 0\.05 /);
     assert.match(r.stdout, /-> Other \(best [\w-]+, out of distribution: gate score \d+(\.\d+)? > \d+(\.\d+)?\)/);
     assert.doesNotMatch(r.stdout, /confidence 0\.\d+ < \d{2,}/);
+    // The closing count agrees with the lines above it, reason by reason.
+    const lines = r.stdout.match(/^ {2}-> .*$/gm) ?? [];
+    const gate = lines.filter((l) => l.includes('out of distribution')).length;
+    const low = lines.filter((l) => / < 0\.\d+\)/.test(l)).length;
+    const summary = `${gate + low} of ${lines.length} texts went to "Other": `;
+    assert.ok(r.stdout.includes(summary), r.stdout);
+    assert.match(r.stdout, new RegExp(`${gate} out of distribution \\(the gate\\)`));
+    assert.match(r.stdout, new RegExp(`${low} confidence below the threshold`));
   });
 
   it('ships a default bundle within 15 MB, trained and calibrated', async () => {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { Classifier } from '../classifier.js';
+import type { Decision } from '../decision.js';
 import { DEFAULT_BUNDLE } from './options.js';
 
 export async function demoCommand(argv: string[]): Promise<number> {
@@ -48,12 +49,34 @@ export async function demoCommand(argv: string[]): Promise<number> {
       out.push(`${JSON.stringify(texts[i])}\n  -> ${verdict}${d.truncated ? ' [truncated]' : ''}`);
     });
     out.push('');
+    out.push(otherSummary(decisions, info.otherLabel));
+    out.push('');
     out.push(JSON.stringify(decisions[0]));
     process.stdout.write(out.join('\n') + '\n');
   } finally {
     await classifier.close();
   }
   return 0;
+}
+
+// How many texts the rule sent to "Other", by reason: what a reader of the demo asks first.
+function otherSummary(decisions: readonly Decision[], other: string): string {
+  const why = new Map<string, number>();
+  for (const d of decisions) {
+    if (d.accepted) continue;
+    const reason =
+      d.reason === 'out-of-distribution'
+        ? 'out of distribution (the gate)'
+        : d.reason === 'invalid'
+          ? 'invalid logits'
+          : d.threshold === null
+            ? 'a label never accepted'
+            : 'confidence below the threshold';
+    why.set(reason, (why.get(reason) ?? 0) + 1);
+  }
+  const total = [...why.values()].reduce((a, b) => a + b, 0);
+  const parts = [...why].map(([reason, n]) => `${n} ${reason}`);
+  return `${total} of ${decisions.length} texts went to "${other}"${parts.length ? `: ${parts.join(', ')}` : ''}`;
 }
 
 // Four significant digits: the printed rule is for people; the exact value is in calibration.json.
