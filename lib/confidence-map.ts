@@ -9,6 +9,12 @@
  * strictly increasing function by joining the pooled blocks' centres with straight lines: a
  * step function would tie texts it should rank, and the thresholds are chosen by rank. Outside
  * the first and last centre it is flat. Fitted on the calibration split only.
+ *
+ * Pooling alone keeps blocks of a handful of texts wherever correctness happens to rise, and
+ * follows the split's noise there (ECE 0.7% on the split it was fitted on, 1.7% on test).
+ * `minBlock` merges each block smaller than that with its neighbours (merging adjacent blocks
+ * of an increasing sequence keeps it increasing); its value is chosen by cross-validation on
+ * the calibration split (chooseSmoothing), so the smoothing is fitted on no other data.
  */
 
 export interface ConfidenceMap {
@@ -19,8 +25,8 @@ export interface ConfidenceMap {
   y: number[];
 }
 
-/** Fits the map on (served max probability, best label right?) pairs. */
-export function fitConfidenceMap(scores: readonly number[], correct: readonly boolean[]): ConfidenceMap {
+/** Fits the map on (served max probability, best label right?) pairs, blocks of at least minBlock texts. */
+export function fitConfidenceMap(scores: readonly number[], correct: readonly boolean[], minBlock = 1): ConfidenceMap {
   const order = scores.map((_, i) => i).sort((a, b) => (scores[a] as number) - (scores[b] as number));
   // Pool adjacent violators over blocks of (sum of scores, sum of correct, count); equal scores
   // start in one block, so the knots come out strictly increasing.
@@ -48,8 +54,28 @@ export function fitConfidenceMap(scores: readonly number[], correct: readonly bo
       before.n += last.n;
     }
   }
-  const x = blocks.map((b) => b.x / b.n);
-  const y = blocks.map((b) => b.y / b.n);
+  const merged: Array<{ x: number; y: number; n: number }> = [];
+  for (const b of blocks) {
+    const top = merged[merged.length - 1];
+    if (top && top.n < minBlock) {
+      top.x += b.x;
+      top.y += b.y;
+      top.n += b.n;
+    } else {
+      merged.push({ ...b });
+    }
+  }
+  // A short last block joins the one before it.
+  const tail = merged[merged.length - 1];
+  if (merged.length > 1 && tail && tail.n < minBlock) {
+    merged.pop();
+    const top = merged[merged.length - 1] as { x: number; y: number; n: number };
+    top.x += tail.x;
+    top.y += tail.y;
+    top.n += tail.n;
+  }
+  const x = merged.map((b) => b.x / b.n);
+  const y = merged.map((b) => b.y / b.n);
   return { kind: 'isotonic', x, y };
 }
 

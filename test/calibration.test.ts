@@ -22,6 +22,7 @@ import {
   withGuarantee,
 } from '../lib/calibration/thresholds.js';
 import { applyConfidenceMap, fitConfidenceMap, isConfidenceMap } from '../lib/confidence-map.js';
+import { chooseSmoothing, MIN_BLOCKS } from '../lib/calibration/smoothing.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { DataError } from '../lib/errors.js';
 import { mulberry32 as rng } from '../lib/seeded-random.js';
@@ -329,6 +330,72 @@ describe('the confidence map', () => {
     assert.ok(applyConfidenceMap(map, 0.61) < applyConfidenceMap(map, 0.62));
     assert.equal(isConfidenceMap({ kind: 'isotonic', x: [0.5, 0.4], y: [0.1, 0.2] }), false);
     assert.equal(isConfidenceMap({ kind: 'isotonic', x: [0.4, 0.5], y: [0.3, 0.2] }), false);
+  });
+
+  it('keeps no block under minBlock texts, and stays increasing', () => {
+    const random = rng(5);
+    const scores = Array.from({ length: 3_000 }, () => random());
+    const correct = scores.map((p) => random() < p);
+    const plain = fitConfidenceMap(scores, correct);
+    const smooth = fitConfidenceMap(scores, correct, 200);
+    assert.ok(isConfidenceMap(smooth));
+    assert.ok(smooth.x.length <= 3_000 / 200 && smooth.x.length < plain.x.length, `${smooth.x.length} knots`);
+    assert.ok(smooth.y.every((y, i) => i === 0 || y >= (smooth.y[i - 1] as number)));
+  });
+
+  it('chooses its smoothing by cross-validation: a smooth truth gets blocks, and a smaller held-out error', () => {
+    // Accuracy p^2 at max probability p: smooth, so blocks of a few texts only follow noise.
+    const random = rng(17);
+    const rows = Array.from({ length: 2_000 }, () => {
+      const p = 0.3 + 0.7 * random();
+      return row(p, random() < p * p);
+    });
+    const s = chooseSmoothing(
+      rows,
+      rows.map((r) => r.maxProbability),
+    );
+    assert.deepEqual(
+      s.cv.map((c) => c.minBlock),
+      [...MIN_BLOCKS],
+    );
+    const plain = s.cv[0] as (typeof s.cv)[number];
+    const chosen = s.cv.find((c) => c.minBlock === s.minBlock) as (typeof s.cv)[number];
+    assert.ok(s.minBlock > 1, JSON.stringify(s));
+    // Held-out ECE on folds of 400 texts is mostly sampling noise: the Brier score decides.
+    assert.ok(chosen.brier < plain.brier, JSON.stringify(s));
+    // On fresh texts from the same truth, the chosen map is better calibrated than the plain one.
+    const test = Array.from({ length: 20_000 }, () => {
+      const p = 0.3 + 0.7 * random();
+      return row(p, random() < p * p);
+    });
+    const fitted = (minBlock: number) =>
+      fitConfidenceMap(
+        rows.map((r) => r.maxProbability),
+        rows.map((r) => r.correct),
+        minBlock,
+      );
+    const eceOf = (minBlock: number): number =>
+      ece(test.map((r) => ({ ...r, maxProbability: applyConfidenceMap(fitted(minBlock), r.maxProbability) })));
+    assert.ok(eceOf(s.minBlock) < eceOf(1), `${eceOf(s.minBlock)} against ${eceOf(1)}`);
+  });
+
+  it('keeps a sharp step in the truth: no block size that would blur it wins', () => {
+    // Right 10% of the time below 0.5, 95% above: one step, which a large block would straddle.
+    const random = rng(23);
+    const rows = Array.from({ length: 2_000 }, () => {
+      const p = random();
+      return row(p, random() < (p < 0.5 ? 0.1 : 0.95));
+    });
+    const s = chooseSmoothing(
+      rows,
+      rows.map((r) => r.maxProbability),
+    );
+    const map = fitConfidenceMap(
+      rows.map((r) => r.maxProbability),
+      rows.map((r) => r.correct),
+      s.minBlock,
+    );
+    assert.ok(applyConfidenceMap(map, 0.4) < 0.2 && applyConfidenceMap(map, 0.6) > 0.85, JSON.stringify(map));
   });
 });
 

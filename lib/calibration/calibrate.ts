@@ -22,6 +22,7 @@ import {
   type RiskCoverage,
 } from './metrics.js';
 import { applyConfidenceMap, fitConfidenceMap } from '../confidence-map.js';
+import { chooseSmoothing } from './smoothing.js';
 import { DRIFT_BINS, driftCounts } from '../drift.js';
 import { fitTemperature } from './temperature.js';
 import type { CalibrationFile, Figures } from './file.js';
@@ -95,9 +96,14 @@ export function calibrate(
   const raw = (i: number): number =>
     served ? (served.maxProbability[i] as number) : (rows[i]?.maxProbability as number);
   const valid = rows.map((r, i) => ({ r, i })).filter(({ r }) => r.valid);
+  const smoothing = chooseSmoothing(
+    valid.map(({ r }) => r),
+    valid.map(({ i }) => raw(i)),
+  );
   const map = fitConfidenceMap(
     valid.map(({ i }) => raw(i)),
     valid.map(({ r }) => r.correct),
+    smoothing.minBlock,
   );
   const confidence = rows.map((r, i) => (r.valid ? applyConfidenceMap(map, raw(i)) : 0));
   const mappedRows = rows.map((r, i) => ({ ...r, maxProbability: confidence[i] as number }));
@@ -205,6 +211,11 @@ export function calibrate(
       before: figures(p, 1),
       after: figures(p, temperature),
       mapped: { ece: ece(mappedRows, BINS), mce: mce(mappedRows, BINS) },
+      map_smoothing: {
+        min_block: smoothing.minBlock,
+        folds: smoothing.folds,
+        cv: smoothing.cv.map((c) => ({ min_block: c.minBlock, brier: c.brier, ece: c.ece })),
+      },
       aurc: curve.aurc,
       e_aurc: curve.eAurc,
       bins: BINS,

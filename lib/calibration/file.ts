@@ -68,6 +68,12 @@ export interface CalibrationFile {
     after: Figures;
     /** ECE and MCE of the confidence the map gives (what the thresholds are on). */
     mapped: { ece: number; mce: number };
+    /**
+     * The map's smallest block, chosen by cross-validation on this split (calibration/
+     * smoothing.ts), with each size's held-out Brier score and ECE. Absent from files written
+     * before it existed, whose maps pooled without a floor.
+     */
+    map_smoothing?: { min_block: number; folds: number; cv: Array<{ min_block: number; brier: number; ece: number }> };
     aurc: number;
     e_aurc: number;
     bins: number;

@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 
 import { calibrate, type CalibrateRequest } from '../calibration/calibrate.js';
 import { readLabelled, type LabelledData } from '../calibration/data.js';
-import { assertWritable, writeCalibration } from '../calibration/file.js';
+import { assertWritable, writeCalibration, type CalibrationFile } from '../calibration/file.js';
 import {
   DEFAULT_GATE_DIM,
   candidateGate,
@@ -173,6 +173,7 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
     `| MCE (15 bins) | ${f(before.mce)} | ${f(after.mce)} | ${f(mapped.mce)} |`,
     '',
     `AURC ${f(outcome.file.figures.aurc)}, E-AURC ${f(outcome.file.figures.e_aurc)}`,
+    smoothingLine(outcome.file.figures.map_smoothing),
     g.kind === 'selective-risk'
       ? `${outcome.file.thresholds ? 'per-label thresholds' : `threshold ${f(outcome.file.threshold)}`} on the calibrated ` +
         `confidence: accepts ${(g.coverage * 100).toFixed(1)}% (${g.accepted}), ${g.errors} errors; selective risk ` +
@@ -214,4 +215,17 @@ async function checkOut(out: string, bundle: string): Promise<void> {
         'was not fitted for; give an empty directory, or the model directory itself',
     );
   }
+}
+
+// The map's smoothing and what the folds said of it: the held-out ECE is the honest one (the
+// table's mapped ECE is on the texts the map was fitted on).
+function smoothingLine(s: CalibrationFile['figures']['map_smoothing']): string {
+  if (!s) return '';
+  const chosen = s.cv.find((c) => c.min_block === s.min_block);
+  const plain = s.cv.find((c) => c.min_block === 1);
+  const f = (v: number | undefined): string => (v === undefined ? '?' : v.toFixed(4));
+  return (
+    `confidence map: blocks of >= ${s.min_block} texts, chosen by ${s.folds}-fold cross-validation on this split ` +
+    `(held-out Brier ${f(chosen?.brier)}, ECE ${f(chosen?.ece)}; plain isotonic ${f(plain?.brier)}, ${f(plain?.ece)})`
+  );
 }
