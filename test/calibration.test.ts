@@ -22,7 +22,7 @@ import {
   withGuarantee,
 } from '../lib/calibration/thresholds.js';
 import { applyConfidenceMap, fitConfidenceMap, isConfidenceMap } from '../lib/confidence-map.js';
-import { chooseSmoothing, MIN_BLOCKS } from '../lib/calibration/smoothing.js';
+import { chooseSmoothing, MIN_BLOCKS, MIN_KNOTS } from '../lib/calibration/smoothing.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { DataError } from '../lib/errors.js';
 import { mulberry32 as rng } from '../lib/seeded-random.js';
@@ -354,9 +354,10 @@ describe('the confidence map', () => {
       rows,
       rows.map((r) => r.maxProbability),
     );
+    // 1,600 texts in each fold's fit: room for MIN_KNOTS blocks of up to 80.
     assert.deepEqual(
       s.cv.map((c) => c.minBlock),
-      [...MIN_BLOCKS],
+      [1, ...MIN_BLOCKS.filter((m) => m > 1 && m * MIN_KNOTS <= 1_600)],
     );
     const plain = s.cv[0] as (typeof s.cv)[number];
     const chosen = s.cv.find((c) => c.minBlock === s.minBlock) as (typeof s.cv)[number];
@@ -377,6 +378,32 @@ describe('the confidence map', () => {
     const eceOf = (minBlock: number): number =>
       ece(test.map((r) => ({ ...r, maxProbability: applyConfidenceMap(fitted(minBlock), r.maxProbability) })));
     assert.ok(eceOf(s.minBlock) < eceOf(1), `${eceOf(s.minBlock)} against ${eceOf(1)}`);
+  });
+
+  it('on a small split never pools everything into one flat block; with too few texts it stays plain', () => {
+    // 200 texts: every block of 25 or more would be one block in a fold's fit, and a flat map
+    // gives every text one confidence, which no threshold can split (from an outside attack).
+    const random = rng(3);
+    const rows = Array.from({ length: 200 }, () => {
+      const p = 0.4 + 0.6 * random();
+      return row(p, random() < p);
+    });
+    const s = chooseSmoothing(
+      rows,
+      rows.map((r) => r.maxProbability),
+    );
+    assert.ok(s.minBlock * MIN_KNOTS <= 160, JSON.stringify(s));
+    const map = fitConfidenceMap(
+      rows.map((r) => r.maxProbability),
+      rows.map((r) => r.correct),
+      s.minBlock,
+    );
+    assert.ok(map.x.length > 1, JSON.stringify(map));
+    const few = chooseSmoothing(
+      rows.slice(0, 4),
+      rows.slice(0, 4).map((r) => r.maxProbability),
+    );
+    assert.deepEqual(few, { minBlock: 1, folds: 5, cv: [] });
   });
 
   it('keeps a sharp step in the truth: no block size that would blur it wins', () => {
