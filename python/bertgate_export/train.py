@@ -218,12 +218,12 @@ SHARD_BYTES = 15_000_000  # a device run brings back files under 16 MiB; a git h
 
 
 def save_weights(model: torch.nn.Module, directory: Path) -> list[str]:
-    """The model's weights as fp16 safetensors files of at most SHARD_BYTES each; their names."""
+    """The model's weights as fp16 safetensors files of at most SHARD_BYTES each in `directory`
+    (made new); their names."""
     from safetensors.torch import save_file
 
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob("weights-*.safetensors"):
-        old.unlink()
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for name, tensor in model.state_dict().items():
@@ -240,6 +240,21 @@ def save_weights(model: torch.nn.Module, directory: Path) -> list[str]:
     return names
 
 
+def save_checkpoint(model: torch.nn.Module, checkpoint: Path, state: dict) -> None:
+    """Epoch k's weights go to epoch-k/, then state.json is replaced in one rename, then older
+    epochs are removed: a run killed at any point (a device's time limit) leaves a state.json
+    naming complete weights, never a half-written pair."""
+    folder = f"epoch-{state['epoch']:03d}"
+    names = save_weights(model, checkpoint / folder)
+    state = state | {"weights": [f"{folder}/{n}" for n in names]}
+    partial = checkpoint / "state.json.partial"
+    partial.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(partial, checkpoint / "state.json")
+    for old in checkpoint.glob("epoch-*"):
+        if old.name != folder:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def load_weights(model: torch.nn.Module, directory: Path, names: list[str]) -> None:
     from safetensors.torch import load_file
 
@@ -250,7 +265,18 @@ def load_weights(model: torch.nn.Module, directory: Path, names: list[str]) -> N
 
 
 # The choices a checkpoint must agree with to be resumed: anything else would continue another run.
-RESUME_KEYS = ("layers", "vocab", "max_length", "batch", "lr", "seed", "epochs", "teacher_weight", "adjust")
+RESUME_KEYS = (
+    "layers",
+    "vocab",
+    "max_length",
+    "batch",
+    "lr",
+    "seed",
+    "epochs",
+    "teacher_weight",
+    "teacher_temperature",
+    "adjust",
+)
 
 
 def teacher_probabilities(args, train: list[dict], labels: list[str]) -> torch.Tensor:
@@ -265,11 +291,14 @@ def teacher_probabilities(args, train: list[dict], labels: list[str]) -> torch.T
             print(f"teacher: read from {cache}", flush=True)
             return torch.from_numpy(stored["probabilities"].astype(np.float32))
         print(f"teacher: {cache} was made for other rows; fitting again", flush=True)
-    probabilities = cross_fitted_teacher(train, labels, seed=args.seed)
+    # Rounded to fp16 whether it is cached or not, so a run that reads the cache trains the
+    # same model as the run that wrote it.
+    probabilities = cross_fitted_teacher(train, labels, seed=args.seed).astype(np.float16)
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(cache, digest=np.array(digest), probabilities=probabilities.astype(np.float16))
-    return torch.from_numpy(probabilities)
+        with open(cache, "wb") as f:  # a file object: numpy would add .npz to a bare path
+            np.savez_compressed(f, digest=np.array(digest), probabilities=probabilities)
+    return torch.from_numpy(probabilities.astype(np.float32))
 
 
 def main() -> None:
@@ -311,6 +340,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.resume and not (args.checkpoint and args.epochs):
         raise SystemExit("--resume needs --checkpoint and --epochs (a wall-time schedule cannot be resumed)")
+    if args.epochs is not None and not args.epochs > 0:
+        raise SystemExit(f"--epochs must be above 0, got {args.epochs}")
+    if args.epochs_now is not None and args.epochs_now < 1:
+        raise SystemExit(f"--epochs-now must be at least 1, got {args.epochs_now}")
     if args.epochs_now is not None and not (args.checkpoint and args.epochs):
         raise SystemExit("--epochs-now needs --checkpoint and --epochs (else the epochs trained are lost)")
     if args.no_export and not args.hf_dir:
@@ -351,9 +384,17 @@ def main() -> None:
 
     first_epoch, step, seen, resumes = 1, 0, 0, []
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    # The pieces and their order: a checkpoint's embedding rows are read by index, so a run whose
+    # base or data prunes to other pieces (or the same in another order) must not continue it.
+    vocabulary = hashlib.sha256("\n".join(kept).encode()).hexdigest()
+    if checkpoint and (checkpoint / "state.json").exists() and not args.resume:
+        raise SystemExit(f"--checkpoint {checkpoint} holds a run already: continue it with --resume, or choose another")
     if args.resume:
+        if not (checkpoint / "state.json").exists():
+            raise SystemExit(f"--resume: {checkpoint} has no state.json (no epoch was finished there)")
         state = json.loads((checkpoint / "state.json").read_text())
-        differ = {k: (state["args"][k], vars(args)[k]) for k in RESUME_KEYS if state["args"][k] != vars(args)[k]}
+        mine = {k: vars(args)[k] for k in RESUME_KEYS} | {"vocabulary_sha256": vocabulary}
+        differ = {k: (state["args"].get(k), v) for k, v in mine.items() if state["args"].get(k) != v}
         if differ:
             raise SystemExit(f"--resume: this run's choices differ from the checkpoint's: {differ}")
         load_weights(model, checkpoint, state["weights"])
@@ -367,7 +408,7 @@ def main() -> None:
     encoded = [(ids, label_id[r["label"]]) for ids, r in zip(enc, train, strict=True)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     per_epoch = math.ceil(len(encoded) / args.batch)
-    total_steps = math.ceil(args.epochs * per_epoch) if args.epochs else None
+    total_steps = math.ceil(args.epochs * per_epoch) if args.epochs is not None else None
     budget = args.minutes * 60 - (time.monotonic() - started) - 120  # leave time to export
     # Warm up over the first 5% of the schedule, then decay linearly to zero: on steps with
     # --epochs, else on the time budget.
@@ -407,11 +448,11 @@ def main() -> None:
                 print(
                     f"step {step} epoch {epoch} texts {seen} loss {loss.item():.3f} {elapsed / 60:.1f} min", flush=True
                 )
+        done = done or (total_steps is not None and step >= total_steps)
         if checkpoint and not done:
-            names = save_weights(model, checkpoint)
             state = {"command": command, "resumes": resumes, "epoch": epoch, "step": step, "seen": seen}
-            state |= {"weights": names, "args": {k: vars(args)[k] for k in RESUME_KEYS}}
-            (checkpoint / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+            state["args"] = {k: vars(args)[k] for k in RESUME_KEYS} | {"vocabulary_sha256": vocabulary}
+            save_checkpoint(model, checkpoint, state)
             print(f"checkpoint: epoch {epoch}, step {step} in {checkpoint}", flush=True)
             if args.epochs_now is not None and epoch - first_epoch + 1 >= args.epochs_now:
                 print(f"stopped after epoch {epoch} (--epochs-now {args.epochs_now}): continue with --resume")
