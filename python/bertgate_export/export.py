@@ -26,6 +26,7 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
 
 from . import __version__
+from .quantize import SCHEME, int8_layers, quantize_int8
 
 # Bundle layout version, written to bundle.json: 2 when model.pt also returns the pooled
 # features (a dict {"logits", "features"}), which bertgate's out-of-distribution gate reads;
@@ -249,9 +250,10 @@ def export_bundle(
     to the device's dtype at load. The parity check then compares against the eager model with
     the same rounded weights, so it still tests the trace, not the rounding.
 
-    quantize="int8": the Linear layers become dynamic int8 (torch.ao quantize_dynamic; weights
-    int8 per tensor, activations quantized per batch at run time), on the x86 quantized engine;
-    the rest keeps `weights`. CPU only. Parity is then checked against the quantized eager
+    quantize="int8": the Linear layers become dynamic int8 (quantize.py: weights int8 per
+    channel, activations quantized per batch at run time to 8 bits; the pooler, the classifier
+    and the first layer's FFN down-projection stay float), on the x86 quantized engine; the
+    rest keeps `weights`. CPU only. Parity is then checked against the quantized eager
     model, and the agreement with the unquantized one (top-1, max |logit difference|) is
     reported, on `agreement_texts` when given, else on the parity check's random batches.
 
@@ -297,7 +299,7 @@ def export_bundle(
     reference = model  # what the file must reproduce
     if quantize == "int8":
         torch.backends.quantized.engine = quantized_engine()
-        reference = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        reference = quantize_int8(model)
 
     traced = trace(WithFeatures(reference) if features else reference, length)
     with staged(out_dir) as staging:
@@ -310,8 +312,9 @@ def export_bundle(
         quantization = None
         if quantize == "int8":
             quantization = {
-                "scheme": "dynamic int8: Linear weights int8 per tensor, activations quantized per batch",
+                "scheme": SCHEME,
                 "layers": "Linear",
+                "float_layers": int8_layers(model)[1],
                 "engine": torch.backends.quantized.engine,
                 "other_weights": weights,
                 "agreement_with_unquantized": agreement(model, loaded, tokenizer, length, agreement_texts),

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 from . import tokenizer_corpus
 from .export import export_bundle, file_digests, quantized_engine, save_torchscript
+from .quantize import quantize_int8
 from .testmodels import ModelSpec, build_model_dir, corpus_lines, train_wordpiece
 
 SPECS: dict[str, ModelSpec] = {
@@ -90,7 +91,7 @@ def reference(model_dir: Path, bundle_dir: Path, texts: list[str], quantize: boo
     model = BertForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
     if quantize:
         torch.backends.quantized.engine = quantized_engine()
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model = quantize_int8(model)
     max_length = tokenizer.model_max_length
     pairs = [[texts[i], texts[-1 - i]] for i in range(0, len(texts), 3)]
     ids, logits, truncated = [], [], []
@@ -242,7 +243,7 @@ def build(out: Path) -> None:
                 export_fixture(model_dir, out / f"{name}-int8", quantize="int8")
                 expected = reference(model_dir, out / f"{name}-int8", parity_texts(spec.max_positions), quantize=True)
                 (out / f"{name}-int8.expected.json").write_text(json.dumps(expected))
-                print(f"fixtures: {name}-int8 (dynamic int8 Linear layers, the quantized eager reference)")
+                print(f"fixtures: {name}-int8 (the int8 recipe of quantize.py, the quantized eager reference)")
         # One token type (no row for a pair's second text): the engine must refuse pairs up front.
         spec = ModelSpec(labels=["a", "b"], hidden=32, heads=2, max_positions=64, seed=5, extra={"type_vocab_size": 1})
         export_fixture(build_model_dir(spec, Path(tmp) / "onetype"), out / "onetype")

@@ -151,3 +151,36 @@ def test_unbundle_recovers_the_model_a_bundle_holds(model_dir, tmp_path):
     export_bundle(model_dir, tmp_path / "int8", quantize="int8")
     with pytest.raises(ExportError, match="int8 bundle"):
         unbundle(tmp_path / "int8", tmp_path / "hf8")
+
+
+def test_int8_export_follows_the_recipe(model_dir, tmp_path):
+    """--quantize int8: per-channel int8 weights, 8-bit activations (reduce_range false in every
+    int8 call of the file), the pooler, the classifier and the first layer's FFN down-projection
+    left in float and named in bundle.json, and the file reproducing the recipe's eager model."""
+    from bertgate_export.quantize import SCHEME, int8_layers, quantize_int8
+
+    manifest = export_bundle(model_dir, tmp_path / "int8", quantize="int8")
+    q = manifest["quantization"]
+    assert q["scheme"] == SCHEME and q["layers"] == "Linear"
+    eager = BertForSequenceClassification.from_pretrained(model_dir).eval()
+    quantized, kept = int8_layers(eager)
+    assert q["float_layers"] == kept
+    assert kept == ["bert.encoder.layer.0.output.dense", "bert.pooler.dense", "classifier"]
+    assert "bert.encoder.layer.1.output.dense" in quantized  # a later layer's is not kept
+    assert "bert.encoder.layer.0.attention.output.dense" in quantized
+
+    loaded = torch.jit.load(str(tmp_path / "int8" / "model.pt"))
+    graph = loaded.inlined_graph  # held: its nodes die with it
+    calls = graph.findAllNodes("quantized::linear_dynamic", recurse=True)
+    assert len(calls) == len(quantized)
+    # reduce_range false: activations quantized to 8 bits (torch.ao's default is 7).
+    assert all(call.inputsAt(2).toIValue() is False for call in calls)
+    # The file reproduces the recipe's eager model, whose weights are per output channel.
+    reference = quantize_int8(eager)
+    layer = dict(reference.named_modules())[quantized[0]]
+    assert layer._packed_params._packed_params.unpack()[0].qscheme() == torch.per_channel_affine
+    ids, mask, types = random_batch(torch.Generator().manual_seed(4), 3, 17, eager.config.vocab_size, 2)
+    with torch.no_grad():
+        got = loaded(ids, mask, types)["logits"]
+        want = reference(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    assert (got - want).abs().max().item() <= 1e-5
