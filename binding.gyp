@@ -32,6 +32,7 @@
         'native/engine/ood_gate.cpp',
         'native/engine/torch_engine.cpp',
         'native/engine/torchscript_model.cpp',
+        'native/engine/torch_warnings.cpp',
       ],
       'cflags_cc': [
         '-O3',

@@ -45,12 +45,24 @@ export interface NativeModelInfo {
   frozen: boolean;
   /** The graph runs quantized (int8) operators. */
   quantized: boolean;
+  /**
+   * int8: the bits its Linear layers quantize activations to: 8 for a bundle exported with 8
+   * on a CPU with AVX-512 VNNI; 7 for older bundles, on other CPUs, or with
+   * BERTGATE_INT8_ACTIVATION_BITS=7. 0 for a float model.
+   */
+  int8ActivationBits: number;
   /** Width of the pooled features the model returns beside its logits; 0 when it returns none. */
   featureWidth: number;
   /** -1 where the module has no such embedding table. */
   vocabRows: number;
   positionRows: number;
   typeVocabRows: number;
+  /**
+   * libtorch's warnings while this model loaded (an int8 bundle's deprecation notice on torch
+   * >= 2.13), collected by the engine instead of printed to stderr; a warning libtorch raises
+   * once per process shows on the first load only (NativeRuntimeInfo keeps them all).
+   */
+  torchWarnings: string[];
 }
 
 export interface NativeInferRequest {
@@ -100,6 +112,8 @@ export interface NativeRuntimeInfo {
   intraOpThreads: number;
   interopThreads: number;
   parallelInfo: string;
+  /** Every distinct libtorch warning the engine collected in this process so far (at most 32). */
+  torchWarnings: string[];
 }
 
 export interface NativeEngineHandle {

@@ -4,6 +4,9 @@
 // logits must match transformers' eager logits within 1e-5. One child process per engine,
 // since a process holds one libtorch. test/engine-matrix.test.ts runs it in npm test; run it
 // alone to refresh the table in docs/install.md:  node scripts/engine-matrix.mjs --write-docs
+// Each engine also loads the int8 fixture (labels50-int8, against its quantized eager model
+// within INT8_TOLERANCE): its child's stderr comes back, and the libtorch warnings the engine
+// collected instead of printing (quantized tensors' deprecation from torch 2.13 on).
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,9 +18,11 @@ import { MATRIX, libtorchDir } from './torch-wheels.mjs';
 
 const exec = promisify(execFile);
 export const TOLERANCE = 1e-5;
+export const INT8_TOLERANCE = 1e-4;
 const FIXTURES = ['labels2', 'labels7', 'labels50'];
 
-// Runs in the child: the chosen engine (doctor) and the worst |logit - eager| over the fixtures.
+// Runs in the child: the chosen engine (doctor), the worst |logit - eager| over the float
+// fixtures and over the int8 one, and the libtorch warnings the int8 load raised.
 const CHILD = `
 import { readFileSync } from 'node:fs';
 import { Classifier, doctor } from ${JSON.stringify(join(ROOT, 'dist', 'lib', 'index.js'))};
@@ -33,7 +38,17 @@ for (const name of ${JSON.stringify(FIXTURES)}) {
   rows += got.length;
   await clf.close();
 }
-console.log(JSON.stringify({ engine: report.engines.chosen, torch: report.runtime.torchVersion, worst, rows }));
+const int8Dir = ${JSON.stringify(join(ROOT, '.fixtures'))} + '/labels50-int8';
+const int8Ref = JSON.parse(readFileSync(int8Dir + '.expected.json', 'utf8'));
+const int8 = await Classifier.load(int8Dir);
+let worstInt8 = 0;
+for (const [i, text] of int8Ref.texts.entries()) {
+  const row = await int8.logits(text);
+  row.forEach((v, j) => { worstInt8 = Math.max(worstInt8, Math.abs(v - int8Ref.logits[i][j])); });
+}
+const loadWarnings = int8.info.model.torchWarnings;
+await int8.close();
+console.log(JSON.stringify({ engine: report.engines.chosen, torch: report.runtime.torchVersion, worst, rows, worstInt8, loadWarnings }));
 `;
 
 /** One engine on one torch: { version, flavour, engine, torch, worst, rows } or { ..., error }. */
@@ -46,8 +61,8 @@ export async function checkEngine(version, flavour) {
     BERTGATE_ADDON: join(ROOT, 'prebuilds', `${process.platform}-${process.arch}`, 'bertgate.glibc.node'),
   };
   try {
-    const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', CHILD], { env, cwd: ROOT });
-    return { version, flavour, ...JSON.parse(stdout.trim().split('\n').pop()) };
+    const { stdout, stderr } = await exec(process.execPath, ['--input-type=module', '-e', CHILD], { env, cwd: ROOT });
+    return { version, flavour, ...JSON.parse(stdout.trim().split('\n').pop()), stderr };
   } catch (error) {
     return { version, flavour, error: (error.stderr || error.message).trim().split('\n').slice(-3).join(' ') };
   }
@@ -59,14 +74,20 @@ export async function checkMatrix(versions = MATRIX, flavours = FLAVOURS) {
   return results;
 }
 
+const brief = (warning) => `"${warning.length > 90 ? `${warning.slice(0, 90)}…` : warning}"`.replace(/\|/g, '\\|');
+
 export function table(results) {
   const lines = [
-    '| torch | flavour | engine loaded | logits vs eager (max abs diff, 3 fixtures) |',
-    '| --- | --- | --- | --- |',
+    '| torch | flavour | engine loaded | logits vs eager (max abs diff, 3 fixtures) | int8 fixture vs quantized eager | libtorch warnings collected at the int8 load (none on stderr) |',
+    '| --- | --- | --- | --- | --- | --- |',
   ];
   for (const r of results) {
     const outcome = r.error ? `failed: ${r.error}` : `${r.worst.toExponential(1)} over ${r.rows} texts`;
-    lines.push(`| ${r.version} | ${r.flavour} | ${r.engine ?? '-'} on ${r.torch ?? '-'} | ${outcome} |`);
+    const int8 = r.error ? '-' : r.worstInt8.toExponential(1);
+    const warned = r.error ? '-' : r.loadWarnings.length === 0 ? 'none' : r.loadWarnings.map(brief).join('; ');
+    lines.push(
+      `| ${r.version} | ${r.flavour} | ${r.engine ?? '-'} on ${r.torch ?? '-'} | ${outcome} | ${int8} | ${warned} |`,
+    );
   }
   return lines.join('\n');
 }
@@ -85,5 +106,6 @@ if (isMain(import.meta.url)) {
     const stamp = `Measured ${new Date().toISOString().slice(0, 10)} by \`node scripts/engine-matrix.mjs --write-docs\`:`;
     writeFileSync(readme, `${current.slice(0, at + start.length)}\n${stamp}\n\n${text}\n${current.slice(stop)}`);
   }
-  if (results.some((r) => r.error || !(r.worst <= TOLERANCE))) process.exitCode = 1;
+  const bad = (r) => r.error || !(r.worst <= TOLERANCE) || !(r.worstInt8 <= INT8_TOLERANCE) || r.stderr.trim() !== '';
+  if (results.some(bad)) process.exitCode = 1;
 }

@@ -37,6 +37,9 @@ interface MatrixResult {
   torch?: string;
   worst?: number;
   rows?: number;
+  worstInt8?: number;
+  loadWarnings?: string[];
+  stderr?: string;
   error?: string;
 }
 interface Scripts {
@@ -44,6 +47,7 @@ interface Scripts {
   libtorchDir(version: string): string;
   checkMatrix(): Promise<MatrixResult[]>;
   TOLERANCE: number;
+  INT8_TOLERANCE: number;
 }
 const load = async (name: string): Promise<Scripts> =>
   (await import(pathToFileURL(join(PACKAGE_ROOT, 'scripts', name)).href)) as Scripts;
@@ -52,6 +56,7 @@ const matrix = await load('engine-matrix.mjs');
 const OLDEST = wheels.MATRIX[0] as string;
 const NEWEST = wheels.MATRIX[wheels.MATRIX.length - 1] as string;
 const minor = (version: string): string => version.split('.').slice(0, 2).join('.');
+const minorOf = (version: string): number => Number(version.split('.')[1]);
 const INDEX = pathToFileURL(join(PACKAGE_ROOT, 'dist', 'lib', 'index.js')).href;
 const DEFAULT = join(PACKAGE_ROOT, 'models', 'default');
 
@@ -111,8 +116,18 @@ describe('engine matrix', () => {
       assert.equal(r.engine, `libbertgate_engine.torch-${minor(r.version)}.${r.flavour}.so`);
       assert.equal(r.torch, r.version);
       assert.ok((r.worst as number) <= matrix.TOLERANCE, `torch ${r.version} ${r.flavour}: ${r.worst}`);
+      assert.ok(
+        (r.worstInt8 as number) <= matrix.INT8_TOLERANCE,
+        `torch ${r.version} ${r.flavour}: int8 ${r.worstInt8}`,
+      );
+      // Nothing of libtorch's reaches a server's stderr, the int8 bundle's deprecation notice
+      // included: from torch 2.13 on the engine must have collected it instead.
+      assert.equal(r.stderr, '', `torch ${r.version} ${r.flavour} printed: ${r.stderr}`);
+      const deprecation = (r.loadWarnings as string[]).some((w) => /deprecated/i.test(w));
+      if (minorOf(r.version) >= 13) assert.ok(deprecation, `torch ${r.version}: ${JSON.stringify(r.loadWarnings)}`);
       t.diagnostic(
-        `torch ${r.version} ${r.flavour}: max |Δ| ${(r.worst as number).toExponential(1)} over ${r.rows} texts`,
+        `torch ${r.version} ${r.flavour}: max |Δ| ${(r.worst as number).toExponential(1)} over ${r.rows} texts, ` +
+          `int8 ${(r.worstInt8 as number).toExponential(1)}, ${(r.loadWarnings as string[]).length} warning(s) collected`,
       );
     }
   });

@@ -51,6 +51,34 @@ describe('int8 bundles', () => {
     assert.ok(same / batched.length >= 0.97, `${same} of ${batched.length} top labels as alone`);
   });
 
+  it('quantize activations to 8 bits where the CPU allows (AVX-512 VNNI), and to 7 when asked', async (t) => {
+    const bits = clf.info.model.int8ActivationBits;
+    assert.ok(bits === 8 || bits === 7, `int8ActivationBits ${bits}`);
+    t.diagnostic(`this CPU: ${bits}-bit activations`);
+    const ref = await expected('labels50-int8');
+    process.env['BERTGATE_INT8_ACTIVATION_BITS'] = '7';
+    let seven: Classifier;
+    try {
+      seven = await Classifier.load(bundle('labels50-int8'));
+    } finally {
+      delete process.env['BERTGATE_INT8_ACTIVATION_BITS'];
+    }
+    try {
+      assert.equal(seven.info.model.int8ActivationBits, 7);
+      const [a, again, b] = [await clf.logits(ref.texts), await clf.logits(ref.texts), await seven.logits(ref.texts)];
+      const worst = (x: Float32Array[], y: Float32Array[]): number =>
+        Math.max(...x.map((row, i) => maxAbsDiff(row, y[i] as Float32Array)));
+      // One graph gives the same logits run after run (0 exactly); where the CPU already runs
+      // 7 bits the two classifiers are one graph, else coarser rounding moves the logits a little.
+      assert.equal(worst(a, again), 0);
+      const moved = worst(a, b);
+      if (bits === 8) assert.ok(moved > 0 && moved < 0.5, `7 against 8 bits: max |Δ| ${moved}`);
+      else assert.equal(moved, 0);
+    } finally {
+      await seven.close();
+    }
+  });
+
   it('agree with the float bundle of the same weights on the top label', async () => {
     const float = await Classifier.load(bundle('labels50'));
     try {

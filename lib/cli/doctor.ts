@@ -89,6 +89,7 @@ export async function doctorCommand(argv: string[]): Promise<number> {
       `  threads        ${report.defaultThreads} intra-op per model by default (${report.cpus} CPUs); libtorch default ${r.intraOpThreads} intra-op, ${r.interopThreads} inter-op`,
     );
     lines.push(r.parallelInfo.trim().replace(/^/gm, '    '));
+    for (const warning of r.torchWarnings) lines.push(`  torch warning  ${warning}`);
   }
   if (report.replicas) {
     const { replicas } = report;

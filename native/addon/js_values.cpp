@@ -41,6 +41,16 @@ Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string&
   return error;
 }
 
+namespace {
+
+Napi::Array Strings(Napi::Env env, const std::vector<std::string>& items) {
+  Napi::Array array = Napi::Array::New(env, items.size());
+  for (uint32_t i = 0; i < items.size(); ++i) array.Set(i, Napi::String::New(env, items[i]));
+  return array;
+}
+
+}  // namespace
+
 Napi::Object ToJs(Napi::Env env, const ModelInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("loader", info.loader);
@@ -51,10 +61,12 @@ Napi::Object ToJs(Napi::Env env, const ModelInfo& info) {
   o.Set("numLabels", Napi::Number::New(env, static_cast<double>(info.num_labels)));
   o.Set("frozen", Napi::Boolean::New(env, info.frozen));
   o.Set("quantized", Napi::Boolean::New(env, info.quantized));
+  o.Set("int8ActivationBits", Napi::Number::New(env, info.int8_activation_bits));
   o.Set("featureWidth", Napi::Number::New(env, static_cast<double>(info.feature_width)));
   o.Set("vocabRows", Napi::Number::New(env, static_cast<double>(info.vocab_rows)));
   o.Set("positionRows", Napi::Number::New(env, static_cast<double>(info.position_rows)));
   o.Set("typeVocabRows", Napi::Number::New(env, static_cast<double>(info.type_vocab_rows)));
+  o.Set("torchWarnings", Strings(env, info.torch_warnings));
   return o;
 }
 
@@ -67,6 +79,7 @@ Napi::Object ToJs(Napi::Env env, const RuntimeInfo& info) {
   o.Set("intraOpThreads", Napi::Number::New(env, info.intra_op_threads));
   o.Set("interopThreads", Napi::Number::New(env, info.interop_threads));
   o.Set("parallelInfo", info.parallel_info);
+  o.Set("torchWarnings", Strings(env, info.torch_warnings));
   return o;
 }
 

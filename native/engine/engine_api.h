@@ -99,13 +99,17 @@ struct ModelInfo {
   std::string logits_dtype;  // dtype of the logits the model returns
   int64_t num_labels = 0;    // output width, probed with a forward pass at load
   bool frozen = false;
-  bool quantized = false;     // the graph runs quantized:: operators (dynamic int8 Linear layers)
-  int64_t feature_width = 0;  // width of the pooled features the model returns beside its logits; 0: none
+  bool quantized = false;        // the graph runs quantized:: operators (dynamic int8 Linear layers)
+  int int8_activation_bits = 0;  // quantized: what its Linear layers quantize activations to, 8 or 7
+  int64_t feature_width = 0;     // width of the pooled features the model returns beside its logits; 0: none
   // Embedding table sizes read from the module's parameters (-1 when not found), so the
   // bundle's config and tokenizer can be checked against the weights actually shipped.
   int64_t vocab_rows = -1;
   int64_t position_rows = -1;
   int64_t type_vocab_rows = -1;
+  // libtorch's warnings while this model loaded, probe and warm-up included (an int8 bundle's
+  // deprecation notice on libtorch >= 2.13): collected, not printed (torch_warnings.h).
+  std::vector<std::string> torch_warnings;
 };
 
 // Token ids arrive as int32 (every BERT vocabulary fits); the engine widens them to the
@@ -155,6 +159,8 @@ struct RuntimeInfo {
   int intra_op_threads = 0;  // of the calling thread
   int interop_threads = 0;
   std::string parallel_info;
+  // Every distinct libtorch warning the engine's calls raised in this process so far.
+  std::vector<std::string> torch_warnings;
 };
 
 // A batch handed to the device and not yet waited for: what Engine::Enqueue returns and
@@ -206,5 +212,5 @@ class EngineLibrary {
 
 // The one symbol the addon looks up. Versioned so that an addon and an engine library from
 // different builds refuse each other instead of misreading these structs.
-#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v4"
-extern "C" bertgate::EngineLibrary* bertgate_engine_library_v4();
+#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v5"
+extern "C" bertgate::EngineLibrary* bertgate_engine_library_v5();

@@ -16,6 +16,7 @@
 
 #include "engine_error.h"
 #include "torch_engine.h"
+#include "torch_warnings.h"
 
 #ifdef BERTGATE_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -76,6 +77,7 @@ class TorchLibrary : public EngineLibrary {
  public:
   Outcome<std::unique_ptr<Engine>> Load(const LoadOptions& options) noexcept override {
     try {
+      const CaptureTorchWarnings capture;
       // Intra-op threads are per calling thread under OpenMP; the addon loads and infers on
       // the same worker, so setting them here fixes the engine's count for its lifetime.
       at::set_num_threads(options.threads);
@@ -103,6 +105,7 @@ class TorchLibrary : public EngineLibrary {
       info.intra_op_threads = at::get_num_threads();
       info.interop_threads = at::get_num_interop_threads();
       info.parallel_info = at::get_parallel_info();
+      info.torch_warnings = TorchWarningsSeen();
     } catch (const std::exception&) {
       // A runtime that cannot describe itself still reports what it has.
     }
@@ -128,7 +131,7 @@ class TorchLibrary : public EngineLibrary {
 }  // namespace
 }  // namespace bertgate
 
-extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v4() {
+extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v5() {
   static bertgate::TorchLibrary library;
   return &library;
 }

@@ -12,6 +12,7 @@
 #include "device_scope.h"
 #include "engine_error.h"
 #include "logits.h"
+#include "torch_warnings.h"
 #ifdef BERTGATE_WITH_CUDA
 #include "cuda_scores.h"
 #endif
@@ -117,6 +118,7 @@ std::unique_ptr<PendingBatch> TorchEngine::Queue(const InferInput& in) {
 
 Outcome<std::unique_ptr<Engine>> TorchEngine::Replica(int threads) noexcept {
   try {
+    const CaptureTorchWarnings capture;
     // Intra-op threads are per calling thread (OpenMP): this one's, for the replica's passes.
     at::set_num_threads(threads);
     return std::unique_ptr<Engine>(new TorchEngine(model_, gate_));
@@ -132,6 +134,7 @@ auto TorchEngine::Guarded(int64_t rows, int64_t seq_len, Work&& work) noexcept -
                                                 Shape(rows, seq_len) + ": " + detail};
   };
   try {
+    const CaptureTorchWarnings capture;
     return work();
   } catch (const EngineError& e) {
     return Failure{e.code(), e.what()};

@@ -2,18 +2,23 @@
 
 #include <ATen/Context.h>
 #include <ATen/core/Dict.h>
+#include <ATen/cpu/Utils.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
+#include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/freeze_module.h>
 #include <torch/cuda.h>
 
+#include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "device_scope.h"
 #include "engine_error.h"
 #include "logits.h"
+#include "torch_warnings.h"
 
 namespace bertgate {
 namespace {
@@ -99,6 +104,47 @@ bool UsesQuantizedOps(const torch::jit::Module& module) {
   });
 }
 
+namespace {
+
+const c10::Symbol& LinearDynamic() {
+  static const c10::Symbol symbol = c10::Symbol::fromQualString("quantized::linear_dynamic");
+  return symbol;
+}
+
+// The call's reduce_range when it is a constant; nullopt when the graph computes it.
+std::optional<bool> ReduceRangeOf(torch::jit::Node* node) {
+  const std::optional<c10::IValue> value = torch::jit::toIValue(node->input(2));
+  if (!value || !value->isBool()) return std::nullopt;
+  return value->toBool();
+}
+
+}  // namespace
+
+int ReduceInt8Range(torch::jit::Module& module) {
+  int changed = 0;
+  AnyNode(module, [&](torch::jit::Node* node) {
+    if (node->kind() != LinearDynamic() || node->inputs().size() < 3 || ReduceRangeOf(node) == true) return false;
+    const torch::jit::WithInsertPoint here(node);
+    node->replaceInput(2, node->owningGraph()->insertConstant(true));
+    ++changed;
+    return false;  // every node
+  });
+  return changed;
+}
+
+int Int8ActivationBitsOf(const torch::jit::Module& module) {
+  const bool seven = AnyNode(module, [](torch::jit::Node* node) {
+    return node->kind() == LinearDynamic() && (node->inputs().size() < 3 || ReduceRangeOf(node) != false);
+  });
+  return seven ? 7 : 8;
+}
+
+bool FullRangeInt8Here() {
+  const char* asked = std::getenv("BERTGATE_INT8_ACTIVATION_BITS");
+  if (asked != nullptr && std::string(asked) == "7") return false;
+  return at::cpu::is_avx512_vnni_supported();
+}
+
 int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device) {
   int changed = 0;
   const std::string target = device.str();
@@ -126,6 +172,7 @@ std::optional<c10::Stream> OwnStream(const c10::Device& device) {
 
 TorchScriptModel::TorchScriptModel(const LoadOptions& options)
     : device_(ResolveDevice(options)), stream_(OwnStream(device_)) {
+  const CaptureTorchWarnings capture;  // this load's, for info_.torch_warnings
   const DeviceScope scope(device_, stream_);
   const std::string& path = options.model_path;
   try {
@@ -160,6 +207,10 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
     throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds dynamic int8 (quantized::) layers, which run on " +
                                                  "the CPU only; load it on \"cpu\", or export the model without " +
                                                  "--quantize for " + device_.str());
+  }
+  if (info_.quantized) {
+    if (!FullRangeInt8Here()) ReduceInt8Range(module_);
+    info_.int8_activation_bits = Int8ActivationBitsOf(module_);
   }
   const at::QEngine qengine = at::globalContext().qEngine();
   if (info_.quantized && qengine != at::QEngine::X86 && qengine != at::QEngine::FBGEMM) {
@@ -203,6 +254,9 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
       }
     }
   }
+  // A warning libtorch raises once per process (TORCH_WARN_ONCE) shows on the first load only;
+  // RuntimeInfo keeps the process's.
+  info_.torch_warnings = capture.seen();
 }
 
 // One forward pass at [rows, seq_len] of [CLS]-like ids with a full mask, during load: any

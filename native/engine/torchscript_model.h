@@ -20,6 +20,22 @@ int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& devic
 // Whether any method of the module runs quantized:: operators (a dynamic int8 bundle).
 bool UsesQuantizedOps(const torch::jit::Module& module);
 
+// The `reduce_range` argument of quantized::linear_dynamic: true quantizes activations to 7
+// bits, false to 8. The exporter writes false (8 bits agree better with the float model;
+// bundles from before it wrote true); fbgemm's kernels on CPUs without AVX-512 VNNI sum pairs
+// of 8-bit products in saturating int16, which 7 bits keep clear of. This turns it on in every
+// call of the module; returns how many it changed.
+int ReduceInt8Range(torch::jit::Module& module);
+
+// The activation bits of the module's int8 Linear layers: 7 if any call reduces the range
+// (or decides it at run time), else 8.
+int Int8ActivationBitsOf(const torch::jit::Module& module);
+
+// Whether 8-bit activations are safe and wanted here: the CPU has AVX-512 VNNI, and
+// BERTGATE_INT8_ACTIVATION_BITS is not 7 (which asks for the same logits on every host of a
+// fleet of mixed CPUs).
+bool FullRangeInt8Here();
+
 class TorchScriptModel : public Model {
  public:
   explicit TorchScriptModel(const LoadOptions& options);

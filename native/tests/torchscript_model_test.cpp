@@ -4,6 +4,8 @@
 #include "../engine/torchscript_model.h"
 
 #include <gtest/gtest.h>
+#include <torch/csrc/jit/frontend/resolver.h>
+#include <torch/csrc/jit/frontend/sugared_value.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
@@ -42,10 +44,19 @@ class TorchScriptModelTest : public ::testing::Test {
     options.model_path = path;
     options.device = device;
     options.threads = 1;
-    return bertgate_engine_library_v4()->Load(options);
+    return bertgate_engine_library_v5()->Load(options);
   }
 
   fs::path dir_;
+};
+
+// Module::define knows `torch.` (aten) alone; Python's `torch.ops.quantized.` is this.
+struct QuantizedOpsResolver : torch::jit::Resolver {
+  std::shared_ptr<torch::jit::SugaredValue> resolveValue(const std::string& name, torch::jit::GraphFunction& fn,
+                                                         const torch::jit::SourceRange& loc) override {
+    if (name == "quantized") return std::make_shared<torch::jit::BuiltinModule>("quantized");
+    return torch::jit::nativeResolver()->resolveValue(name, fn, loc);
+  }
 };
 
 // Each row's logits are (sum ids, sum mask, sum types): easy to predict from the inputs.
@@ -165,6 +176,40 @@ TEST_F(TorchScriptModelTest, RetargetsDeviceConstantsThatATraceBakedIn) {
   EXPECT_EQ(m.get_method("forward").graph()->toString().find("cuda"), std::string::npos);
   const auto ids = torch::zeros({2, 3}, torch::kLong);
   EXPECT_EQ(m.forward({ids, ids, ids}).toTensor().device(), c10::Device("cpu"));
+}
+
+TEST_F(TorchScriptModelTest, TurnsInt8ActivationsTo7BitsWhereAsked) {
+  // An int8 Linear as the exporter writes it: reduce_range false, 8-bit activations. (12 is
+  // torch.qint8, which Module::define cannot name.)
+  const auto int8_linear = [] {
+    torch::jit::Module m("Model");
+    m.define(
+        "def forward(self, x: Tensor) -> Tensor:\n"
+        "    w = torch.quantize_per_tensor(torch.linspace(-1.0, 1.0, 12).reshape(4, 3), 0.01, 0, 12)\n"
+        "    packed = quantized.linear_prepack(w, None)\n"
+        "    return quantized.linear_dynamic(x, packed, False)\n",
+        std::make_shared<QuantizedOpsResolver>());
+    return m;
+  };
+  const auto x = torch::linspace(-3, 5, 15).reshape({5, 3});
+  torch::jit::Module m = int8_linear();
+  EXPECT_TRUE(UsesQuantizedOps(m));
+  EXPECT_EQ(Int8ActivationBitsOf(m), 8);
+  // Changed before its first run, as the engine does at load (the executor keeps the plan of
+  // a graph it has run).
+  EXPECT_EQ(ReduceInt8Range(m), 1);
+  EXPECT_EQ(Int8ActivationBitsOf(m), 7);
+  EXPECT_EQ(ReduceInt8Range(m), 0);  // already 7 bits: nothing to change
+  const at::Tensor seven = m.forward({x}).toTensor();
+  const at::Tensor eight = int8_linear().forward({x}).toTensor();
+  // Half the levels: the same layer, rounded more coarsely.
+  const double moved = (seven - eight).abs().max().item<double>();
+  EXPECT_GT(moved, 1e-3);
+  EXPECT_LT(moved, 0.5);
+  // A float module has no int8 layer to change.
+  torch::jit::Module plain("Plain");
+  plain.define("def forward(self, x: Tensor) -> Tensor:\n    return x * 2\n");
+  EXPECT_EQ(ReduceInt8Range(plain), 0);
 }
 
 TEST_F(TorchScriptModelTest, CastsStoredHalfWeightsButNotIntegerBuffers) {
