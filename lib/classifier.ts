@@ -39,6 +39,7 @@ import {
 import { ReplicaSet, isBatchFault, resolveDevices, textAtFault, type ReplicaStats } from './replicas.js';
 import { resolveRule } from './rule.js';
 import { openRuntime } from './runtime/open.js';
+import { checkEngineSwitches } from './runtime/engine-switches.js';
 import { TextTokenizer, type Encoded, type TruncationSide, type TruncationStrategy } from './tokenizer.js';
 import { invalid } from './validate.js';
 
@@ -282,6 +283,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     settings: Settings,
     forCalibration?: { gate: Gate | undefined },
   ): Promise<Classifier<L, O>> {
+    checkEngineSwitches();
     const runtime = await openRuntime();
     const bundle = await readBundle(
       bundleDir,

@@ -278,6 +278,11 @@ describe('bertgate export: arguments', () => {
       () => [model, at('new'), '--tolerance=-1'],
       'Expected --tolerance to be a positive number, got "-1"',
     ],
+    [
+      '--quantize int4',
+      () => [model, at('new'), '--quantize', 'int4'],
+      'Expected --quantize to be int8 or int8-fast, got "int4"',
+    ],
   ] as const) {
     it(`refuses ${name} before any Python runs`, async () => {
       const r = await bertgate(['export', ...args()], { env: { BERTGATE_PYTHON: '/nonexistent/python' } });

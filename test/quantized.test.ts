@@ -110,6 +110,25 @@ describe('int8 bundles: refusals', () => {
     return copy;
   }
 
+  it('an engine switch set to a value the engine does not know: InvalidArgumentError naming it, nothing loaded', async () => {
+    for (const [name, value] of [
+      ['BERTGATE_INT8_ACTIVATION_BITS', '6'],
+      ['BERTGATE_INT8_ACTIVATION_BITS', '7 '],
+      ['BERTGATE_TORCH_WARNINGS', 'yes'],
+    ] as const) {
+      process.env[name] = value;
+      try {
+        await assert.rejects(
+          Classifier.load(bundle('labels50-int8')),
+          (e: unknown) =>
+            e instanceof InvalidArgumentError && e.message.startsWith(`${name} is ${JSON.stringify(value)}; expected `),
+        );
+      } finally {
+        delete process.env[name];
+      }
+    }
+  });
+
   it('on a CUDA device: refused before anything loads, naming the bundle and the reason', async () => {
     await assert.rejects(
       Classifier.load(bundle('labels50-int8'), { device: 'cuda:0' }),

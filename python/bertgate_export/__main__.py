@@ -1,4 +1,5 @@
-"""python -m bertgate_export MODEL_DIR OUT_DIR [--max-length N] [--tolerance T] [--quantize int8] [--weights float16]"""
+"""python -m bertgate_export MODEL_DIR OUT_DIR [--max-length N] [--tolerance T] [--quantize int8|int8-fast]
+[--weights float16] [--features]"""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import sys
 
 from .export import ExportError, export_bundle
+from .quantize import RECIPES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=None, help="cap on tokens per text (default: the model's)")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max |trace - eager| accepted (default 1e-5)")
     parser.add_argument(
-        "--quantize", choices=["int8"], default=None, help="dynamic int8 Linear layers (CPU only, about 2x faster)"
+        "--quantize",
+        choices=list(RECIPES),
+        default=None,
+        help="dynamic int8 Linear layers (CPU only): int8 keeps the most sensitive layer in float for agreement, "
+        "int8-fast quantizes every encoder layer",
     )
     parser.add_argument(
         "--weights", choices=["float32", "float16"], default="float32", help="how the other weights are stored"

@@ -26,7 +26,7 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
 
 from . import __version__
-from .quantize import SCHEME, int8_layers, quantize_int8
+from .quantize import RECIPES, SCHEME, int8_layers, quantize_int8
 
 # Bundle layout version, written to bundle.json: 2 when model.pt also returns the pooled
 # features (a dict {"logits", "features"}), which bertgate's out-of-distribution gate reads;
@@ -253,9 +253,10 @@ def export_bundle(
     quantize="int8": the Linear layers become dynamic int8 (quantize.py: weights int8 per
     channel, activations quantized per batch at run time to 8 bits; the pooler, the classifier
     and the first layer's FFN down-projection stay float), on the x86 quantized engine; the
-    rest keeps `weights`. CPU only. Parity is then checked against the quantized eager
-    model, and the agreement with the unquantized one (top-1, max |logit difference|) is
-    reported, on `agreement_texts` when given, else on the parity check's random batches.
+    rest keeps `weights`. quantize="int8-fast": the same with every encoder Linear int8. CPU
+    only. Parity is then checked against the quantized eager model, and the agreement with
+    the unquantized one (top-1, max |logit difference|) is reported, on `agreement_texts` when
+    given, else on the parity check's random batches.
 
     features=True: model.pt returns {"logits", "features"}, the pooled vector beside the logits
     (bundle format 2), for the out-of-distribution gate `bertgate calibrate` fits."""
@@ -292,14 +293,14 @@ def export_bundle(
     length = max_length_of(config, tokenizer, max_length)
     if weights not in ("float32", "float16"):
         raise ExportError(f"weights must be float32 or float16, got {weights}")
-    if quantize not in (None, "int8"):
-        raise ExportError(f"quantize must be int8 (or none), got {quantize}")
+    if quantize is not None and quantize not in RECIPES:
+        raise ExportError(f"quantize must be one of {', '.join(RECIPES)} (or none), got {quantize}")
     if weights == "float16":
         model = model.half().float()  # the values the file will hold
     reference = model  # what the file must reproduce
-    if quantize == "int8":
+    if quantize is not None:
         torch.backends.quantized.engine = quantized_engine()
-        reference = quantize_int8(model)
+        reference = quantize_int8(model, RECIPES[quantize])
 
     traced = trace(WithFeatures(reference) if features else reference, length)
     with staged(out_dir) as staging:
@@ -310,11 +311,12 @@ def export_bundle(
         loaded = torch.jit.load(str(model_path)).float()
         parity = check_parity(reference, loaded, length, tolerance)
         quantization = None
-        if quantize == "int8":
+        if quantize is not None:
             quantization = {
                 "scheme": SCHEME,
+                "recipe": quantize,
                 "layers": "Linear",
-                "float_layers": int8_layers(model)[1],
+                "float_layers": int8_layers(model, RECIPES[quantize])[1],
                 "engine": torch.backends.quantized.engine,
                 "other_weights": weights,
                 "agreement_with_unquantized": agreement(model, loaded, tokenizer, length, agreement_texts),

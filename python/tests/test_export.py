@@ -184,3 +184,17 @@ def test_int8_export_follows_the_recipe(model_dir, tmp_path):
         got = loaded(ids, mask, types)["logits"]
         want = reference(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
     assert (got - want).abs().max().item() <= 1e-5
+
+
+def test_int8_fast_quantizes_every_encoder_layer(model_dir, tmp_path):
+    """--quantize int8-fast: only the pooler and classifier stay float; an unknown recipe is refused."""
+    manifest = export_bundle(model_dir, tmp_path / "fast", quantize="int8-fast")
+    assert manifest["quantization"]["recipe"] == "int8-fast"
+    assert manifest["quantization"]["float_layers"] == ["bert.pooler.dense", "classifier"]
+    loaded = torch.jit.load(str(tmp_path / "fast" / "model.pt"))
+    graph = loaded.inlined_graph
+    eager = BertForSequenceClassification.from_pretrained(model_dir).eval()
+    linears = [n for n, m in eager.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert len(graph.findAllNodes("quantized::linear_dynamic", recurse=True)) == len(linears) - 2
+    with pytest.raises(ExportError, match="quantize must be one of int8, int8-fast"):
+        export_bundle(model_dir, tmp_path / "int4", quantize="int4")
