@@ -147,6 +147,8 @@ describe('packed install', () => {
       'dist/lib/cli/main.js',
       'python/bertgate_export/export.py',
       'python/bertgate_export/__main__.py',
+      // export.py imports the int8 recipe: without it the installed exporter cannot start.
+      'python/bertgate_export/quantize.py',
       'scripts/build-native.mjs',
       'CMakeLists.txt',
       'native/engine/torch_engine.cpp',
