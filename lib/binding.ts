@@ -26,6 +26,10 @@ export interface NativeLoadOptions {
   freeze: boolean;
   /** CUDA: the share of device memory the caching allocator may hold; 0 for no limit. */
   cudaMemoryFraction: number;
+  /** libtorch's warnings printed to stderr as well as collected (BERTGATE_TORCH_WARNINGS=stderr). */
+  torchWarningsToStderr: boolean;
+  /** int8 bundles' activations in 7 bits even where the CPU takes 8 (BERTGATE_INT8_ACTIVATION_BITS=7). */
+  int8SevenBits: boolean;
   /** A forward pass at [warmupRows, warmupSeqLen] after the load probe; 0 rows for none. */
   warmupRows: number;
   warmupSeqLen: number;

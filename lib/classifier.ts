@@ -39,7 +39,7 @@ import {
 import { ReplicaSet, isBatchFault, resolveDevices, textAtFault, type ReplicaStats } from './replicas.js';
 import { resolveRule } from './rule.js';
 import { openRuntime } from './runtime/open.js';
-import { checkEngineSwitches } from './runtime/engine-switches.js';
+import { engineSwitches } from './runtime/engine-switches.js';
 import { TextTokenizer, type Encoded, type TruncationSide, type TruncationStrategy } from './tokenizer.js';
 import { invalid } from './validate.js';
 
@@ -52,6 +52,12 @@ export interface ClassifierStats extends BatcherStats {
   drift: DriftStats | null;
   /** Per replica, in `info.replicas` order: its work, and its health. */
   replicas: ReplicaStats[];
+  /**
+   * libtorch's warnings while the model loaded (`info.model.torchWarnings`): kept off stderr, so
+   * they are here for `GET /stats` to show (an int8 bundle on torch >= 2.13: the deprecation of
+   * quantized tensors). Warnings raised later, in forward passes, are in `doctor()`'s process-wide list.
+   */
+  torchWarnings: readonly string[];
 }
 
 export interface ClassifierInfo {
@@ -283,7 +289,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     settings: Settings,
     forCalibration?: { gate: Gate | undefined },
   ): Promise<Classifier<L, O>> {
-    checkEngineSwitches();
+    const switches = engineSwitches();
     const runtime = await openRuntime();
     const bundle = await readBundle(
       bundleDir,
@@ -334,6 +340,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
           threads: settings.threads,
           freeze: settings.freeze,
           cudaMemoryFraction: settings.cudaMemoryFraction,
+          ...switches,
           ...warmup,
           ...(gate
             ? { gateDim: gate.dim, gateProjection: gate.projection, gateCentres: gate.centres }
@@ -508,6 +515,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       faultSplits: this.#faultSplits,
       drift: this.#drift ? this.#drift.stats() : null,
       replicas: this.#replicas.stats(),
+      torchWarnings: this.#info.model.torchWarnings,
     };
   }
 

@@ -6,7 +6,9 @@
 // alone to refresh the table in docs/install.md:  node scripts/engine-matrix.mjs --write-docs
 // Each engine also loads the int8 fixture (labels50-int8, against its quantized eager model
 // within INT8_TOLERANCE): its child's stderr comes back, and the libtorch warnings the engine
-// collected instead of printing (quantized tensors' deprecation from torch 2.13 on).
+// collected instead of printing (quantized tensors' deprecation from torch 2.13 on); then loads
+// it again with BERTGATE_TORCH_WARNINGS=stderr set in between, after a marker on stderr: the
+// switch is read per load, and a second load lists the (warn-once) deprecation as well.
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,6 +22,7 @@ const exec = promisify(execFile);
 export const TOLERANCE = 1e-5;
 export const INT8_TOLERANCE = 1e-4;
 const FIXTURES = ['labels2', 'labels7', 'labels50'];
+const MARKER = '--- BERTGATE_TORCH_WARNINGS=stderr from here ---';
 
 // Runs in the child: the chosen engine (doctor), the worst |logit - eager| over the float
 // fixtures and over the int8 one, and the libtorch warnings the int8 load raised.
@@ -48,7 +51,12 @@ for (const [i, text] of int8Ref.texts.entries()) {
 }
 const loadWarnings = int8.info.model.torchWarnings;
 await int8.close();
-console.log(JSON.stringify({ engine: report.engines.chosen, torch: report.runtime.torchVersion, worst, rows, worstInt8, loadWarnings }));
+process.stderr.write(${JSON.stringify(MARKER + '\n')});
+process.env.BERTGATE_TORCH_WARNINGS = 'stderr';
+const again = await Classifier.load(int8Dir);
+const againWarnings = again.info.model.torchWarnings;
+await again.close();
+console.log(JSON.stringify({ engine: report.engines.chosen, torch: report.runtime.torchVersion, worst, rows, worstInt8, loadWarnings, againWarnings }));
 `;
 
 /** One engine on one torch: { version, flavour, engine, torch, worst, rows } or { ..., error }. */
@@ -62,7 +70,8 @@ export async function checkEngine(version, flavour) {
   };
   try {
     const { stdout, stderr } = await exec(process.execPath, ['--input-type=module', '-e', CHILD], { env, cwd: ROOT });
-    return { version, flavour, ...JSON.parse(stdout.trim().split('\n').pop()), stderr };
+    const [quiet, asked = ''] = stderr.split(`${MARKER}\n`);
+    return { version, flavour, ...JSON.parse(stdout.trim().split('\n').pop()), stderr: quiet, stderrAsked: asked };
   } catch (error) {
     return { version, flavour, error: (error.stderr || error.message).trim().split('\n').slice(-3).join(' ') };
   }

@@ -6,7 +6,8 @@
 // process (one thread, or two).
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { cp, mkdir, mkdtemp, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -27,6 +28,7 @@ import {
   type LibtorchTraits,
 } from '../lib/runtime/engines.js';
 import { RuntimeLoadError } from '../lib/errors.js';
+import { CLI, bundle } from './helpers.js';
 
 const exec = promisify(execFile);
 
@@ -39,7 +41,9 @@ interface MatrixResult {
   rows?: number;
   worstInt8?: number;
   loadWarnings?: string[];
+  againWarnings?: string[];
   stderr?: string;
+  stderrAsked?: string;
   error?: string;
 }
 interface Scripts {
@@ -125,11 +129,76 @@ describe('engine matrix', () => {
       assert.equal(r.stderr, '', `torch ${r.version} ${r.flavour} printed: ${r.stderr}`);
       const deprecation = (r.loadWarnings as string[]).some((w) => /deprecated/i.test(w));
       if (minorOf(r.version) >= 13) assert.ok(deprecation, `torch ${r.version}: ${JSON.stringify(r.loadWarnings)}`);
+      // Loaded again with BERTGATE_TORCH_WARNINGS=stderr set since: the switch is read per load
+      // (not once per process), and the warn-once deprecation is listed by the second load too.
+      const again = r.againWarnings as string[];
+      const asked = r.stderrAsked as string;
+      if (minorOf(r.version) >= 13) {
+        assert.ok(
+          again.some((w) => /deprecated/i.test(w)),
+          `torch ${r.version}: ${JSON.stringify(again)}`,
+        );
+        assert.match(asked, /deprecated/i, `torch ${r.version} ${r.flavour}: stderr with the switch on: ${asked}`);
+      } else {
+        assert.deepEqual(again, [], `torch ${r.version}`);
+      }
       t.diagnostic(
         `torch ${r.version} ${r.flavour}: max |Δ| ${(r.worst as number).toExponential(1)} over ${r.rows} texts, ` +
           `int8 ${(r.worstInt8 as number).toExponential(1)}, ${(r.loadWarnings as string[]).length} warning(s) collected`,
       );
     }
+  });
+});
+
+describe('libtorch warnings under bertgate serve', () => {
+  it(`an int8 bundle on torch ${NEWEST}: nothing on stderr, one line saying how many, GET /stats lists them`, async () => {
+    const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--model', bundle('labels50-int8')], {
+      env: {
+        PATH: process.env['PATH'],
+        HOME: process.env['HOME'],
+        LIBTORCH: wheels.libtorchDir(NEWEST),
+        BERTGATE_ENGINE: 'cpu',
+        BERTGATE_ADDON: join(prebuildDir(PACKAGE_ROOT), 'bertgate.glibc.node'),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        // The count's line comes right after "listening on"; a serve that never prints it fails here.
+        const late = setTimeout(() => reject(new Error(`no warning line in 60 s: ${stdout}${stderr}`)), 60_000);
+        child.stdout.on('data', (d: Buffer) => {
+          stdout += d.toString();
+          const match = /listening on (http:\/\/\S+)\n[^]*libtorch warned .*\n/.exec(stdout);
+          if (match) {
+            clearTimeout(late);
+            resolve(match[1] as string);
+          }
+        });
+        child.once('exit', (code) => {
+          clearTimeout(late);
+          reject(new Error(`serve exited with ${code}: ${stdout}${stderr}`));
+        });
+      });
+      const stats = (await (await fetch(`${url}/stats`)).json()) as { torchWarnings: string[] };
+      assert.ok(
+        stats.torchWarnings.some((w) => /deprecated/i.test(w)),
+        JSON.stringify(stats.torchWarnings),
+      );
+      assert.match(
+        stdout,
+        new RegExp(`libtorch warned ${stats.torchWarnings.length} time\\(s\\) while loading; GET /stats lists them`),
+      );
+      assert.doesNotMatch(stdout, /deprecated/i, 'the log gets the count, not the messages');
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await once(child, 'exit');
+      }
+    }
+    assert.equal(stderr, '');
   });
 });
 

@@ -20,6 +20,8 @@ export async function loadHandle(
     threads: 1,
     freeze: true,
     cudaMemoryFraction: 0,
+    torchWarningsToStderr: false,
+    int8SevenBits: false,
     warmupRows: 0,
     warmupSeqLen: 0,
     gateDim: 0,

@@ -57,6 +57,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
     throw listenError(error as NodeJS.ErrnoException, host, port);
   }
   process.stdout.write(`listening on ${address}\n`);
+  const warned = classifier.info.model.torchWarnings.length;
+  // One line that points at them, not the messages: the engine keeps them out of the log.
+  if (warned > 0) process.stdout.write(`libtorch warned ${warned} time(s) while loading; GET /stats lists them\n`);
 
   let signals = 0;
   await new Promise<void>((resolve) => {

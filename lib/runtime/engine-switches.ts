@@ -1,9 +1,11 @@
-// Environment switches the engine library reads itself (native/engine): checked here, where a
-// wrong value can be named, since the engine takes what it finds.
+// Environment switches for the engine: read and checked here, where a wrong value can be named,
+// and handed to the engine with each load (NativeLoadOptions). The engine reads no environment
+// of its own for them: a worker_thread's `env` is a copy the C++ side cannot see, and a value
+// read once per process would ignore a change that this check had accepted.
 
 import { InvalidArgumentError } from '../errors.js';
 
-const SWITCHES: Record<string, { allowed: readonly string[]; meaning: string }> = {
+const SWITCHES = {
   // torch_warnings.h: libtorch's warnings are collected; "stderr" prints them as well.
   BERTGATE_TORCH_WARNINGS: { allowed: ['stderr'], meaning: '"stderr" (print libtorch\'s warnings as well)' },
   // torchscript_model.h: int8 bundles' activation bits; 7 everywhere, or 8 where the CPU allows.
@@ -11,13 +13,27 @@ const SWITCHES: Record<string, { allowed: readonly string[]; meaning: string }> 
     allowed: ['7', '8'],
     meaning: '"7" (int8 activations in 7 bits on every CPU) or "8" (8 where the CPU has AVX-512 VNNI, the default)',
   },
-};
+} as const;
 
-/** Throws InvalidArgumentError naming the first switch set to a value the engine does not know. */
-export function checkEngineSwitches(env: NodeJS.ProcessEnv = process.env): void {
+export interface EngineSwitches {
+  /** libtorch's warnings printed to stderr as well as collected. */
+  torchWarningsToStderr: boolean;
+  /** int8 bundles quantize activations to 7 bits even where the CPU could take 8. */
+  int8SevenBits: boolean;
+}
+
+/**
+ * The switches as `env` sets them (the calling thread's: a worker's own env where it has one).
+ * Throws InvalidArgumentError naming the first switch set to a value the engine does not know.
+ */
+export function engineSwitches(env: NodeJS.ProcessEnv = process.env): EngineSwitches {
   for (const [name, { allowed, meaning }] of Object.entries(SWITCHES)) {
     const value = env[name];
-    if (value === undefined || value === '' || allowed.includes(value)) continue;
+    if (value === undefined || value === '' || (allowed as readonly string[]).includes(value)) continue;
     throw new InvalidArgumentError(`${name} is ${JSON.stringify(value)}; expected ${meaning}, or unset`);
   }
+  return {
+    torchWarningsToStderr: env['BERTGATE_TORCH_WARNINGS'] === 'stderr',
+    int8SevenBits: env['BERTGATE_INT8_ACTIVATION_BITS'] === '7',
+  };
 }

@@ -119,6 +119,8 @@ LoadOptions LoadOptionsFromJs(const Napi::Object& o) {
   options.threads = o.Get("threads").As<Napi::Number>().Int32Value();
   options.freeze = o.Get("freeze").As<Napi::Boolean>().Value();
   options.cuda_memory_fraction = o.Get("cudaMemoryFraction").As<Napi::Number>().DoubleValue();
+  options.torch_warnings_to_stderr = o.Get("torchWarningsToStderr").As<Napi::Boolean>().Value();
+  options.int8_seven_bits = o.Get("int8SevenBits").As<Napi::Boolean>().Value();
   options.warmup_rows = o.Get("warmupRows").As<Napi::Number>().Int64Value();
   options.warmup_seq_len = o.Get("warmupSeqLen").As<Napi::Number>().Int64Value();
   options.gate_dim = o.Get("gateDim").As<Napi::Number>().Int64Value();

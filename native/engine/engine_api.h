@@ -79,6 +79,12 @@ struct LoadOptions {
   // CUDA only: the share of the device's memory libtorch's caching allocator may hold, in
   // (0, 1]; 0 leaves it unlimited. Per device and process-wide (the allocator is shared).
   double cuda_memory_fraction = 0;
+  // libtorch's warnings raised in this engine's calls are printed to stderr as well as
+  // collected (torch_warnings.h). Per load: the caller reads its own environment.
+  bool torch_warnings_to_stderr = false;
+  // int8 bundles quantize activations to 7 bits even where the CPU has AVX-512 VNNI (the same
+  // rounding on every host of a fleet of mixed CPUs); else 8 where the CPU allows.
+  bool int8_seven_bits = false;
   // A forward pass at [warmup_rows, warmup_seq_len] after the load probe, so the executor's
   // profiling and the fuser's compilation happen at load, at a shape like the traffic's,
   // rather than on a user's request. 0 rows: none (the probe alone).
@@ -212,5 +218,5 @@ class EngineLibrary {
 
 // The one symbol the addon looks up. Versioned so that an addon and an engine library from
 // different builds refuse each other instead of misreading these structs.
-#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v5"
-extern "C" bertgate::EngineLibrary* bertgate_engine_library_v5();
+#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v6"
+extern "C" bertgate::EngineLibrary* bertgate_engine_library_v6();

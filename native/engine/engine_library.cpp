@@ -77,7 +77,8 @@ class TorchLibrary : public EngineLibrary {
  public:
   Outcome<std::unique_ptr<Engine>> Load(const LoadOptions& options) noexcept override {
     try {
-      const CaptureTorchWarnings capture;
+      const CaptureTorchWarnings capture(options.torch_warnings_to_stderr);
+      const WarnAlwaysWhileLoading every_load_warns;  // so each load's info lists what applies to it
       // Intra-op threads are per calling thread under OpenMP; the addon loads and infers on
       // the same worker, so setting them here fixes the engine's count for its lifetime.
       at::set_num_threads(options.threads);
@@ -131,7 +132,7 @@ class TorchLibrary : public EngineLibrary {
 }  // namespace
 }  // namespace bertgate
 
-extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v5() {
+extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v6() {
   static bertgate::TorchLibrary library;
   return &library;
 }

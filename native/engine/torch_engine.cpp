@@ -53,7 +53,8 @@ struct TorchPending : PendingBatch {
 
 }  // namespace
 
-TorchEngine::TorchEngine(std::unique_ptr<Model> model, const LoadOptions& options) : model_(std::move(model)) {
+TorchEngine::TorchEngine(std::unique_ptr<Model> model, const LoadOptions& options)
+    : model_(std::move(model)), warnings_to_stderr_(options.torch_warnings_to_stderr) {
   if (options.gate_dim <= 0) return;
   const int64_t width = static_cast<int64_t>(options.gate_projection.size()) / options.gate_dim;
   if (model_->info().feature_width != width) {
@@ -118,10 +119,10 @@ std::unique_ptr<PendingBatch> TorchEngine::Queue(const InferInput& in) {
 
 Outcome<std::unique_ptr<Engine>> TorchEngine::Replica(int threads) noexcept {
   try {
-    const CaptureTorchWarnings capture;
+    const CaptureTorchWarnings capture(warnings_to_stderr_);
     // Intra-op threads are per calling thread (OpenMP): this one's, for the replica's passes.
     at::set_num_threads(threads);
-    return std::unique_ptr<Engine>(new TorchEngine(model_, gate_));
+    return std::unique_ptr<Engine>(new TorchEngine(model_, gate_, warnings_to_stderr_));
   } catch (const std::exception& e) {
     return Failure{ErrorCode::kInternal, std::string("could not make a replica: ") + e.what()};
   }
@@ -134,7 +135,7 @@ auto TorchEngine::Guarded(int64_t rows, int64_t seq_len, Work&& work) noexcept -
                                                 Shape(rows, seq_len) + ": " + detail};
   };
   try {
-    const CaptureTorchWarnings capture;
+    const CaptureTorchWarnings capture(warnings_to_stderr_);
     return work();
   } catch (const EngineError& e) {
     return Failure{e.code(), e.what()};

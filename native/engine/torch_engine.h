@@ -27,12 +27,13 @@ class TorchEngine : public Engine {
   template <class Work>
   auto Guarded(int64_t rows, int64_t seq_len, Work&& work) noexcept -> decltype(work());
 
-  TorchEngine(std::shared_ptr<Model> model, std::shared_ptr<const OodGate> gate)
-      : model_(std::move(model)), gate_(std::move(gate)) {}
+  TorchEngine(std::shared_ptr<Model> model, std::shared_ptr<const OodGate> gate, bool warnings_to_stderr)
+      : model_(std::move(model)), gate_(std::move(gate)), warnings_to_stderr_(warnings_to_stderr) {}
 
   // Shared with the engine's replicas (Replica), which only read them.
   std::shared_ptr<Model> model_;
   std::shared_ptr<const OodGate> gate_;
+  bool warnings_to_stderr_ = false;  // LoadOptions::torch_warnings_to_stderr, for this engine's calls
 };
 
 }  // namespace bertgate

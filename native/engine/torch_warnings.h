@@ -7,7 +7,8 @@
 // code cannot silence or act on. The engine installs a collector around each of its calls
 // (load, forward pass, replica) instead; what it collects is kept, once per message, and
 // reaches users through ModelInfo (this load's) and RuntimeInfo (the process's), so doctor
-// and classifier.info show it. BERTGATE_TORCH_WARNINGS=stderr prints them as well.
+// and classifier.info show it. Asked per load (LoadOptions::torch_warnings_to_stderr, set by
+// BERTGATE_TORCH_WARNINGS=stderr in the caller's environment), they are printed as well.
 
 #include <c10/util/Exception.h>
 
@@ -21,10 +22,10 @@ namespace bertgate {
 inline constexpr size_t kMaxTorchWarnings = 32;
 
 // While it lives, libtorch warnings raised on this thread are collected (and printed only
-// with BERTGATE_TORCH_WARNINGS=stderr). Nests: the previous handler returns on destruction.
+// when `to_stderr`). Nests: the previous handler returns on destruction.
 class CaptureTorchWarnings {
  public:
-  CaptureTorchWarnings();
+  explicit CaptureTorchWarnings(bool to_stderr);
   // The distinct messages raised on this thread while this capture lived, in order.
   const std::vector<std::string>& seen() const;
 
@@ -33,9 +34,23 @@ class CaptureTorchWarnings {
    public:
     void process(const c10::Warning& warning) override;
     std::vector<std::string> seen;
+    bool to_stderr = false;
   };
   Handler handler_;
   c10::WarningUtils::WarningHandlerGuard guard_;
+};
+
+// While one lives (on any thread), libtorch's warn-once warnings are raised every time. The
+// deprecation of quantized tensors is one of them: without this only the first int8 load of a
+// process would list it, and a second classifier's info would say nothing was warned. Held
+// around loads only: forward passes keep warn-once. Counted, so overlapping loads on several
+// threads restore libtorch's setting only when the last one ends.
+class WarnAlwaysWhileLoading {
+ public:
+  WarnAlwaysWhileLoading();
+  ~WarnAlwaysWhileLoading();
+  WarnAlwaysWhileLoading(const WarnAlwaysWhileLoading&) = delete;
+  WarnAlwaysWhileLoading& operator=(const WarnAlwaysWhileLoading&) = delete;
 };
 
 // Every distinct message collected in this process so far, oldest first (at most

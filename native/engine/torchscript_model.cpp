@@ -139,10 +139,8 @@ int Int8ActivationBitsOf(const torch::jit::Module& module) {
   return seven ? 7 : 8;
 }
 
-bool FullRangeInt8Here() {
-  const char* asked = std::getenv("BERTGATE_INT8_ACTIVATION_BITS");
-  if (asked != nullptr && std::string(asked) == "7") return false;
-  return at::cpu::is_avx512_vnni_supported();
+bool FullRangeInt8Here(const LoadOptions& options) {
+  return !options.int8_seven_bits && at::cpu::is_avx512_vnni_supported();
 }
 
 int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device) {
@@ -172,7 +170,7 @@ std::optional<c10::Stream> OwnStream(const c10::Device& device) {
 
 TorchScriptModel::TorchScriptModel(const LoadOptions& options)
     : device_(ResolveDevice(options)), stream_(OwnStream(device_)) {
-  const CaptureTorchWarnings capture;  // this load's, for info_.torch_warnings
+  const CaptureTorchWarnings capture(options.torch_warnings_to_stderr);  // this load's, for info_.torch_warnings
   const DeviceScope scope(device_, stream_);
   const std::string& path = options.model_path;
   try {
@@ -209,7 +207,7 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
                                                  "--quantize for " + device_.str());
   }
   if (info_.quantized) {
-    if (!FullRangeInt8Here()) ReduceInt8Range(module_);
+    if (!FullRangeInt8Here(options)) ReduceInt8Range(module_);
     info_.int8_activation_bits = Int8ActivationBitsOf(module_);
   }
   const at::QEngine qengine = at::globalContext().qEngine();

@@ -31,10 +31,10 @@ int ReduceInt8Range(torch::jit::Module& module);
 // (or decides it at run time), else 8.
 int Int8ActivationBitsOf(const torch::jit::Module& module);
 
-// Whether 8-bit activations are safe and wanted here: the CPU has AVX-512 VNNI, and
-// BERTGATE_INT8_ACTIVATION_BITS is not 7 (which asks for the same logits on every host of a
+// Whether 8-bit activations are safe and wanted here: the CPU has AVX-512 VNNI, and the load
+// did not ask for 7 bits (LoadOptions::int8_seven_bits: the same rounding on every host of a
 // fleet of mixed CPUs).
-bool FullRangeInt8Here();
+bool FullRangeInt8Here(const LoadOptions& options);
 
 class TorchScriptModel : public Model {
  public:
