@@ -15,6 +15,8 @@ export interface NativeBuildInfo {
   engineLibrary: string;
   /** What the open engine was compiled as; null until one is open. */
   engine: { torchVersion: string; cudaKernels: boolean } | null;
+  /** BERTGATE_MKL_ANY_CPU=1: the MKL shim loaded, and how many times MKL asked it; else null. */
+  mklAnyCpu: { file: string; calls: number } | null;
 }
 
 export interface NativeLoadOptions {
@@ -133,7 +135,8 @@ export interface NativeEngineHandle {
 }
 
 export interface NativeAddon {
-  openRuntime(preload: string[], engineLibrary: string): Promise<void>;
+  /** `mklAnyCpu`: the MKL shim's path, loaded before libtorch into the global scope; '' for none. */
+  openRuntime(preload: string[], engineLibrary: string, mklAnyCpu: string): Promise<void>;
   /** Drops queued native work and waits for forward passes under way; for process exit. */
   quiesce(): void;
   buildInfo(): NativeBuildInfo;

@@ -11,7 +11,7 @@ const fix = process.argv.includes('--fix');
 const require = createRequire(import.meta.url);
 const bin = (pkg, file) => join(require.resolve(`${pkg}/package.json`), '..', file);
 
-const nativeFiles = ['native/engine', 'native/addon', 'native/tests'].flatMap((dir) =>
+const nativeFiles = ['native/engine', 'native/addon', 'native/shim', 'native/tests'].flatMap((dir) =>
   readdirSync(join(ROOT, dir))
     .filter((f) => /\.(h|cpp)$/.test(f))
     .map((f) => join(dir, f)),

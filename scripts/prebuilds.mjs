@@ -66,7 +66,7 @@ async function engine(version, flavour, nvcc) {
   const dir = join(STAGE, `engine-${version}-${flavour}`);
   const file = join(dir, 'Release', engineFileName(version, flavour));
   if (!existsSync(file)) rmSync(join(dir, '.stamp'), { force: true });
-  const inputs = [join(ROOT, 'native', 'engine'), join(ROOT, 'CMakeLists.txt')];
+  const inputs = [join(ROOT, 'native', 'engine'), join(ROOT, 'native', 'shim'), join(ROOT, 'CMakeLists.txt')];
   await buildIfStale(dir, inputs, () => {
     const torchDir = libtorchDir(version);
     const torch = {
@@ -95,6 +95,12 @@ export async function prebuilds({ versions = MATRIX, flavours = FLAVOURS } = {})
       console.log(`prebuilds: engine for torch ${version} (${flavour})`);
     }
   }
+  // MKL's vendor check answered "Intel" (native/shim/mkl_any_cpu.cpp): the same file from every
+  // engine build (it uses no libtorch), shipped once beside the engines; lib/runtime/engines.ts
+  // names it MKL_SHIM.
+  const shim = 'libbertgate_mkl_any_cpu.so';
+  copyFileSync(join(STAGE, `engine-${versions[0]}-${flavours[0]}`, 'Release', shim), join(platformDir, shim));
+  run('strip', ['--strip-unneeded', join(platformDir, shim)]);
   writeEngineManifest(platformDir, engines);
   return platformDir;
 }

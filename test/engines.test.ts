@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { cp, mkdir, mkdtemp, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -20,6 +20,7 @@ import { prebuildDir } from '../lib/runtime/addon-path.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import {
   ENGINE_MANIFEST,
+  MKL_SHIM,
   chooseEngine,
   noEngineError,
   readEngines,
@@ -95,7 +96,8 @@ const loadDefault = `report(await attempt(Classifier.load(${JSON.stringify(DEFAU
  * set to `libtorch`, and reports what the worker's load gave; `thenInMain` runs in the main
  * thread after the worker ends, before the main classifier closes.
  */
-const workerLoadBody = (libtorch: string, thenInMain = ''): string => `
+/** `workerEnv`: the worker's env, as JS source; `withLibtorch(dir)` for the usual one. */
+const workerLoadBody = (workerEnv: string, thenInMain = ''): string => `
   const { Worker } = await import('node:worker_threads');
   const clf = await Classifier.load(${JSON.stringify(DEFAULT)});
   const worker = new Worker(\`
@@ -104,12 +106,14 @@ const workerLoadBody = (libtorch: string, thenInMain = ''): string => `
     Classifier.load(${JSON.stringify(DEFAULT)}).then(
       () => parentPort.postMessage({ ok: true }),
       (e) => parentPort.postMessage({ code: e.code, message: e.message }));
-  \`, { eval: true, env: { ...process.env, LIBTORCH: ${JSON.stringify(libtorch)} } });
+  \`, { eval: true, env: ${workerEnv} });
   report(await new Promise((resolve) => worker.once('message', resolve)));
   await worker.terminate();
   ${thenInMain}
   await clf.close();
 `;
+
+const withLibtorch = (dir: string): string => `{ ...process.env, LIBTORCH: ${JSON.stringify(dir)} }`;
 
 describe('engine matrix', () => {
   it('every engine loads on its own torch and matches eager within 1e-5', async (t) => {
@@ -146,6 +150,53 @@ describe('engine matrix', () => {
         `torch ${r.version} ${r.flavour}: max |Δ| ${(r.worst as number).toExponential(1)} over ${r.rows} texts, ` +
           `int8 ${(r.worstInt8 as number).toExponential(1)}, ${(r.loadWarnings as string[]).length} warning(s) collected`,
       );
+    }
+  });
+});
+
+describe('BERTGATE_MKL_ANY_CPU=1', () => {
+  // One process per setting: libtorch binds MKL's vendor check once, as it loads.
+  const child = async (env: Record<string, string>) => {
+    const code = `
+      const { Classifier } = await import(${JSON.stringify(INDEX)});
+      const { loadAddon } = await import(${JSON.stringify(pathToFileURL(join(PACKAGE_ROOT, 'dist', 'lib', 'runtime', 'open.js')).href)});
+      const clf = await Classifier.load(${JSON.stringify(DEFAULT)});
+      const texts = Array.from({ length: 32 }, (_, i) => 'a library ' + i + ' for parsing configuration files over the network');
+      const logits = (await clf.logits(texts)).map((row) => Array.from(row));
+      const build = loadAddon().native.buildInfo();
+      await clf.close();
+      process.env.BERTGATE_MKL_ANY_CPU = process.env.BERTGATE_MKL_ANY_CPU === '1' ? '' : '1';
+      const flipped = await Classifier.load(${JSON.stringify(DEFAULT)}).then(() => null, (e) => ({ code: e.code, message: e.message }));
+      console.log(JSON.stringify({ logits, mkl: build.mklAnyCpu, engine: build.engineLibrary, flipped }));
+    `;
+    const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', code], {
+      env: { ...process.env, ...env },
+    });
+    return JSON.parse(stdout.trim().split('\n').pop() as string) as {
+      logits: number[][];
+      mkl: { file: string; calls: number } | null;
+      engine: string;
+      flipped: { code: string; message: string } | null;
+    };
+  };
+
+  it("loads the MKL shim before libtorch, MKL asks it, the logits stay the model's, and the setting is fixed for the process", async () => {
+    const [plain, shimmed] = [await child({ BERTGATE_MKL_ANY_CPU: '' }), await child({ BERTGATE_MKL_ANY_CPU: '1' })];
+    assert.equal(plain.mkl, null);
+    assert.ok(shimmed.mkl, 'no shim loaded');
+    assert.equal(shimmed.mkl.file, join(dirname(shimmed.engine), MKL_SHIM));
+    // Counted by the shim itself: libtorch's MKL bound its vendor check to it, not to its own copy.
+    assert.ok(shimmed.mkl.calls > 0, `MKL asked the shim ${shimmed.mkl.calls} times`);
+    // Other kernels, the same model: within float rounding, the same top labels.
+    let worst = 0;
+    shimmed.logits.forEach((row, i) =>
+      row.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - (plain.logits[i]?.[j] as number))))),
+    );
+    assert.ok(worst <= 1e-4, `max |Δ logit| ${worst}`);
+    // Changed after libtorch loaded, either way: refused, naming the variable.
+    for (const r of [plain, shimmed]) {
+      assert.equal(r.flipped?.code, 'ERR_LIBTORCH_CONFLICT', JSON.stringify(r.flipped));
+      assert.match(r.flipped?.message ?? '', /BERTGATE_MKL_ANY_CPU=1, which is read once, before libtorch loads/);
     }
   });
 });
@@ -518,21 +569,49 @@ describe('engine choice: faults', () => {
     assert.deepEqual(good, { ok: 'loaded' });
   });
 
-  it('a worker thread asking for another libtorch: the native side refuses it before loading anything', async () => {
+  it('a worker thread asking for another libtorch: refused before anything of it loads, naming both', async () => {
     const first = wheels.libtorchDir(OLDEST);
     const second = wheels.libtorchDir(NEWEST);
-    const body = workerLoadBody(second, `report((await clf.classify('Python bindings for libxml2')).label);`);
+    const body = workerLoadBody(
+      withLibtorch(second),
+      `report((await clf.classify('Python bindings for libxml2')).label);`,
+    );
     const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: first }, body);
     const [refused, label] = out as [{ code: string; message: string }, string];
     assert.equal(refused.code, 'ERR_LIBTORCH_CONFLICT');
+    assert.equal(
+      refused.message,
+      `this process already runs the libtorch in ${first}/lib; this thread's environment finds libtorch ${NEWEST} ` +
+        `in ${second} (via LIBTORCH). One process holds one libtorch: load this model in another process, or let ` +
+        `this thread find the same libtorch (LIBTORCH=${first})`,
+    );
+    assert.equal(label, 'python');
+  });
+
+  it("a worker thread whose own env finds no libtorch: given the process's", async () => {
+    const first = wheels.libtorchDir(OLDEST);
+    // No PATH, no LIBTORCH, no Python: alone, this env finds nothing (ERR_LIBTORCH_NOT_FOUND).
+    const body = workerLoadBody(JSON.stringify(addonIn(prebuilt)));
+    const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: first }, body);
+    assert.deepEqual(out, [{ ok: true }]);
+  });
+
+  it('a worker thread with another copy of the addon (BERTGATE_ADDON) once libtorch is loaded: refused, naming both', async () => {
+    const first = wheels.libtorchDir(OLDEST);
+    const other = join(root, 'other-addon');
+    await cp(prebuilt, other, { recursive: true });
+    const body = workerLoadBody(
+      `{ ...process.env, BERTGATE_ADDON: ${JSON.stringify(join(other, 'bertgate.glibc.node'))} }`,
+    );
+    const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: first }, body);
+    const [refused] = out as [{ code: string; message: string }];
+    assert.equal(refused.code, 'ERR_LIBTORCH_CONFLICT', JSON.stringify(refused));
     assert.match(
       refused.message,
       new RegExp(
-        `^this process already runs the engine '.*torch-${minor(OLDEST).replace('.', '\\.')}\\.cpu\\.so' on the libtorch in '${first}/lib'; ` +
-          `it cannot also open '.*torch-${minor(NEWEST).replace('.', '\\.')}\\.cpu\\.so' on the one in '${second}/lib': one process holds one libtorch\\. Load this model in another process`,
+        `through the bertgate addon ${prebuilt}/bertgate\\.glibc\\.node; this thread's environment chose the addon ${other}/bertgate\\.glibc\\.node \\(BERTGATE_ADDON\\)`,
       ),
     );
-    assert.equal(label, 'python');
   });
 
   it('a worker thread asking for a copy of the same torch elsewhere: refused too, not silently given the first', async () => {
@@ -543,10 +622,11 @@ describe('engine choice: faults', () => {
       await symlink(join(first, 'lib', lib), join(copy, 'lib', lib));
     await cp(join(first, 'version.py'), join(copy, 'version.py'));
     await symlink(join(first, '..', 'nvidia'), join(root, 'nvidia'));
-    const body = workerLoadBody(copy);
+    const body = workerLoadBody(withLibtorch(copy));
     const { out } = await child({ ...addonIn(prebuilt), LIBTORCH: first }, body);
     const [refused] = out as [{ code: string; message: string }];
     assert.equal(refused.code, 'ERR_LIBTORCH_CONFLICT');
+    // The same files through other links: the native side, which compares the directories it was given, refuses it.
     assert.match(refused.message, new RegExp(`on the one in '${copy}/lib'`));
   });
 });

@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 
 import { prebuildDir } from '../lib/runtime/addon-path.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
-import { ENGINE_MANIFEST } from '../lib/runtime/engines.js';
+import { ENGINE_MANIFEST, MKL_SHIM } from '../lib/runtime/engines.js';
 import { FIXTURES, maxAbsDiff } from './helpers.js';
 
 const exec = promisify(execFile);
@@ -140,6 +140,7 @@ describe('packed install', () => {
     for (const file of [
       `${platform}/bertgate.glibc.node`,
       `${platform}/${ENGINE_MANIFEST}`,
+      `${platform}/${MKL_SHIM}`,
       ...engines,
       'models/default/model.pt',
       'models/default/calibration.json',
@@ -152,6 +153,7 @@ describe('packed install', () => {
       'scripts/build-native.mjs',
       'CMakeLists.txt',
       'native/engine/torch_engine.cpp',
+      'native/shim/mkl_any_cpu.cpp',
     ]) {
       assert.ok(paths.includes(file), `${file} is not in the tarball`);
     }

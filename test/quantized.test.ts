@@ -181,6 +181,7 @@ describe('int8 bundles: refusals', () => {
       ['BERTGATE_INT8_ACTIVATION_BITS', '6'],
       ['BERTGATE_INT8_ACTIVATION_BITS', '7 '],
       ['BERTGATE_TORCH_WARNINGS', 'yes'],
+      ['BERTGATE_MKL_ANY_CPU', 'true'],
     ] as const) {
       process.env[name] = value;
       try {

@@ -77,6 +77,12 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   }
   if (report.cuda)
     lines.push(`CUDA libraries   ${report.cuda.loaded ? 'loaded' : 'not loaded'}: ${report.cuda.reason}`);
+  const mkl = addon.build?.mklAnyCpu;
+  lines.push(
+    mkl
+      ? `MKL any CPU      on (BERTGATE_MKL_ANY_CPU=1): ${mkl.file}, asked ${mkl.calls} time(s) so far`
+      : 'MKL any CPU      off (BERTGATE_MKL_ANY_CPU=1 lets MKL use AVX2/AVX-512 on CPUs not made by Intel)',
+  );
   if (report.runtime) {
     const r = report.runtime;
     const built = addon.build?.engine;

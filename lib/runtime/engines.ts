@@ -17,6 +17,8 @@ import { RuntimeLoadError } from '../errors.js';
 import type { LibtorchLocation } from './libtorch.js';
 
 export const ENGINE_MANIFEST = 'engines.json';
+/** CMakeLists.txt's bertgate_mkl_any_cpu target, which every engine build leaves beside its engines. */
+export const MKL_SHIM = 'libbertgate_mkl_any_cpu.so';
 export type EngineFlavour = 'cuda' | 'cpu';
 
 export interface EngineEntry {

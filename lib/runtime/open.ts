@@ -5,12 +5,14 @@
  */
 
 import { isMainThread } from 'node:worker_threads';
-import { dirname, join } from 'node:path';
+import { existsSync, realpathSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 
 import type { NativeAddon } from '../binding.js';
 import { RuntimeLoadError } from '../errors.js';
 import { chooseAddon, prebuildDir } from './addon-path.js';
 import {
+  MKL_SHIM,
   chooseEngine,
   describeSupport,
   minorOf,
@@ -31,6 +33,8 @@ import {
   type LookupStep,
 } from './libtorch.js';
 import { PACKAGE_ROOT } from './package-root.js';
+import { engineSwitches } from './engine-switches.js';
+import { loadedNative } from './process-maps.js';
 
 let addon: { native: NativeAddon; path: string } | undefined;
 
@@ -102,6 +106,11 @@ export interface Runtime {
   steps: LookupStep[];
   cuda: { loaded: boolean; reason: string };
   engine: EngineChoice & { chosen: EngineCandidate };
+  /**
+   * BERTGATE_MKL_ANY_CPU=1: the shim that answers MKL's vendor check (native/shim/mkl_any_cpu.cpp),
+   * loaded before libtorch; null without it.
+   */
+  mklAnyCpu: string | null;
 }
 
 /** What a lookup and an engine choice found, before anything of libtorch is loaded. */
@@ -110,7 +119,15 @@ interface Plan extends Omit<Runtime, 'cuda'> {
 }
 
 // The environment the lookup and the choice read: when it changes, they are made again.
-const PLAN_INPUTS = ['LIBTORCH', 'BERTGATE_PYTHON', 'VIRTUAL_ENV', 'PATH', 'BERTGATE_CUDA', 'BERTGATE_ENGINE'] as const;
+const PLAN_INPUTS = [
+  'LIBTORCH',
+  'BERTGATE_PYTHON',
+  'VIRTUAL_ENV',
+  'PATH',
+  'BERTGATE_CUDA',
+  'BERTGATE_ENGINE',
+  'BERTGATE_MKL_ANY_CPU',
+] as const;
 // A copy of the whole environment (the lookup runs Python with it), taken when a call is made.
 export type PlanEnv = Readonly<NodeJS.ProcessEnv>;
 const planKey = (env: PlanEnv): string => JSON.stringify(PLAN_INPUTS.map((name) => env[name] ?? null));
@@ -129,7 +146,7 @@ export function openRuntime(env: PlanEnv = { ...process.env }, lookup?: LookupRe
   const key = planKey(env);
   const current = opened;
   if (!current) {
-    const runtime = plan(env, lookup).then(open);
+    const runtime = plan(env, lookup, true).then(open);
     opened = { key, env, runtime };
     // A fixed environment may succeed on the next try.
     runtime.catch(() => {
@@ -140,7 +157,15 @@ export function openRuntime(env: PlanEnv = { ...process.env }, lookup?: LookupRe
   if (current.key === key) return current.runtime;
   return current.runtime.then(
     async (first) => {
-      const next = await plan(env, lookup);
+      const next = await plan(env, lookup, false);
+      if (next.mklAnyCpu !== first.mklAnyCpu && next.libtorch.dir === first.libtorch.dir) {
+        throw new RuntimeLoadError(
+          'ERR_LIBTORCH_CONFLICT',
+          `this process loaded libtorch ${first.mklAnyCpu ? 'with' : 'without'} BERTGATE_MKL_ANY_CPU=1, which is ` +
+            'read once, before libtorch loads: load this model in another process, or restore BERTGATE_MKL_ANY_CPU ' +
+            'as the first load saw it',
+        );
+      }
       if (next.libtorch.dir === first.libtorch.dir && next.engine.chosen.path === first.engine.chosen.path) {
         return first;
       }
@@ -163,11 +188,12 @@ export function openRuntime(env: PlanEnv = { ...process.env }, lookup?: LookupRe
   );
 }
 
-async function plan(env: PlanEnv, lookup: LookupResult | undefined): Promise<Plan> {
+/** `firstHere`: this thread has no runtime yet (another thread may have loaded libtorch). */
+async function plan(env: PlanEnv, lookup: LookupResult | undefined, firstHere: boolean): Promise<Plan> {
   const { native, path } = loadAddon();
   const addonDir = dirname(path);
   const engines = readEngines(addonDir);
-  const { location, steps } = lookup ?? (await findLibtorch(env));
+  const { location, steps } = await inProcessLibtorch(env, path, lookup ?? (await findLibtorch(env)), firstHere);
   if (!location) {
     throw new RuntimeLoadError(
       'ERR_LIBTORCH_NOT_FOUND',
@@ -187,6 +213,7 @@ async function plan(env: PlanEnv, lookup: LookupResult | undefined): Promise<Pla
     steps,
     cudaDecision: decision,
     engine: engine as Plan['engine'],
+    mklAnyCpu: engineSwitches(env).mklAnyCpu ? mklShim(engine.chosen.path) : null,
   };
 }
 
@@ -201,7 +228,7 @@ async function open(plan: Plan): Promise<Runtime> {
   let cuda = { loaded: false, reason: decision.reason };
   if (decision.load) {
     try {
-      await native.openRuntime([...cpuSet, ...location.cudaPreload], chosen.path);
+      await native.openRuntime([...cpuSet, ...location.cudaPreload], chosen.path, plan.mklAnyCpu ?? '');
       cuda = { loaded: true, reason: decision.reason };
     } catch (error) {
       if ((error as { code?: string }).code === 'ERR_LIBTORCH_CONFLICT') throw conflict(error);
@@ -211,7 +238,7 @@ async function open(plan: Plan): Promise<Runtime> {
   }
   if (!cuda.loaded) {
     try {
-      await native.openRuntime(cpuSet, chosen.path);
+      await native.openRuntime(cpuSet, chosen.path, plan.mklAnyCpu ?? '');
     } catch (error) {
       const code = (error as { code?: string }).code;
       if (code === 'ERR_LIBTORCH_CONFLICT') throw conflict(error);
@@ -247,6 +274,7 @@ async function open(plan: Plan): Promise<Runtime> {
     libtorch: plan.libtorch,
     steps: plan.steps,
     engine: plan.engine,
+    mklAnyCpu: plan.mklAnyCpu,
     cuda,
   };
 }
@@ -283,4 +311,57 @@ function shadowedPrebuilds(addonPath: string, libtorch: LibtorchTraits): string 
 function withC10Cuda(preload: string[], c10Cuda: string): string[] {
   const at = preload.findIndex((path) => path.endsWith('/libc10.so'));
   return [...preload.slice(0, at + 1), c10Cuda, ...preload.slice(at + 1)];
+}
+
+/** The MKL shim every engine build leaves beside its engines (CMakeLists.txt), or a RuntimeLoadError. */
+function mklShim(enginePath: string): string {
+  const shim = join(dirname(enginePath), MKL_SHIM);
+  if (!existsSync(shim)) {
+    throw new RuntimeLoadError(
+      'ERR_ENGINE_LOAD',
+      `BERTGATE_MKL_ANY_CPU=1 needs ${shim}, which every engine build makes beside its engines, but it is not ` +
+        'there: rebuild (npx bertgate build), or unset BERTGATE_MKL_ANY_CPU',
+    );
+  }
+  return shim;
+}
+
+/**
+ * The lookup, held to what the process has loaded already (another thread's load included):
+ * one libtorch and one addon per process. A thread whose environment finds no libtorch (a
+ * worker given a small `env`) gets the process's; one that finds another, or that loaded
+ * another copy of the addon (BERTGATE_ADDON), is refused before anything of it loads.
+ */
+async function inProcessLibtorch(
+  env: PlanEnv,
+  addonPath: string,
+  found: LookupResult,
+  firstHere: boolean,
+): Promise<LookupResult> {
+  const loaded = loadedNative();
+  if (loaded.libtorchLibDir === null) return found;
+  const mine = realpathSync(addonPath);
+  const other = loaded.addons.find((addon) => addon !== mine);
+  if (other) {
+    throw new RuntimeLoadError(
+      'ERR_LIBTORCH_CONFLICT',
+      `this process already runs libtorch from ${loaded.libtorchLibDir} through the bertgate addon ${other}; this ` +
+        `thread's environment chose the addon ${mine} (BERTGATE_ADDON), whose engines cannot share it: one process ` +
+        'holds one addon and one libtorch, so load this model in another process or use the same BERTGATE_ADDON',
+    );
+  }
+  if (!found.location) return findLibtorch({ ...env, LIBTORCH: dirname(loaded.libtorchLibDir) });
+  // A thread that opened its runtime already says more about a change of its own (openRuntime).
+  const c10 = found.location.preload.find((p) => basename(p) === 'libc10.so');
+  // Real paths on both sides: the process's maps name files with their links resolved.
+  if (firstHere && c10 !== undefined && dirname(realpathSync(c10)) !== loaded.libtorchLibDir) {
+    throw new RuntimeLoadError(
+      'ERR_LIBTORCH_CONFLICT',
+      `this process already runs the libtorch in ${loaded.libtorchLibDir}; this thread's environment finds ` +
+        `libtorch ${found.location.version ?? ''} in ${found.location.dir} (via ${found.location.source}). One process ` +
+        'holds one libtorch: load this model in another process, or let this thread find the same libtorch ' +
+        `(LIBTORCH=${dirname(loaded.libtorchLibDir)})`,
+    );
+  }
+  return found;
 }

@@ -23,14 +23,15 @@ struct OpenJob {
   napi_deferred deferred = nullptr;
   std::vector<std::string> preload;
   std::string engine;
-  std::string code;  // empty on success
+  std::string mkl_any_cpu;  // the MKL shim's path, or empty
+  std::string code;         // empty on success
   std::string message;
 };
 
 void ExecuteOpen(napi_env, void* data) noexcept {
   auto* job = static_cast<OpenJob*>(data);
   try {
-    OpenRuntime(job->preload, job->engine);
+    OpenRuntime(job->preload, job->engine, job->mkl_any_cpu);
   } catch (const RuntimeOpenError& e) {
     job->code = e.code();
     job->message = e.what();
@@ -61,6 +62,7 @@ Napi::Value OpenRuntimeJs(const Napi::CallbackInfo& info) {
   const auto paths = info[0].As<Napi::Array>();
   for (uint32_t i = 0; i < paths.Length(); ++i) job->preload.push_back(paths.Get(i).As<Napi::String>().Utf8Value());
   job->engine = info[1].As<Napi::String>().Utf8Value();
+  job->mkl_any_cpu = info[2].As<Napi::String>().Utf8Value();
   napi_value promise;
   NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &job->deferred, &promise), Napi::Value());
   NAPI_THROW_IF_FAILED(env,
@@ -82,6 +84,15 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("compiler", "g++ " __VERSION__);
   o.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   o.Set("engineLibrary", LoadedEngineLibraryPath());
+  const std::string shim = LoadedMklAnyCpuPath();
+  if (shim.empty()) {
+    o.Set("mklAnyCpu", env.Null());
+  } else {
+    Napi::Object mkl = Napi::Object::New(env);
+    mkl.Set("file", shim);
+    mkl.Set("calls", Napi::Number::New(env, static_cast<double>(MklAnyCpuCalls())));
+    o.Set("mklAnyCpu", mkl);
+  }
   if (EngineLibrary* library = LoadedEngineLibrary()) {
     o.Set("engine", ToJs(env, library->Build()));
   } else {

@@ -14,6 +14,9 @@ std::string library_path;
 // Where the first libc10.so preloaded came from: once any of libtorch is in the process, a
 // libtorch from elsewhere is refused, even when that first attempt failed later on.
 std::string libtorch_dir;
+// The MKL shim, loaded before libtorch or never: libtorch binds MKL's vendor check as it loads.
+std::string shim_path;
+long (*shim_calls)() = nullptr;
 
 std::string LastError() {
   const char* error = dlerror();
@@ -34,10 +37,17 @@ std::string Libc10Dir(const std::vector<std::string>& preload) {
 
 }  // namespace
 
-void OpenRuntime(const std::vector<std::string>& preload, const std::string& engine) {
+void OpenRuntime(const std::vector<std::string>& preload, const std::string& engine, const std::string& mkl_any_cpu) {
   std::lock_guard<std::mutex> lock(mutex);
   // Paths arrive with symbolic links resolved (lib/libtorch.ts), so equal strings are equal files.
   const std::string dir = Libc10Dir(preload);
+  if (!libtorch_dir.empty() && mkl_any_cpu != shim_path) {
+    // libtorch bound MKL's vendor check when it loaded: the answer cannot change afterwards.
+    throw RuntimeOpenError("ERR_LIBTORCH_CONFLICT",
+                           std::string("this process loaded libtorch ") + (shim_path.empty() ? "without" : "with") +
+                               " BERTGATE_MKL_ANY_CPU=1, and cannot change that: it is read once, before libtorch "
+                               "loads");
+  }
   if (library.load() != nullptr) {
     // Another thread (a worker_thread, with its own JS state) may ask with another libtorch:
     // the engine alone matching is not enough.
@@ -52,6 +62,17 @@ void OpenRuntime(const std::vector<std::string>& preload, const std::string& eng
                            "an earlier attempt in this process loaded the libtorch in '" + libtorch_dir +
                                "' (and failed after that); it cannot also load the one in '" + dir +
                                "': a loaded libtorch cannot be unloaded, so only a new process can use another");
+  }
+  if (libtorch_dir.empty() && !mkl_any_cpu.empty() && shim_calls == nullptr) {
+    // RTLD_GLOBAL, and before libtorch: libtorch_cpu's reference to the check then binds to the
+    // first definition in the global scope, this one, instead of its own.
+    void* shim = dlopen(mkl_any_cpu.c_str(), RTLD_NOW | RTLD_GLOBAL);
+    if (shim == nullptr) throw RuntimeOpenError("ERR_ENGINE_LOAD", LastError());
+    shim_calls = reinterpret_cast<long (*)()>(dlsym(shim, "bertgate_mkl_any_cpu_calls"));
+    if (shim_calls == nullptr) {
+      throw RuntimeOpenError("ERR_ENGINE_LOAD", "'" + mkl_any_cpu + "' is not bertgate's MKL shim");
+    }
+    shim_path = mkl_any_cpu;
   }
   for (const std::string& path : preload) {
     // RTLD_LOCAL keeps torch's C++ symbols from interposing on other libraries in the
@@ -79,6 +100,16 @@ EngineLibrary* LoadedEngineLibrary() {
 std::string LoadedEngineLibraryPath() {
   std::lock_guard<std::mutex> lock(mutex);
   return library_path;
+}
+
+std::string LoadedMklAnyCpuPath() {
+  std::lock_guard<std::mutex> lock(mutex);
+  return shim_path;
+}
+
+long MklAnyCpuCalls() {
+  std::lock_guard<std::mutex> lock(mutex);
+  return shim_calls == nullptr ? -1 : shim_calls();
 }
 
 }  // namespace bertgate

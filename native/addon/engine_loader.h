@@ -29,13 +29,19 @@ class RuntimeOpenError : public std::runtime_error {
   std::string code_;
 };
 
-// Preloads `preload` in order, then opens the engine library. A second call with the same
-// engine is a no-op. Throws RuntimeOpenError: ERR_LIBTORCH_CONFLICT (another libtorch or
-// engine is already in the process), ERR_LIBTORCH_LOAD (a library did not load: dlerror()'s
-// text, which names the file), ERR_ENGINE_LOAD (the engine did not load, or is not one).
-void OpenRuntime(const std::vector<std::string>& preload, const std::string& engine);
+// Loads `mkl_any_cpu` (when not empty) into the global symbol scope, so that libtorch's MKL
+// asks it whether the CPU is Intel's (native/shim/mkl_any_cpu.cpp); preloads `preload` in
+// order, then opens the engine library. A second call with the same engine and shim is a
+// no-op. Throws RuntimeOpenError: ERR_LIBTORCH_CONFLICT (another libtorch or engine is already
+// in the process, or the shim asked for differs from the first call's), ERR_LIBTORCH_LOAD (a
+// library did not load: dlerror()'s text, which names the file), ERR_ENGINE_LOAD (the engine
+// or the shim did not load, or is not one).
+void OpenRuntime(const std::vector<std::string>& preload, const std::string& engine, const std::string& mkl_any_cpu);
 // nullptr until OpenRuntime succeeded.
 EngineLibrary* LoadedEngineLibrary();
 std::string LoadedEngineLibraryPath();
+// The shim OpenRuntime loaded ("" when none) and how many times MKL asked it (-1: none loaded).
+std::string LoadedMklAnyCpuPath();
+long MklAnyCpuCalls();
 
 }  // namespace bertgate
