@@ -614,6 +614,49 @@ describe('engine choice: faults', () => {
     );
   });
 
+  it('a worker that loaded libtorch ends: the process keeps the addon and what it holds, so a change is still refused', async () => {
+    // Node unloads an addon when the last thread that required it ends; libtorch stays. A fresh
+    // copy of the addon would have forgotten it and let the MKL shim in after libtorch, useless.
+    const body = `
+      const { Worker } = await import('node:worker_threads');
+      const worker = new Worker(\`
+        import { Classifier } from ${JSON.stringify(INDEX)};
+        const clf = await Classifier.load(${JSON.stringify(DEFAULT)});
+        await clf.close();
+      \`, { eval: true });
+      await new Promise((resolve) => worker.once('exit', resolve));
+      process.env.BERTGATE_MKL_ANY_CPU = '1';
+      report(await attempt(Classifier.load(${JSON.stringify(DEFAULT)})));
+    `;
+    const { out } = await child({ VIRTUAL_ENV: join(PACKAGE_ROOT, '.venv') }, body);
+    const [refused] = out as [{ code: string; message: string }];
+    assert.equal(refused.code, 'ERR_LIBTORCH_CONFLICT', JSON.stringify(refused));
+    assert.match(refused.message, /loaded libtorch without BERTGATE_MKL_ANY_CPU=1/);
+  });
+
+  it('a first load that fails after the MKL shim loaded: a retry without BERTGATE_MKL_ANY_CPU is refused, not silently shimmed', async () => {
+    const dir = join(root, 'no-libgomp');
+    await mkdir(join(dir, 'lib'), { recursive: true });
+    await writeFile(join(dir, 'lib', 'libgomp.so.1'), 'not an ELF file');
+    const source = wheels.libtorchDir(OLDEST);
+    for (const lib of ['libc10.so', 'libtorch_cpu.so']) await symlink(join(source, 'lib', lib), join(dir, 'lib', lib));
+    await writeFile(join(dir, 'version.py'), `__version__ = '${OLDEST}'\n`);
+    const body = `
+      report(await attempt(Classifier.load(${JSON.stringify(DEFAULT)})));
+      delete process.env.BERTGATE_MKL_ANY_CPU;
+      delete process.env.LIBTORCH;
+      report(await attempt(Classifier.load(${JSON.stringify(DEFAULT)})));
+    `;
+    const { out } = await child(
+      { ...addonIn(prebuilt), LIBTORCH: dir, BERTGATE_MKL_ANY_CPU: '1', VIRTUAL_ENV: join(PACKAGE_ROOT, '.venv') },
+      body,
+    );
+    const [first, second] = out as Array<{ code: string; message: string }>;
+    assert.equal(first?.code, 'ERR_LIBTORCH_LOAD', JSON.stringify(first));
+    assert.equal(second?.code, 'ERR_LIBTORCH_CONFLICT', JSON.stringify(second));
+    assert.match(second.message, /loaded libtorch with BERTGATE_MKL_ANY_CPU=1/);
+  });
+
   it('a worker thread asking for a copy of the same torch elsewhere: refused too, not silently given the first', async () => {
     const first = wheels.libtorchDir(OLDEST);
     const copy = join(root, 'torch-copy');

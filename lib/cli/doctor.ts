@@ -81,7 +81,9 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   lines.push(
     mkl
       ? `MKL any CPU      on (BERTGATE_MKL_ANY_CPU=1): ${mkl.file}, asked ${mkl.calls} time(s) so far`
-      : 'MKL any CPU      off (BERTGATE_MKL_ANY_CPU=1 lets MKL use AVX2/AVX-512 on CPUs not made by Intel)',
+      : process.env['BERTGATE_MKL_ANY_CPU']
+        ? `MKL any CPU      asked (BERTGATE_MKL_ANY_CPU=${JSON.stringify(process.env['BERTGATE_MKL_ANY_CPU'])}) but not loaded`
+        : 'MKL any CPU      off (BERTGATE_MKL_ANY_CPU=1 lets MKL use AVX2/AVX-512 on CPUs not made by Intel)',
   );
   if (report.runtime) {
     const r = report.runtime;

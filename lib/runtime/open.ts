@@ -205,7 +205,13 @@ async function plan(env: PlanEnv, lookup: LookupResult | undefined, firstHere: b
   const traits = { ...location, cxx11Abi: await readCxx11Abi(location.dir) };
   const decision = cudaDecision(location, env);
   const engine = chooseEngine(engines, addonDir, traits, decision.load, env);
-  if (!engine.chosen) throw noEngineError(engine, traits, location.source, env, shadowedPrebuilds(path, traits));
+  if (!engine.chosen) {
+    // No engine here fits the libtorch this env finds; but if the process holds another one, that is the news.
+    const held = loadedNative().libtorchLibDir;
+    const dir = c10Dir(location);
+    if (held !== null && dir !== undefined && held !== dir) throw libtorchConflict(held, location);
+    throw noEngineError(engine, traits, location.source, env, shadowedPrebuilds(path, traits));
+  }
   return {
     addon: native,
     addonPath: path,
@@ -243,9 +249,11 @@ async function open(plan: Plan): Promise<Runtime> {
       const code = (error as { code?: string }).code;
       if (code === 'ERR_LIBTORCH_CONFLICT') throw conflict(error);
       if (code === 'ERR_ENGINE_LOAD') {
+        const message = (error as Error).message;
         throw new RuntimeLoadError(
           'ERR_ENGINE_LOAD',
-          `opening the engine ${chosen.path} failed: ${(error as Error).message}`,
+          // The MKL shim's own failure names the shim and the way out already.
+          message.startsWith('BERTGATE_MKL_ANY_CPU') ? message : `opening the engine ${chosen.path} failed: ${message}`,
           {
             cause: error,
           },
@@ -352,16 +360,25 @@ async function inProcessLibtorch(
   }
   if (!found.location) return findLibtorch({ ...env, LIBTORCH: dirname(loaded.libtorchLibDir) });
   // A thread that opened its runtime already says more about a change of its own (openRuntime).
-  const c10 = found.location.preload.find((p) => basename(p) === 'libc10.so');
-  // Real paths on both sides: the process's maps name files with their links resolved.
-  if (firstHere && c10 !== undefined && dirname(realpathSync(c10)) !== loaded.libtorchLibDir) {
-    throw new RuntimeLoadError(
-      'ERR_LIBTORCH_CONFLICT',
-      `this process already runs the libtorch in ${loaded.libtorchLibDir}; this thread's environment finds ` +
-        `libtorch ${found.location.version ?? ''} in ${found.location.dir} (via ${found.location.source}). One process ` +
-        'holds one libtorch: load this model in another process, or let this thread find the same libtorch ' +
-        `(LIBTORCH=${dirname(loaded.libtorchLibDir)})`,
-    );
+  const dir = c10Dir(found.location);
+  if (firstHere && dir !== undefined && dir !== loaded.libtorchLibDir) {
+    throw libtorchConflict(loaded.libtorchLibDir, found.location);
   }
   return found;
+}
+
+/** The real directory of the libc10.so `location` would load (the process's maps name real paths). */
+function c10Dir(location: LibtorchLocation): string | undefined {
+  const c10 = location.preload.find((p) => basename(p) === 'libc10.so');
+  return c10 === undefined ? undefined : dirname(realpathSync(c10));
+}
+
+function libtorchConflict(held: string, found: LibtorchLocation): RuntimeLoadError {
+  return new RuntimeLoadError(
+    'ERR_LIBTORCH_CONFLICT',
+    `this process already runs the libtorch in ${held}; this thread's environment finds ` +
+      `libtorch ${found.version ?? ''} in ${found.dir} (via ${found.source}). One process ` +
+      'holds one libtorch: load this model in another process, or let this thread find the same libtorch ' +
+      `(LIBTORCH=${dirname(held)})`,
+  );
 }

@@ -1,5 +1,6 @@
 // Module entry: the addon's whole surface. lib/binding.ts declares the same shape.
 
+#include <dlfcn.h>
 #include <napi.h>
 
 #include <memory>
@@ -110,7 +111,21 @@ Napi::Value Quiesce(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// Node unloads an addon when the last thread that required it ends; libtorch and the engine
+// stay mapped (they cannot be unloaded), so a fresh copy of the addon would forget which
+// libtorch, engine and MKL shim the process holds, and its checks would pass what they must
+// refuse. Marked never to be unloaded, the addon keeps that state for the life of the process.
+namespace {
+void PinAddon() {
+  Dl_info self;
+  if (dladdr(reinterpret_cast<void*>(&PinAddon), &self) != 0 && self.dli_fname != nullptr) {
+    dlopen(self.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);  // a reference never closed
+  }
+}
+}  // namespace
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  PinAddon();
   exports.Set("openRuntime", Napi::Function::New<OpenRuntimeJs>(env, "openRuntime"));
   exports.Set("buildInfo", Napi::Function::New<BuildInfo>(env, "buildInfo"));
   exports.Set("EngineHandle", EngineHandle::Define(env));

@@ -41,7 +41,8 @@ void OpenRuntime(const std::vector<std::string>& preload, const std::string& eng
   std::lock_guard<std::mutex> lock(mutex);
   // Paths arrive with symbolic links resolved (lib/libtorch.ts), so equal strings are equal files.
   const std::string dir = Libc10Dir(preload);
-  if (!libtorch_dir.empty() && mkl_any_cpu != shim_path) {
+  // The shim counts even when libtorch then failed to load: it stays in the global scope.
+  if ((!libtorch_dir.empty() || !shim_path.empty()) && mkl_any_cpu != shim_path) {
     // libtorch bound MKL's vendor check when it loaded: the answer cannot change afterwards.
     throw RuntimeOpenError("ERR_LIBTORCH_CONFLICT",
                            std::string("this process loaded libtorch ") + (shim_path.empty() ? "without" : "with") +
@@ -66,11 +67,16 @@ void OpenRuntime(const std::vector<std::string>& preload, const std::string& eng
   if (libtorch_dir.empty() && !mkl_any_cpu.empty() && shim_calls == nullptr) {
     // RTLD_GLOBAL, and before libtorch: libtorch_cpu's reference to the check then binds to the
     // first definition in the global scope, this one, instead of its own.
+    const std::string fix = "; rebuild (npx bertgate build) or unset BERTGATE_MKL_ANY_CPU";
     void* shim = dlopen(mkl_any_cpu.c_str(), RTLD_NOW | RTLD_GLOBAL);
-    if (shim == nullptr) throw RuntimeOpenError("ERR_ENGINE_LOAD", LastError());
+    if (shim == nullptr) {
+      throw RuntimeOpenError("ERR_ENGINE_LOAD",
+                             "BERTGATE_MKL_ANY_CPU=1: the MKL shim did not load: " + LastError() + fix);
+    }
     shim_calls = reinterpret_cast<long (*)()>(dlsym(shim, "bertgate_mkl_any_cpu_calls"));
     if (shim_calls == nullptr) {
-      throw RuntimeOpenError("ERR_ENGINE_LOAD", "'" + mkl_any_cpu + "' is not bertgate's MKL shim");
+      throw RuntimeOpenError("ERR_ENGINE_LOAD",
+                             "BERTGATE_MKL_ANY_CPU=1: '" + mkl_any_cpu + "' is not bertgate's MKL shim" + fix);
     }
     shim_path = mkl_any_cpu;
   }
