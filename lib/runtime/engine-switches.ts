@@ -8,12 +8,12 @@ import { InvalidArgumentError } from '../errors.js';
 const SWITCHES = {
   // torch_warnings.h: libtorch's warnings are collected; "stderr" prints them as well.
   BERTGATE_TORCH_WARNINGS: { allowed: ['stderr'], meaning: '"stderr" (print libtorch\'s warnings as well)' },
-  // torchscript_model.h: int8 bundles' activation bits; 7 everywhere, or 8 where the CPU allows.
   // native/shim/mkl_any_cpu.cpp: read once per process, before libtorch loads (lib/runtime/open.ts).
   BERTGATE_MKL_ANY_CPU: {
     allowed: ['1'],
     meaning: '"1" (MKL takes the kernels of the CPU\'s instruction set whoever made it; read once, as libtorch loads)',
   },
+  // torchscript_model.h: int8 bundles' activation bits; 7 everywhere, or 8 where the CPU allows.
   BERTGATE_INT8_ACTIVATION_BITS: {
     allowed: ['7', '8'],
     meaning: '"7" (int8 activations in 7 bits on every CPU) or "8" (8 where the CPU has AVX-512 VNNI, the default)',
