@@ -2,7 +2,7 @@
 // against that build (BERTGATE_ADDON), so binding.gyp cannot rot unnoticed.
 // node-gyp always builds into ./build, which cmake-js owns here, so it runs in .gyp-check/,
 // a directory of links to the sources.
-import { mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -12,6 +12,18 @@ import { engineFileName, writeEngineManifest } from './engine-manifest.mjs';
 import { ROOT } from './paths.mjs';
 import { run } from './run.mjs';
 import { torchBuildConfig } from './torch-config.mjs';
+
+// Two build files list the engine's sources: a file one of them misses builds an engine with an
+// undefined symbol, found only when it loads. Both must list every .cpp under native/engine
+// (binding.gyp builds the CPU flavour only, without the cuda_ ones).
+const onDisk = readdirSync(join(ROOT, 'native', 'engine')).filter((f) => f.endsWith('.cpp'));
+for (const file of ['binding.gyp', 'CMakeLists.txt']) {
+  const text = readFileSync(join(ROOT, file), 'utf8');
+  const needed = file === 'binding.gyp' ? onDisk.filter((f) => !f.startsWith('cuda_')) : onDisk;
+  const missing = needed.filter((f) => !text.includes(`native/engine/${f}`));
+  if (missing.length > 0)
+    throw new Error(`${file} does not build ${missing.map((f) => `native/engine/${f}`).join(', ')}`);
+}
 
 const dir = join(ROOT, '.gyp-check');
 rmSync(dir, { recursive: true, force: true });

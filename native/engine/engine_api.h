@@ -25,6 +25,7 @@ enum class ErrorCode : int {
   kOutOfMemory,        // the allocator of the model's device ran out
   kInference,          // the forward pass failed for another reason
   kInternal,           // a bug: an exception nobody expected
+  kRuntimeConflict,    // the load asks for a process-wide setting other than the one in force
 };
 
 // The codes cross into JavaScript as these strings; lib/errors.ts maps each to a class.
@@ -42,6 +43,8 @@ inline const char* ErrorCodeName(ErrorCode code) {
       return "ERR_INFERENCE";
     case ErrorCode::kInternal:
       return "ERR_INTERNAL";
+    case ErrorCode::kRuntimeConflict:
+      return "ERR_LIBTORCH_CONFLICT";
   }
   return "ERR_INTERNAL";
 }
@@ -85,6 +88,9 @@ struct LoadOptions {
   // int8 bundles quantize activations to 7 bits even where the CPU has AVX-512 VNNI (the same
   // rounding on every host of a fleet of mixed CPUs); else 8 where the CPU allows.
   bool int8_seven_bits = false;
+  // libtorch's CPU allocator for the process is bertgate's caching one (cpu_allocator.h); false:
+  // libtorch's own. Process-wide: the first load chooses, a later load asking otherwise fails.
+  bool cpu_cache = true;
   // A forward pass at [warmup_rows, warmup_seq_len] after the load probe, so the executor's
   // profiling and the fuser's compilation happen at load, at a shape like the traffic's,
   // rather than on a user's request. 0 rows: none (the probe alone).
@@ -118,6 +124,19 @@ struct ModelInfo {
   std::vector<std::string> torch_warnings;
 };
 
+// libtorch's CPU allocator in this process (cpu_allocator.h): large buffers (128 KiB and up)
+// are kept for reuse, up to a bound. Process-wide: every engine and replica shares it.
+struct CpuCacheStats {
+  bool installed = false;         // false where BERTGATE_CPU_ALLOCATOR=system kept libtorch's own
+  int64_t live_bytes = 0;         // large buffers in use now
+  int64_t peak_live_bytes = 0;    // the most ever in use at once
+  int64_t cached_bytes = 0;       // large buffers freed and kept for reuse
+  int64_t cache_limit_bytes = 0;  // what cached_bytes is held to: max(128 MiB, 2 * peak_live_bytes)
+  int64_t reused = 0;             // large requests served from the cache
+  int64_t mapped = 0;             // large requests that mapped fresh memory
+  int64_t unmapped = 0;           // cached buffers handed back to the kernel to keep the bound
+};
+
 // Token ids arrive as int32 (every BERT vocabulary fits); the engine widens them to the
 // int64 the model wants. Ids, mask and type ids travel in one buffer, so a batch costs one
 // copy to the device (through pinned memory) and one widening cast, not three of each.
@@ -148,6 +167,7 @@ struct InferOutput {
   std::vector<float> features;   // when asked: [rows * feature_width]
   std::vector<float> ood_score;  // with a gate: [rows], the gate's score (higher: further from calibration)
   double forward_ms = 0;         // the whole engine call: transfers, forward, scores
+  CpuCacheStats cpu_cache;       // the process's CPU allocator once this batch's tensors were freed
 };
 
 // What the engine library was compiled as: the addon checks it against engines.json, the
@@ -167,6 +187,7 @@ struct RuntimeInfo {
   std::string parallel_info;
   // Every distinct libtorch warning the engine's calls raised in this process so far.
   std::vector<std::string> torch_warnings;
+  CpuCacheStats cpu_cache;
 };
 
 // A batch handed to the device and not yet waited for: what Engine::Enqueue returns and
@@ -218,5 +239,5 @@ class EngineLibrary {
 
 // The one symbol the addon looks up. Versioned so that an addon and an engine library from
 // different builds refuse each other instead of misreading these structs.
-#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v6"
-extern "C" bertgate::EngineLibrary* bertgate_engine_library_v6();
+#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v7"
+extern "C" bertgate::EngineLibrary* bertgate_engine_library_v7();

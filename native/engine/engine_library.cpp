@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 
+#include "cpu_allocator.h"
 #include "engine_error.h"
 #include "torch_engine.h"
 #include "torch_warnings.h"
@@ -83,6 +84,16 @@ class TorchLibrary : public EngineLibrary {
       // the same worker, so setting them here fixes the engine's count for its lifetime.
       at::set_num_threads(options.threads);
       ConfigureOnce();
+      // Large activation buffers from a cache with a bound, not from glibc's arenas, which a
+      // server's changing batch shapes fragment without limit (cpu_allocator.h).
+      if (!ChooseCpuAllocator(options.cpu_cache)) {
+        throw EngineError(
+            ErrorCode::kRuntimeConflict,
+            std::string("BERTGATE_CPU_ALLOCATOR") + (options.cpu_cache ? " is unset" : "=system") +
+                " for this load, but the process's first load chose " +
+                (options.cpu_cache ? "libtorch's own CPU allocator (=system)" : "the caching one (unset)") +
+                ": the CPU allocator is process-wide; set it before the first load");
+      }
       if (options.device == DeviceKind::kCuda && options.cuda_memory_fraction > 0) LimitCudaMemory(options);
       return std::unique_ptr<Engine>(std::make_unique<TorchEngine>(LoadModel(options), options));
     } catch (const EngineError& e) {
@@ -107,6 +118,7 @@ class TorchLibrary : public EngineLibrary {
       info.interop_threads = at::get_num_interop_threads();
       info.parallel_info = at::get_parallel_info();
       info.torch_warnings = TorchWarningsSeen();
+      info.cpu_cache = CpuCacheSnapshot();
     } catch (const std::exception&) {
       // A runtime that cannot describe itself still reports what it has.
     }
@@ -132,7 +144,7 @@ class TorchLibrary : public EngineLibrary {
 }  // namespace
 }  // namespace bertgate
 
-extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v6() {
+extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v7() {
   static bertgate::TorchLibrary library;
   return &library;
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <string>
 
+#include "cpu_allocator.h"
 #include "cpu_scores.h"
 #include "device_scope.h"
 #include "engine_error.h"
@@ -52,6 +53,10 @@ struct TorchPending : PendingBatch {
 };
 
 }  // namespace
+
+TorchEngine::TrimCpuCacheAtClose::~TrimCpuCacheAtClose() {
+  TrimCpuCache();
+}
 
 TorchEngine::TorchEngine(std::unique_ptr<Model> model, const LoadOptions& options)
     : model_(std::move(model)), warnings_to_stderr_(options.torch_warnings_to_stderr) {
@@ -170,6 +175,8 @@ Outcome<std::shared_ptr<InferOutput>> TorchEngine::Complete(std::unique_ptr<Pend
       pending->out->forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - pending->start).count();
     }
 #endif
+    // Read once the batch's tensors are freed: what the cache keeps between batches.
+    pending->out->cpu_cache = CpuCacheSnapshot();
     return pending->out;
   });
 }

@@ -30,6 +30,11 @@ class TorchEngine : public Engine {
   TorchEngine(std::shared_ptr<Model> model, std::shared_ptr<const OodGate> gate, bool warnings_to_stderr)
       : model_(std::move(model)), gate_(std::move(gate)), warnings_to_stderr_(warnings_to_stderr) {}
 
+  // Declared first, so destroyed last: once the model's weights are freed, the CPU allocator's
+  // cache hands them (and the activations it kept) back to the kernel.
+  struct TrimCpuCacheAtClose {
+    ~TrimCpuCacheAtClose();
+  } trim_at_close_;
   // Shared with the engine's replicas (Replica), which only read them.
   std::shared_ptr<Model> model_;
   std::shared_ptr<const OodGate> gate_;
