@@ -32,6 +32,12 @@ export interface NativeLoadOptions {
   torchWarningsToStderr: boolean;
   /** int8 bundles' activations in 7 bits even where the CPU takes 8 (BERTGATE_INT8_ACTIVATION_BITS=7). */
   int8SevenBits: boolean;
+  /**
+   * libtorch's CPU allocator is bertgate's caching one (false: libtorch's own,
+   * BERTGATE_CPU_ALLOCATOR=system). Process-wide: the first load chooses; a later load asking
+   * otherwise fails with ERR_LIBTORCH_CONFLICT.
+   */
+  cpuCache: boolean;
   /** A forward pass at [warmupRows, warmupSeqLen] after the load probe; 0 rows for none. */
   warmupRows: number;
   warmupSeqLen: number;
@@ -108,6 +114,27 @@ export interface NativeInferResult {
   /** With a gate: its score per row (higher: further from the calibration texts); else empty. */
   oodScore: Float32Array;
   forwardMs: number;
+  /** The process's CPU allocator once this batch's tensors were freed. */
+  cpuCache: NativeCpuCache;
+}
+
+/**
+ * libtorch's CPU allocator in this process (native/engine/cpu_allocator.h): buffers of 128 KiB and
+ * more are kept for reuse, the cache held to max(128 MiB, 2 x peakLiveBytes). Process-wide.
+ */
+export interface NativeCpuCache {
+  /** false where BERTGATE_CPU_ALLOCATOR=system kept libtorch's own allocator. */
+  installed: boolean;
+  liveBytes: number;
+  peakLiveBytes: number;
+  cachedBytes: number;
+  cacheLimitBytes: number;
+  /** Large requests served from the cache. */
+  reused: number;
+  /** Large requests that mapped fresh memory. */
+  mapped: number;
+  /** Cached buffers handed back to the kernel to keep the bound. */
+  unmapped: number;
 }
 
 export interface NativeRuntimeInfo {
@@ -120,6 +147,7 @@ export interface NativeRuntimeInfo {
   parallelInfo: string;
   /** Every distinct libtorch warning the engine collected in this process so far (at most 32). */
   torchWarnings: string[];
+  cpuCache: NativeCpuCache;
 }
 
 export interface NativeEngineHandle {

@@ -8,7 +8,13 @@
  */
 
 import { Batcher, EntryFailure, type BatchEvent, type BatcherStats } from './batcher.js';
-import type { NativeEngineHandle, NativeInferRequest, NativeInferResult, NativeModelInfo } from './binding.js';
+import type {
+  NativeCpuCache,
+  NativeEngineHandle,
+  NativeInferRequest,
+  NativeInferResult,
+  NativeModelInfo,
+} from './binding.js';
 import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles, type Bundle } from './bundle.js';
 import type { Gate } from './calibration/file.js';
 import { DecisionPolicy, type Decision } from './decision.js';
@@ -58,6 +64,12 @@ export interface ClassifierStats extends BatcherStats {
    * quantized tensors). Warnings raised later, in forward passes, are in `doctor()`'s process-wide list.
    */
   torchWarnings: readonly string[];
+  /**
+   * libtorch's CPU allocator in this process after the latest batch (process-wide, shared by every
+   * classifier): what its cache of large buffers holds and the bound it is held to; null before the
+   * first batch.
+   */
+  cpuCache: NativeCpuCache | null;
 }
 
 export interface ClassifierInfo {
@@ -217,6 +229,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
   readonly #inflight = new Set<Promise<unknown>>();
   #closed = false;
   #outOfMemorySplits = 0;
+  #cpuCache: NativeCpuCache | null = null;
   #faultSplits = 0;
   readonly #drift: DriftMonitor | undefined;
   /** Whether the model has a token type for a pair's second text. */
@@ -516,6 +529,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       drift: this.#drift ? this.#drift.stats() : null,
       replicas: this.#replicas.stats(),
       torchWarnings: this.#info.model.torchWarnings,
+      cpuCache: this.#cpuCache,
     };
   }
 
@@ -678,6 +692,7 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
       wantLogProbs: jobs.some((j) => j.want === 'logProbs'),
       wantFeatures: jobs.some((j) => j.want === 'features'),
     });
+    this.#cpuCache = result.cpuCache;
     return jobs.map((j, row) => ({ result, row, truncated: j.encoded.truncated }));
   }
 }

@@ -6,6 +6,7 @@ export { DEFAULTS } from './options.js';
 export type { Text, TextInput, TextPair } from './inputs.js';
 export type { BatchEvent, BatcherStats } from './batcher.js';
 export type { ReplicaStats } from './replicas.js';
+export type { NativeCpuCache as CpuCacheStats } from './binding.js';
 export type { TruncationSide, TruncationStrategy } from './tokenizer.js';
 export type {
   Accepted,

@@ -160,6 +160,16 @@ describe('bertgate doctor', () => {
     assert.match(r.stdout, /\nok\n$/);
   });
 
+  it('says which CPU allocator the first load installs, and flags a BERTGATE_CPU_ALLOCATOR it would refuse', async () => {
+    const plain = await bertgate(['doctor']);
+    assert.match(plain.stdout, /CPU allocator {2}bertgate's bounded cache of large buffers, from the first load/);
+    const system = await bertgate(['doctor'], { env: { BERTGATE_CPU_ALLOCATOR: 'system' } });
+    assert.match(system.stdout, /CPU allocator {2}libtorch's own \(BERTGATE_CPU_ALLOCATOR=system\)/);
+    const bad = await bertgate(['doctor'], { env: { BERTGATE_CPU_ALLOCATOR: 'tcmalloc' } });
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stdout + bad.stderr, /BERTGATE_CPU_ALLOCATOR is "tcmalloc"; expected "system"/);
+  });
+
   it('lists the replicas a --device and --replicas would load, and refuses a device it cannot see', async () => {
     const r = await bertgate(['doctor', '--replicas', '2', '--threads', '1']);
     assert.equal(r.code, 0, r.stderr);

@@ -22,6 +22,7 @@ export async function loadHandle(
     cudaMemoryFraction: 0,
     torchWarningsToStderr: false,
     int8SevenBits: false,
+    cpuCache: true,
     warmupRows: 0,
     warmupSeqLen: 0,
     gateDim: 0,

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { oversubscription, parseOptions } from '../options.js';
 import { placements, resolveDevices } from '../replicas.js';
 import { doctor, type DoctorReport } from '../runtime/doctor.js';
+import type { NativeCpuCache } from '../binding.js';
 import { formatSteps } from '../runtime/libtorch.js';
 import { RUNTIME_FLAGS, classifierOptions } from './options.js';
 
@@ -97,6 +98,7 @@ export async function doctorCommand(argv: string[]): Promise<number> {
       `  threads        ${report.defaultThreads} intra-op per model by default (${report.cpus} CPUs); libtorch default ${r.intraOpThreads} intra-op, ${r.interopThreads} inter-op`,
     );
     lines.push(r.parallelInfo.trim().replace(/^/gm, '    '));
+    lines.push(`  CPU allocator  ${cpuAllocator(r.cpuCache)}`);
     for (const warning of r.torchWarnings) lines.push(`  torch warning  ${warning}`);
   }
   if (report.replicas) {
@@ -111,4 +113,15 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   lines.push(report.ok ? 'ok' : `PROBLEM: ${report.problem}`);
   (report.ok ? process.stdout : process.stderr).write(lines.join('\n') + '\n');
   return report.ok ? 0 : 1;
+}
+
+/** The doctor's line for libtorch's CPU allocator: what the first load installs, or has. */
+function cpuAllocator(cache: NativeCpuCache): string {
+  const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+  if (cache.installed) {
+    return `bertgate's bounded cache: ${mib(cache.liveBytes)} live (peak ${mib(cache.peakLiveBytes)}), ${mib(cache.cachedBytes)} cached of at most ${mib(cache.cacheLimitBytes)}; ${cache.reused} reused, ${cache.mapped} mapped`;
+  }
+  // A value the engine does not know stops the doctor before this line (engine-switches.ts).
+  if (process.env['BERTGATE_CPU_ALLOCATOR'] === 'system') return "libtorch's own (BERTGATE_CPU_ALLOCATOR=system)";
+  return "bertgate's bounded cache of large buffers, from the first load (BERTGATE_CPU_ALLOCATOR=system keeps libtorch's own)";
 }

@@ -18,6 +18,12 @@ const SWITCHES = {
     allowed: ['7', '8'],
     meaning: '"7" (int8 activations in 7 bits on every CPU) or "8" (8 where the CPU has AVX-512 VNNI, the default)',
   },
+  // cpu_allocator.h: large CPU buffers from a bounded cache; "system" keeps libtorch's allocator.
+  // Process-wide: the first load chooses.
+  BERTGATE_CPU_ALLOCATOR: {
+    allowed: ['system'],
+    meaning: '"system" (libtorch\'s own CPU allocator instead of bertgate\'s bounded cache; the first load chooses)',
+  },
 } as const;
 
 export interface EngineSwitches {
@@ -27,6 +33,8 @@ export interface EngineSwitches {
   int8SevenBits: boolean;
   /** Answer MKL's vendor check with "Intel" (process-wide; only the first runtime open reads it). */
   mklAnyCpu: boolean;
+  /** Large CPU buffers from bertgate's bounded cache (false: libtorch's own allocator; process-wide). */
+  cpuCache: boolean;
 }
 
 /**
@@ -43,5 +51,6 @@ export function engineSwitches(env: NodeJS.ProcessEnv = process.env): EngineSwit
     torchWarningsToStderr: env['BERTGATE_TORCH_WARNINGS'] === 'stderr',
     int8SevenBits: env['BERTGATE_INT8_ACTIVATION_BITS'] === '7',
     mklAnyCpu: env['BERTGATE_MKL_ANY_CPU'] === '1',
+    cpuCache: env['BERTGATE_CPU_ALLOCATOR'] !== 'system',
   };
 }

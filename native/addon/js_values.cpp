@@ -49,6 +49,20 @@ Napi::Array Strings(Napi::Env env, const std::vector<std::string>& items) {
   return array;
 }
 
+Napi::Object CpuCache(Napi::Env env, const CpuCacheStats& stats) {
+  Napi::Object o = Napi::Object::New(env);
+  const auto number = [&](int64_t v) { return Napi::Number::New(env, static_cast<double>(v)); };
+  o.Set("installed", Napi::Boolean::New(env, stats.installed));
+  o.Set("liveBytes", number(stats.live_bytes));
+  o.Set("peakLiveBytes", number(stats.peak_live_bytes));
+  o.Set("cachedBytes", number(stats.cached_bytes));
+  o.Set("cacheLimitBytes", number(stats.cache_limit_bytes));
+  o.Set("reused", number(stats.reused));
+  o.Set("mapped", number(stats.mapped));
+  o.Set("unmapped", number(stats.unmapped));
+  return o;
+}
+
 }  // namespace
 
 Napi::Object ToJs(Napi::Env env, const ModelInfo& info) {
@@ -80,6 +94,7 @@ Napi::Object ToJs(Napi::Env env, const RuntimeInfo& info) {
   o.Set("interopThreads", Napi::Number::New(env, info.interop_threads));
   o.Set("parallelInfo", info.parallel_info);
   o.Set("torchWarnings", Strings(env, info.torch_warnings));
+  o.Set("cpuCache", CpuCache(env, info.cpu_cache));
   return o;
 }
 
@@ -106,6 +121,7 @@ Napi::Object ToJs(Napi::Env env, const std::shared_ptr<InferOutput>& out) {
   o.Set("features", View(env, out, out->features));
   o.Set("oodScore", View(env, out, out->ood_score));
   o.Set("forwardMs", Napi::Number::New(env, out->forward_ms));
+  o.Set("cpuCache", CpuCache(env, out->cpu_cache));
   return o;
 }
 
@@ -121,6 +137,7 @@ LoadOptions LoadOptionsFromJs(const Napi::Object& o) {
   options.cuda_memory_fraction = o.Get("cudaMemoryFraction").As<Napi::Number>().DoubleValue();
   options.torch_warnings_to_stderr = o.Get("torchWarningsToStderr").As<Napi::Boolean>().Value();
   options.int8_seven_bits = o.Get("int8SevenBits").As<Napi::Boolean>().Value();
+  options.cpu_cache = o.Get("cpuCache").As<Napi::Boolean>().Value();
   options.warmup_rows = o.Get("warmupRows").As<Napi::Number>().Int64Value();
   options.warmup_seq_len = o.Get("warmupSeqLen").As<Napi::Number>().Int64Value();
   options.gate_dim = o.Get("gateDim").As<Napi::Number>().Int64Value();
