@@ -9,18 +9,18 @@
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { gunzipSync } from 'node:zlib';
 
 import { Queue } from 'bullmq';
 
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { Classifier, DEFAULT_MODEL } from '../lib/index.js';
 import { createWorker } from '../lib/queue.js';
+import { readTexts } from './texts.js';
 
 const { values } = parseArgs({
   options: {
@@ -36,9 +36,7 @@ const { values } = parseArgs({
 const n = Number(values.n);
 const concurrency = Number(values.concurrency);
 const rounds = Number(values.rounds);
-const raw = await readFile(values.texts);
-const lines = (values.texts.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8').trim().split('\n');
-const all = lines.map((line) => (JSON.parse(line) as { text: string }).text);
+const all = await readTexts(values.texts);
 const texts = Array.from({ length: n }, (_, i) => all[i % all.length] as string);
 
 const port = await new Promise<number>((resolve) => {

@@ -14,15 +14,14 @@
 // cuda:*); the first is the baseline of the ratios.
 
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import { gunzipSync } from 'node:zlib';
 
 import { Classifier } from '../lib/index.js';
 import type { Device } from '../lib/options.js';
 import { drive, type Run } from './drive.js';
+import { readTexts } from './texts.js';
 
 const { values } = parseArgs({
   options: {
@@ -61,12 +60,7 @@ const mib = (bytes: number): number => bytes / 2 ** 20;
 async function child(config: string): Promise<void> {
   const { device, replicas, threads } = parseConfig(config);
   const file = values.texts as string;
-  const raw = await readFile(file);
-  const texts = (file.endsWith('.gz') ? gunzipSync(raw) : raw)
-    .toString('utf8')
-    .trim()
-    .split('\n')
-    .map((line) => (JSON.parse(line) as { text: string }).text);
+  const texts = await readTexts(file);
   const requests = Number(values.requests);
   const concurrency = Number(values.concurrency);
   const clf = await Classifier.load<string, string>(values.bundle, {

@@ -1,9 +1,9 @@
 // Runs a benchmark with its inputs prepared: Debian texts from the apt lists, the
 // small-geometry bench model, and for `peers` its ONNX export and npm packages.
-// Usage: node scripts/bench.mjs forward|batching|tokenize|peers|replicas|soak|leaks|queue [extra flags for the bench]
+// Usage: node scripts/bench.mjs forward|batching|tokenize|peers|replicas|soak|leaks|queue|mixed [extra flags for the bench]
 // (soak and leaks use the tests' small fixture model: run npm test, or scripts/setup.mjs, first;
 // queue uses the default model, the Debian test split and a redis-server of its own; replicas
-// the default model and the Debian test split)
+// the default model and the Debian test split; mixed the int8 default and the Debian test split)
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -17,7 +17,7 @@ const inRoot = { cwd: ROOT, env };
 const texts = join('bench', 'data', 'debian.jsonl');
 const small = join('bench', 'models', 'small');
 
-const ownInputs = ['soak', 'leaks', 'queue', 'replicas'].includes(name); // no bench texts file or bench model
+const ownInputs = ['soak', 'leaks', 'queue', 'replicas', 'mixed'].includes(name); // no bench texts file or bench model
 if (!ownInputs && !existsSync(join(ROOT, texts)))
   run(VENV_PYTHON, ['-m', 'bertgate_export.debian', 'sample', texts, '--limit', '5000'], inRoot);
 if (!ownInputs && !existsSync(join(ROOT, small, 'model.pt')))
@@ -42,10 +42,14 @@ const args = {
   replicas: ['--bundle', join('models', 'default'), '--texts', join('data', 'debian', 'test.jsonl.gz')],
   soak: ['--bundle', join('.fixtures', 'labels7')],
   leaks: ['--bundle', join('.fixtures', 'labels7')],
+  // Later flags win: --bundle models/default compares the float model.
+  mixed: ['--bundle', join('models', 'default-int8'), '--data', join('data', 'debian', 'test.jsonl.gz')],
   queue: [],
 }[name];
 if (!args)
-  throw new Error('usage: node scripts/bench.mjs forward|batching|tokenize|peers|replicas|soak|leaks|queue [flags]');
+  throw new Error(
+    'usage: node scripts/bench.mjs forward|batching|tokenize|peers|replicas|soak|leaks|queue|mixed [flags]',
+  );
 
 if (name === 'peers') {
   run(VENV_PYTHON, ['-m', 'pip', 'install', '-q', '-r', 'bench/requirements.txt'], inRoot);
