@@ -170,6 +170,38 @@ describe('faults: the model under way', () => {
       assert.ok(out.worst <= 1e-5, `answers changed by ${out.worst}`);
     },
   );
+
+  it(
+    'memory running out while the addon copies a request: a typed OutOfMemoryError, and the handle serves on',
+    { skip: SANITIZED ? 'ASan reserves terabytes of address space: an address-space limit cannot apply' : false },
+    async () => {
+      // The copy is made on the JS thread, where node-addon-api passes on only its own errors: a
+      // std::bad_alloc there ended the process ("terminate called after throwing ...").
+      const r = await child(`
+        import { execFileSync } from 'node:child_process';
+        import { readFileSync } from 'node:fs';
+        import { fullRows, loadHandle, randomIds } from ${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'test', 'native-handle.js'))};
+        const vm = () => Number(/VmSize:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+        const { handle, vocab } = await loadHandle(${JSON.stringify(join(bundle('labels2'), 'model.pt'))});
+        const small = fullRows(randomIds(16, vocab), 2, 8);
+        const before = await handle.infer(small);
+        const huge = fullRows(new Int32Array(0), 40_000, 512); // 245 MiB of tokens to copy
+        execFileSync('prlimit', ['--pid', String(process.pid), '--as=' + (vm() + 96 * 2 ** 20)]);
+        let code = 'none';
+        try {
+          await handle.infer(huge);
+        } catch (e) {
+          code = e.code;
+        }
+        const after = await handle.infer(small);
+        const same = before.topLogProb.every((p, i) => p === after.topLogProb[i]);
+        await handle.close();
+        console.log(JSON.stringify({ code, same }));
+      `);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), { code: 'ERR_OUT_OF_MEMORY', same: true });
+    },
+  );
 });
 
 describe('faults: HTTP clients', () => {

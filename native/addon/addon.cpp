@@ -102,6 +102,12 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// A function as JavaScript calls it: through Guard (js_values.h).
+template <Napi::Value (*Function)(const Napi::CallbackInfo&)>
+Napi::Value Guarded(const Napi::CallbackInfo& info) {
+  return Guard(info.Env(), [&] { return Function(info); });
+}
+
 // Synchronous on purpose: the JS side calls it from process.on('exit'), where nothing
 // asynchronous runs any more. Waits for forward passes under way; drops queued ones.
 Napi::Value Quiesce(const Napi::CallbackInfo& info) {
@@ -126,8 +132,8 @@ void PinAddon() {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   PinAddon();
-  exports.Set("openRuntime", Napi::Function::New<OpenRuntimeJs>(env, "openRuntime"));
-  exports.Set("buildInfo", Napi::Function::New<BuildInfo>(env, "buildInfo"));
+  exports.Set("openRuntime", Napi::Function::New<Guarded<OpenRuntimeJs>>(env, "openRuntime"));
+  exports.Set("buildInfo", Napi::Function::New<Guarded<BuildInfo>>(env, "buildInfo"));
   exports.Set("EngineHandle", EngineHandle::Define(env));
   exports.Set("quiesce", Napi::Function::New<Quiesce>(env, "quiesce"));
   return exports;

@@ -19,11 +19,12 @@ struct EngineHandle::Completion {
 };
 
 Napi::Function EngineHandle::Define(Napi::Env env) {
-  return DefineClass(
-      env, "EngineHandle",
-      {InstanceMethod<&EngineHandle::Load>("load"), InstanceMethod<&EngineHandle::LoadReplica>("loadReplica"),
-       InstanceMethod<&EngineHandle::Infer>("infer"), InstanceMethod<&EngineHandle::Runtime>("runtime"),
-       InstanceMethod<&EngineHandle::Close>("close")});
+  return DefineClass(env, "EngineHandle",
+                     {InstanceMethod<&EngineHandle::Guarded<&EngineHandle::Load>>("load"),
+                      InstanceMethod<&EngineHandle::Guarded<&EngineHandle::LoadReplica>>("loadReplica"),
+                      InstanceMethod<&EngineHandle::Guarded<&EngineHandle::Infer>>("infer"),
+                      InstanceMethod<&EngineHandle::Guarded<&EngineHandle::Runtime>>("runtime"),
+                      InstanceMethod<&EngineHandle::Guarded<&EngineHandle::Close>>("close")});
 }
 
 EngineHandle::EngineHandle(const Napi::CallbackInfo& info)
@@ -32,6 +33,13 @@ EngineHandle::EngineHandle(const Napi::CallbackInfo& info)
   if (library_ == nullptr) {
     throw MakeError(env, "ERR_ENGINE_NOT_OPEN", "the engine library is not open: call openRuntime() first");
   }
+  Guard(env, [&] {
+    Construct(env);
+    return env.Undefined();
+  });
+}
+
+void EngineHandle::Construct(Napi::Env env) {
   worker_ = std::make_unique<WorkerThread>("bertgate-infer");
   channel_ = Channel::New(env, "bertgate", 0, 1, this);
   channel_.Unref(env);
@@ -76,15 +84,22 @@ Napi::Value EngineHandle::Post(Napi::Env env, std::function<void(Completion*)> j
     channel_.Ref(env);  // pending work keeps the process alive, as any I/O would
     Ref();              // and keeps this handle from being collected under it
   }
-  worker_->Post([this, deferred, job = std::move(job)] {
-    auto* completion = new Completion{deferred, {}};
-    try {
-      job(completion);
-    } catch (const std::exception& e) {
-      completion->settlement = {nullptr, Failure{ErrorCode::kInternal, e.what()}};
-      Send(completion);
-    }
-  });
+  try {
+    worker_->Post([this, deferred, job = std::move(job)] {
+      auto* completion = new Completion{deferred, {}};
+      try {
+        job(completion);
+      } catch (const std::exception& e) {
+        completion->settlement = {nullptr, Failure{ErrorCode::kInternal, e.what()}};
+        Send(completion);
+      }
+    });
+  } catch (const std::bad_alloc&) {
+    // Not queued (no memory for the task): the promise fails now, and the handle lets go of
+    // the loop as if the job had run.
+    Reject(env, deferred, "ERR_OUT_OF_MEMORY", "the addon could not allocate memory to queue this call");
+    Settled(env);
+  }
   return Napi::Value(env, promise);
 }
 

@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "../engine/engine_api.h"
+#include "js_values.h"
 #include "worker_thread.h"
 
 namespace bertgate {
@@ -31,6 +32,13 @@ class EngineHandle : public Napi::ObjectWrap<EngineHandle> {
   struct Completion;
 
  private:
+  // Each method as JavaScript calls it: through Guard (js_values.h).
+  template <Napi::Value (EngineHandle::*Method)(const Napi::CallbackInfo&)>
+  Napi::Value Guarded(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&] { return (this->*Method)(info); });
+  }
+  void Construct(Napi::Env env);
+
   Napi::Value Load(const Napi::CallbackInfo& info);
   // Loads nothing: runs a replica of another handle's engine (its weights, its gate) on this
   // handle's thread, with its own intra-op threads. The source may close first: the weights
