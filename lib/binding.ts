@@ -120,7 +120,8 @@ export interface NativeInferResult {
 
 /**
  * libtorch's CPU allocator in this process (native/engine/cpu_allocator.h): buffers of 128 KiB and
- * more are kept for reuse, the cache held to max(128 MiB, 2 x peakLiveBytes). Process-wide.
+ * more are kept for reuse, the cache held to max(128 MiB, 2 x peakLiveBytes), a buffer idle in it for 30 s
+ * unmapped. Process-wide; a snapshot taken when this batch's tensors were freed.
  */
 export interface NativeCpuCache {
   /** false where BERTGATE_CPU_ALLOCATOR=system kept libtorch's own allocator. */
@@ -133,7 +134,7 @@ export interface NativeCpuCache {
   reused: number;
   /** Large requests that mapped fresh memory. */
   mapped: number;
-  /** Cached buffers handed back to the kernel to keep the bound. */
+  /** Cached buffers handed back to the kernel: to keep the bound, idle for 30 s, or trimmed (a close, a refused mapping). */
   unmapped: number;
 }
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -16,6 +17,8 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <system_error>
+#include <thread>
 #include <unordered_map>
 
 #if defined(__SANITIZE_ADDRESS__)  // GCC
@@ -59,6 +62,15 @@ size_t SizeClass(size_t bytes) {
   return (bytes + step - 1) / step * step;
 }
 
+using Clock = std::chrono::steady_clock;
+
+// A buffer idle in the cache this long is unmapped, by the next free or by the sweeper thread when
+// no pass comes: a server busy enough to reuse its buffers frees them again within milliseconds,
+// while one huge call (2,048 texts: GiBs of activations) must not pin its memory for the life of a
+// quiet process, against which the tokenizer's and V8's own allocations would then fail under an
+// address-space limit.
+constexpr std::chrono::milliseconds kIdleAge{30'000};
+
 class CachingCpuAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t bytes) override {
@@ -78,6 +90,19 @@ class CachingCpuAllocator final : public c10::Allocator {
     stats.cache_limit_bytes = CacheLimit();
     return stats;
   }
+
+  // Unmaps the buffers idle in the cache for longer than the idle age before `now`.
+  void Sweep(Clock::time_point now) {
+    Lru expired;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      Expire(now, expired);
+    }
+    Unmap(expired);
+  }
+
+  void SetIdleAge(std::chrono::milliseconds age) { idle_ms_ = age.count(); }
+  std::chrono::milliseconds IdleAge() const { return std::chrono::milliseconds(idle_ms_.load()); }
 
   // Unmaps every cached buffer and restarts the peak from what is live now.
   void Trim() {
@@ -99,6 +124,7 @@ class CachingCpuAllocator final : public c10::Allocator {
   struct Cached {
     void* data;
     size_t bytes;
+    Clock::time_point freed;
   };
   using Lru = std::list<Cached>;  // most recently freed first
 
@@ -180,6 +206,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     Lru evicted;
     size_t bytes = 0;
     bool kept = false;
+    const Clock::time_point now = Clock::now();
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       const auto found = live_.find(data);
@@ -188,7 +215,7 @@ class CachingCpuAllocator final : public c10::Allocator {
       live_.erase(found);
       stats_.live_bytes -= static_cast<int64_t>(bytes);
       try {
-        lru_.push_front({data, bytes});
+        lru_.push_front({data, bytes, now});
         try {
           // Before equal sizes already cached: the newest of a size is reused first (warm in the
           // CPU's caches) and the oldest is last among its equals, where eviction looks.
@@ -206,6 +233,7 @@ class CachingCpuAllocator final : public c10::Allocator {
       } else {
         ++stats_.unmapped;
       }
+      Expire(now, evicted);
     }
     // The kernel's work outside the lock: other threads' passes need not wait for it.
     if (!kept) munmap(data, bytes);
@@ -228,6 +256,13 @@ class CachingCpuAllocator final : public c10::Allocator {
     evicted.splice(evicted.end(), lru_, oldest);
   }
 
+  // Moves the buffers freed longer than the idle age before `now` to `expired`. Lock held.
+  void Expire(Clock::time_point now, Lru& expired) noexcept {
+    const Clock::time_point cutoff = now - IdleAge();
+    while (!lru_.empty() && lru_.back().freed < cutoff) Evict(expired);
+  }
+
+  std::atomic<int64_t> idle_ms_{kIdleAge.count()};
   std::mutex mutex_;
   std::unordered_map<void*, size_t> live_;
   Lru lru_;
@@ -246,6 +281,21 @@ void CachingCpuAllocator::Delete(void* data) noexcept {
   if (reinterpret_cast<uintptr_t>(data) % kPageBytes != 0 || !g_allocator->Release(data)) c10::free_cpu(data);
 }
 
+// Expires idle buffers when no pass frees anything (a quiet server). Detached and never stopped:
+// it touches only the allocator, which is never destroyed either. A process that cannot start a
+// thread still expires buffers on each free.
+void StartSweeper() {
+  try {
+    std::thread([] {
+      for (;;) {
+        std::this_thread::sleep_for(std::min(g_allocator->IdleAge() / 2, std::chrono::milliseconds(5'000)));
+        g_allocator->Sweep(Clock::now());
+      }
+    }).detach();
+  } catch (const std::system_error&) {
+  }
+}
+
 }  // namespace
 
 bool ChooseCpuAllocator(bool cache) {
@@ -256,7 +306,10 @@ bool ChooseCpuAllocator(bool cache) {
     chosen = cache;
     // Above the priority libtorch registers its own with, so a later registration at the
     // default priority does not take the place back.
-    if (cache) c10::SetCPUAllocator(g_allocator, /*priority=*/1);
+    if (cache) {
+      c10::SetCPUAllocator(g_allocator, /*priority=*/1);
+      StartSweeper();
+    }
     g_installed = cache;
   }
   return *chosen == cache;
@@ -265,11 +318,20 @@ bool ChooseCpuAllocator(bool cache) {
 CpuCacheStats CpuCacheSnapshot() {
   CpuCacheStats stats = g_allocator->Snapshot();
   stats.installed = g_installed && c10::GetCPUAllocator() == g_allocator;
+  if (!stats.installed) stats.cache_limit_bytes = 0;  // no cache, no bound to report
   return stats;
 }
 
 void TrimCpuCache() {
   g_allocator->Trim();
+}
+
+void SweepCpuCache(std::chrono::steady_clock::time_point now) {
+  g_allocator->Sweep(now);
+}
+
+void SetCpuCacheIdleAge(std::chrono::milliseconds age) {
+  g_allocator->SetIdleAge(age);
 }
 
 }  // namespace bertgate

@@ -11,9 +11,12 @@
 // costs 17-100% of the speed in page faults. Here buffers of kLargeBytes and more are mapped
 // directly, kept on free in a cache keyed by size class, reused by later passes without a
 // fault, and unmapped oldest first once the cache holds more than twice the most ever live at
-// once (and at least 128 MiB). "Live" counts every large buffer, the weights of the models loaded
-// since included, so the cache may hold twice (weights + the largest pass); an engine's close
-// hands the whole cache back (TrimCpuCache) and restarts the peak. Measured in docs/benchmarks.md.
+// once (and at least 128 MiB), or once idle in the cache for 30 s (a sweeper thread sees to that
+// when no pass runs, so one huge call does not pin its memory in a quiet process). "Live" counts every large buffer,
+// the weights of the models loaded since included, so the cache may hold twice (weights + the largest pass); an
+// engine's close hands the whole cache back (TrimCpuCache) and restarts the peak. Measured in docs/benchmarks.md.
+
+#include <chrono>
 
 #include "engine_api.h"
 
@@ -30,5 +33,12 @@ CpuCacheStats CpuCacheSnapshot();
 // Unmaps every cached buffer and restarts the peak from what is live now (an engine's close, so
 // a process that unloads a model gets its memory back; a failed mapping, before giving up).
 void TrimCpuCache();
+
+// Unmaps the buffers cached longer than the idle age (30 s) before `now`; the sweeper thread calls
+// it every few seconds, tests with a time of their choosing.
+void SweepCpuCache(std::chrono::steady_clock::time_point now);
+
+// The idle age: 30 s unless a test shortens it to see the sweeper work.
+void SetCpuCacheIdleAge(std::chrono::milliseconds age);
 
 }  // namespace bertgate

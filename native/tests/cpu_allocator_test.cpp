@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -144,6 +145,37 @@ TEST_F(CpuAllocatorTest, TrimHandsTheCacheBackAndRestartsThePeak) {
   // And it still serves.
   at::Tensor again = Bytes(61 * kMiB + 3);
   EXPECT_EQ(CpuCacheSnapshot().mapped, after.mapped + 1);
+}
+
+TEST_F(CpuAllocatorTest, ABufferIdleLongerThanTheAgeIsUnmapped) {
+  const int64_t odd = 53 * kMiB + 99;
+  { at::Tensor t = Bytes(odd); }
+  const std::chrono::steady_clock::time_point freed = std::chrono::steady_clock::now();
+  const CpuCacheStats cached = CpuCacheSnapshot();
+  ASSERT_GE(cached.cached_bytes, odd);
+  SweepCpuCache(freed + std::chrono::seconds(29));  // not yet idle 30 s: kept
+  EXPECT_EQ(CpuCacheSnapshot().cached_bytes, cached.cached_bytes);
+  SweepCpuCache(freed + std::chrono::seconds(31));
+  const CpuCacheStats swept = CpuCacheSnapshot();
+  EXPECT_EQ(swept.cached_bytes, 0);  // every buffer here was freed before `freed`
+  EXPECT_GT(swept.unmapped, cached.unmapped);
+  // The next pass of that size maps afresh.
+  at::Tensor again = Bytes(odd);
+  EXPECT_EQ(CpuCacheSnapshot().mapped, swept.mapped + 1);
+}
+
+TEST_F(CpuAllocatorTest, TheSweeperUnmapsIdleBuffersWhenNothingElseIsFreed) {
+  { at::Tensor t = Bytes(47 * kMiB + 5); }
+  ASSERT_GE(CpuCacheSnapshot().cached_bytes, 47 * kMiB);
+  SetCpuCacheIdleAge(std::chrono::milliseconds(200));
+  // The sweeper wakes at least every 5 s; nothing here frees a large buffer meanwhile.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (CpuCacheSnapshot().cached_bytes != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const int64_t left = CpuCacheSnapshot().cached_bytes;
+  SetCpuCacheIdleAge(std::chrono::seconds(30));
+  EXPECT_EQ(left, 0);
 }
 
 #if !defined(__SANITIZE_ADDRESS__)
