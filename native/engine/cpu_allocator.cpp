@@ -4,6 +4,7 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <c10/util/Exception.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -287,8 +288,12 @@ void CachingCpuAllocator::Delete(void* data) noexcept {
 void StartSweeper() {
   try {
     std::thread([] {
+      // Named for itself: a thread inherits its creator's name, here the inference thread's.
+      pthread_setname_np(pthread_self(), "bertgate-sweep");
       for (;;) {
-        std::this_thread::sleep_for(std::min(g_allocator->IdleAge() / 2, std::chrono::milliseconds(5'000)));
+        // At least 10 ms: a test's tiny idle age must not make the thread spin.
+        std::this_thread::sleep_for(
+            std::clamp(g_allocator->IdleAge() / 2, std::chrono::milliseconds(10), std::chrono::milliseconds(5'000)));
         g_allocator->Sweep(Clock::now());
       }
     }).detach();
