@@ -84,8 +84,9 @@ Napi::Value EngineHandle::Post(Napi::Env env, std::function<void(Completion*)> j
     channel_.Ref(env);  // pending work keeps the process alive, as any I/O would
     Ref();              // and keeps this handle from being collected under it
   }
+  bool queued = false;
   try {
-    worker_->Post([this, deferred, job = std::move(job)] {
+    queued = worker_->Post([this, deferred, job = std::move(job)] {
       auto* completion = new Completion{deferred, {}};
       try {
         job(completion);
@@ -98,6 +99,12 @@ Napi::Value EngineHandle::Post(Napi::Env env, std::function<void(Completion*)> j
     // Not queued (no memory for the task): the promise fails now, and the handle lets go of
     // the loop as if the job had run.
     Reject(env, deferred, "ERR_OUT_OF_MEMORY", "the addon could not allocate memory to queue this call");
+    Settled(env);
+    return Napi::Value(env, promise);
+  }
+  if (!queued) {
+    // The worker was stopped under the handle (the process quiescing at exit): likewise settled.
+    Reject(env, deferred, "ERR_CLOSED", "the engine's thread has stopped");
     Settled(env);
   }
   return Napi::Value(env, promise);
