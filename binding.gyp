@@ -29,6 +29,7 @@
         'native/engine/cpu_scores.cpp',
         'native/engine/engine_library.cpp',
         'native/engine/fused_log_softmax.cpp',
+        'native/engine/int8_linear.cpp',
         'native/engine/logits.cpp',
         'native/engine/ood_gate.cpp',
         'native/engine/torch_engine.cpp',
@@ -38,6 +39,9 @@
       'cflags_cc': [
         '-O3',
         '-fopenmp-simd',
+        # As CMakeLists.txt says: vector clamps and no fused multiply-add (int8_linear.cpp).
+        '-fno-trapping-math',
+        '-ffp-contract=off',
         '-isystem', '<(libtorch_dir)/include',
         '-isystem', '<(libtorch_dir)/include/torch/csrc/api/include',
       ],

@@ -10,6 +10,7 @@
 #include <torch/csrc/jit/passes/freeze_module.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -97,11 +98,35 @@ bool AnyNode(const torch::jit::Module& module, Visit&& visit) {
 
 }  // namespace
 
-bool UsesQuantizedOps(const torch::jit::Module& module) {
-  return AnyNode(module, [](torch::jit::Node* node) {
+namespace {
+
+bool UsesOpsOf(const torch::jit::Module& module, const std::string& ns) {
+  return AnyNode(module, [&](torch::jit::Node* node) {
     if (node->kind().is_aten() || node->kind().is_prim()) return false;
-    return std::string(node->kind().ns().toUnqualString()) == "quantized";
+    return node->kind().ns().toUnqualString() == ns;
   });
+}
+
+}  // namespace
+
+bool UsesQuantizedOps(const torch::jit::Module& module) {
+  return UsesOpsOf(module, "bertgate") || UsesOpsOf(module, "quantized");
+}
+
+bool UsesTorchAoOps(const torch::jit::Module& module) {
+  return UsesOpsOf(module, "quantized");
+}
+
+int LargestInt8Weight(const torch::jit::Module& module) {
+  int largest = 0;
+  for (const auto& attribute : module.named_attributes(/*recurse=*/true)) {
+    const c10::IValue& value = attribute.value;
+    if (!value.isTensor() || value.toTensor().scalar_type() != at::kChar || value.toTensor().numel() == 0) continue;
+    // Not abs(): an int8 -128 has no int8 magnitude.
+    const at::Tensor& t = value.toTensor();
+    largest = std::max({largest, static_cast<int>(t.max().item<int8_t>()), -static_cast<int>(t.min().item<int8_t>())});
+  }
+  return largest;
 }
 
 namespace {
@@ -179,6 +204,8 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
     throw EngineError(ErrorCode::kModelLoad, "'" + path + "' is not a loadable TorchScript module: " + Brief(e));
   }
   module_.eval();
+  // Before freezing, while the weights are still attributes to read.
+  const int largest_int8 = LargestInt8Weight(module_);
   info_.loader = "torchscript";
   info_.device = device_.str();
   ReadEmbeddingSizes(module_, info_);
@@ -199,22 +226,32 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
   }
   RetargetDeviceConstants(module_, device_);
   info_.quantized = UsesQuantizedOps(module_);
+  const bool torch_ao = UsesTorchAoOps(module_);
   if (info_.quantized && device_.is_cuda()) {
-    // quantized::linear_dynamic has CPU kernels only: the probe would fail with libtorch's
+    // Both int8 Linear layers have CPU kernels only: the probe would fail with libtorch's
     // "could not run on the CUDA backend", which names neither the bundle nor the way out.
-    throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds dynamic int8 (quantized::) layers, which run on " +
-                                                 "the CPU only; load it on \"cpu\", or export the model without " +
-                                                 "--quantize for " + device_.str());
+    throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds int8 layers (" +
+                                                 (torch_ao ? "quantized::" : "bertgate::linear_int8") +
+                                                 "), which run on the CPU only; load it on \"cpu\", or export the " +
+                                                 "model without --quantize for " + device_.str());
   }
-  if (info_.quantized) {
+  if (info_.quantized && !torch_ao && largest_int8 > 64) {
+    throw EngineError(ErrorCode::kModelLoad,
+                      "'" + path + "' holds int8 weights up to " + std::to_string(largest_int8) +
+                          " in magnitude; bertgate::linear_int8 takes [-64, 64] (the exporter's 64 levels), " +
+                          "the range its integer matmul sums exactly on every CPU: re-export with --quantize int8");
+  }
+  if (torch_ao) {
     if (!FullRangeInt8Here(options)) ReduceInt8Range(module_);
     info_.int8_activation_bits = Int8ActivationBitsOf(module_);
-  }
-  const at::QEngine qengine = at::globalContext().qEngine();
-  if (info_.quantized && qengine != at::QEngine::X86 && qengine != at::QEngine::FBGEMM) {
-    throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds dynamic int8 layers made for the x86 (fbgemm) " +
-                                                 "quantized engine, which this CPU or libtorch lacks (it has " +
-                                                 c10::toString(qengine) + ")");
+    const at::QEngine qengine = at::globalContext().qEngine();
+    if (qengine != at::QEngine::X86 && qengine != at::QEngine::FBGEMM) {
+      throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds dynamic int8 layers made for the x86 (fbgemm) " +
+                                                   "quantized engine, which this CPU or libtorch lacks (it has " +
+                                                   c10::toString(qengine) + ")");
+    }
+  } else if (info_.quantized) {
+    info_.int8_activation_bits = 8;  // bertgate::linear_int8: 8 bits per row on every CPU
   }
 
   // Probe with the smallest input BERT accepts ([CLS] [SEP]-shaped): this checks the module's

@@ -17,8 +17,17 @@ namespace bertgate {
 // Returns how many constants it changed.
 int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device);
 
-// Whether any method of the module runs quantized:: operators (a dynamic int8 bundle).
+// Whether any method of the module runs int8 operators: bertgate::linear_int8 (bundles of
+// `--quantize int8` today) or torch.ao's quantized:: ones (int8 bundles exported before it).
 bool UsesQuantizedOps(const torch::jit::Module& module);
+
+// Whether any method runs torch.ao's quantized:: operators: the older int8 bundles, which need
+// the x86 quantized engine and whose activation bits the engine may lower (ReduceInt8Range).
+bool UsesTorchAoOps(const torch::jit::Module& module);
+
+// The largest |value| among the module's int8 tensors (its attributes, submodules' included):
+// bertgate::linear_int8 needs weights in [-64, 64] to be exact on every CPU (int8_linear.h).
+int LargestInt8Weight(const torch::jit::Module& module);
 
 // The `reduce_range` argument of quantized::linear_dynamic: true quantizes activations to 7
 // bits, false to 8. The exporter writes false (8 bits agree better with the float model;

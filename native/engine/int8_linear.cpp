@@ -1,0 +1,186 @@
+#include "int8_linear.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/macros/Export.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace at::native {
+// ATen's oneDNN int8 GEMM (s8 x s8 -> s32 through dnnl_gemm_s8s8s32: packed on the fly, no
+// per-shape kernel cache), exported by libtorch_cpu in every torch of the matrix (2.11-2.15;
+// an engine is built per minor, so a minor without it fails to link, not to run) but declared
+// in no installed header. at::_int_mm reaches it only while oneDNN is enabled for the process,
+// which the engine turns off (engine_library.cpp); without it _int_mm runs a scalar loop, 40x
+// slower on the default model.
+TORCH_API void mkldnn_matmul_i8i8i32(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result);
+}  // namespace at::native
+
+namespace bertgate {
+namespace {
+
+// The loops below are plain C++ that GCC and Clang vectorise; the engine is built for any
+// x86-64, so each is also compiled for AVX2 and AVX-512 (BW: byte lanes for the int8 stores)
+// and the loader picks one per CPU. This file is compiled with -fno-trapping-math, without
+// which GCC will not turn the clamps into vector min/max (bertgate installs no FP trap
+// handler), and -ffp-contract=off, so that no multiply-add is fused and the results match the
+// Python reference's, which rounds after every operation.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_ADDRESS__)
+#define BERTGATE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BERTGATE_CLONES
+#endif
+
+// One row of activations to int8, symmetric around 0 with the row's own scale: the row's
+// largest magnitude maps to 127. A row's result then depends on that row alone, never on the
+// other rows of its batch (torch.ao's dynamic Linear shares one scale across the batch).
+BERTGATE_CLONES void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_t* q, float* scale) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* row = x + i * k;
+    float amax = 0.0f;
+#pragma omp simd reduction(max : amax)
+    for (int64_t j = 0; j < k; ++j) {
+      const float a = std::fabs(row[j]);
+      amax = a > amax ? a : amax;
+    }
+    const float s = amax > 0.0f ? amax / 127.0f : 1.0f;
+    const float inv = 1.0f / s;
+    scale[i] = s;
+    int8_t* out = q + i * k;
+#pragma omp simd
+    for (int64_t j = 0; j < k; ++j) {
+      float v = row[j] * inv;
+      v = v > 127.0f ? 127.0f : v;
+      v = v < -127.0f ? -127.0f : v;
+      // Rounds half to even, as torch.round does, in arithmetic the vectoriser handles
+      // (nearbyintf is a libm call below SSE4.1): adding and taking away 1.5 * 2^23 leaves
+      // an fp32 with no fraction bits, exact for |v| <= 2^22. Only -ffast-math would fold it.
+      out[j] = static_cast<int8_t>(static_cast<int32_t>((v + 12582912.0f) - 12582912.0f));
+    }
+  }
+}
+
+// GELU with erf, erf by the rational approximation XLA and Eigen use for fp32 (odd degree-13
+// numerator over even degree-8 denominator on [-4, 4], +-1 beyond; within a few ulp): libm's
+// erff is an opaque call the vectoriser cannot take, and ATen's GELU is a separate pass.
+// python/bertgate_export/int8_linear.py evaluates the same expression in the same order.
+inline float Gelu(float v) {
+  float x = v * 0.70710678118654752f;
+  x = x > 4.0f ? 4.0f : x;
+  x = x < -4.0f ? -4.0f : x;
+  const float x2 = x * x;
+  float p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
+  p = x2 * p + -2.10102402082508e-06f;
+  p = x2 * p + -5.69250639462346e-05f;
+  p = x2 * p + -7.34990630326855e-04f;
+  p = x2 * p + -2.95459980854025e-03f;
+  p = x2 * p + -1.60960333262415e-02f;
+  p = x * p;
+  float d = x2 * -1.45660718464996e-05f + -2.13374055278905e-04f;
+  d = x2 * d + -1.68282697438203e-03f;
+  d = x2 * d + -7.37332916720468e-03f;
+  d = x2 * d + -1.42647390514189e-02f;
+  return 0.5f * v * (1.0f + p / d);
+}
+
+// int32 accumulators back to fp32: row scale times column scale, plus the bias, then the
+// activation, in one pass over the output.
+BERTGATE_CLONES void Dequantize(const int32_t* acc, int64_t rows, int64_t n, const float* row_scale,
+                                const float* col_scale, const float* bias, bool gelu, float* out) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const int32_t* a = acc + i * n;
+    float* o = out + i * n;
+    const float s = row_scale[i];
+    if (gelu) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) o[j] = Gelu(static_cast<float>(a[j]) * s * col_scale[j] + bias[j]);
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) o[j] = static_cast<float>(a[j]) * s * col_scale[j] + bias[j];
+    }
+  }
+}
+
+// out = a @ b in int32, exactly: oneDNN's GEMM, or, where it fails (a libtorch built without
+// oneDNN: it throws), ATen's own loop, remembered so the throw is paid once.
+void IntMatmul(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  static std::atomic<bool> onednn{true};
+  if (onednn.load(std::memory_order_relaxed)) {
+    try {
+      at::native::mkldnn_matmul_i8i8i32(a, b, out);
+      return;
+    } catch (const std::exception&) {
+      onednn.store(false, std::memory_order_relaxed);
+    }
+  }
+  at::_int_mm_out(out, a, b);
+}
+
+// Rows per integer matmul: a block's int32 accumulators (128 x 1536 x 4 B = 768 KiB at the
+// default model's FFN) stay in L2 for the pass that turns them into floats. 1.40x / 1.60x the
+// torch.ao graph at batch 1 / 32 with 128; 64 and 256 measured no better (docs/benchmarks.md).
+constexpr int64_t kRowBlock = 128;
+
+}  // namespace
+
+at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& weight_scale,
+                      const c10::optional<at::Tensor>& bias, int64_t activation) {
+  const int64_t k = input.size(-1);
+  const int64_t n = weight.size(0);
+  const at::Tensor x = input.reshape({-1, k}).to(at::kFloat).contiguous();
+  const int64_t m = x.size(0);
+  at::Tensor q = at::empty({m, k}, x.options().dtype(at::kChar));
+  at::Tensor row_scale = at::empty({m}, x.options());
+  const float* xp = x.data_ptr<float>();
+  int8_t* qp = q.data_ptr<int8_t>();
+  float* sp = row_scale.data_ptr<float>();
+  at::parallel_for(0, m, 64, [&](int64_t begin, int64_t end) {
+    QuantizeRows(xp + begin * k, end - begin, k, qp + begin * k, sp + begin);
+  });
+
+  at::Tensor out = at::empty({m, n}, x.options());
+  const at::Tensor col_scale = weight_scale.to(at::kFloat).contiguous();
+  // A missing bias adds zeros: one loop shape, and the same rounding as the reference's.
+  const at::Tensor b =
+      bias.has_value() && bias->defined() ? bias->to(at::kFloat).contiguous() : at::zeros({n}, x.options());
+  const float* cp = col_scale.data_ptr<float>();
+  const float* bp = b.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const at::Tensor weight_t = weight.t();
+  const int64_t block = std::min(m, kRowBlock);
+  at::Tensor acc = at::empty({block, n}, x.options().dtype(at::kInt));
+  const int32_t* ap = acc.data_ptr<int32_t>();
+  // The integer matmul a block of rows at a time: the block's int32
+  // accumulators stay in cache for the pass that turns them into floats, where a whole batch's
+  // (25 MB for 32 x 128 tokens into 1536) would go out to memory and back. Integer sums are
+  // exact, so neither the blocking nor the library's own changes a row's result.
+  for (int64_t r0 = 0; r0 < m; r0 += block) {
+    const int64_t rows = std::min(block, m - r0);
+    at::Tensor acc_rows = acc.narrow(0, 0, rows);
+    IntMatmul(q.narrow(0, r0, rows), weight_t, acc_rows);
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+      Dequantize(ap + begin * n, end - begin, n, sp + r0 + begin, cp, bp, activation == kActivationGelu,
+                 op + (r0 + begin) * n);
+    });
+  }
+
+  std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
+  shape.back() = n;
+  // The layer's output in its input's dtype (a float16 graph on a CPU stays float16 after it).
+  return input.scalar_type() == at::kFloat ? out.view(shape) : out.view(shape).to(input.scalar_type());
+}
+
+TORCH_LIBRARY(bertgate, m) {
+  m.def("linear_int8(Tensor input, Tensor weight, Tensor weight_scale, Tensor? bias, int activation) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(bertgate, CPU, m) {
+  m.impl("linear_int8", &LinearInt8);
+}
+
+}  // namespace bertgate

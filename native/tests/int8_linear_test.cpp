@@ -1,0 +1,107 @@
+// bertgate::linear_int8 against exact arithmetic (int64 sums of the same int8 rows), on the
+// shapes a hostile graph could hand it: no rows, odd widths, views, half inputs, no bias; and
+// through the dispatcher, as a loaded TorchScript graph calls it.
+
+#include "../engine/int8_linear.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+
+namespace bertgate {
+namespace {
+
+// The operator's definition, in plain ATen ops and int64: rows to int8 with their own scale,
+// exact integer sums, then the same fp32 products in the same order.
+at::Tensor Exact(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& bias) {
+  const at::Tensor x = input.reshape({-1, input.size(-1)}).to(at::kFloat);
+  const at::Tensor amax = x.abs().amax({1}, /*keepdim=*/true);
+  const at::Tensor s = at::where(amax > 0, amax / 127.0, at::ones_like(amax));
+  const at::Tensor q = at::round((x * (1.0 / s)).clamp(-127, 127)).to(at::kLong);
+  const at::Tensor acc = at::matmul(q, weight.to(at::kLong).t()).to(at::kFloat);
+  std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
+  shape.back() = weight.size(0);
+  return (acc * s * scale + bias).view(shape);
+}
+
+struct Layer {
+  at::Tensor weight, scale, bias;
+};
+
+Layer RandomLayer(int64_t n, int64_t k) {
+  return {at::randint(-64, 65, {n, k}, at::kChar), at::rand({n}) * 0.01 + 1e-3, at::randn({n})};
+}
+
+TEST(LinearInt8, MatchesExactIntegerArithmeticOnOddShapes) {
+  at::manual_seed(7);
+  for (const auto& [m, k, n] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {1, 8, 4}, {3, 13, 7}, {17, 40, 33}, {130, 64, 96}, {257, 31, 5}}) {
+    const Layer l = RandomLayer(n, k);
+    const at::Tensor x = at::randn({m, k}) * 3;
+    const at::Tensor got = LinearInt8(x, l.weight, l.scale, l.bias, kActivationNone);
+    EXPECT_TRUE(at::equal(got, Exact(x, l.weight, l.scale, l.bias))) << m << "x" << k << "x" << n;
+  }
+}
+
+TEST(LinearInt8, ARowGivesTheSameBitsAloneAsInABatchOfAnyBlockCount) {
+  at::manual_seed(8);
+  const Layer l = RandomLayer(48, 32);
+  const at::Tensor x = at::randn({300, 32}) * at::logspace(-3, 3, 300).unsqueeze(1);
+  const at::Tensor all = LinearInt8(x, l.weight, l.scale, l.bias, kActivationGelu);
+  for (int64_t i : {0, 127, 128, 255, 299}) {
+    EXPECT_TRUE(
+        at::equal(LinearInt8(x.narrow(0, i, 1), l.weight, l.scale, l.bias, kActivationGelu), all.narrow(0, i, 1)))
+        << "row " << i;
+  }
+}
+
+TEST(LinearInt8, EmptyBatchesViewsHalfInputsAndNoBias) {
+  at::manual_seed(9);
+  const Layer l = RandomLayer(12, 20);
+  EXPECT_EQ(LinearInt8(at::empty({0, 20}), l.weight, l.scale, l.bias, kActivationGelu).sizes(),
+            at::IntArrayRef({0, 12}));
+  EXPECT_EQ(LinearInt8(at::empty({2, 0, 20}), l.weight, l.scale, l.bias, 0).sizes(), at::IntArrayRef({2, 0, 12}));
+  // A transposed view: read as its values, not its storage.
+  const at::Tensor wide = at::randn({20, 6});
+  const at::Tensor view = wide.t();
+  EXPECT_TRUE(at::equal(LinearInt8(view, l.weight, l.scale, l.bias, 0),
+                        LinearInt8(view.contiguous(), l.weight, l.scale, l.bias, 0)));
+  // Three dimensions keep their leading shape.
+  const at::Tensor x3 = at::randn({2, 5, 20});
+  EXPECT_TRUE(at::equal(LinearInt8(x3, l.weight, l.scale, l.bias, 0), Exact(x3, l.weight, l.scale, l.bias)));
+  // Half in, half out: the layer keeps the graph's dtype.
+  const at::Tensor half = LinearInt8(x3.to(at::kHalf), l.weight, l.scale, l.bias, 0);
+  EXPECT_EQ(half.scalar_type(), at::kHalf);
+  // No bias is a bias of zeros.
+  EXPECT_TRUE(at::equal(LinearInt8(x3, l.weight, l.scale, c10::nullopt, 0),
+                        LinearInt8(x3, l.weight, l.scale, at::zeros({12}), 0)));
+  // An all-zero row: scale 1, output the bias.
+  EXPECT_TRUE(at::equal(LinearInt8(at::zeros({1, 20}), l.weight, l.scale, l.bias, 0)[0], l.bias));
+}
+
+TEST(LinearInt8, GeluIsErfGeluWithinFloatRounding) {
+  // Weights 64 times the identity, channel scales 1/64: the layer returns its input on the
+  // int8 grid, so the fused GELU can be set beside ATen's erf GELU of the same values.
+  const at::Tensor w = at::eye(64, at::kChar) * 64;
+  const at::Tensor ws = at::full({64}, 1.0 / 64);
+  const at::Tensor x = at::linspace(-8, 8, 64).unsqueeze(0);
+  const at::Tensor plain = LinearInt8(x, w, ws, c10::nullopt, kActivationNone);
+  const at::Tensor gelu = LinearInt8(x, w, ws, c10::nullopt, kActivationGelu);
+  EXPECT_LT((gelu - at::gelu(plain)).abs().max().item<float>(), 2e-6);
+}
+
+TEST(LinearInt8, IsRegisteredForTorchScript) {
+  const auto op = c10::Dispatcher::singleton().findSchema({"bertgate::linear_int8", ""});
+  ASSERT_TRUE(op.has_value());
+  const Layer l = RandomLayer(4, 8);
+  const at::Tensor x = at::randn({2, 8});
+  const at::Tensor got = op->typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                              const c10::optional<at::Tensor>&, int64_t)>()
+                             .call(x, l.weight, l.scale, l.bias, 0);
+  EXPECT_TRUE(at::equal(got, Exact(x, l.weight, l.scale, l.bias)));
+}
+
+}  // namespace
+}  // namespace bertgate
