@@ -14,6 +14,7 @@ import gzip
 import json
 from pathlib import Path
 
+import bertgate_export.int8_linear  # noqa: F401 (bertgate::linear_int8, which int8 model files call)
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast

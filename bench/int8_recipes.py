@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
 
-from bertgate_export.quantize import FullRangeDynamicLinear
+from bertgate_export.legacy_int8 import FullRangeDynamicLinear
 
 warnings.filterwarnings("ignore")  # torch.ao's deprecation notices: the subject of lever 0, not this one
 

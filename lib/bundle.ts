@@ -48,7 +48,7 @@ export interface Bundle {
   typeVocabSize: number;
   calibration: Calibration | null;
   manifest: Manifest | null;
-  /** What bundle.json says of the weights: 'int8' for dynamic int8 Linear layers (CPU only), else null. */
+  /** What bundle.json says of the weights: 'int8' for int8 Linear layers (CPU only), else null. */
   quantization: 'int8' | null;
 }
 
@@ -181,21 +181,27 @@ export async function readBundle(
   };
 }
 
-/** bundle.json "quantization": null (or absent) for float weights, the exporter's int8 record otherwise. */
+/** The operator today's int8 bundles call (python/bertgate_export/int8_linear.py). */
+const INT8_OP = 'bertgate::linear_int8';
+
+/**
+ * bundle.json "quantization": null (or absent) for float weights, the exporter's int8 record
+ * otherwise: today's ("op": "bertgate::linear_int8") or the torch.ao one of bundles exported
+ * before it (a "scheme" of "dynamic int8 ...", which still load).
+ */
 function readQuantization(manifest: unknown): 'int8' | null {
   const q = isPlainObject(manifest) ? manifest['quantization'] : undefined;
   if (q === undefined || q === null) return null;
-  if (
-    isPlainObject(q) &&
-    q['layers'] === 'Linear' &&
-    typeof q['scheme'] === 'string' &&
-    q['scheme'].startsWith('dynamic int8')
-  )
-    return 'int8';
+  if (isPlainObject(q) && q['layers'] === 'Linear') {
+    if (q['op'] === INT8_OP) return 'int8';
+    if (q['op'] === undefined && typeof q['scheme'] === 'string' && q['scheme'].startsWith('dynamic int8'))
+      return 'int8';
+  }
   throw new BundleError(
     BUNDLE_FILES.manifest,
     'quantization',
-    `${BUNDLE_FILES.manifest} "quantization" is ${JSON.stringify(q)}; expected null or the export tool's dynamic int8 record`,
+    `${BUNDLE_FILES.manifest} "quantization" is ${JSON.stringify(q)}; expected null or the export tool's int8 record ` +
+      `(layers "Linear", op "${INT8_OP}", or an older bundle's dynamic int8 scheme)`,
   );
 }
 
@@ -210,7 +216,7 @@ export function checkAgainstModel(bundle: Bundle, model: NativeModelInfo, tokeni
       bundle.manifest === null
         ? `${modelFile} holds quantized (int8) layers, but the bundle at ${bundle.dir} has no ${manifest} to say so ` +
             '(the export tool writes one with --quantize int8)'
-        : `${manifest} says the weights are ${bundle.quantization === 'int8' ? 'dynamic int8' : 'not quantized'}, but ` +
+        : `${manifest} says the weights are ${bundle.quantization === 'int8' ? 'int8' : 'not quantized'}, but ` +
             `${modelFile} ${model.quantized ? 'holds quantized (int8) layers' : 'holds no quantized layer'}`,
     );
   }

@@ -98,7 +98,7 @@ export interface ClassifierInfo {
   truncationSide: TruncationSide;
   batching: Required<BatchingOptions>;
   frozen: boolean;
-  /** 'int8': the Linear layers run as dynamic int8 (CPU only; bundle.json "quantization"). */
+  /** 'int8': the Linear layers run as int8 (CPU only; bundle.json "quantization"). */
   quantization: 'int8' | null;
   /** The bundle's weights are random (a development stand-in, not a trained model). */
   randomWeights: boolean;
@@ -320,9 +320,9 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
           : settings.deviceIndices.map((i) => `cuda:${i}`).join(', ');
     if (bundle.quantization === 'int8' && settings.device === 'cuda') {
       throw new InvalidArgumentError(
-        `The bundle at ${bundleDir} holds dynamic int8 weights (bundle.json "quantization"), which run on the CPU ` +
-          `only (libtorch has no CUDA kernel for quantized::linear_dynamic); load it with device "cpu", or export ` +
-          `the model without --quantize for "${deviceName}"`,
+        `The bundle at ${bundleDir} holds int8 weights (bundle.json "quantization"), which run on the CPU only ` +
+          `(its int8 Linear layers have no CUDA kernel); load it with device "cpu", or export the model without ` +
+          `--quantize for "${deviceName}"`,
       );
     }
     if (settings.device === 'cuda' && !runtime.cuda.loaded) {

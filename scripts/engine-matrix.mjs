@@ -4,11 +4,14 @@
 // logits must match transformers' eager logits within 1e-5. One child process per engine,
 // since a process holds one libtorch. test/engine-matrix.test.ts runs it in npm test; run it
 // alone to refresh the table in docs/install.md:  node scripts/engine-matrix.mjs --write-docs
-// Each engine also loads the int8 fixture (labels50-int8, against its quantized eager model
-// within INT8_TOLERANCE): its child's stderr comes back, and the libtorch warnings the engine
-// collected instead of printing (quantized tensors' deprecation from torch 2.13 on); then loads
-// it again with BERTGATE_TORCH_WARNINGS=stderr set in between, after a marker on stderr: the
-// switch is read per load, and a second load lists the (warn-once) deprecation as well.
+// Each engine also loads the int8 fixtures, each against its own eager model within
+// INT8_TOLERANCE: labels50-int8 (bertgate::linear_int8, the engine's own operator: no libtorch
+// warning on any torch) and labels50-int8-legacy (torch.ao's quantized:: layers, as bundles
+// exported before it hold). The child's stderr comes back, and the libtorch warnings each load
+// collected instead of printing (the legacy bundle: quantized tensors' deprecation from torch
+// 2.13 on); then the legacy one loads again with BERTGATE_TORCH_WARNINGS=stderr set in between,
+// after a marker on stderr: the switch is read per load, and a second load lists the (warn-once)
+// deprecation as well.
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -41,22 +44,27 @@ for (const name of ${JSON.stringify(FIXTURES)}) {
   rows += got.length;
   await clf.close();
 }
-const int8Dir = ${JSON.stringify(join(ROOT, '.fixtures'))} + '/labels50-int8';
-const int8Ref = JSON.parse(readFileSync(int8Dir + '.expected.json', 'utf8'));
-const int8 = await Classifier.load(int8Dir);
-let worstInt8 = 0;
-for (const [i, text] of int8Ref.texts.entries()) {
-  const row = await int8.logits(text);
-  row.forEach((v, j) => { worstInt8 = Math.max(worstInt8, Math.abs(v - int8Ref.logits[i][j])); });
+async function worstAgainstEager(dir) {
+  const ref = JSON.parse(readFileSync(dir + '.expected.json', 'utf8'));
+  const clf = await Classifier.load(dir);
+  let worst = 0;
+  for (const [i, text] of ref.texts.entries()) {
+    const row = await clf.logits(text);
+    row.forEach((v, j) => { worst = Math.max(worst, Math.abs(v - ref.logits[i][j])); });
+  }
+  const warnings = clf.info.model.torchWarnings;
+  await clf.close();
+  return [worst, warnings];
 }
-const loadWarnings = int8.info.model.torchWarnings;
-await int8.close();
+const int8Dir = ${JSON.stringify(join(ROOT, '.fixtures'))} + '/labels50-int8';
+const [worstInt8, int8Warnings] = await worstAgainstEager(int8Dir);
+const [worstLegacy, loadWarnings] = await worstAgainstEager(int8Dir + '-legacy');
 process.stderr.write(${JSON.stringify(MARKER + '\n')});
 process.env.BERTGATE_TORCH_WARNINGS = 'stderr';
-const again = await Classifier.load(int8Dir);
+const again = await Classifier.load(int8Dir + '-legacy');
 const againWarnings = again.info.model.torchWarnings;
 await again.close();
-console.log(JSON.stringify({ engine: report.engines.chosen, torch: report.runtime.torchVersion, worst, rows, worstInt8, loadWarnings, againWarnings }));
+console.log(JSON.stringify({ engine: report.engines.chosen, torch: report.runtime.torchVersion, worst, rows, worstInt8, int8Warnings, worstLegacy, loadWarnings, againWarnings }));
 `;
 
 /** One engine on one torch: { version, flavour, engine, torch, worst, rows } or { ..., error }. */
@@ -87,13 +95,14 @@ const brief = (warning) => `"${warning.length > 90 ? `${warning.slice(0, 90)}…
 
 export function table(results) {
   const lines = [
-    '| torch | flavour | engine loaded | logits vs eager (max abs diff, 3 fixtures) | int8 fixture vs quantized eager | libtorch warnings collected at the int8 load (none on stderr) |',
+    '| torch | flavour | engine loaded | logits vs eager (max abs diff, 3 fixtures) | int8 fixture vs its eager model (bertgate::linear_int8; torch.ao legacy) | libtorch warnings collected at the int8 loads (none on stderr) |',
     '| --- | --- | --- | --- | --- | --- |',
   ];
   for (const r of results) {
     const outcome = r.error ? `failed: ${r.error}` : `${r.worst.toExponential(1)} over ${r.rows} texts`;
-    const int8 = r.error ? '-' : r.worstInt8.toExponential(1);
-    const warned = r.error ? '-' : r.loadWarnings.length === 0 ? 'none' : r.loadWarnings.map(brief).join('; ');
+    const int8 = r.error ? '-' : `${r.worstInt8.toExponential(1)}; ${r.worstLegacy.toExponential(1)}`;
+    const warnings = r.error ? [] : [...r.int8Warnings, ...r.loadWarnings];
+    const warned = r.error ? '-' : warnings.length === 0 ? 'none' : `legacy: ${warnings.map(brief).join('; ')}`;
     lines.push(
       `| ${r.version} | ${r.flavour} | ${r.engine ?? '-'} on ${r.torch ?? '-'} | ${outcome} | ${int8} | ${warned} |`,
     );
@@ -115,6 +124,12 @@ if (isMain(import.meta.url)) {
     const stamp = `Measured ${new Date().toISOString().slice(0, 10)} by \`node scripts/engine-matrix.mjs --write-docs\`:`;
     writeFileSync(readme, `${current.slice(0, at + start.length)}\n${stamp}\n\n${text}\n${current.slice(stop)}`);
   }
-  const bad = (r) => r.error || !(r.worst <= TOLERANCE) || !(r.worstInt8 <= INT8_TOLERANCE) || r.stderr.trim() !== '';
+  const bad = (r) =>
+    r.error ||
+    !(r.worst <= TOLERANCE) ||
+    !(r.worstInt8 <= INT8_TOLERANCE) ||
+    !(r.worstLegacy <= INT8_TOLERANCE) ||
+    r.int8Warnings.length > 0 ||
+    r.stderr.trim() !== '';
   if (results.some(bad)) process.exitCode = 1;
 }

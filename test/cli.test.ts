@@ -288,10 +288,11 @@ describe('bertgate export: arguments', () => {
       () => [model, at('new'), '--tolerance=-1'],
       'Expected --tolerance to be a positive number, got "-1"',
     ],
+    ['--quantize int4', () => [model, at('new'), '--quantize', 'int4'], 'Expected --quantize to be int8, got "int4"'],
     [
-      '--quantize int4',
-      () => [model, at('new'), '--quantize', 'int4'],
-      'Expected --quantize to be int8 or int8-fast, got "int4"',
+      '--quantize int8-fast',
+      () => [model, at('new'), '--quantize', 'int8-fast'],
+      'Expected --quantize to be int8, got "int8-fast" (int8-fast is gone: int8 now quantizes every encoder layer',
     ],
   ] as const) {
     it(`refuses ${name} before any Python runs`, async () => {

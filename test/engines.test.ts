@@ -41,6 +41,8 @@ interface MatrixResult {
   worst?: number;
   rows?: number;
   worstInt8?: number;
+  int8Warnings?: string[];
+  worstLegacy?: number;
   loadWarnings?: string[];
   againWarnings?: string[];
   stderr?: string;
@@ -128,8 +130,14 @@ describe('engine matrix', () => {
         (r.worstInt8 as number) <= matrix.INT8_TOLERANCE,
         `torch ${r.version} ${r.flavour}: int8 ${r.worstInt8}`,
       );
-      // Nothing of libtorch's reaches a server's stderr, the int8 bundle's deprecation notice
-      // included: from torch 2.13 on the engine must have collected it instead.
+      assert.ok(
+        (r.worstLegacy as number) <= matrix.INT8_TOLERANCE,
+        `torch ${r.version} ${r.flavour}: torch.ao int8 ${r.worstLegacy}`,
+      );
+      // Today's int8 bundles run the engine's own operator: no deprecated op, no warning at all.
+      assert.deepEqual(r.int8Warnings, [], `torch ${r.version} ${r.flavour}`);
+      // Nothing of libtorch's reaches a server's stderr, the legacy int8 bundle's deprecation
+      // notice included: from torch 2.13 on the engine must have collected it instead.
       assert.equal(r.stderr, '', `torch ${r.version} ${r.flavour} printed: ${r.stderr}`);
       const deprecation = (r.loadWarnings as string[]).some((w) => /deprecated/i.test(w));
       if (minorOf(r.version) >= 13) assert.ok(deprecation, `torch ${r.version}: ${JSON.stringify(r.loadWarnings)}`);
@@ -148,7 +156,8 @@ describe('engine matrix', () => {
       }
       t.diagnostic(
         `torch ${r.version} ${r.flavour}: max |Δ| ${(r.worst as number).toExponential(1)} over ${r.rows} texts, ` +
-          `int8 ${(r.worstInt8 as number).toExponential(1)}, ${(r.loadWarnings as string[]).length} warning(s) collected`,
+          `int8 ${(r.worstInt8 as number).toExponential(1)}, torch.ao int8 ${(r.worstLegacy as number).toExponential(1)}, ` +
+          `${(r.loadWarnings as string[]).length} warning(s) collected`,
       );
     }
   });
@@ -202,8 +211,8 @@ describe('BERTGATE_MKL_ANY_CPU=1', () => {
 });
 
 describe('libtorch warnings under bertgate serve', () => {
-  it(`an int8 bundle on torch ${NEWEST}: nothing on stderr, one line saying how many, GET /stats lists them`, async () => {
-    const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--model', bundle('labels50-int8')], {
+  it(`a torch.ao int8 bundle on torch ${NEWEST}: nothing on stderr, one line saying how many, GET /stats lists them`, async () => {
+    const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--model', bundle('labels50-int8-legacy')], {
       env: {
         PATH: process.env['PATH'],
         HOME: process.env['HOME'],

@@ -1,23 +1,36 @@
-// int8 bundles: the exporter's dynamic int8 Linear layers run on the CPU, reproduce the
-// quantized eager model (not the float one), agree with the float bundle of the same weights,
-// and are refused where they cannot run or where bundle.json says otherwise.
+// int8 bundles: the exporter's int8 Linear layers (bertgate::linear_int8) run on the CPU,
+// reproduce the int8 eager model (not the float one) to the bit, give a text the same logits in
+// any batch, agree with the float bundle of the same weights, are exact on CPUs without VNNI,
+// and are refused where they cannot run or where bundle.json says otherwise. Bundles exported
+// before the operator (torch.ao's quantized:: layers) still load and run.
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 
-import { BundleError, Classifier, InvalidArgumentError } from '../lib/index.js';
+import { BundleError, Classifier, InvalidArgumentError, ModelLoadError } from '../lib/index.js';
 import { readLabelled } from '../lib/calibration/data.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { bundle, expected, maxAbsDiff } from './helpers.js';
 
-// Activations are quantized per batch (one scale for the whole [B, T, H] tensor), so a text's
-// logits move a little with its batch-mates: within this of running alone.
-const BATCH_TOLERANCE = 0.01;
+const exec = promisify(execFile);
+const INDEX = pathToFileURL(join(PACKAGE_ROOT, 'dist', 'lib', 'index.js')).href;
+
+// Each row is quantized with its own scale, so a text's int8 layers see what they would alone;
+// what moves with its batch-mates is the float work between them (attention over padding, the
+// layer norms' kernels): measured 1.9e-8 on labels50-int8, where one shared scale moved 5e-3.
+const BATCH_TOLERANCE = 1e-5;
+// torch.ao's dynamic int8 (the legacy bundles) quantizes with one scale per batch.
+const LEGACY_BATCH_TOLERANCE = 0.01;
+
+const worst = (x: Float32Array[], y: ArrayLike<number>[]): number =>
+  Math.max(...x.map((row, i) => maxAbsDiff(row, y[i] as ArrayLike<number>)));
 
 describe('int8 bundles', () => {
   let clf: Classifier;
@@ -32,33 +45,31 @@ describe('int8 bundles', () => {
     assert.equal(clf.info.device, 'cpu');
   });
 
-  it('reproduce the quantized eager model, text by text, within 1e-4', async () => {
+  it('reproduce the int8 eager model, text by text, to the bit', async () => {
     const ref = await expected('labels50-int8');
     for (const [i, text] of ref.texts.entries()) {
       const row = await clf.logits(text);
+      // The engine's loops follow the reference's operations one for one (int8_linear.py).
       assert.ok(
-        maxAbsDiff(row, ref.logits[i] as number[]) <= 1e-4,
+        maxAbsDiff(row, ref.logits[i] as number[]) <= 1e-6,
         `text ${i}: ${maxAbsDiff(row, ref.logits[i] as number[])}`,
       );
     }
   });
 
-  it('batched, every text keeps its top label and stays within the per-batch quantization tolerance', async () => {
+  it('batched, every text gets the logits it gets alone, within float rounding', async () => {
     const ref = await expected('labels50-int8');
+    const alone = await Promise.all(ref.texts.map((text) => clf.logits(text)));
     const batched = await clf.logits(ref.texts);
-    let same = 0;
-    batched.forEach((row, i) => {
-      const alone = ref.logits[i] as number[];
-      assert.ok(maxAbsDiff(row, alone) <= BATCH_TOLERANCE, `text ${i}: ${maxAbsDiff(row, alone)}`);
-      if (row.indexOf(Math.max(...row)) === alone.indexOf(Math.max(...alone))) same++;
-    });
-    assert.ok(same / batched.length >= 0.97, `${same} of ${batched.length} top labels as alone`);
+    assert.ok(worst(batched, alone) <= BATCH_TOLERANCE, `max |Δ| ${worst(batched, alone)}`);
+    // Reversed, the batch pads differently: still the same logits.
+    const reversed = (await clf.logits([...ref.texts].reverse())).reverse();
+    assert.ok(worst(reversed, alone) <= BATCH_TOLERANCE, `reversed: max |Δ| ${worst(reversed, alone)}`);
   });
 
-  it('quantize activations to 8 bits where the CPU allows (AVX-512 VNNI), and to 7 when asked', async (t) => {
-    const bits = clf.info.model.int8ActivationBits;
-    assert.ok(bits === 8 || bits === 7, `int8ActivationBits ${bits}`);
-    t.diagnostic(`this CPU: ${bits}-bit activations`);
+  it('quantize activations to 8 bits on every CPU, BERTGATE_INT8_ACTIVATION_BITS=7 notwithstanding', async () => {
+    assert.equal(clf.info.model.int8ActivationBits, 8);
+    assert.deepEqual(clf.info.model.torchWarnings, []);
     const ref = await expected('labels50-int8');
     process.env['BERTGATE_INT8_ACTIVATION_BITS'] = '7';
     let seven: Classifier;
@@ -68,10 +79,87 @@ describe('int8 bundles', () => {
       delete process.env['BERTGATE_INT8_ACTIVATION_BITS'];
     }
     try {
+      // The switch is for torch.ao bundles, whose 8 bits overflow without VNNI; this operator's
+      // 64-level weights are exact everywhere, so there is nothing to lower.
+      assert.equal(seven.info.model.int8ActivationBits, 8);
+      assert.equal(worst(await seven.logits(ref.texts), await clf.logits(ref.texts)), 0);
+    } finally {
+      await seven.close();
+    }
+  });
+
+  it('give the same logits where oneDNN may use no VNNI (ONEDNN_MAX_CPU_ISA=AVX2, SSE41)', async (t) => {
+    // One process per ISA: oneDNN reads the cap once. Without VNNI its int8 kernels sum pairs
+    // of products in int16, which 8-bit weights overflow (off by up to 2.6e5, measured) and
+    // the exporter's 64 levels never do.
+    const ref = await expected('labels50-int8');
+    const texts = ref.texts.slice(0, 24);
+    const child = async (isa: string): Promise<number[][]> => {
+      const code = `
+        const { Classifier } = await import(${JSON.stringify(INDEX)});
+        const clf = await Classifier.load(${JSON.stringify(bundle('labels50-int8'))});
+        const rows = await clf.logits(${JSON.stringify(texts)});
+        console.log(JSON.stringify(rows.map((r) => Array.from(r))));
+        await clf.close();`;
+      const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', code], {
+        env: { ...process.env, ONEDNN_MAX_CPU_ISA: isa },
+      });
+      return JSON.parse(stdout.trim().split('\n').pop() as string) as number[][];
+    };
+    const here = await clf.logits(texts);
+    for (const isa of ['AVX2', 'SSE41']) {
+      const there = await child(isa);
+      assert.equal(worst(here, there), 0, `${isa}: max |Δ| ${worst(here, there)}`);
+      t.diagnostic(`${isa}: the same logits, bit for bit`);
+    }
+  });
+
+  it('agree with the float bundle of the same weights on the top label', async () => {
+    const float = await Classifier.load(bundle('labels50'));
+    try {
+      const ref = await expected('labels50');
+      const [a, b] = await Promise.all([float.classify(ref.texts), clf.classify(ref.texts)]);
+      const agree = a.filter((d, i) => d.top[0]?.label === b[i]?.top[0]?.label).length;
+      // Random weights leave small gaps between labels; a trained model agrees far more (docs/benchmarks.md).
+      assert.ok(agree / a.length >= 0.95, `${agree} of ${a.length}`);
+    } finally {
+      await float.close();
+    }
+  });
+});
+
+describe('int8 bundles exported before bertgate::linear_int8 (torch.ao quantized:: layers)', () => {
+  let clf: Classifier;
+  before(async () => {
+    clf = await Classifier.load(bundle('labels50-int8-legacy'));
+  });
+  after(() => clf.close());
+
+  it('still load as int8, and reproduce their quantized eager model within 1e-4', async () => {
+    assert.equal(clf.info.quantization, 'int8');
+    assert.equal(clf.info.model.quantized, true);
+    const ref = await expected('labels50-int8-legacy');
+    const alone = await Promise.all(ref.texts.map((text) => clf.logits(text)));
+    assert.ok(worst(alone, ref.logits) <= 1e-4, `max |Δ| ${worst(alone, ref.logits)}`);
+    const batched = await clf.logits(ref.texts);
+    assert.ok(worst(batched, alone) <= LEGACY_BATCH_TOLERANCE, `batched: max |Δ| ${worst(batched, alone)}`);
+  });
+
+  it('quantize activations to 8 bits where the CPU allows (AVX-512 VNNI), and to 7 when asked', async (t) => {
+    const bits = clf.info.model.int8ActivationBits;
+    assert.ok(bits === 8 || bits === 7, `int8ActivationBits ${bits}`);
+    t.diagnostic(`this CPU: ${bits}-bit activations`);
+    const ref = await expected('labels50-int8-legacy');
+    process.env['BERTGATE_INT8_ACTIVATION_BITS'] = '7';
+    let seven: Classifier;
+    try {
+      seven = await Classifier.load(bundle('labels50-int8-legacy'));
+    } finally {
+      delete process.env['BERTGATE_INT8_ACTIVATION_BITS'];
+    }
+    try {
       assert.equal(seven.info.model.int8ActivationBits, 7);
       const [a, again, b] = [await clf.logits(ref.texts), await clf.logits(ref.texts), await seven.logits(ref.texts)];
-      const worst = (x: Float32Array[], y: Float32Array[]): number =>
-        Math.max(...x.map((row, i) => maxAbsDiff(row, y[i] as Float32Array)));
       // One graph gives the same logits run after run (0 exactly); where the CPU already runs
       // 7 bits the two classifiers are one graph, else coarser rounding moves the logits a little.
       assert.equal(worst(a, again), 0);
@@ -84,7 +172,7 @@ describe('int8 bundles', () => {
   });
 
   it("take the engine switches from the loading thread's environment: a worker_thread's own env", async () => {
-    const index = pathToFileURL(join(PACKAGE_ROOT, 'dist', 'lib', 'index.js')).href;
+    const index = INDEX;
     // A worker's process.env is its own copy, which the engine's C++ cannot read: the switches
     // reach the engine with each load, so the worker's value must be the one in force.
     const inWorker = (env: Record<string, string>) =>
@@ -94,7 +182,7 @@ describe('int8 bundles', () => {
             const { parentPort } = await import('node:worker_threads');
             const { Classifier } = await import(${JSON.stringify(index)});
             try {
-              const c = await Classifier.load(${JSON.stringify(bundle('labels50-int8'))});
+              const c = await Classifier.load(${JSON.stringify(bundle('labels50-int8-legacy'))});
               parentPort.postMessage({ bits: c.info.model.int8ActivationBits });
               await c.close();
             } catch (e) {
@@ -113,44 +201,33 @@ describe('int8 bundles', () => {
     assert.equal(bad.name, 'InvalidArgumentError', JSON.stringify(bad));
     assert.match(bad.error ?? '', /^BERTGATE_INT8_ACTIVATION_BITS is "6"; expected /);
   });
-
-  it('agree with the float bundle of the same weights on the top label', async () => {
-    const float = await Classifier.load(bundle('labels50'));
-    try {
-      const ref = await expected('labels50');
-      const [a, b] = await Promise.all([float.classify(ref.texts), clf.classify(ref.texts)]);
-      const agree = a.filter((d, i) => d.top[0]?.label === b[i]?.top[0]?.label).length;
-      // Random weights leave small gaps between labels; a trained model agrees far more (docs/benchmarks.md).
-      assert.ok(agree / a.length >= 0.95, `${agree} of ${a.length}`);
-    } finally {
-      await float.close();
-    }
-  });
 });
 
 describe('models/default-int8, the int8 variant of the bundled default', () => {
   const DEFAULT = join(PACKAGE_ROOT, 'models', 'default');
   const INT8 = join(PACKAGE_ROOT, 'models', 'default-int8');
 
-  it('is the int8 recipe of the same weights and agrees with the float default on >= 98% of 400 test texts', async () => {
+  it('is the int8 recipe of the same weights and agrees with the float default on >= 99% of 400 test texts', async () => {
     const manifest = JSON.parse(await readFile(join(INT8, 'bundle.json'), 'utf8')) as {
-      quantization: { recipe: string; float_layers: string[] };
+      quantization: { recipe: string; op: string; float_layers: string[] };
     };
     assert.equal(manifest.quantization.recipe, 'int8');
-    assert.ok(manifest.quantization.float_layers.includes('bert.encoder.layer.0.output.dense'));
+    assert.equal(manifest.quantization.op, 'bertgate::linear_int8');
+    assert.deepEqual(manifest.quantization.float_layers, ['bert.pooler.dense', 'classifier']);
     const [float, int8] = await Promise.all([Classifier.load(DEFAULT), Classifier.load(INT8)]);
     try {
       assert.equal(int8.info.quantization, 'int8');
+      assert.deepEqual(int8.info.model.torchWarnings, []);
       assert.deepEqual(int8.info.labels, float.info.labels);
       const texts = (await readLabelled(join(PACKAGE_ROOT, 'data', 'debian', 'test.jsonl.gz'))).examples
         .slice(0, 400)
         .map((e) => e.text);
       const [a, b] = await Promise.all([float.classify(texts), int8.classify(texts)]);
       const agree = a.filter((d, i) => d.top[0]?.label === b[i]?.top[0]?.label).length;
-      // 99.14% on the whole test split with 8-bit activations, 98.6% on 2,000 texts with 7
-      // (docs/benchmarks.md): 98% on 400 leaves room for the CPU's rounding, not for a wrong recipe
-      // (torch.ao's defaults gave 97.5%) or for a bundle of other weights.
-      assert.ok(agree / a.length >= 0.98, `${agree} of ${a.length} top labels agree`);
+      // AGREEMENT of 400 (and 99.5% of the whole split, docs/benchmarks.md), the same on every
+      // CPU: 99% leaves room for one or two texts more, not for a wrong recipe (torch.ao's
+      // defaults gave 97.5%, its per-channel 8-bit recipe 98.8%) or a bundle of other weights.
+      assert.ok(agree / a.length >= 0.99, `${agree} of ${a.length} top labels agree`);
       // Calibrated on its own: its served threshold is one of its own map's values, not the float one's.
       assert.notEqual(int8.info.threshold, float.info.threshold);
     } finally {
@@ -202,10 +279,25 @@ describe('int8 bundles: refusals', () => {
       (e: unknown) =>
         e instanceof InvalidArgumentError &&
         e.message ===
-          `The bundle at ${bundle('labels50-int8')} holds dynamic int8 weights (bundle.json "quantization"), which run ` +
-            'on the CPU only (libtorch has no CUDA kernel for quantized::linear_dynamic); load it with device "cpu", ' +
-            'or export the model without --quantize for "cuda:0"',
+          `The bundle at ${bundle('labels50-int8')} holds int8 weights (bundle.json "quantization"), which run on the ` +
+            'CPU only (its int8 Linear layers have no CUDA kernel); load it with device "cpu", or export the model ' +
+            'without --quantize for "cuda:0"',
     );
+  });
+
+  it('int8 weights past [-64, 64]: ModelLoadError naming the range and the way out, the process fine', async () => {
+    // Exact on every CPU only in that range (int8_linear.h); a hand-made bundle with 127 levels
+    // would be silently wrong by up to 2.6e5 on CPUs without VNNI.
+    await assert.rejects(
+      Classifier.load(bundle('labels50-int8-wide')),
+      (e: unknown) =>
+        e instanceof ModelLoadError &&
+        e.message.includes('holds int8 weights up to 127 in magnitude; bertgate::linear_int8 takes [-64, 64]') &&
+        e.message.includes('re-export with --quantize int8'),
+    );
+    const clf = await Classifier.load(bundle('labels50-int8'));
+    assert.equal((await clf.logits(['still serving'])).length, 1);
+    await clf.close();
   });
 
   it('a bundle.json that hides the quantization, or claims one the model lacks: BundleError naming the field', async () => {
@@ -223,14 +315,31 @@ describe('int8 bundles: refusals', () => {
       Classifier.load(claimed),
       (e: unknown) =>
         e instanceof BundleError &&
-        e.message === 'bundle.json says the weights are dynamic int8, but model.pt holds no quantized layer',
+        e.message === 'bundle.json says the weights are int8, but model.pt holds no quantized layer',
     );
-    const garbage = await claiming('labels50', 'int4');
+    const today = await claiming('labels50', { layers: 'Linear', op: 'bertgate::linear_int8' });
     await assert.rejects(
-      Classifier.load(garbage),
+      Classifier.load(today),
       (e: unknown) =>
         e instanceof BundleError &&
-        e.message === `bundle.json "quantization" is "int4"; expected null or the export tool's dynamic int8 record`,
+        e.message === 'bundle.json says the weights are int8, but model.pt holds no quantized layer',
     );
+    const expectedRecord =
+      'expected null or the export tool\'s int8 record (layers "Linear", op "bertgate::linear_int8", or an older ' +
+      "bundle's dynamic int8 scheme)";
+    for (const value of [
+      'int4',
+      { layers: 'Linear', op: 'bertgate::linear_int4' },
+      { layers: 'Linear', op: 'bertgate::linear_int4', scheme: 'dynamic int8' },
+      { layers: 'Conv', op: 'bertgate::linear_int8' },
+    ]) {
+      await assert.rejects(
+        Classifier.load(await claiming('labels50-int8', value)),
+        (e: unknown) =>
+          e instanceof BundleError &&
+          e.message === `bundle.json "quantization" is ${JSON.stringify(value)}; ${expectedRecord}`,
+        JSON.stringify(value),
+      );
+    }
   });
 });

@@ -54,8 +54,13 @@ export async function exportCommand(argv: string[]): Promise<number> {
     throw new InvalidArgumentError(`Expected --tolerance to be a positive number, got ${JSON.stringify(tolerance)}`);
   }
   const { quantize, weights } = values;
-  if (quantize !== undefined && quantize !== 'int8' && quantize !== 'int8-fast')
-    throw new InvalidArgumentError(`Expected --quantize to be int8 or int8-fast, got ${JSON.stringify(quantize)}`);
+  if (quantize !== undefined && quantize !== 'int8')
+    throw new InvalidArgumentError(
+      `Expected --quantize to be int8, got ${JSON.stringify(quantize)}` +
+        (quantize === 'int8-fast'
+          ? ' (int8-fast is gone: int8 now quantizes every encoder layer, and runs faster)'
+          : ''),
+    );
   if (weights !== undefined && weights !== 'float32' && weights !== 'float16')
     throw new InvalidArgumentError(`Expected --weights to be float32 or float16, got ${JSON.stringify(weights)}`);
   const { python, why } = await exportPython();

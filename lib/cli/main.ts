@@ -48,7 +48,7 @@ Commands:
       thresholds, the gate's flagged share; with --ood ({"text"} lines, repeatable), AUROC/FPR95
       of each score, the gate's included, and the share sent to "Other".
       Takes every flag classify takes (--threshold, --temperature... evaluate those settings).
-  export HF_MODEL_DIR BUNDLE_DIR [--max-length N] [--tolerance T] [--quantize int8|int8-fast] [--weights float16] [--features]
+  export HF_MODEL_DIR BUNDLE_DIR [--max-length N] [--tolerance T] [--quantize int8] [--weights float16] [--features]
       Make a bundle from a Hugging Face BertForSequenceClassification directory (save_pretrained
       output with a fast tokenizer), with the Python whose torch bertgate found (it needs
       transformers); checks the traced model against eager before writing it.

@@ -1,4 +1,4 @@
-"""python -m bertgate_export MODEL_DIR OUT_DIR [--max-length N] [--tolerance T] [--quantize int8|int8-fast]
+"""python -m bertgate_export MODEL_DIR OUT_DIR [--max-length N] [--tolerance T] [--quantize int8]
 [--weights float16] [--features]"""
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         "--quantize",
         choices=list(RECIPES),
         default=None,
-        help="dynamic int8 Linear layers (CPU only): int8 keeps the most sensitive layer in float for agreement, "
-        "int8-fast quantizes every encoder layer",
+        help="int8 Linear layers (CPU only): every encoder layer runs the engine's bertgate::linear_int8",
     )
     parser.add_argument(
         "--weights", choices=["float32", "float16"], default="float32", help="how the other weights are stored"

@@ -26,7 +26,7 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
 
 from . import __version__
-from .quantize import RECIPES, SCHEME, int8_layers, quantize_int8
+from .quantize import RECIPES, manifest_record, quantize_int8
 
 # Bundle layout version, written to bundle.json: 2 when model.pt also returns the pooled
 # features (a dict {"logits", "features"}), which bertgate's out-of-distribution gate reads;
@@ -125,10 +125,14 @@ def save_torchscript(module: torch.jit.ScriptModule, path: Path) -> None:
     archive.seek(0)
     reader = torch._C.PyTorchFileReader(archive)
     writer = torch._C.PyTorchFileWriter(str(path))
-    writer.set_min_version(int(reader.get_record(".data/version")))
-    for name in reader.get_all_records():
+    records = reader.get_all_records()
+    # ".data/version" in most archives; "version" at the top where the module holds int8
+    # tensors (bertgate::linear_int8's weights), an older layout torch still writes for them.
+    version = ".data/version" if ".data/version" in records else "version"
+    writer.set_min_version(int(reader.get_record(version)))
+    for name in records:
         # The writer adds the version and serialization id itself.
-        if name.endswith(".debug_pkl") or name in (".data/version", ".data/serialization_id"):
+        if name.endswith(".debug_pkl") or name in (version, ".data/serialization_id"):
             continue
         data = reader.get_record(name)
         writer.write_record(name, data, len(data))
@@ -250,13 +254,12 @@ def export_bundle(
     to the device's dtype at load. The parity check then compares against the eager model with
     the same rounded weights, so it still tests the trace, not the rounding.
 
-    quantize="int8": the Linear layers become dynamic int8 (quantize.py: weights int8 per
-    channel, activations quantized per batch at run time to 8 bits; the pooler, the classifier
-    and the first layer's FFN down-projection stay float), on the x86 quantized engine; the
-    rest keeps `weights`. quantize="int8-fast": the same with every encoder Linear int8. CPU
-    only. Parity is then checked against the quantized eager model, and the agreement with
-    the unquantized one (top-1, max |logit difference|) is reported, on `agreement_texts` when
-    given, else on the parity check's random batches.
+    quantize="int8": every encoder Linear layer becomes int8 (quantize.py, int8_linear.py:
+    weights int8 per output channel, activations quantized per row at run time, the FFN's GELU
+    fused; the pooler and the classifier stay float), run by the engine's bertgate::linear_int8;
+    the rest keeps `weights`. CPU only. Parity is then checked against the int8 eager model, and
+    the agreement with the unquantized one (top-1, max |logit difference|) is reported, on
+    `agreement_texts` when given, else on the parity check's random batches.
 
     features=True: model.pt returns {"logits", "features"}, the pooled vector beside the logits
     (bundle format 2), for the out-of-distribution gate `bertgate calibrate` fits."""
@@ -294,12 +297,12 @@ def export_bundle(
     if weights not in ("float32", "float16"):
         raise ExportError(f"weights must be float32 or float16, got {weights}")
     if quantize is not None and quantize not in RECIPES:
-        raise ExportError(f"quantize must be one of {', '.join(RECIPES)} (or none), got {quantize}")
+        gone = " (int8-fast is gone: int8 now quantizes every encoder layer)" if quantize == "int8-fast" else ""
+        raise ExportError(f"quantize must be one of {', '.join(RECIPES)} (or none), got {quantize}{gone}")
     if weights == "float16":
         model = model.half().float()  # the values the file will hold
     reference = model  # what the file must reproduce
     if quantize is not None:
-        torch.backends.quantized.engine = quantized_engine()
         reference = quantize_int8(model, RECIPES[quantize])
 
     traced = trace(WithFeatures(reference) if features else reference, length)
@@ -313,11 +316,7 @@ def export_bundle(
         quantization = None
         if quantize is not None:
             quantization = {
-                "scheme": SCHEME,
-                "recipe": quantize,
-                "layers": "Linear",
-                "float_layers": int8_layers(model, RECIPES[quantize])[1],
-                "engine": torch.backends.quantized.engine,
+                **manifest_record(model, quantize),
                 "other_weights": weights,
                 "agreement_with_unquantized": agreement(model, loaded, tokenizer, length, agreement_texts),
             }
@@ -343,16 +342,6 @@ def export_bundle(
         }
         (staging / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def quantized_engine() -> str:
-    """x86 (fbgemm, with oneDNN where it is faster) where this torch has it: the engine
-    bertgate sets when it loads the bundle."""
-    supported = torch.backends.quantized.supported_engines
-    for engine in ("x86", "fbgemm"):
-        if engine in supported:
-            return engine
-    raise ExportError(f"this torch has no x86 quantized engine (it has {supported}); int8 bundles need one")
 
 
 def agreement(fp32, quantized, tokenizer, length: int, texts: list[str] | None) -> dict:

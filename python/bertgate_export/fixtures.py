@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast, pipeline
 
-from . import tokenizer_corpus
-from .export import export_bundle, file_digests, quantized_engine, save_torchscript
+from . import int8_linear, tokenizer_corpus
+from .export import export_bundle, file_digests, max_length_of, save_torchscript, trace
+from .legacy_int8 import legacy_record, quantize_int8_legacy, quantized_engine
 from .quantize import quantize_int8
 from .testmodels import ModelSpec, build_model_dir, corpus_lines, train_wordpiece
 
@@ -40,7 +41,8 @@ SPECS: dict[str, ModelSpec] = {
 
 # bundle.json's "created" in every fixture.
 FIXED_TIME = "2026-01-01T00:00:00+00:00"
-# Also exported with dynamic int8 Linear layers, beside the float bundle of the same weights.
+# Also exported with int8 Linear layers, beside the float bundle of the same weights: by today's
+# exporter (bertgate::linear_int8) and as the torch.ao exporter before it did ("-int8-legacy").
 INT8 = ("labels50",)
 # Also exported with its pooled features (bundle format 2), for the out-of-distribution gate.
 FEATURES = ("labels7",)
@@ -83,15 +85,14 @@ def pair_logits(tokenizer, model, pairs: list[list[str]], max_length: int) -> li
     return out
 
 
-def reference(model_dir: Path, bundle_dir: Path, texts: list[str], quantize: bool = False) -> dict:
-    """quantize: the reference is the dynamic int8 eager model (what an int8 bundle must
-    reproduce), not the float one."""
+def reference(model_dir: Path, bundle_dir: Path, texts: list[str], quantize=None) -> dict:
+    """quantize: quantize_int8 or quantize_int8_legacy; the reference is then that int8 eager
+    model (what an int8 bundle must reproduce), not the float one."""
     tokenizer = AutoTokenizer.from_pretrained(bundle_dir)
     tokenizer.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
     model = BertForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
-    if quantize:
-        torch.backends.quantized.engine = quantized_engine()
-        model = quantize_int8(model)
+    if quantize is not None:
+        model = quantize(model)
     max_length = tokenizer.model_max_length
     pairs = [[texts[i], texts[-1 - i]] for i in range(0, len(texts), 3)]
     ids, logits, truncated = [], [], []
@@ -154,6 +155,32 @@ def build_wrapped_bundle(source: Path, out: Path, wrapper: type[torch.nn.Module]
     save_torchscript(torch.jit.script(wrapper(torch.jit.load(str(source / "model.pt")), unk)), out / "model.pt")
     # A new model.pt: seal it again, as the exporter would have.
     manifest = json.loads((out / "bundle.json").read_text())
+    manifest["files"] = file_digests(out)
+    (out / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def build_wide_int8(model_dir: Path, out: Path) -> None:
+    """An int8 bundle with weights at 127 levels, not 64: what the engine must refuse, since
+    its integer matmul sums them exactly only on CPUs with VNNI."""
+    levels = int8_linear.WEIGHT_LEVELS
+    int8_linear.WEIGHT_LEVELS = 127
+    try:
+        export_fixture(model_dir, out, quantize="int8")
+    finally:
+        int8_linear.WEIGHT_LEVELS = levels
+    print(f"fixtures: {out.name} (int8 weights at 127 levels, which the engine refuses)")
+
+
+def build_legacy_int8(model_dir: Path, float_bundle: Path, out: Path) -> None:
+    """The float bundle with its model.pt and "quantization" record as the torch.ao exporter
+    wrote them: quantized:: layers, which bertgate must keep loading."""
+    shutil.copytree(float_bundle, out, dirs_exist_ok=True)
+    torch.backends.quantized.engine = quantized_engine()
+    model = BertForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    length = max_length_of(model.config, AutoTokenizer.from_pretrained(float_bundle), None)
+    save_torchscript(trace(quantize_int8_legacy(model), length), out / "model.pt")
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["quantization"] = legacy_record(model, torch.backends.quantized.engine)
     manifest["files"] = file_digests(out)
     (out / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -240,10 +267,16 @@ def build(out: Path) -> None:
                 export_fixture(model_dir, out / f"{name}-features", features=True)
                 print(f"fixtures: {name}-features (format 2: the pooled features beside the logits)")
             if name in INT8:
+                texts = parity_texts(spec.max_positions)
                 export_fixture(model_dir, out / f"{name}-int8", quantize="int8")
-                expected = reference(model_dir, out / f"{name}-int8", parity_texts(spec.max_positions), quantize=True)
+                expected = reference(model_dir, out / f"{name}-int8", texts, quantize=quantize_int8)
                 (out / f"{name}-int8.expected.json").write_text(json.dumps(expected))
-                print(f"fixtures: {name}-int8 (the int8 recipe of quantize.py, the quantized eager reference)")
+                print(f"fixtures: {name}-int8 (the int8 recipe of quantize.py, the int8 eager reference)")
+                build_wide_int8(model_dir, out / f"{name}-int8-wide")
+                build_legacy_int8(model_dir, bundle, out / f"{name}-int8-legacy")
+                expected = reference(model_dir, out / f"{name}-int8-legacy", texts, quantize=quantize_int8_legacy)
+                (out / f"{name}-int8-legacy.expected.json").write_text(json.dumps(expected))
+                print(f"fixtures: {name}-int8-legacy (torch.ao dynamic int8, as exported before bertgate::linear_int8)")
         # One token type (no row for a pair's second text): the engine must refuse pairs up front.
         spec = ModelSpec(labels=["a", "b"], hidden=32, heads=2, max_positions=64, seed=5, extra={"type_vocab_size": 1})
         export_fixture(build_model_dir(spec, Path(tmp) / "onetype"), out / "onetype")

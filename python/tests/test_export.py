@@ -154,47 +154,69 @@ def test_unbundle_recovers_the_model_a_bundle_holds(model_dir, tmp_path):
 
 
 def test_int8_export_follows_the_recipe(model_dir, tmp_path):
-    """--quantize int8: per-channel int8 weights, 8-bit activations (reduce_range false in every
-    int8 call of the file), the pooler, the classifier and the first layer's FFN down-projection
-    left in float and named in bundle.json, and the file reproducing the recipe's eager model."""
+    """--quantize int8: every encoder Linear a bertgate::linear_int8 call, the FFN's GELU fused
+    into its up-projection, weights int8 in [-64, 64] with a scale per output channel, the pooler
+    and the classifier float and named in bundle.json, no quantized:: operator left, and the
+    file reproducing the recipe's eager model; an unknown recipe is refused."""
+    from bertgate_export.int8_linear import OP, WEIGHT_LEVELS
     from bertgate_export.quantize import SCHEME, int8_layers, quantize_int8
 
     manifest = export_bundle(model_dir, tmp_path / "int8", quantize="int8")
     q = manifest["quantization"]
-    assert q["scheme"] == SCHEME and q["layers"] == "Linear"
+    assert q["scheme"] == SCHEME and q["layers"] == "Linear" and q["op"] == OP
+    assert q["weight_levels"] == WEIGHT_LEVELS == 64 and q["fused_gelu"] is True
     eager = BertForSequenceClassification.from_pretrained(model_dir).eval()
     quantized, kept = int8_layers(eager)
-    assert q["float_layers"] == kept
-    assert kept == ["bert.encoder.layer.0.output.dense", "bert.pooler.dense", "classifier"]
-    assert "bert.encoder.layer.1.output.dense" in quantized  # a later layer's is not kept
-    assert "bert.encoder.layer.0.attention.output.dense" in quantized
+    assert q["float_layers"] == kept == ["bert.pooler.dense", "classifier"]
+    assert "bert.encoder.layer.0.output.dense" in quantized
 
     loaded = torch.jit.load(str(tmp_path / "int8" / "model.pt"))
     graph = loaded.inlined_graph  # held: its nodes die with it
-    calls = graph.findAllNodes("quantized::linear_dynamic", recurse=True)
+    calls = graph.findAllNodes(OP, recurse=True)
     assert len(calls) == len(quantized)
-    # reduce_range false: activations quantized to 8 bits (torch.ao's default is 7).
-    assert all(call.inputsAt(2).toIValue() is False for call in calls)
-    # The file reproduces the recipe's eager model, whose weights are per output channel.
+    assert not [n for n in graph.nodes() if n.kind().startswith("quantized::")]
+    # One GELU per layer, carried by the up-projection's call (activation 1), none left apart.
+    assert sum(call.inputsAt(4).toIValue() == 1 for call in calls) == eager.config.num_hidden_layers
+    assert not graph.findAllNodes("aten::gelu", recurse=True)
+    weights = [t for name, t in loaded.named_buffers() if name.endswith(".weight") and t.dtype == torch.int8]
+    assert len(weights) == len(quantized)
+    assert max(int(t.abs().max()) for t in weights) == WEIGHT_LEVELS  # each channel's largest is +-64
     reference = quantize_int8(eager)
-    layer = dict(reference.named_modules())[quantized[0]]
-    assert layer._packed_params._packed_params.unpack()[0].qscheme() == torch.per_channel_affine
     ids, mask, types = random_batch(torch.Generator().manual_seed(4), 3, 17, eager.config.vocab_size, 2)
     with torch.no_grad():
         got = loaded(ids, mask, types)["logits"]
         want = reference(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-    assert (got - want).abs().max().item() <= 1e-5
+    assert (got - want).abs().max().item() == 0.0
+    with pytest.raises(ExportError, match="quantize must be one of int8 "):
+        export_bundle(model_dir, tmp_path / "int4", quantize="int8-fast")
 
 
-def test_int8_fast_quantizes_every_encoder_layer(model_dir, tmp_path):
-    """--quantize int8-fast: only the pooler and classifier stay float; an unknown recipe is refused."""
-    manifest = export_bundle(model_dir, tmp_path / "fast", quantize="int8-fast")
-    assert manifest["quantization"]["recipe"] == "int8-fast"
-    assert manifest["quantization"]["float_layers"] == ["bert.pooler.dense", "classifier"]
-    loaded = torch.jit.load(str(tmp_path / "fast" / "model.pt"))
-    graph = loaded.inlined_graph
-    eager = BertForSequenceClassification.from_pretrained(model_dir).eval()
-    linears = [n for n, m in eager.named_modules() if isinstance(m, torch.nn.Linear)]
-    assert len(graph.findAllNodes("quantized::linear_dynamic", recurse=True)) == len(linears) - 2
-    with pytest.raises(ExportError, match="quantize must be one of int8, int8-fast"):
-        export_bundle(model_dir, tmp_path / "int4", quantize="int4")
+def test_int8_reference_numerics():
+    """The operator's reference, piece by piece, against exact arithmetic: rows quantized alone
+    (a row's output does not depend on its batch-mates), the int32 sums exact, the erf GELU
+    within 2e-6 of torch's, empty batches and a missing bias handled."""
+    from bertgate_export.int8_linear import gelu, linear_int8_reference, quantize_weight
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 5, 40, generator=g) * torch.logspace(-3, 2, 7)[:, None, None]
+    w, ws = quantize_weight(torch.randn(24, 40, generator=g))
+    assert int(w.abs().max()) == 64 and w.dtype == torch.int8
+    bias = torch.randn(24, generator=g)
+    out = linear_int8_reference(x, w, ws, bias, 0)
+    assert out.shape == (7, 5, 24) and out.dtype == torch.float32
+    # Exact: quantize each row in float64 the same way, sum in int64.
+    rows = x.reshape(-1, 40)
+    scale = (rows.abs().amax(1, keepdim=True) / 127).float()
+    q = torch.round((rows * (1.0 / scale)).clamp(-127, 127)).to(torch.int64)
+    exact = (q @ w.t().to(torch.int64)).float() * scale * ws + bias
+    assert torch.equal(out.reshape(-1, 24), exact)
+    # A row alone gives the bits it gives in a batch.
+    for i in (0, 3, 6):
+        assert torch.equal(linear_int8_reference(x[i, 2:3], w, ws, bias, 0), out[i, 2:3])
+    # A zero row quantizes with scale 1, so its output is the bias.
+    assert torch.equal(linear_int8_reference(torch.zeros(1, 40), w, ws, bias, 0)[0], bias)
+    assert torch.equal(linear_int8_reference(x, w, ws, None, 0), linear_int8_reference(x, w, ws, torch.zeros(24), 0))
+    assert linear_int8_reference(torch.zeros(0, 40), w, ws, bias, 1).shape == (0, 24)
+    v = torch.linspace(-12, 12, 20001)
+    assert (gelu(v) - torch.nn.functional.gelu(v)).abs().max().item() < 2e-6
+    assert torch.equal(linear_int8_reference(x, w, ws, bias, 1), gelu(out))
