@@ -4,7 +4,7 @@
 // (soak and leaks use the tests' small fixture model: run npm test, or scripts/setup.mjs, first;
 // queue uses the default model, the Debian test split and a redis-server of its own; replicas
 // the default model and the Debian test split; mixed the int8 default and the Debian test split)
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { devEnv } from './dev-env.mjs';
@@ -12,6 +12,13 @@ import { ROOT, VENV_PYTHON } from './paths.mjs';
 import { run } from './run.mjs';
 
 const [name, ...extra] = process.argv.slice(2);
+
+/** An int8 bench bundle of today's exporter (bertgate::linear_int8), not one left by an older one. */
+function isCurrentInt8(dir) {
+  if (!existsSync(join(dir, 'model.pt'))) return false;
+  const manifest = JSON.parse(readFileSync(join(dir, 'bundle.json'), 'utf8'));
+  return manifest.quantization?.op === 'bertgate::linear_int8';
+}
 const env = devEnv();
 const inRoot = { cwd: ROOT, env };
 const texts = join('bench', 'data', 'debian.jsonl');
@@ -60,7 +67,8 @@ if (name === 'peers') {
   if (!existsSync(join(ROOT, `${small}-onnx`, 'onnx', 'model_quantized.onnx'))) {
     run(VENV_PYTHON, ['bench/quantize_onnx.py', `${small}-onnx`], inRoot);
   }
-  if (!existsSync(join(ROOT, `${small}-int8`, 'model.pt'))) {
+  if (!isCurrentInt8(join(ROOT, `${small}-int8`))) {
+    rmSync(join(ROOT, `${small}-int8`), { recursive: true, force: true });
     const exporter = ['-m', 'bertgate_export', `${small}-hf`, `${small}-int8`, '--max-length', '128'];
     run(VENV_PYTHON, [...exporter, '--quantize', 'int8'], inRoot);
   }
