@@ -130,8 +130,20 @@ constexpr int64_t kRowBlock = 128;
 
 at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& weight_scale,
                       const c10::optional<at::Tensor>& bias, int64_t activation) {
+  // The exporter writes consistent calls; a hand-edited graph must fail as a model error (a
+  // c10::Error the forward pass reports), not read past a buffer. Checks of sizes only: cheap.
+  TORCH_CHECK(input.dim() >= 1 && input.is_floating_point(), "bertgate::linear_int8: input must be floating, got ",
+              input.scalar_type(), " of ", input.dim(), " dimensions");
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kChar, "bertgate::linear_int8: weight must be 2-D int8");
   const int64_t k = input.size(-1);
   const int64_t n = weight.size(0);
+  TORCH_CHECK(weight.size(1) == k, "bertgate::linear_int8: input has ", k, " features, weight takes ", weight.size(1));
+  TORCH_CHECK(weight_scale.numel() == n && weight_scale.is_floating_point(),
+              "bertgate::linear_int8: weight_scale must hold ", n, " floats");
+  TORCH_CHECK(!bias.has_value() || !bias->defined() || (bias->numel() == n && bias->is_floating_point()),
+              "bertgate::linear_int8: bias must hold ", n, " floats");
+  TORCH_CHECK(activation == kActivationNone || activation == kActivationGelu,
+              "bertgate::linear_int8: activation must be 0 (none) or 1 (GELU), got ", activation);
   const at::Tensor x = input.reshape({-1, k}).to(at::kFloat).contiguous();
   const int64_t m = x.size(0);
   at::Tensor q = at::empty({m, k}, x.options().dtype(at::kChar));

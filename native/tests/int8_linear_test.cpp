@@ -92,6 +92,18 @@ TEST(LinearInt8, GeluIsErfGeluWithinFloatRounding) {
   EXPECT_LT((gelu - at::gelu(plain)).abs().max().item<float>(), 2e-6);
 }
 
+TEST(LinearInt8, RefusesInconsistentCallsWithAnError) {
+  const Layer l = RandomLayer(6, 8);
+  const at::Tensor x = at::randn({2, 8});
+  EXPECT_THROW(LinearInt8(at::randn({2, 9}), l.weight, l.scale, l.bias, 0), c10::Error);
+  EXPECT_THROW(LinearInt8(x, l.weight.to(at::kFloat), l.scale, l.bias, 0), c10::Error);
+  EXPECT_THROW(LinearInt8(x, l.weight, at::rand({5}), l.bias, 0), c10::Error);
+  EXPECT_THROW(LinearInt8(x, l.weight, l.scale, at::randn({3}), 0), c10::Error);
+  EXPECT_THROW(LinearInt8(x, l.weight, l.scale, l.bias, 2), c10::Error);
+  EXPECT_THROW(LinearInt8(at::randint(0, 5, {2, 8}, at::kLong), l.weight, l.scale, l.bias, 0), c10::Error);
+  EXPECT_THROW(LinearInt8(at::scalar_tensor(1.0), l.weight, l.scale, l.bias, 0), c10::Error);
+}
+
 TEST(LinearInt8, IsRegisteredForTorchScript) {
   const auto op = c10::Dispatcher::singleton().findSchema({"bertgate::linear_int8", ""});
   ASSERT_TRUE(op.has_value());
