@@ -148,8 +148,10 @@ describe('packed install', () => {
       'dist/lib/cli/main.js',
       'python/bertgate_export/export.py',
       'python/bertgate_export/__main__.py',
-      // export.py imports the int8 recipe: without it the installed exporter cannot start.
+      // export.py imports the int8 recipe, and the recipe its operator: without them the
+      // installed exporter cannot start.
       'python/bertgate_export/quantize.py',
+      'python/bertgate_export/int8_linear.py',
       'scripts/build-native.mjs',
       'CMakeLists.txt',
       'native/engine/torch_engine.cpp',
