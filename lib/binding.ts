@@ -58,11 +58,17 @@ export interface NativeModelInfo {
   /** The graph runs quantized (int8) operators. */
   quantized: boolean;
   /**
-   * int8: the bits its Linear layers quantize activations to: 8 for a bundle exported with 8
-   * on a CPU with AVX-512 VNNI; 7 for older bundles, on other CPUs, or with
-   * BERTGATE_INT8_ACTIVATION_BITS=7. 0 for a float model.
+   * int8: the bits its Linear layers quantize activations to: 8 for today's bundles
+   * (bertgate::linear_int8) on every CPU; for torch.ao bundles 8 where the CPU has AVX-512 VNNI
+   * and they were exported with 8, else 7 (and with BERTGATE_INT8_ACTIVATION_BITS=7). 0 for a
+   * float model.
    */
   int8ActivationBits: number;
+  /**
+   * int8: the operator of its int8 layers, 'bertgate::linear_int8' or, for bundles exported
+   * before it, 'quantized::linear_dynamic'; '' for a float model.
+   */
+  int8Op: string;
   /** Width of the pooled features the model returns beside its logits; 0 when it returns none. */
   featureWidth: number;
   /** -1 where the module has no such embedding table. */

@@ -50,6 +50,8 @@ export interface Bundle {
   manifest: Manifest | null;
   /** What bundle.json says of the weights: 'int8' for int8 Linear layers (CPU only), else null. */
   quantization: 'int8' | null;
+  /** int8: the operator its record names (an older record, torch.ao's); checked against the model's. */
+  int8Op: Int8Op | null;
 }
 
 function positiveInteger(file: string, object: Record<string, unknown>, field: string, fallback?: number): number {
@@ -167,8 +169,10 @@ export async function readBundle(
           gate: options.gate !== false,
           featureWidth: manifest === null ? undefined : typeof features === 'number' ? features : null,
         });
+  const int8Op = readQuantization(manifest);
   return {
-    quantization: readQuantization(manifest),
+    quantization: int8Op === null ? null : 'int8',
+    int8Op,
     dir,
     modelPath: join(dir, BUNDLE_FILES.model),
     tokenizerPath: join(dir, BUNDLE_FILES.tokenizer),
@@ -181,27 +185,33 @@ export async function readBundle(
   };
 }
 
-/** The operator today's int8 bundles call (python/bertgate_export/int8_linear.py). */
+/** The operator of today's int8 bundles (python/bertgate_export/int8_linear.py), and torch.ao's before it. */
 const INT8_OP = 'bertgate::linear_int8';
+const TORCH_AO_OP = 'quantized::linear_dynamic';
+type Int8Op = typeof INT8_OP | typeof TORCH_AO_OP;
+/** The only weight range bertgate::linear_int8 takes (native/engine/int8_linear.h). */
+const INT8_WEIGHT_LEVELS = 64;
 
 /**
- * bundle.json "quantization": null (or absent) for float weights, the exporter's int8 record
- * otherwise: today's ("op": "bertgate::linear_int8") or the torch.ao one of bundles exported
- * before it (a "scheme" of "dynamic int8 ...", which still load).
+ * bundle.json "quantization": null (or absent) for float weights, else the exporter's int8 record,
+ * read as the operator it names: today's ("op": "bertgate::linear_int8", "weight_levels" 64 where
+ * given) or, with no "op", the torch.ao record of bundles exported before it (a "scheme" of
+ * "dynamic int8 ..."), which still load.
  */
-function readQuantization(manifest: unknown): 'int8' | null {
+function readQuantization(manifest: unknown): Int8Op | null {
   const q = isPlainObject(manifest) ? manifest['quantization'] : undefined;
   if (q === undefined || q === null) return null;
   if (isPlainObject(q) && q['layers'] === 'Linear') {
-    if (q['op'] === INT8_OP) return 'int8';
+    const levels = q['weight_levels'];
+    if (q['op'] === INT8_OP && (levels === undefined || levels === INT8_WEIGHT_LEVELS)) return INT8_OP;
     if (q['op'] === undefined && typeof q['scheme'] === 'string' && q['scheme'].startsWith('dynamic int8'))
-      return 'int8';
+      return TORCH_AO_OP;
   }
   throw new BundleError(
     BUNDLE_FILES.manifest,
     'quantization',
     `${BUNDLE_FILES.manifest} "quantization" is ${JSON.stringify(q)}; expected null or the export tool's int8 record ` +
-      `(layers "Linear", op "${INT8_OP}", or an older bundle's dynamic int8 scheme)`,
+      `(layers "Linear", op "${INT8_OP}" with weight_levels ${INT8_WEIGHT_LEVELS}, or an older bundle's dynamic int8 scheme)`,
   );
 }
 
@@ -218,6 +228,14 @@ export function checkAgainstModel(bundle: Bundle, model: NativeModelInfo, tokeni
             '(the export tool writes one with --quantize int8)'
         : `${manifest} says the weights are ${bundle.quantization === 'int8' ? 'int8' : 'not quantized'}, but ` +
             `${modelFile} ${model.quantized ? 'holds quantized (int8) layers' : 'holds no quantized layer'}`,
+    );
+  }
+  if (bundle.int8Op !== null && model.int8Op !== bundle.int8Op) {
+    // Both int8: the record's family decides what the exporter promised (the weight range, 8 bits everywhere).
+    throw new BundleError(
+      manifest,
+      'quantization',
+      `${manifest} records ${bundle.int8Op} int8 layers, but ${modelFile} runs ${model.int8Op}`,
     );
   }
   if (model.numLabels !== bundle.labels.length) {

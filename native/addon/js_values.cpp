@@ -76,6 +76,7 @@ Napi::Object ToJs(Napi::Env env, const ModelInfo& info) {
   o.Set("frozen", Napi::Boolean::New(env, info.frozen));
   o.Set("quantized", Napi::Boolean::New(env, info.quantized));
   o.Set("int8ActivationBits", Napi::Number::New(env, info.int8_activation_bits));
+  o.Set("int8Op", info.int8_op);
   o.Set("featureWidth", Napi::Number::New(env, static_cast<double>(info.feature_width)));
   o.Set("vocabRows", Napi::Number::New(env, static_cast<double>(info.vocab_rows)));
   o.Set("positionRows", Napi::Number::New(env, static_cast<double>(info.position_rows)));

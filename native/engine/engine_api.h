@@ -111,9 +111,12 @@ struct ModelInfo {
   std::string logits_dtype;  // dtype of the logits the model returns
   int64_t num_labels = 0;    // output width, probed with a forward pass at load
   bool frozen = false;
-  bool quantized = false;        // the graph runs quantized:: operators (dynamic int8 Linear layers)
+  bool quantized = false;        // the graph runs int8 Linear layers
   int int8_activation_bits = 0;  // quantized: what its Linear layers quantize activations to, 8 or 7
-  int64_t feature_width = 0;     // width of the pooled features the model returns beside its logits; 0: none
+  // quantized: the operator of its int8 layers, "bertgate::linear_int8" or (bundles exported
+  // before it) "quantized::linear_dynamic"; the bundle's record must name the same family.
+  std::string int8_op;
+  int64_t feature_width = 0;  // width of the pooled features the model returns beside its logits; 0: none
   // Embedding table sizes read from the module's parameters (-1 when not found), so the
   // bundle's config and tokenizer can be checked against the weights actually shipped.
   int64_t vocab_rows = -1;

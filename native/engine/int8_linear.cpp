@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace at::native {
@@ -43,15 +44,24 @@ BERTGATE_CLONES void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_
   for (int64_t i = 0; i < rows; ++i) {
     const float* row = x + i * k;
     float amax = 0.0f;
-#pragma omp simd reduction(max : amax)
+    float nonfinite = 0.0f;  // x * 0 is 0 for every finite x, NaN for NaN and +-inf
+#pragma omp simd reduction(max : amax) reduction(+ : nonfinite)
     for (int64_t j = 0; j < k; ++j) {
       const float a = std::fabs(row[j]);
       amax = a > amax ? a : amax;
+      nonfinite += row[j] * 0.0f;
+    }
+    int8_t* out = q + i * k;
+    if (nonfinite != 0.0f) {
+      // A row holding NaN or +-inf: its output row is NaN (zeros times a NaN scale), as the
+      // reference's, where a float-to-int8 cast of NaN would be undefined.
+      std::fill(out, out + k, int8_t{0});
+      scale[i] = std::numeric_limits<float>::quiet_NaN();
+      continue;
     }
     const float s = amax > 0.0f ? amax / 127.0f : 1.0f;
     const float inv = 1.0f / s;
     scale[i] = s;
-    int8_t* out = q + i * k;
 #pragma omp simd
     for (int64_t j = 0; j < k; ++j) {
       float v = row[j] * inv;
@@ -137,6 +147,7 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kChar, "bertgate::linear_int8: weight must be 2-D int8");
   const int64_t k = input.size(-1);
   const int64_t n = weight.size(0);
+  TORCH_CHECK(k > 0, "bertgate::linear_int8: input has no features");
   TORCH_CHECK(weight.size(1) == k, "bertgate::linear_int8: input has ", k, " features, weight takes ", weight.size(1));
   TORCH_CHECK(weight_scale.numel() == n && weight_scale.is_floating_point(),
               "bertgate::linear_int8: weight_scale must hold ", n, " floats");
@@ -163,7 +174,9 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
   const float* cp = col_scale.data_ptr<float>();
   const float* bp = b.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  const at::Tensor weight_t = weight.t();
+  // Contiguous: oneDNN's GEMM takes a leading dimension, not strides; a broadcast (stride 0)
+  // weight from a hand-made graph would be read as other memory. A stored weight already is.
+  const at::Tensor weight_t = weight.contiguous().t();
   const int64_t block = std::min(m, kRowBlock);
   at::Tensor acc = at::empty({block, n}, x.options().dtype(at::kInt));
   const int32_t* ap = acc.data_ptr<int32_t>();

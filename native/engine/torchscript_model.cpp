@@ -117,6 +117,10 @@ bool UsesTorchAoOps(const torch::jit::Module& module) {
   return UsesOpsOf(module, "quantized");
 }
 
+bool UsesLinearInt8(const torch::jit::Module& module) {
+  return UsesOpsOf(module, "bertgate");
+}
+
 int LargestInt8Weight(const torch::jit::Module& module) {
   int largest = 0;
   for (const auto& attribute : module.named_attributes(/*recurse=*/true)) {
@@ -166,6 +170,39 @@ int Int8ActivationBitsOf(const torch::jit::Module& module) {
 
 bool FullRangeInt8Here(const LoadOptions& options) {
   return !options.int8_seven_bits && at::cpu::is_avx512_vnni_supported();
+}
+
+namespace {
+
+constexpr int kInt8WeightLevels = 64;
+
+std::string WeightRangeError(const std::string& path, int largest) {
+  return "'" + path + "' holds int8 weights up to " + std::to_string(largest) +
+         " in magnitude; bertgate::linear_int8 takes [-64, 64] (the exporter's 64 levels), the range its integer " +
+         "matmul sums exactly on every CPU: re-export with --quantize int8";
+}
+
+}  // namespace
+
+void CheckInt8Weights(const torch::jit::Module& module, const std::string& path) {
+  static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
+  AnyNode(module, [&](torch::jit::Node* node) {
+    if (node->kind() != linear_int8 || node->inputs().size() < 2) return false;
+    torch::jit::Node* source = node->input(1)->node();
+    if (source->kind() == c10::prim::GetAttr) return false;  // an attribute: LargestInt8Weight read it
+    const std::optional<c10::IValue> value =
+        source->kind() == c10::prim::Constant ? torch::jit::toIValue(node->input(1)) : std::nullopt;
+    if (!value || !value->isTensor()) {
+      throw EngineError(ErrorCode::kModelLoad, "'" + path + "' computes a weight of bertgate::linear_int8 in its " +
+                                                   "graph (from " + source->kind().toQualString() + "); the " +
+                                                   "operator takes stored int8 weights, as --quantize int8 writes");
+    }
+    const at::Tensor& w = value->toTensor();
+    if (w.scalar_type() != at::kChar || w.numel() == 0) return false;  // the operator's own check names it
+    const int largest = std::max(static_cast<int>(w.max().item<int8_t>()), -static_cast<int>(w.min().item<int8_t>()));
+    if (largest > kInt8WeightLevels) throw EngineError(ErrorCode::kModelLoad, WeightRangeError(path, largest));
+    return false;  // every node
+  });
 }
 
 int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device) {
@@ -227,6 +264,12 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
   RetargetDeviceConstants(module_, device_);
   info_.quantized = UsesQuantizedOps(module_);
   const bool torch_ao = UsesTorchAoOps(module_);
+  const bool linear_int8 = UsesLinearInt8(module_);
+  if (torch_ao && linear_int8) {
+    throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds both bertgate::linear_int8 and torch.ao " +
+                                                 "quantized:: layers; an int8 bundle is one or the other: re-export " +
+                                                 "it with --quantize int8");
+  }
   if (info_.quantized && device_.is_cuda()) {
     // Both int8 Linear layers have CPU kernels only: the probe would fail with libtorch's
     // "could not run on the CUDA backend", which names neither the bundle nor the way out.
@@ -235,23 +278,23 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
                                                  "), which run on the CPU only; load it on \"cpu\", or export the " +
                                                  "model without --quantize for " + device_.str());
   }
-  if (info_.quantized && !torch_ao && largest_int8 > 64) {
-    throw EngineError(ErrorCode::kModelLoad,
-                      "'" + path + "' holds int8 weights up to " + std::to_string(largest_int8) +
-                          " in magnitude; bertgate::linear_int8 takes [-64, 64] (the exporter's 64 levels), " +
-                          "the range its integer matmul sums exactly on every CPU: re-export with --quantize int8");
+  if (linear_int8) {
+    if (largest_int8 > kInt8WeightLevels)
+      throw EngineError(ErrorCode::kModelLoad, WeightRangeError(path, largest_int8));
+    CheckInt8Weights(module_, path);
+    info_.int8_activation_bits = 8;  // 8 bits per row on every CPU
+    info_.int8_op = "bertgate::linear_int8";
   }
   if (torch_ao) {
     if (!FullRangeInt8Here(options)) ReduceInt8Range(module_);
     info_.int8_activation_bits = Int8ActivationBitsOf(module_);
+    info_.int8_op = "quantized::linear_dynamic";
     const at::QEngine qengine = at::globalContext().qEngine();
     if (qengine != at::QEngine::X86 && qengine != at::QEngine::FBGEMM) {
       throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds dynamic int8 layers made for the x86 (fbgemm) " +
                                                    "quantized engine, which this CPU or libtorch lacks (it has " +
                                                    c10::toString(qengine) + ")");
     }
-  } else if (info_.quantized) {
-    info_.int8_activation_bits = 8;  // bertgate::linear_int8: 8 bits per row on every CPU
   }
 
   // Probe with the smallest input BERT accepts ([CLS] [SEP]-shaped): this checks the module's

@@ -25,9 +25,19 @@ bool UsesQuantizedOps(const torch::jit::Module& module);
 // the x86 quantized engine and whose activation bits the engine may lower (ReduceInt8Range).
 bool UsesTorchAoOps(const torch::jit::Module& module);
 
+// Whether any method runs bertgate::linear_int8 (the int8 bundles of today's exporter).
+bool UsesLinearInt8(const torch::jit::Module& module);
+
 // The largest |value| among the module's int8 tensors (its attributes, submodules' included):
 // bertgate::linear_int8 needs weights in [-64, 64] to be exact on every CPU (int8_linear.h).
 int LargestInt8Weight(const torch::jit::Module& module);
+
+// What a graph gives bertgate::linear_int8 as its weight must be a stored tensor, read before
+// the first call: a constant of the frozen graph (checked here, against [-64, 64]) or an
+// attribute (LargestInt8Weight). Throws EngineError(kModelLoad) naming `path` otherwise: a
+// weight computed in the graph could hold anything by the time it runs. A graph that writes
+// its own attributes is code the trust model already asks users to vet (docs/trust-model.md).
+void CheckInt8Weights(const torch::jit::Module& module, const std::string& path);
 
 // The `reduce_range` argument of quantized::linear_dynamic: true quantizes activations to 7
 // bits, false to 8. The exporter writes false (8 bits agree better with the float model;

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <limits>
 
 namespace bertgate {
 namespace {
@@ -102,6 +103,28 @@ TEST(LinearInt8, RefusesInconsistentCallsWithAnError) {
   EXPECT_THROW(LinearInt8(x, l.weight, l.scale, l.bias, 2), c10::Error);
   EXPECT_THROW(LinearInt8(at::randint(0, 5, {2, 8}, at::kLong), l.weight, l.scale, l.bias, 0), c10::Error);
   EXPECT_THROW(LinearInt8(at::scalar_tensor(1.0), l.weight, l.scale, l.bias, 0), c10::Error);
+  EXPECT_THROW(LinearInt8(at::randn({2, 0}), at::empty({6, 0}, at::kChar), l.scale, l.bias, 0), c10::Error);
+}
+
+TEST(LinearInt8, ANonFiniteRowGivesANanRowAndLeavesTheOthers) {
+  const Layer l = RandomLayer(6, 8);
+  at::Tensor x = at::randn({3, 8});
+  const at::Tensor clean = LinearInt8(x, l.weight, l.scale, l.bias, kActivationGelu);
+  x[0][3] = std::numeric_limits<float>::quiet_NaN();
+  x[2][7] = -std::numeric_limits<float>::infinity();
+  const at::Tensor got = LinearInt8(x, l.weight, l.scale, l.bias, kActivationGelu);
+  EXPECT_TRUE(got[0].isnan().all().item<bool>());
+  EXPECT_TRUE(got[2].isnan().all().item<bool>());
+  EXPECT_TRUE(at::equal(got[1], clean[1]));
+}
+
+TEST(LinearInt8, ReadsABroadcastWeightAsItsValues) {
+  // A [1, K] row expanded to [N, K] has stride 0, which oneDNN's leading dimension cannot say.
+  const Layer l = RandomLayer(1, 64);
+  const at::Tensor wide = l.weight.expand({50, 64});
+  const at::Tensor scale = at::rand({50}), bias = at::randn({50});
+  const at::Tensor x = at::randn({3, 64});
+  EXPECT_TRUE(at::equal(LinearInt8(x, wide, scale, bias, 0), Exact(x, wide.contiguous(), scale, bias)));
 }
 
 TEST(LinearInt8, IsRegisteredForTorchScript) {

@@ -148,6 +148,21 @@ class RaiseOnUnknown(torch.nn.Module):
         return self.inner(ids, mask, types)["logits"]
 
 
+class ComputedInt8Weight(torch.nn.Module):
+    """Wraps a traced model: its logits through bertgate::linear_int8 with a weight the graph
+    computes (int16 127s cast to int8), which no load-time look at stored weights could vet."""
+
+    def __init__(self, inner: torch.jit.ScriptModule, unk_id: int):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("wide", torch.full((50, 50), 127, dtype=torch.int16))
+        self.register_buffer("scale", torch.full((50,), 0.01))
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(ids, mask, types)["logits"]
+        return torch.ops.bertgate.linear_int8(logits, self.wide.to(torch.int8), self.scale, None, 0)
+
+
 def build_wrapped_bundle(source: Path, out: Path, wrapper: type[torch.nn.Module]) -> None:
     """The source bundle with its model wrapped by `wrapper(model, unk_id)`."""
     shutil.copytree(source, out, dirs_exist_ok=True)
@@ -160,14 +175,18 @@ def build_wrapped_bundle(source: Path, out: Path, wrapper: type[torch.nn.Module]
 
 
 def build_wide_int8(model_dir: Path, out: Path) -> None:
-    """An int8 bundle with weights at 127 levels, not 64: what the engine must refuse, since
-    its integer matmul sums them exactly only on CPUs with VNNI."""
+    """An int8 bundle with weights at 127 levels whose bundle.json claims 64, as a hand-made
+    bundle might: what the engine itself must refuse, since its integer matmul sums such weights
+    exactly only on CPUs with VNNI."""
     levels = int8_linear.WEIGHT_LEVELS
     int8_linear.WEIGHT_LEVELS = 127
     try:
         export_fixture(model_dir, out, quantize="int8")
     finally:
         int8_linear.WEIGHT_LEVELS = levels
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["quantization"]["weight_levels"] = levels
+    (out / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"fixtures: {out.name} (int8 weights at 127 levels, which the engine refuses)")
 
 
@@ -283,6 +302,7 @@ def build(out: Path) -> None:
         print("fixtures: onetype (type_vocab_size 1)")
     build_wrapped_bundle(out / "labels2", out / "nan", NanOnUnknown)
     build_wrapped_bundle(out / "labels2", out / "poison", RaiseOnUnknown)
+    build_wrapped_bundle(out / "labels50", out / "labels50-int8-computed", ComputedInt8Weight)
     tokenizer_corpus.build(out / "tokenizers")
     build_user_model(out)
 

@@ -217,6 +217,12 @@ def test_int8_reference_numerics():
     assert torch.equal(linear_int8_reference(torch.zeros(1, 40), w, ws, bias, 0)[0], bias)
     assert torch.equal(linear_int8_reference(x, w, ws, None, 0), linear_int8_reference(x, w, ws, torch.zeros(24), 0))
     assert linear_int8_reference(torch.zeros(0, 40), w, ws, bias, 1).shape == (0, 24)
+    # A row holding NaN or inf gives a NaN row (as the engine's), and leaves the others alone.
+    poisoned = x[0].clone()
+    poisoned[1, 5], poisoned[3, 0] = float("nan"), float("-inf")
+    got = linear_int8_reference(poisoned, w, ws, bias, 0)
+    assert got[1].isnan().all() and got[3].isnan().all()
+    assert torch.equal(got[[0, 2, 4]], out[0, [0, 2, 4]])
     v = torch.linspace(-12, 12, 20001)
     assert (gelu(v) - torch.nn.functional.gelu(v)).abs().max().item() < 2e-6
     assert torch.equal(linear_int8_reference(x, w, ws, bias, 1), gelu(out))
