@@ -195,24 +195,37 @@ const INT8_WEIGHT_LEVELS = 64;
 /**
  * bundle.json "quantization": null (or absent) for float weights, else the exporter's int8 record,
  * read as the operator it names: today's ("op": "bertgate::linear_int8", "weight_levels" 64 where
- * given) or, with no "op", the torch.ao record of bundles exported before it (a "scheme" of
- * "dynamic int8 ..."), which still load.
+ * given) or the torch.ao record of bundles exported before it (a "scheme" of "dynamic int8 ...",
+ * with no "op" or with "quantized::linear_dynamic"), which still load. A refusal names the field.
  */
 function readQuantization(manifest: unknown): Int8Op | null {
   const q = isPlainObject(manifest) ? manifest['quantization'] : undefined;
   if (q === undefined || q === null) return null;
-  if (isPlainObject(q) && q['layers'] === 'Linear') {
-    const levels = q['weight_levels'];
-    if (q['op'] === INT8_OP && (levels === undefined || levels === INT8_WEIGHT_LEVELS)) return INT8_OP;
-    if (q['op'] === undefined && typeof q['scheme'] === 'string' && q['scheme'].startsWith('dynamic int8'))
-      return TORCH_AO_OP;
+  const refuse = (field: string, value: unknown, expected: string): never => {
+    throw new BundleError(
+      BUNDLE_FILES.manifest,
+      'quantization',
+      `${BUNDLE_FILES.manifest} "${field}" is ${JSON.stringify(value) ?? 'undefined'}; expected ${expected}`,
+    );
+  };
+  if (!isPlainObject(q)) return refuse('quantization', q, "null or the export tool's int8 record (an object)");
+  if (q['layers'] !== 'Linear') return refuse('quantization.layers', q['layers'], '"Linear"');
+  const op = q['op'];
+  const scheme = q['scheme'];
+  if (op === undefined || op === TORCH_AO_OP) {
+    if (typeof scheme === 'string' && scheme.startsWith('dynamic int8')) return TORCH_AO_OP;
+    return refuse(
+      'quantization.op',
+      op,
+      `"${INT8_OP}", or, for a bundle exported before it, no op and a "scheme" of "dynamic int8 ..."`,
+    );
   }
-  throw new BundleError(
-    BUNDLE_FILES.manifest,
-    'quantization',
-    `${BUNDLE_FILES.manifest} "quantization" is ${JSON.stringify(q)}; expected null or the export tool's int8 record ` +
-      `(layers "Linear", op "${INT8_OP}" with weight_levels ${INT8_WEIGHT_LEVELS}, or an older bundle's dynamic int8 scheme)`,
-  );
+  if (op !== INT8_OP) return refuse('quantization.op', op, `"${INT8_OP}" (or "${TORCH_AO_OP}" in older bundles)`);
+  const levels = q['weight_levels'];
+  if (levels !== undefined && levels !== INT8_WEIGHT_LEVELS) {
+    return refuse('quantization.weight_levels', levels, `${INT8_WEIGHT_LEVELS}, the only range ${INT8_OP} takes`);
+  }
+  return INT8_OP;
 }
 
 /** The bundle against the weights actually loaded and the tokenizer actually read. */

@@ -5,6 +5,7 @@
 #include <ATen/cpu/Utils.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
+#include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/freeze_module.h>
@@ -13,7 +14,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <optional>
+#include <set>
 #include <string>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "device_scope.h"
@@ -76,21 +80,30 @@ void CastFloatingState(torch::jit::Module& module, c10::ScalarType dtype) {
   for (const auto& b : module.buffers(/*recurse=*/true)) cast(b);
 }
 
-// Calls `visit` on every node of every method's graph, nested blocks included, until it
-// returns true; returns whether one did.
+// Calls `visit` on every node of every method's graph, nested blocks and the graphs of the
+// free functions they call (prim::CallFunction) included, until it returns true; returns
+// whether one did. A call hidden in a scripted function is still a call of the model's.
 template <typename Visit>
 bool AnyNode(const torch::jit::Module& module, Visit&& visit) {
+  std::vector<torch::jit::Block*> blocks;
   for (const auto& submodule : module.modules()) {
-    for (const auto& method : submodule.get_methods()) {
-      std::vector<torch::jit::Block*> blocks{method.graph()->block()};
-      while (!blocks.empty()) {
-        torch::jit::Block* block = blocks.back();
-        blocks.pop_back();
-        for (torch::jit::Node* node : block->nodes()) {
-          for (torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
-          if (visit(node)) return true;
+    for (const auto& method : submodule.get_methods()) blocks.push_back(method.graph()->block());
+  }
+  std::unordered_set<const torch::jit::Graph*> seen;
+  while (!blocks.empty()) {
+    torch::jit::Block* block = blocks.back();
+    blocks.pop_back();
+    for (torch::jit::Node* node : block->nodes()) {
+      for (torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
+      if (node->kind() == c10::prim::CallFunction) {
+        const auto type = node->input(0)->type()->cast<c10::FunctionType>();
+        torch::jit::Function* callee = type != nullptr ? type->function() : nullptr;
+        if (callee != nullptr && callee->isGraphFunction()) {
+          const std::shared_ptr<torch::jit::Graph> graph = torch::jit::toGraphFunction(*callee).graph();
+          if (seen.insert(graph.get()).second) blocks.push_back(graph->block());
         }
       }
+      if (visit(node)) return true;
     }
   }
   return false;
@@ -121,13 +134,40 @@ bool UsesLinearInt8(const torch::jit::Module& module) {
   return UsesOpsOf(module, "bertgate");
 }
 
-int LargestInt8Weight(const torch::jit::Module& module) {
-  int largest = 0;
-  for (const auto& attribute : module.named_attributes(/*recurse=*/true)) {
-    const c10::IValue& value = attribute.value;
-    if (!value.isTensor() || value.toTensor().scalar_type() != at::kChar || value.toTensor().numel() == 0) continue;
-    // Not abs(): an int8 -128 has no int8 magnitude.
+namespace {
+
+// The int8 tensors an attribute holds, in objects, lists, tuples and dicts too (a weight may be
+// kept in any of them); dense CPU ones only, the only kind a kernel reads (a meta or sparse
+// tensor would fail the operator's own checks, by name).
+void Int8TensorsIn(const c10::IValue& value, std::vector<at::Tensor>& out, int depth = 0) {
+  if (depth > 32) return;  // TorchScript values nest, but not without end
+  if (value.isTensor()) {
     const at::Tensor& t = value.toTensor();
+    if (t.scalar_type() == at::kChar && t.layout() == at::kStrided && t.device().is_cpu() && t.numel() > 0) {
+      out.push_back(t);
+    }
+  } else if (value.isObject()) {
+    const c10::intrusive_ptr<c10::ivalue::Object> object = value.toObject();
+    for (size_t i = 0; i < object->slots().size(); ++i) Int8TensorsIn(object->getSlot(i), out, depth + 1);
+  } else if (value.isList()) {
+    for (const c10::IValue& item : value.toListRef()) Int8TensorsIn(item, out, depth + 1);
+  } else if (value.isTuple()) {
+    for (const c10::IValue& item : value.toTupleRef().elements()) Int8TensorsIn(item, out, depth + 1);
+  } else if (value.isGenericDict()) {
+    for (const auto& entry : value.toGenericDict()) Int8TensorsIn(entry.value(), out, depth + 1);
+  }
+}
+
+}  // namespace
+
+int LargestInt8Weight(const torch::jit::Module& module) {
+  std::vector<at::Tensor> tensors;
+  for (const auto& attribute : module.named_attributes(/*recurse=*/true)) {
+    if (!attribute.value.isModule()) Int8TensorsIn(attribute.value, tensors);
+  }
+  int largest = 0;
+  for (const at::Tensor& t : tensors) {
+    // Not abs(): an int8 -128 has no int8 magnitude.
     largest = std::max({largest, static_cast<int>(t.max().item<int8_t>()), -static_cast<int>(t.min().item<int8_t>())});
   }
   return largest;
@@ -186,6 +226,37 @@ std::string WeightRangeError(const std::string& path, int largest) {
 
 void CheckInt8Weights(const torch::jit::Module& module, const std::string& path) {
   static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
+  // Attributes that feed the operator as weights, by owner type and name: read only by it.
+  std::set<std::pair<const c10::Type*, std::string>> weights;
+  AnyNode(module, [&](torch::jit::Node* node) {
+    if (node->kind() != linear_int8 || node->inputs().size() < 2) return false;
+    torch::jit::Node* source = node->input(1)->node();
+    if (source->kind() == c10::prim::GetAttr)
+      weights.emplace(source->input(0)->type().get(), source->s(c10::attr::name));
+    return false;
+  });
+  AnyNode(module, [&](torch::jit::Node* node) {
+    if ((node->kind() != c10::prim::GetAttr && node->kind() != c10::prim::SetAttr) ||
+        weights.count({node->input(0)->type().get(), node->s(c10::attr::name)}) == 0) {
+      return false;
+    }
+    // Written to, or read by anything but the operator's weight slot (an in-place op, a view
+    // that one could write through): what the load read is not what would run.
+    const bool only_weight =
+        node->kind() == c10::prim::GetAttr &&
+        std::all_of(node->output()->uses().begin(), node->output()->uses().end(),
+                    [](const torch::jit::Use& use) { return use.user->kind() == linear_int8 && use.offset == 1; });
+    if (!only_weight) {
+      const bool writes = node->kind() == c10::prim::SetAttr;
+      throw EngineError(ErrorCode::kModelLoad, "'" + path + "' " + (writes ? "writes" : "passes") +
+                                                   " the int8 weight '" + node->s(c10::attr::name) +
+                                                   "' of bertgate::linear_int8 " +
+                                                   (writes ? "in its graph" : "to another operator") +
+                                                   "; the operator takes stored int8 weights that nothing else reads " +
+                                                   "or writes, as --quantize int8 writes them");
+    }
+    return false;
+  });
   AnyNode(module, [&](torch::jit::Node* node) {
     if (node->kind() != linear_int8 || node->inputs().size() < 2) return false;
     torch::jit::Node* source = node->input(1)->node();

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "../engine/engine_api.h"
+#include "../engine/engine_error.h"
 
 namespace bertgate {
 namespace {
@@ -50,11 +51,12 @@ class TorchScriptModelTest : public ::testing::Test {
   fs::path dir_;
 };
 
-// Module::define knows `torch.` (aten) alone; Python's `torch.ops.quantized.` is this.
+// Module::define knows `torch.` (aten) alone; Python's `torch.ops.quantized.` and
+// `torch.ops.bertgate.` are these.
 struct QuantizedOpsResolver : torch::jit::Resolver {
   std::shared_ptr<torch::jit::SugaredValue> resolveValue(const std::string& name, torch::jit::GraphFunction& fn,
                                                          const torch::jit::SourceRange& loc) override {
-    if (name == "quantized") return std::make_shared<torch::jit::BuiltinModule>("quantized");
+    if (name == "quantized" || name == "bertgate") return std::make_shared<torch::jit::BuiltinModule>(name);
     return torch::jit::nativeResolver()->resolveValue(name, fn, loc);
   }
 };
@@ -210,6 +212,47 @@ TEST_F(TorchScriptModelTest, TurnsInt8ActivationsTo7BitsWhereAsked) {
   torch::jit::Module plain("Plain");
   plain.define("def forward(self, x: Tensor) -> Tensor:\n    return x * 2\n");
   EXPECT_EQ(ReduceInt8Range(plain), 0);
+}
+
+TEST_F(TorchScriptModelTest, VetsTheWeightsOfLinearInt8WhereverTheGraphKeepsThem) {
+  // A module with one bertgate::linear_int8 call on the int8 attribute `w` (values up to
+  // `largest`), after `prelude` ran in its forward.
+  const auto module = [](int largest, const std::string& prelude) {
+    torch::jit::Module m("Model");
+    m.register_attribute("w", c10::TensorType::get(),
+                         at::linspace(-largest, largest, 12).round().to(at::kChar).reshape({4, 3}));
+    m.register_attribute("s", c10::TensorType::get(), at::full({4}, 0.01));
+    m.define("def forward(self, x: Tensor) -> Tensor:\n" + prelude +
+                 "    return bertgate.linear_int8(x, self.w, self.s, None, 0)\n",
+             std::make_shared<QuantizedOpsResolver>());
+    return m;
+  };
+  const auto refusal = [](const torch::jit::Module& m) {
+    try {
+      CheckInt8Weights(m, "m.pt");
+    } catch (const EngineError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_TRUE(UsesLinearInt8(module(64, "")));
+  EXPECT_EQ(LargestInt8Weight(module(64, "")), 64);
+  EXPECT_EQ(LargestInt8Weight(module(100, "")), 100);
+  EXPECT_EQ(refusal(module(64, "")), "");
+  // Frozen, the stored weight is a constant whose range is checked where it is used.
+  EXPECT_NE(refusal(torch::jit::freeze(module(100, ""))).find("holds int8 weights up to 100"), std::string::npos);
+  // Changed in the graph before the call: what the load read is not what would run.
+  EXPECT_NE(refusal(module(64, "    self.w.mul_(2)\n")).find("passes the int8 weight 'w'"), std::string::npos);
+  EXPECT_NE(refusal(module(64, "    self.w = self.w * 2\n")).find("the int8 weight 'w' of bertgate::linear_int8"),
+            std::string::npos);
+  // Computed in the graph: nothing stored to vet. (1 is torch.int8, which Module::define cannot name.)
+  torch::jit::Module computed("Computed");
+  computed.register_attribute("s", c10::TensorType::get(), at::full({4}, 0.01));
+  computed.define(
+      "def forward(self, x: Tensor) -> Tensor:\n"
+      "    return bertgate.linear_int8(x, torch.full([4, 3], 100, dtype=1), self.s, None, 0)\n",
+      std::make_shared<QuantizedOpsResolver>());
+  EXPECT_NE(refusal(computed).find("computes a weight of bertgate::linear_int8"), std::string::npos);
 }
 
 TEST_F(TorchScriptModelTest, CastsStoredHalfWeightsButNotIntegerBuffers) {

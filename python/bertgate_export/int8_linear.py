@@ -69,13 +69,14 @@ def linear_int8_reference(
 ) -> torch.Tensor:
     k = input.shape[-1]
     x = input.reshape(-1, k).float()
-    # A row holding NaN or +-inf gives a NaN row: quantized as zeros, with a NaN scale.
+    # A row holding NaN or +-inf gives a NaN row: quantized as zeros (scale 1), then its output
+    # scaled by NaN, as the engine does (a float-to-int8 cast of NaN would be undefined).
     bad = ~torch.isfinite(x).all(1, keepdim=True)
     x = torch.where(bad, torch.zeros_like(x), x)
     amax = x.abs().amax(1, keepdim=True) if x.shape[0] else x.new_zeros(0, 1)
     scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-    scale = torch.where(bad, torch.full_like(scale, float("nan")), scale)
     q = torch.round((x * (1.0 / scale)).clamp(-127.0, 127.0)).to(torch.int8)
+    scale = torch.where(bad, torch.full_like(scale, float("nan")), scale)
     acc = torch._int_mm(q, weight.t()) if x.shape[0] else x.new_zeros(0, weight.shape[0], dtype=torch.int32)
     b = bias.float() if bias is not None else torch.zeros(weight.shape[0])
     out = acc.float() * scale * weight_scale.float() + b
