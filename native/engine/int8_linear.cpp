@@ -59,7 +59,10 @@ BERTGATE_CLONES void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_
       scale[i] = std::numeric_limits<float>::quiet_NaN();
       continue;
     }
-    const float s = amax > 0.0f ? amax / 127.0f : 1.0f;
+    // A row whose scale would not be a normal float (amax under 1.5e-36, zeros included) is
+    // quantized with scale 1, to zeros: 1 / s must stay finite for the product below.
+    const float raw = amax / 127.0f;
+    const float s = raw >= std::numeric_limits<float>::min() ? raw : 1.0f;
     const float inv = 1.0f / s;
     scale[i] = s;
 #pragma omp simd

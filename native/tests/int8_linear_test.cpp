@@ -19,7 +19,8 @@ namespace {
 at::Tensor Exact(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& bias) {
   const at::Tensor x = input.reshape({-1, input.size(-1)}).to(at::kFloat);
   const at::Tensor amax = x.abs().amax({1}, /*keepdim=*/true);
-  const at::Tensor s = at::where(amax > 0, amax / 127.0, at::ones_like(amax));
+  const at::Tensor raw = amax / 127.0;
+  const at::Tensor s = at::where(raw >= std::numeric_limits<float>::min(), raw, at::ones_like(raw));
   const at::Tensor q = at::round((x * (1.0 / s)).clamp(-127, 127)).to(at::kLong);
   const at::Tensor acc = at::matmul(q, weight.to(at::kLong).t()).to(at::kFloat);
   std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
@@ -78,8 +79,11 @@ TEST(LinearInt8, EmptyBatchesViewsHalfInputsAndNoBias) {
   // No bias is a bias of zeros.
   EXPECT_TRUE(at::equal(LinearInt8(x3, l.weight, l.scale, c10::nullopt, 0),
                         LinearInt8(x3, l.weight, l.scale, at::zeros({12}), 0)));
-  // An all-zero row: scale 1, output the bias.
+  // An all-zero row, or one so small that its scale would not be a normal float: scale 1,
+  // quantized to zeros, output the bias (not 1 / 0 times zero).
   EXPECT_TRUE(at::equal(LinearInt8(at::zeros({1, 20}), l.weight, l.scale, l.bias, 0)[0], l.bias));
+  EXPECT_TRUE(at::equal(LinearInt8(at::full({1, 20}, 1e-40), l.weight, l.scale, l.bias, 0)[0], l.bias));
+  EXPECT_TRUE(at::equal(LinearInt8(at::full({1, 20}, -1e-37), l.weight, l.scale, l.bias, 0)[0], l.bias));
 }
 
 TEST(LinearInt8, GeluIsErfGeluWithinFloatRounding) {

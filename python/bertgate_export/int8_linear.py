@@ -74,7 +74,9 @@ def linear_int8_reference(
     bad = ~torch.isfinite(x).all(1, keepdim=True)
     x = torch.where(bad, torch.zeros_like(x), x)
     amax = x.abs().amax(1, keepdim=True) if x.shape[0] else x.new_zeros(0, 1)
-    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    # Scale 1 (so zeros) where amax / 127 is not a normal float: 1 / scale stays finite.
+    raw = amax / 127.0
+    scale = torch.where(raw >= torch.finfo(torch.float32).tiny, raw, torch.ones_like(raw))
     q = torch.round((x * (1.0 / scale)).clamp(-127.0, 127.0)).to(torch.int8)
     scale = torch.where(bad, torch.full_like(scale, float("nan")), scale)
     acc = torch._int_mm(q, weight.t()) if x.shape[0] else x.new_zeros(0, weight.shape[0], dtype=torch.int32)

@@ -213,8 +213,10 @@ def test_int8_reference_numerics():
     # A row alone gives the bits it gives in a batch.
     for i in (0, 3, 6):
         assert torch.equal(linear_int8_reference(x[i, 2:3], w, ws, bias, 0), out[i, 2:3])
-    # A zero row quantizes with scale 1, so its output is the bias.
-    assert torch.equal(linear_int8_reference(torch.zeros(1, 40), w, ws, bias, 0)[0], bias)
+    # A zero row, or one whose scale would not be a normal float, quantizes with scale 1: its
+    # output is the bias (1 / scale stays finite).
+    for tiny in (0.0, 1e-40, -1e-37):
+        assert torch.equal(linear_int8_reference(torch.full((1, 40), tiny), w, ws, bias, 0)[0], bias)
     assert torch.equal(linear_int8_reference(x, w, ws, None, 0), linear_int8_reference(x, w, ws, torch.zeros(24), 0))
     assert linear_int8_reference(torch.zeros(0, 40), w, ws, bias, 1).shape == (0, 24)
     # A row holding NaN or inf gives a NaN row (as the engine's), and leaves the others alone.
