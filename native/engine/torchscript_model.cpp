@@ -123,7 +123,7 @@ bool UsesOpsOf(const torch::jit::Module& module, const std::string& ns) {
 }  // namespace
 
 bool UsesQuantizedOps(const torch::jit::Module& module) {
-  return UsesOpsOf(module, "bertgate") || UsesOpsOf(module, "quantized");
+  return UsesLinearInt8(module) || UsesTorchAoOps(module);
 }
 
 bool UsesTorchAoOps(const torch::jit::Module& module) {
@@ -135,6 +135,11 @@ bool UsesLinearInt8(const torch::jit::Module& module) {
 }
 
 namespace {
+
+// The largest |value| of an int8 tensor. Not abs(): an int8 -128 has no int8 magnitude.
+int Int8Magnitude(const at::Tensor& t) {
+  return std::max(static_cast<int>(t.max().item<int8_t>()), -static_cast<int>(t.min().item<int8_t>()));
+}
 
 // The int8 tensors an attribute holds, in objects, lists, tuples and dicts too (a weight may be
 // kept in any of them); dense CPU ones only, the only kind a kernel reads (a meta or sparse
@@ -166,10 +171,7 @@ int LargestInt8Weight(const torch::jit::Module& module) {
     if (!attribute.value.isModule()) Int8TensorsIn(attribute.value, tensors);
   }
   int largest = 0;
-  for (const at::Tensor& t : tensors) {
-    // Not abs(): an int8 -128 has no int8 magnitude.
-    largest = std::max({largest, static_cast<int>(t.max().item<int8_t>()), -static_cast<int>(t.min().item<int8_t>())});
-  }
+  for (const at::Tensor& t : tensors) largest = std::max(largest, Int8Magnitude(t));
   return largest;
 }
 
@@ -270,7 +272,7 @@ void CheckInt8Weights(const torch::jit::Module& module, const std::string& path)
     }
     const at::Tensor& w = value->toTensor();
     if (w.scalar_type() != at::kChar || w.numel() == 0) return false;  // the operator's own check names it
-    const int largest = std::max(static_cast<int>(w.max().item<int8_t>()), -static_cast<int>(w.min().item<int8_t>()));
+    const int largest = Int8Magnitude(w);
     if (largest > kInt8WeightLevels) throw EngineError(ErrorCode::kModelLoad, WeightRangeError(path, largest));
     return false;  // every node
   });
@@ -333,9 +335,9 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
     }
   }
   RetargetDeviceConstants(module_, device_);
-  info_.quantized = UsesQuantizedOps(module_);
   const bool torch_ao = UsesTorchAoOps(module_);
   const bool linear_int8 = UsesLinearInt8(module_);
+  info_.quantized = torch_ao || linear_int8;
   if (torch_ao && linear_int8) {
     throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds both bertgate::linear_int8 and torch.ao " +
                                                  "quantized:: layers; an int8 bundle is one or the other: re-export " +
