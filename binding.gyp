@@ -25,6 +25,7 @@
       'product_prefix': 'lib',
       'product_dir': '<(PRODUCT_DIR)',
       'sources': [
+        'native/engine/amx_int8_gemm.cpp',
         'native/engine/cpu_allocator.cpp',
         'native/engine/cpu_scores.cpp',
         'native/engine/engine_library.cpp',

@@ -32,6 +32,8 @@ export interface NativeLoadOptions {
   torchWarningsToStderr: boolean;
   /** int8 bundles' activations in 7 bits even where the CPU takes 8 (BERTGATE_INT8_ACTIVATION_BITS=7). */
   int8SevenBits: boolean;
+  /** bertgate::linear_int8 layers on oneDNN's GEMM even where the CPU has AMX (BERTGATE_INT8_GEMM=onednn). */
+  int8GemmOnednn: boolean;
   /**
    * libtorch's CPU allocator is bertgate's caching one (false: libtorch's own,
    * BERTGATE_CPU_ALLOCATOR=system). Process-wide: the first load chooses; a later load asking
@@ -69,6 +71,12 @@ export interface NativeModelInfo {
    * before it, 'quantized::linear_dynamic'; '' for a float model.
    */
   int8Op: string;
+  /**
+   * int8 with 'bertgate::linear_int8': the integer GEMM its layers run on this CPU, 'amx' (the
+   * engine's own, on CPUs with AMX, unless BERTGATE_INT8_GEMM=onednn) or 'onednn'. The same logits either
+   * way, to the bit; only the speed differs. '' for other models.
+   */
+  int8Gemm: string;
   /** Width of the pooled features the model returns beside its logits; 0 when it returns none. */
   featureWidth: number;
   /** -1 where the module has no such embedding table. */

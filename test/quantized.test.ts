@@ -95,29 +95,55 @@ describe('int8 bundles', () => {
     }
   });
 
-  it('give the same logits where oneDNN may use no VNNI (ONEDNN_MAX_CPU_ISA=AVX2, SSE41)', async (t) => {
-    // One process per ISA: oneDNN reads the cap once. Without VNNI its int8 kernels sum pairs
-    // of products in int16, which 8-bit weights overflow (off by up to 2.6e5, measured) and
-    // the exporter's 64 levels never do.
+  it('give the same logits on every int8 GEMM: AMX, oneDNN, oneDNN without VNNI (AVX2, SSE41)', async (t) => {
+    // One process per setting: oneDNN reads its ISA cap once. This process takes the engine's AMX
+    // kernel where the CPU has it; BERTGATE_INT8_GEMM=onednn sends a child to
+    // oneDNN's GEMM, whose kernels without VNNI sum pairs of products in int16, which 8-bit
+    // weights overflow (off by up to 2.6e5, measured) and the exporter's 64 levels never do.
     const ref = await expected('labels50-int8');
     const texts = ref.texts.slice(0, 24);
-    const child = async (isa: string): Promise<number[][]> => {
+    const child = async (env: Record<string, string>): Promise<{ gemm: string; rows: number[][] }> => {
       const code = `
         const { Classifier } = await import(${JSON.stringify(INDEX)});
         const clf = await Classifier.load(${JSON.stringify(bundle('labels50-int8'))});
         const rows = await clf.logits(${JSON.stringify(texts)});
-        console.log(JSON.stringify(rows.map((r) => Array.from(r))));
+        console.log(JSON.stringify({ gemm: clf.info.model.int8Gemm, rows: rows.map((r) => Array.from(r)) }));
         await clf.close();`;
       const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', code], {
-        env: { ...process.env, ONEDNN_MAX_CPU_ISA: isa },
+        env: { ...process.env, ...env },
       });
-      return JSON.parse(stdout.trim().split('\n').pop() as string) as number[][];
+      return JSON.parse(stdout.trim().split('\n').pop() as string) as { gemm: string; rows: number[][] };
     };
     const here = await clf.logits(texts);
-    for (const isa of ['AVX2', 'SSE41']) {
-      const there = await child(isa);
-      assert.equal(worst(here, there), 0, `${isa}: max |Δ| ${worst(here, there)}`);
-      t.diagnostic(`${isa}: the same logits, bit for bit`);
+    // The engine takes its own kernel wherever the CPU has AMX (Linux grants the tiles from 5.16).
+    const amx = /\bamx_int8\b/.test(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''));
+    const expectedHere = amx && process.env['BERTGATE_INT8_GEMM'] !== 'onednn' ? 'amx' : 'onednn';
+    assert.equal(clf.info.model.int8Gemm, expectedHere);
+    t.diagnostic(`this process: ${clf.info.model.int8Gemm}`);
+    for (const isa of [undefined, 'AVX2', 'SSE41']) {
+      const there = await child({ BERTGATE_INT8_GEMM: 'onednn', ...(isa ? { ONEDNN_MAX_CPU_ISA: isa } : {}) });
+      assert.equal(there.gemm, 'onednn');
+      assert.equal(worst(here, there.rows), 0, `oneDNN ${isa ?? 'any ISA'}: max |Δ| ${worst(here, there.rows)}`);
+      t.diagnostic(`oneDNN, ${isa ?? 'any ISA'}: the same logits as ${clf.info.model.int8Gemm}, bit for bit`);
+    }
+  });
+
+  it('take BERTGATE_INT8_GEMM per load: two classifiers in one process, each on its own GEMM, the same logits', async () => {
+    process.env['BERTGATE_INT8_GEMM'] = 'onednn';
+    let onednn: Classifier;
+    try {
+      onednn = await Classifier.load(bundle('labels50-int8'));
+    } finally {
+      delete process.env['BERTGATE_INT8_GEMM'];
+    }
+    try {
+      assert.equal(onednn.info.model.int8Gemm, 'onednn');
+      const texts = (await expected('labels50-int8')).texts;
+      // Interleaved on one process's threads: each model's choice holds around its own passes.
+      const [a, b] = await Promise.all([clf.logits(texts), onednn.logits(texts)]);
+      assert.equal(worst(a, b), 0);
+    } finally {
+      await onednn.close();
     }
   });
 
@@ -146,6 +172,7 @@ describe('int8 bundles exported before bertgate::linear_int8 (torch.ao quantized
     assert.equal(clf.info.quantization, 'int8');
     assert.equal(clf.info.model.quantized, true);
     assert.equal(clf.info.model.int8Op, 'quantized::linear_dynamic');
+    assert.equal(clf.info.model.int8Gemm, '');
     const ref = await expected('labels50-int8-legacy');
     const alone = await Promise.all(ref.texts.map((text) => clf.logits(text)));
     assert.ok(worst(alone, ref.logits) <= 1e-4, `max |Δ| ${worst(alone, ref.logits)}`);
@@ -261,6 +288,7 @@ describe('int8 bundles: refusals', () => {
       ['BERTGATE_INT8_ACTIVATION_BITS', '7 '],
       ['BERTGATE_TORCH_WARNINGS', 'yes'],
       ['BERTGATE_MKL_ANY_CPU', 'true'],
+      ['BERTGATE_INT8_GEMM', 'amx'],
     ] as const) {
       process.env[name] = value;
       try {

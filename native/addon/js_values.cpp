@@ -77,6 +77,7 @@ Napi::Object ToJs(Napi::Env env, const ModelInfo& info) {
   o.Set("quantized", Napi::Boolean::New(env, info.quantized));
   o.Set("int8ActivationBits", Napi::Number::New(env, info.int8_activation_bits));
   o.Set("int8Op", info.int8_op);
+  o.Set("int8Gemm", info.int8_gemm);
   o.Set("featureWidth", Napi::Number::New(env, static_cast<double>(info.feature_width)));
   o.Set("vocabRows", Napi::Number::New(env, static_cast<double>(info.vocab_rows)));
   o.Set("positionRows", Napi::Number::New(env, static_cast<double>(info.position_rows)));
@@ -138,6 +139,7 @@ LoadOptions LoadOptionsFromJs(const Napi::Object& o) {
   options.cuda_memory_fraction = o.Get("cudaMemoryFraction").As<Napi::Number>().DoubleValue();
   options.torch_warnings_to_stderr = o.Get("torchWarningsToStderr").As<Napi::Boolean>().Value();
   options.int8_seven_bits = o.Get("int8SevenBits").As<Napi::Boolean>().Value();
+  options.int8_amx = !o.Get("int8GemmOnednn").As<Napi::Boolean>().Value();
   options.cpu_cache = o.Get("cpuCache").As<Napi::Boolean>().Value();
   options.warmup_rows = o.Get("warmupRows").As<Napi::Number>().Int64Value();
   options.warmup_seq_len = o.Get("warmupSeqLen").As<Napi::Number>().Int64Value();

@@ -88,6 +88,9 @@ struct LoadOptions {
   // int8 bundles quantize activations to 7 bits even where the CPU has AVX-512 VNNI (the same
   // rounding on every host of a fleet of mixed CPUs); else 8 where the CPU allows.
   bool int8_seven_bits = false;
+  // bertgate::linear_int8 layers on the engine's AMX GEMM where the CPU has AMX (amx_int8_gemm.h);
+  // false: oneDNN's. The same bits either way.
+  bool int8_amx = true;
   // libtorch's CPU allocator for the process is bertgate's caching one (cpu_allocator.h); false:
   // libtorch's own. Process-wide: the first load chooses, a later load asking otherwise fails.
   bool cpu_cache = true;
@@ -116,6 +119,9 @@ struct ModelInfo {
   // quantized: the operator of its int8 layers, "bertgate::linear_int8" or (bundles exported
   // before it) "quantized::linear_dynamic"; the bundle's record must name the same family.
   std::string int8_op;
+  // quantized with bertgate::linear_int8: the GEMM its layers run here, "amx" (the engine's own,
+  // on CPUs with AMX) or "onednn"; the same bits either way, only the speed differs. "" otherwise.
+  std::string int8_gemm;
   int64_t feature_width = 0;  // width of the pooled features the model returns beside its logits; 0: none
   // Embedding table sizes read from the module's parameters (-1 when not found), so the
   // bundle's config and tokenizer can be checked against the weights actually shipped.
@@ -242,5 +248,5 @@ class EngineLibrary {
 
 // The one symbol the addon looks up. Versioned so that an addon and an engine library from
 // different builds refuse each other instead of misreading these structs.
-#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v7"
-extern "C" bertgate::EngineLibrary* bertgate_engine_library_v7();
+#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v8"
+extern "C" bertgate::EngineLibrary* bertgate_engine_library_v8();

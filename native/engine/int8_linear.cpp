@@ -12,6 +12,8 @@
 #include <limits>
 #include <vector>
 
+#include "amx_int8_gemm.h"
+
 namespace at::native {
 // ATen's oneDNN int8 GEMM (s8 x s8 -> s32 through dnnl_gemm_s8s8s32: packed on the fly, no
 // per-shape kernel cache), exported by libtorch_cpu in every torch of the matrix (2.11-2.15;
@@ -39,8 +41,9 @@ namespace {
 
 // One row of activations to int8, symmetric around 0 with the row's own scale: the row's
 // largest magnitude maps to 127. A row's result then depends on that row alone, never on the
-// other rows of its batch (torch.ao's dynamic Linear shares one scale across the batch).
-BERTGATE_CLONES void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_t* q, float* scale) {
+// other rows of its batch (torch.ao's dynamic Linear shares one scale across the batch). Rows of
+// q are ldq >= k apart, zero past k (the AMX GEMM reads whole tiles of 64 columns).
+BERTGATE_CLONES void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_t* q, int64_t ldq, float* scale) {
   for (int64_t i = 0; i < rows; ++i) {
     const float* row = x + i * k;
     float amax = 0.0f;
@@ -51,7 +54,8 @@ BERTGATE_CLONES void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_
       amax = a > amax ? a : amax;
       nonfinite += row[j] * 0.0f;
     }
-    int8_t* out = q + i * k;
+    int8_t* out = q + i * ldq;
+    std::fill(out + k, out + ldq, int8_t{0});
     if (nonfinite != 0.0f) {
       // A row holding NaN or +-inf: its output row is NaN (zeros times a NaN scale), as the
       // reference's, where a float-to-int8 cast of NaN would be undefined.
@@ -101,12 +105,12 @@ inline float Gelu(float v) {
   return 0.5f * v * (1.0f + p / d);
 }
 
-// int32 accumulators back to fp32: row scale times column scale, plus the bias, then the
-// activation, in one pass over the output.
-BERTGATE_CLONES void Dequantize(const int32_t* acc, int64_t rows, int64_t n, const float* row_scale,
+// int32 accumulators (rows lda >= n apart) back to fp32: row scale times column scale, plus the
+// bias, then the activation, in one pass over the output.
+BERTGATE_CLONES void Dequantize(const int32_t* acc, int64_t rows, int64_t n, int64_t lda, const float* row_scale,
                                 const float* col_scale, const float* bias, bool gelu, float* out) {
   for (int64_t i = 0; i < rows; ++i) {
-    const int32_t* a = acc + i * n;
+    const int32_t* a = acc + i * lda;
     float* o = out + i * n;
     const float s = row_scale[i];
     if (gelu) {
@@ -160,14 +164,21 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
               "bertgate::linear_int8: activation must be 0 (none) or 1 (GELU), got ", activation);
   const at::Tensor x = input.reshape({-1, k}).to(at::kFloat).contiguous();
   const int64_t m = x.size(0);
-  at::Tensor q = at::empty({m, k}, x.options().dtype(at::kChar));
+  // Where the CPU has AMX, the GEMM is the engine's own on weights packed once (amx_int8_gemm.h):
+  // its operands padded to whole tiles, with zeros that add nothing to a sum.
+  const std::shared_ptr<const AmxPackedWeight> packed = AmxInt8Allowed() ? AmxPackedWeightFor(weight) : nullptr;
+  const int64_t ldq = packed ? packed->k_padded : k;
+  const int64_t ldacc = packed ? packed->n_padded : n;
+  const int64_t m_stored = packed ? RoundUp(m, kAmxRowPad) : m;
+  at::Tensor q = at::empty({m_stored, ldq}, x.options().dtype(at::kChar));
   at::Tensor row_scale = at::empty({m}, x.options());
   const float* xp = x.data_ptr<float>();
   int8_t* qp = q.data_ptr<int8_t>();
   float* sp = row_scale.data_ptr<float>();
   at::parallel_for(0, m, 64, [&](int64_t begin, int64_t end) {
-    QuantizeRows(xp + begin * k, end - begin, k, qp + begin * k, sp + begin);
+    QuantizeRows(xp + begin * k, end - begin, k, qp + begin * ldq, ldq, sp + begin);
   });
+  std::fill(qp + m * ldq, qp + m_stored * ldq, int8_t{0});
 
   at::Tensor out = at::empty({m, n}, x.options());
   const at::Tensor col_scale = weight_scale.to(at::kFloat).contiguous();
@@ -179,20 +190,24 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
   float* op = out.data_ptr<float>();
   // Contiguous: oneDNN's GEMM takes a leading dimension, not strides; a broadcast (stride 0)
   // weight from a hand-made graph would be read as other memory. A stored weight already is.
-  const at::Tensor weight_t = weight.contiguous().t();
+  const at::Tensor weight_t = packed ? at::Tensor() : weight.contiguous().t();
   const int64_t block = std::min(m, kRowBlock);
-  at::Tensor acc = at::empty({block, n}, x.options().dtype(at::kInt));
-  const int32_t* ap = acc.data_ptr<int32_t>();
+  at::Tensor acc = at::empty({packed ? RoundUp(block, kAmxRowPad) : block, ldacc}, x.options().dtype(at::kInt));
+  int32_t* ap = acc.data_ptr<int32_t>();
   // The integer matmul a block of rows at a time: the block's int32
   // accumulators stay in cache for the pass that turns them into floats, where a whole batch's
   // (25 MB for 32 x 128 tokens into 1536) would go out to memory and back. Integer sums are
   // exact, so neither the blocking nor the library's own changes a row's result.
   for (int64_t r0 = 0; r0 < m; r0 += block) {
     const int64_t rows = std::min(block, m - r0);
-    at::Tensor acc_rows = acc.narrow(0, 0, rows);
-    IntMatmul(q.narrow(0, r0, rows), weight_t, acc_rows);
+    if (packed) {
+      AmxInt8Gemm(qp + r0 * ldq, RoundUp(rows, kAmxRowPad), ldq, *packed, ap, ldacc);
+    } else {
+      at::Tensor acc_rows = acc.narrow(0, 0, rows);
+      IntMatmul(q.narrow(0, r0, rows), weight_t, acc_rows);
+    }
     at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-      Dequantize(ap + begin * n, end - begin, n, sp + r0 + begin, cp, bp, activation == kActivationGelu,
+      Dequantize(ap + begin * ldacc, end - begin, n, ldacc, sp + r0 + begin, cp, bp, activation == kActivationGelu,
                  op + (r0 + begin) * n);
     });
   }

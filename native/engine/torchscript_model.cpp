@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "amx_int8_gemm.h"
 #include "device_scope.h"
 #include "engine_error.h"
 #include "logits.h"
@@ -304,7 +305,7 @@ std::optional<c10::Stream> OwnStream(const c10::Device& device) {
 }  // namespace
 
 TorchScriptModel::TorchScriptModel(const LoadOptions& options)
-    : device_(ResolveDevice(options)), stream_(OwnStream(device_)) {
+    : device_(ResolveDevice(options)), stream_(OwnStream(device_)), int8_amx_(options.int8_amx) {
   const CaptureTorchWarnings capture(options.torch_warnings_to_stderr);  // this load's, for info_.torch_warnings
   const DeviceScope scope(device_, stream_);
   const std::string& path = options.model_path;
@@ -357,6 +358,7 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
     CheckInt8Weights(module_, path);
     info_.int8_activation_bits = 8;  // 8 bits per row on every CPU
     info_.int8_op = "bertgate::linear_int8";
+    info_.int8_gemm = int8_amx_ && AmxInt8Available() ? "amx" : "onednn";
   }
   if (torch_ao) {
     if (!FullRangeInt8Here(options)) ReduceInt8Range(module_);
@@ -416,6 +418,7 @@ ModelOutput TorchScriptModel::Run(const std::string& path, int64_t rows, int64_t
   const auto ids = at::zeros({rows, seq_len}, at::TensorOptions().dtype(at::kLong).device(device_));
   try {
     c10::InferenceMode guard;
+    const Int8GemmScope gemm(int8_amx_);
     std::vector<c10::IValue> inputs{ids, at::ones_like(ids), at::zeros_like(ids)};
     return Outputs(module_.forward(inputs), &info_.output_kind);
   } catch (const EngineError&) {
@@ -430,6 +433,7 @@ ModelOutput TorchScriptModel::Run(const std::string& path, int64_t rows, int64_t
 }
 
 ModelOutput TorchScriptModel::Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) {
+  const Int8GemmScope gemm(int8_amx_);
   std::vector<c10::IValue> inputs{ids, mask, type_ids};
   return Outputs(module_.forward(inputs), nullptr);
 }

@@ -71,6 +71,7 @@ class TorchScriptModel : public Model {
 
   c10::Device device_;
   std::optional<c10::Stream> stream_;
+  bool int8_amx_;  // LoadOptions::int8_amx, in force around every forward pass of this model
   torch::jit::Module module_;
   ModelInfo info_;
 };

@@ -45,7 +45,7 @@ class TorchScriptModelTest : public ::testing::Test {
     options.model_path = path;
     options.device = device;
     options.threads = 1;
-    return bertgate_engine_library_v7()->Load(options);
+    return bertgate_engine_library_v8()->Load(options);
   }
 
   fs::path dir_;

@@ -1,0 +1,216 @@
+#include "amx_int8_gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/Storage.h>
+#include <c10/util/intrusive_ptr.h>
+
+#include <algorithm>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+// AMX needs GCC 11 or Clang 12 (their tile intrinsics), x86-64 and Linux (the kernel must grant
+// the tile state to the process). Elsewhere AmxInt8Available() is false and the operator keeps
+// oneDNN's GEMM.
+#if defined(__x86_64__) && defined(__linux__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
+#define BERTGATE_AMX 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define BERTGATE_AMX 0
+#endif
+
+namespace bertgate {
+namespace {
+
+// One tile of B: 16 rows of 64 bytes, each row 16 output columns x 4 consecutive K values.
+constexpr int64_t kTileBytes = 1024;
+
+#if BERTGATE_AMX
+// The kernel refuses the tile state to a process that has not asked for it (first use traps).
+constexpr long kArchReqXcompPerm = 0x1023;
+constexpr long kXfeatureXtiledata = 18;
+
+bool DetectAmx() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  const bool tile = (edx >> 24) & 1u, int8 = (edx >> 25) & 1u;
+  if (!tile || !int8) return false;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+// The layout of _tile_loadconfig's operand (palette 1).
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Output columns [n_begin, n_end) (multiples of 32) for every row, in blocks of 32 x 32: four
+// accumulator tiles (0-3) over two tiles of A (4, 5) and two of B (6, 7), so each tile loaded
+// feeds two multiplies. Tile numbers are immediates, hence the spelled-out calls.
+__attribute__((target("amx-tile,amx-int8"))) void Kernel(const int8_t* a, int64_t rows_padded, int64_t lda,
+                                                         const AmxPackedWeight& w, int64_t n_begin, int64_t n_end,
+                                                         int32_t* c, int64_t ldc) {
+  TileConfig cfg{};
+  cfg.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+  const int64_t depth_tiles = w.k_padded / kAmxDepthPad;
+  const int64_t c_stride = ldc * static_cast<int64_t>(sizeof(int32_t));
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += 32) {
+    const int8_t* b0 = w.data.get() + (n0 / 16) * depth_tiles * kTileBytes;
+    const int8_t* b1 = b0 + depth_tiles * kTileBytes;
+    for (int64_t m0 = 0; m0 < rows_padded; m0 += 32) {
+      const int8_t* a0 = a + m0 * lda;
+      const int8_t* a1 = a0 + 16 * lda;
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int64_t d = 0; d < depth_tiles; ++d) {
+        _tile_loadd(4, a0 + d * kAmxDepthPad, lda);
+        _tile_loadd(5, a1 + d * kAmxDepthPad, lda);
+        _tile_loadd(6, b0 + d * kTileBytes, 64);
+        _tile_loadd(7, b1 + d * kTileBytes, 64);
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+      }
+      int32_t* c0 = c + m0 * ldc + n0;
+      _tile_stored(0, c0, c_stride);
+      _tile_stored(1, c0 + 16, c_stride);
+      _tile_stored(2, c0 + 16 * ldc, c_stride);
+      _tile_stored(3, c0 + 16 * ldc + 16, c_stride);
+    }
+  }
+  _tile_release();
+}
+#endif
+
+std::shared_ptr<const AmxPackedWeight> Pack(const at::Tensor& weight) {
+  const at::Tensor w = weight.contiguous();
+  auto packed = std::make_shared<AmxPackedWeight>();
+  packed->n = w.size(0);
+  packed->k = w.size(1);
+  packed->n_padded = RoundUp(packed->n, kAmxColPad);
+  packed->k_padded = RoundUp(packed->k, kAmxDepthPad);
+  const int64_t depth_tiles = packed->k_padded / kAmxDepthPad;
+  const int64_t bytes = packed->n_padded * packed->k_padded;
+  packed->data.reset(new int8_t[bytes]());
+  const int8_t* src = w.data_ptr<int8_t>();
+  // Tile (column block nt, depth block d), row r, column c, lane t holds w[nt*16 + c, d*64 + 4r + t].
+  for (int64_t j = 0; j < packed->n; ++j) {
+    const int8_t* row = src + j * packed->k;
+    int8_t* col = packed->data.get() + (j / 16) * depth_tiles * kTileBytes + (j % 16) * 4;
+    for (int64_t kk = 0; kk < packed->k; ++kk) {
+      col[(kk / kAmxDepthPad) * kTileBytes + ((kk % kAmxDepthPad) / 4) * 64 + kk % 4] = row[kk];
+    }
+  }
+  return packed;
+}
+
+// A packed weight and what identifies its source: the storage (held weakly: a live weak
+// reference keeps the StorageImpl's address from being reused, not its data alive), where in it
+// the weight starts, its geometry, and its version.
+struct CacheEntry {
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+  int64_t offset;
+  std::vector<int64_t> sizes, strides;
+  int64_t version;
+  std::shared_ptr<const AmxPackedWeight> packed;
+};
+
+thread_local bool amx_allowed = true;
+
+std::mutex cache_mutex;
+std::unordered_map<const c10::StorageImpl*, std::vector<CacheEntry>> cache;
+
+// Inference tensors keep no version counter; the engine refuses graphs that write to an int8
+// weight (torchscript_model.cpp), so such a weight cannot change under the cache.
+int64_t VersionOf(const at::Tensor& t) {
+  return t.is_inference() ? -1 : static_cast<int64_t>(t._version());
+}
+
+bool Matches(const CacheEntry& e, const at::Tensor& w, int64_t version) {
+  return !e.storage.expired() && e.offset == w.storage_offset() && e.version == version && e.sizes == w.sizes().vec() &&
+         e.strides == w.strides().vec();
+}
+
+}  // namespace
+
+bool AmxInt8Available() {
+#if BERTGATE_AMX
+  static const bool available = DetectAmx();
+  return available;
+#else
+  return false;
+#endif
+}
+
+bool AmxInt8Allowed() {
+  return amx_allowed && AmxInt8Available();
+}
+
+Int8GemmScope::Int8GemmScope(bool amx) : previous_(amx_allowed) {
+  amx_allowed = amx;
+}
+
+Int8GemmScope::~Int8GemmScope() {
+  amx_allowed = previous_;
+}
+
+std::shared_ptr<const AmxPackedWeight> AmxPackedWeightFor(const at::Tensor& weight) {
+  const c10::StorageImpl* key = weight.storage().unsafeGetStorageImpl();
+  const int64_t version = VersionOf(weight);
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto it = cache.find(key);
+    if (it != cache.end()) {
+      for (const CacheEntry& e : it->second) {
+        if (Matches(e, weight, version)) return e.packed;
+      }
+    }
+  }
+  std::shared_ptr<const AmxPackedWeight> packed = Pack(weight);  // outside the lock: a pass over the weight
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  // A miss is rare (a model's first calls), so it also drops what freed storages left behind.
+  for (auto it = cache.begin(); it != cache.end();) {
+    auto& entries = it->second;
+    entries.erase(std::remove_if(entries.begin(), entries.end(),
+                                 [&](const CacheEntry& e) {
+                                   return e.storage.expired() ||
+                                          (it->first == key && e.offset == weight.storage_offset() &&
+                                           e.sizes == weight.sizes().vec() && e.strides == weight.strides().vec());
+                                 }),
+                  entries.end());
+    it = entries.empty() ? cache.erase(it) : std::next(it);
+  }
+  cache[key].push_back(CacheEntry{weight.storage().getWeakStorageImpl(), weight.storage_offset(), weight.sizes().vec(),
+                                  weight.strides().vec(), version, packed});
+  return packed;
+}
+
+void AmxInt8Gemm(const int8_t* a, int64_t rows_padded, int64_t lda, const AmxPackedWeight& w, int32_t* c, int64_t ldc) {
+#if BERTGATE_AMX
+  TORCH_CHECK(AmxInt8Available(), "bertgate: AMX int8 GEMM called where AMX is unavailable");
+  // Column blocks across the intra-op threads: each writes its own columns of c.
+  at::parallel_for(0, w.n_padded / 32, 4,
+                   [&](int64_t begin, int64_t end) { Kernel(a, rows_padded, lda, w, begin * 32, end * 32, c, ldc); });
+#else
+  (void)a, (void)rows_padded, (void)lda, (void)w, (void)c, (void)ldc;
+  TORCH_CHECK(false, "bertgate: this engine was built without AMX");
+#endif
+}
+
+}  // namespace bertgate
