@@ -32,8 +32,11 @@ export interface NativeLoadOptions {
   torchWarningsToStderr: boolean;
   /** int8 bundles' activations in 7 bits even where the CPU takes 8 (BERTGATE_INT8_ACTIVATION_BITS=7). */
   int8SevenBits: boolean;
-  /** bertgate::linear_int8 layers on oneDNN's GEMM even where the CPU has AMX (BERTGATE_INT8_GEMM=onednn). */
-  int8GemmOnednn: boolean;
+  /**
+   * The GEMM of bertgate::linear_int8 layers (BERTGATE_INT8_GEMM): '' the fastest here (AMX where the CPU has
+   * it), 'amx' (or the load fails with DeviceUnavailableError), 'onednn'. The same logits whichever runs.
+   */
+  int8GemmRequested: '' | 'amx' | 'onednn';
   /**
    * libtorch's CPU allocator is bertgate's caching one (false: libtorch's own,
    * BERTGATE_CPU_ALLOCATOR=system). Process-wide: the first load chooses; a later load asking

@@ -22,7 +22,7 @@ export async function loadHandle(
     cudaMemoryFraction: 0,
     torchWarningsToStderr: false,
     int8SevenBits: false,
-    int8GemmOnednn: false,
+    int8GemmRequested: '',
     cpuCache: true,
     warmupRows: 0,
     warmupSeqLen: 0,

@@ -14,7 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 
-import { BundleError, Classifier, InvalidArgumentError, ModelLoadError } from '../lib/index.js';
+import { BundleError, Classifier, DeviceUnavailableError, InvalidArgumentError, ModelLoadError } from '../lib/index.js';
 import { readLabelled } from '../lib/calibration/data.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { bundle, expected, maxAbsDiff } from './helpers.js';
@@ -102,10 +102,10 @@ describe('int8 bundles', () => {
     // weights overflow (off by up to 2.6e5, measured) and the exporter's 64 levels never do.
     const ref = await expected('labels50-int8');
     const texts = ref.texts.slice(0, 24);
-    const child = async (env: Record<string, string>): Promise<{ gemm: string; rows: number[][] }> => {
+    const child = async (env: Record<string, string>, freeze = true): Promise<{ gemm: string; rows: number[][] }> => {
       const code = `
         const { Classifier } = await import(${JSON.stringify(INDEX)});
-        const clf = await Classifier.load(${JSON.stringify(bundle('labels50-int8'))});
+        const clf = await Classifier.load(${JSON.stringify(bundle('labels50-int8'))}, { freeze: ${freeze} });
         const rows = await clf.logits(${JSON.stringify(texts)});
         console.log(JSON.stringify({ gemm: clf.info.model.int8Gemm, rows: rows.map((r) => Array.from(r)) }));
         await clf.close();`;
@@ -126,6 +126,48 @@ describe('int8 bundles', () => {
       assert.equal(worst(here, there.rows), 0, `oneDNN ${isa ?? 'any ISA'}: max |Δ| ${worst(here, there.rows)}`);
       t.diagnostic(`oneDNN, ${isa ?? 'any ISA'}: the same logits as ${clf.info.model.int8Gemm}, bit for bit`);
     }
+    // Unfrozen, the weights are attributes, packed from there where the CPU has AMX.
+    const unfrozen = await child({}, false);
+    assert.equal(unfrozen.gemm, expectedHere);
+    assert.equal(worst(here, unfrozen.rows), 0, `unfrozen: max |Δ| ${worst(here, unfrozen.rows)}`);
+  });
+
+  it('BERTGATE_INT8_GEMM=amx: the AMX GEMM where the CPU has it; elsewhere DeviceUnavailableError naming AMX', async () => {
+    const amx = /\bamx_int8\b/.test(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''));
+    process.env['BERTGATE_INT8_GEMM'] = 'amx';
+    try {
+      if (amx) {
+        const insisted = await Classifier.load(bundle('labels50-int8'));
+        try {
+          assert.equal(insisted.info.model.int8Gemm, 'amx');
+          const texts = (await expected('labels50-int8')).texts;
+          assert.equal(worst(await insisted.logits(texts), await clf.logits(texts)), 0);
+        } finally {
+          await insisted.close();
+        }
+      } else {
+        await assert.rejects(
+          Classifier.load(bundle('labels50-int8')),
+          (e: unknown) =>
+            e instanceof DeviceUnavailableError &&
+            e.message.includes(
+              'to run its int8 layers on the AMX GEMM (BERTGATE_INT8_GEMM=amx), but this CPU has no AMX-INT8',
+            ),
+        );
+      }
+      // torch.ao's layers never run on it: refused on every CPU, naming the way out.
+      await assert.rejects(
+        Classifier.load(bundle('labels50-int8-legacy')),
+        (e: unknown) => e instanceof ModelLoadError && e.message.includes('re-export it with --quantize int8'),
+      );
+      // A float model has no int8 layer to place: it loads.
+      const float = await Classifier.load(bundle('labels50'));
+      assert.equal(float.info.model.int8Gemm, '');
+      await float.close();
+    } finally {
+      delete process.env['BERTGATE_INT8_GEMM'];
+    }
+    assert.equal((await clf.logits(['still serving'])).length, 1);
   });
 
   it('take BERTGATE_INT8_GEMM per load: two classifiers in one process, each on its own GEMM, the same logits', async () => {
@@ -288,7 +330,7 @@ describe('int8 bundles: refusals', () => {
       ['BERTGATE_INT8_ACTIVATION_BITS', '7 '],
       ['BERTGATE_TORCH_WARNINGS', 'yes'],
       ['BERTGATE_MKL_ANY_CPU', 'true'],
-      ['BERTGATE_INT8_GEMM', 'amx'],
+      ['BERTGATE_INT8_GEMM', 'AMX'],
     ] as const) {
       process.env[name] = value;
       try {
@@ -355,6 +397,35 @@ describe('int8 bundles: refusals', () => {
         e instanceof ModelLoadError &&
         e.message.includes('computes a weight of bertgate::linear_int8 in its graph (from aten::to)'),
     );
+    const clf = await Classifier.load(bundle('labels50-int8'));
+    assert.equal((await clf.logits(['still serving'])).length, 1);
+    await clf.close();
+  });
+
+  it('an int8 weight in a forked task, or with a view of it written elsewhere: ModelLoadError, the process fine', async () => {
+    // torch.jit.fork's task is a graph of its own: read like forward's, frozen or not.
+    await assert.rejects(
+      Classifier.load(bundle('labels50-int8-forked')),
+      (e: unknown) => e instanceof ModelLoadError && e.message.includes('holds int8 weights up to 127 in magnitude'),
+    );
+    await assert.rejects(
+      Classifier.load(bundle('labels50-int8-forked'), { freeze: false }),
+      (e: unknown) =>
+        e instanceof ModelLoadError &&
+        e.message.includes('computes a weight of bertgate::linear_int8 in its graph (from aten::to)'),
+    );
+    // A buffer viewing the weight's first row, written before each call: the weight changes
+    // without its value in the graph being touched, behind any check that follows values.
+    for (const freeze of [true, false]) {
+      await assert.rejects(
+        Classifier.load(bundle('labels50-int8-aliased'), { freeze }),
+        (e: unknown) =>
+          e instanceof ModelLoadError &&
+          e.message.includes('keeps another tensor (a view or alias) on the memory of an int8 weight') &&
+          e.message.includes('nothing else reads or writes'),
+        `freeze: ${freeze}`,
+      );
+    }
     const clf = await Classifier.load(bundle('labels50-int8'));
     assert.equal((await clf.logits(['still serving'])).length, 1);
     await clf.close();

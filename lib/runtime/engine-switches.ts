@@ -19,10 +19,12 @@ const SWITCHES = {
     meaning: '"7" (int8 activations in 7 bits on every CPU) or "8" (8 where the CPU has AVX-512 VNNI, the default)',
   },
   // amx_int8_gemm.h: int8 layers on the engine's AMX GEMM where the CPU has AMX; "onednn" keeps
-  // oneDNN's. Per load. The same logits either way, to the bit.
+  // oneDNN's, "amx" fails a load where AMX is missing. Per load. The same logits either way.
   BERTGATE_INT8_GEMM: {
-    allowed: ['onednn'],
-    meaning: '"onednn" (int8 layers on oneDNN\'s GEMM even where the CPU has AMX; the same logits, slower)',
+    allowed: ['onednn', 'amx'],
+    meaning:
+      '"onednn" (int8 layers on oneDNN\'s GEMM even where the CPU has AMX; the same logits, slower) or "amx" ' +
+      '(on the AMX GEMM, or the load fails)',
   },
   // cpu_allocator.h: large CPU buffers from a bounded cache; "system" keeps libtorch's allocator.
   // Process-wide: the first load chooses.
@@ -37,8 +39,8 @@ export interface EngineSwitches {
   torchWarningsToStderr: boolean;
   /** int8 bundles quantize activations to 7 bits even where the CPU could take 8. */
   int8SevenBits: boolean;
-  /** int8 layers on oneDNN's GEMM even where the CPU has AMX (BERTGATE_INT8_GEMM=onednn). */
-  int8GemmOnednn: boolean;
+  /** The GEMM asked for int8 layers (BERTGATE_INT8_GEMM): '' for the fastest here. */
+  int8GemmRequested: '' | 'amx' | 'onednn';
   /** Answer MKL's vendor check with "Intel" (process-wide; only the first runtime open reads it). */
   mklAnyCpu: boolean;
   /** Large CPU buffers from bertgate's bounded cache (false: libtorch's own allocator; process-wide). */
@@ -58,7 +60,7 @@ export function engineSwitches(env: NodeJS.ProcessEnv = process.env): EngineSwit
   return {
     torchWarningsToStderr: env['BERTGATE_TORCH_WARNINGS'] === 'stderr',
     int8SevenBits: env['BERTGATE_INT8_ACTIVATION_BITS'] === '7',
-    int8GemmOnednn: env['BERTGATE_INT8_GEMM'] === 'onednn',
+    int8GemmRequested: (env['BERTGATE_INT8_GEMM'] ?? '') as EngineSwitches['int8GemmRequested'],
     mklAnyCpu: env['BERTGATE_MKL_ANY_CPU'] === '1',
     cpuCache: env['BERTGATE_CPU_ALLOCATOR'] !== 'system',
   };

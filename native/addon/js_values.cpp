@@ -139,7 +139,8 @@ LoadOptions LoadOptionsFromJs(const Napi::Object& o) {
   options.cuda_memory_fraction = o.Get("cudaMemoryFraction").As<Napi::Number>().DoubleValue();
   options.torch_warnings_to_stderr = o.Get("torchWarningsToStderr").As<Napi::Boolean>().Value();
   options.int8_seven_bits = o.Get("int8SevenBits").As<Napi::Boolean>().Value();
-  options.int8_amx = !o.Get("int8GemmOnednn").As<Napi::Boolean>().Value();
+  const std::string gemm = o.Get("int8GemmRequested").As<Napi::String>().Utf8Value();  // checked in TypeScript
+  options.int8_gemm = gemm == "amx" ? Int8Gemm::kAmx : gemm == "onednn" ? Int8Gemm::kOnednn : Int8Gemm::kFastest;
   options.cpu_cache = o.Get("cpuCache").As<Napi::Boolean>().Value();
   options.warmup_rows = o.Get("warmupRows").As<Napi::Number>().Int64Value();
   options.warmup_seq_len = o.Get("warmupSeqLen").As<Napi::Number>().Int64Value();

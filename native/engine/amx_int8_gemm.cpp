@@ -2,13 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <c10/core/Storage.h>
-#include <c10/util/intrusive_ptr.h>
-
-#include <algorithm>
-#include <mutex>
-#include <unordered_map>
-#include <vector>
 
 // AMX needs GCC 11 or Clang 12 (their tile intrinsics), x86-64 and Linux (the kernel must grant
 // the tile state to the process). Elsewhere AmxInt8Available() is false and the operator keeps
@@ -98,53 +91,12 @@ __attribute__((target("amx-tile,amx-int8"))) void Kernel(const int8_t* a, int64_
 }
 #endif
 
-std::shared_ptr<const AmxPackedWeight> Pack(const at::Tensor& weight) {
-  const at::Tensor w = weight.contiguous();
-  auto packed = std::make_shared<AmxPackedWeight>();
-  packed->n = w.size(0);
-  packed->k = w.size(1);
-  packed->n_padded = RoundUp(packed->n, kAmxColPad);
-  packed->k_padded = RoundUp(packed->k, kAmxDepthPad);
-  const int64_t depth_tiles = packed->k_padded / kAmxDepthPad;
-  const int64_t bytes = packed->n_padded * packed->k_padded;
-  packed->data.reset(new int8_t[bytes]());
-  const int8_t* src = w.data_ptr<int8_t>();
-  // Tile (column block nt, depth block d), row r, column c, lane t holds w[nt*16 + c, d*64 + 4r + t].
-  for (int64_t j = 0; j < packed->n; ++j) {
-    const int8_t* row = src + j * packed->k;
-    int8_t* col = packed->data.get() + (j / 16) * depth_tiles * kTileBytes + (j % 16) * 4;
-    for (int64_t kk = 0; kk < packed->k; ++kk) {
-      col[(kk / kAmxDepthPad) * kTileBytes + ((kk % kAmxDepthPad) / 4) * 64 + kk % 4] = row[kk];
-    }
-  }
-  return packed;
-}
+thread_local const Int8PackTable* active_table = nullptr;
 
-// A packed weight and what identifies its source: the storage (held weakly: a live weak
-// reference keeps the StorageImpl's address from being reused, not its data alive), where in it
-// the weight starts, its geometry, and its version.
-struct CacheEntry {
-  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
-  int64_t offset;
-  std::vector<int64_t> sizes, strides;
-  int64_t version;
-  std::shared_ptr<const AmxPackedWeight> packed;
-};
-
-thread_local bool amx_allowed = true;
-
-std::mutex cache_mutex;
-std::unordered_map<const c10::StorageImpl*, std::vector<CacheEntry>> cache;
-
-// Inference tensors keep no version counter; the engine refuses graphs that write to an int8
-// weight (torchscript_model.cpp), so such a weight cannot change under the cache.
+// Inference tensors keep no version counter. The load vets that nothing in the graph writes a
+// weight the table holds (torchscript_model.cpp); the version is a second look, where there is one.
 int64_t VersionOf(const at::Tensor& t) {
   return t.is_inference() ? -1 : static_cast<int64_t>(t._version());
-}
-
-bool Matches(const CacheEntry& e, const at::Tensor& w, int64_t version) {
-  return !e.storage.expired() && e.offset == w.storage_offset() && e.version == version && e.sizes == w.sizes().vec() &&
-         e.strides == w.strides().vec();
 }
 
 }  // namespace
@@ -158,47 +110,57 @@ bool AmxInt8Available() {
 #endif
 }
 
-bool AmxInt8Allowed() {
-  return amx_allowed && AmxInt8Available();
+std::unique_ptr<AmxPackedWeight> PackForAmx(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kChar, "bertgate: AMX packs 2-D int8 weights");
+  const at::Tensor w = weight.contiguous();
+  auto packed = std::make_unique<AmxPackedWeight>();
+  packed->n = w.size(0);
+  packed->k = w.size(1);
+  packed->n_padded = RoundUp(packed->n, kAmxColPad);
+  packed->k_padded = RoundUp(packed->k, kAmxDepthPad);
+  const int64_t depth_tiles = packed->k_padded / kAmxDepthPad;
+  packed->data.reset(new int8_t[packed->n_padded * packed->k_padded]());
+  const int8_t* src = w.data_ptr<int8_t>();
+  // Tile (column block nt, depth block d), row r, column c, lane t holds w[nt*16 + c, d*64 + 4r + t].
+  for (int64_t j = 0; j < packed->n; ++j) {
+    const int8_t* row = src + j * packed->k;
+    int8_t* col = packed->data.get() + (j / 16) * depth_tiles * kTileBytes + (j % 16) * 4;
+    for (int64_t kk = 0; kk < packed->k; ++kk) {
+      col[(kk / kAmxDepthPad) * kTileBytes + ((kk % kAmxDepthPad) / 4) * 64 + kk % 4] = row[kk];
+    }
+  }
+  return packed;
 }
 
-Int8GemmScope::Int8GemmScope(bool amx) : previous_(amx_allowed) {
-  amx_allowed = amx;
+void Int8PackTable::Add(const at::Tensor& weight) {
+  if (entries_.count(weight.data_ptr()) != 0) return;  // the same bytes: one packing (the first geometry)
+  entries_.emplace(weight.data_ptr(), Entry{weight, VersionOf(weight), PackForAmx(weight)});
+}
+
+const AmxPackedWeight* Int8PackTable::Find(const at::Tensor& weight) const {
+  const auto it = entries_.find(weight.data_ptr());
+  if (it == entries_.end()) return nullptr;
+  // The held source keeps its memory from being handed to another tensor, so the same address
+  // is the same bytes; they must be read in the same geometry and be unwritten since the packing
+  // (a view's write bumps the version it shares with its base).
+  const at::Tensor& source = it->second.source;
+  const bool same = source.sizes() == weight.sizes() && source.strides() == weight.strides() &&
+                    VersionOf(source) == it->second.version;
+  return same ? it->second.packed.get() : nullptr;
+}
+
+const Int8PackTable* ActiveInt8PackTable() {
+  // AmxInt8Available() asks Linux for the tile state on first call: only where a table is in
+  // force, which a load that runs oneDNN never opens.
+  return active_table != nullptr && AmxInt8Available() ? active_table : nullptr;
+}
+
+Int8GemmScope::Int8GemmScope(const Int8PackTable* table) : previous_(active_table) {
+  active_table = table;
 }
 
 Int8GemmScope::~Int8GemmScope() {
-  amx_allowed = previous_;
-}
-
-std::shared_ptr<const AmxPackedWeight> AmxPackedWeightFor(const at::Tensor& weight) {
-  const c10::StorageImpl* key = weight.storage().unsafeGetStorageImpl();
-  const int64_t version = VersionOf(weight);
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    auto it = cache.find(key);
-    if (it != cache.end()) {
-      for (const CacheEntry& e : it->second) {
-        if (Matches(e, weight, version)) return e.packed;
-      }
-    }
-  }
-  std::shared_ptr<const AmxPackedWeight> packed = Pack(weight);  // outside the lock: a pass over the weight
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  // A miss is rare (a model's first calls), so it also drops what freed storages left behind.
-  for (auto it = cache.begin(); it != cache.end();) {
-    auto& entries = it->second;
-    entries.erase(std::remove_if(entries.begin(), entries.end(),
-                                 [&](const CacheEntry& e) {
-                                   return e.storage.expired() ||
-                                          (it->first == key && e.offset == weight.storage_offset() &&
-                                           e.sizes == weight.sizes().vec() && e.strides == weight.strides().vec());
-                                 }),
-                  entries.end());
-    it = entries.empty() ? cache.erase(it) : std::next(it);
-  }
-  cache[key].push_back(CacheEntry{weight.storage().getWeakStorageImpl(), weight.storage_offset(), weight.sizes().vec(),
-                                  weight.strides().vec(), version, packed});
-  return packed;
+  active_table = previous_;
 }
 
 void AmxInt8Gemm(const int8_t* a, int64_t rows_padded, int64_t lda, const AmxPackedWeight& w, int32_t* c, int64_t ldc) {

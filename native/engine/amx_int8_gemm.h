@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 
 namespace bertgate {
 
@@ -28,23 +29,6 @@ inline int64_t RoundUp(int64_t v, int64_t to) {
 // the kernel granted the tile state (Linux 5.16+, arch_prctl).
 bool AmxInt8Available();
 
-// Whether linear_int8 on this thread takes the AMX kernel: where AMX is available, unless the
-// innermost Int8GemmScope says no. The engine opens one around each model's forward passes, from
-// LoadOptions::int8_amx (BERTGATE_INT8_GEMM=onednn, read per load in TypeScript), so two models
-// in one process can differ, and the operator itself reads no environment.
-bool AmxInt8Allowed();
-
-class Int8GemmScope {
- public:
-  explicit Int8GemmScope(bool amx);
-  ~Int8GemmScope();
-  Int8GemmScope(const Int8GemmScope&) = delete;
-  Int8GemmScope& operator=(const Int8GemmScope&) = delete;
-
- private:
-  bool previous_;
-};
-
 // A weight [N, K] int8 in AMX's B layout, zero-padded to N' = RoundUp(N, kAmxColPad) and
 // K' = RoundUp(K, kAmxDepthPad).
 struct AmxPackedWeight {
@@ -52,11 +36,51 @@ struct AmxPackedWeight {
   std::unique_ptr<int8_t[]> data;
 };
 
-// The packed form of `weight`, from a cache that holds it while the weight's storage lives and
-// its version is unchanged (a model's weights are read on every call: packing them each time
-// would cost a pass over every weight per forward). Entries of freed storages are dropped on the
-// next miss. Thread-safe.
-std::shared_ptr<const AmxPackedWeight> AmxPackedWeightFor(const at::Tensor& weight);
+// `weight` (int8 [N, K], any strides) in AMX's layout: a pass over the weight.
+std::unique_ptr<AmxPackedWeight> PackForAmx(const at::Tensor& weight);
+
+// The packed weights of one model: filled at load from the int8 weights its graph stores for
+// linear_int8 (torchscript_model.cpp vets that nothing else holds or writes them), owned by the
+// model and freed with it. Entries are found by the weight's data pointer: the table keeps each
+// source tensor alive, so no other tensor can be given that memory while it lives. A lookup also
+// compares the geometry and the source's version, so a weight written after all takes oneDNN's
+// GEMM, never stale packed bytes. A tensor the table does not hold (a direct call, another
+// model's weight) finds nothing: there is no process-wide cache to go stale or grow. Filled
+// before the model's first run; read-only after, so threads may share it.
+class Int8PackTable {
+ public:
+  // Packs `weight` unless the table holds that tensor already.
+  void Add(const at::Tensor& weight);
+  // The packed form of `weight` if this table packed that tensor and it is unchanged, else null.
+  const AmxPackedWeight* Find(const at::Tensor& weight) const;
+  size_t size() const { return entries_.size(); }
+
+ private:
+  struct Entry {
+    at::Tensor source;
+    int64_t version;
+    std::unique_ptr<AmxPackedWeight> packed;
+  };
+  std::unordered_map<const void*, Entry> entries_;
+};
+
+// The table whose weights linear_int8 on this thread runs on AMX: the innermost Int8GemmScope's,
+// or null (oneDNN's GEMM) outside any scope and wherever AMX is unavailable. The engine opens a
+// scope around each forward pass of a model that runs on AMX (LoadOptions::int8_gemm), so two
+// models in one process can differ and the operator reads no environment. A torch.jit.fork task
+// runs on another thread, outside the scope: on oneDNN, the same bits.
+const Int8PackTable* ActiveInt8PackTable();
+
+class Int8GemmScope {
+ public:
+  explicit Int8GemmScope(const Int8PackTable* table);
+  ~Int8GemmScope();
+  Int8GemmScope(const Int8GemmScope&) = delete;
+  Int8GemmScope& operator=(const Int8GemmScope&) = delete;
+
+ private:
+  const Int8PackTable* previous_;
+};
 
 // c[i, j] = sum over k of a[i, k] * w[j, k], exactly, for i < rows_padded and j < n_padded.
 // `a` holds rows_padded (a multiple of kAmxRowPad) rows of w.k_padded int8 at stride lda, zero

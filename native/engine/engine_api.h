@@ -28,6 +28,11 @@ enum class ErrorCode : int {
   kRuntimeConflict,    // the load asks for a process-wide setting other than the one in force
 };
 
+// Which integer GEMM a load's bertgate::linear_int8 layers run: the fastest here (the engine's
+// AMX kernel where the CPU has AMX, else oneDNN's), AMX or a failed load (kDeviceUnavailable),
+// or oneDNN's everywhere.
+enum class Int8Gemm : int { kFastest, kAmx, kOnednn };
+
 // The codes cross into JavaScript as these strings; lib/errors.ts maps each to a class.
 inline const char* ErrorCodeName(ErrorCode code) {
   switch (code) {
@@ -88,9 +93,8 @@ struct LoadOptions {
   // int8 bundles quantize activations to 7 bits even where the CPU has AVX-512 VNNI (the same
   // rounding on every host of a fleet of mixed CPUs); else 8 where the CPU allows.
   bool int8_seven_bits = false;
-  // bertgate::linear_int8 layers on the engine's AMX GEMM where the CPU has AMX (amx_int8_gemm.h);
-  // false: oneDNN's. The same bits either way.
-  bool int8_amx = true;
+  // The GEMM of bertgate::linear_int8 layers (amx_int8_gemm.h), the same bits whichever runs.
+  Int8Gemm int8_gemm = Int8Gemm::kFastest;
   // libtorch's CPU allocator for the process is bertgate's caching one (cpu_allocator.h); false:
   // libtorch's own. Process-wide: the first load chooses, a later load asking otherwise fails.
   bool cpu_cache = true;
@@ -248,5 +252,5 @@ class EngineLibrary {
 
 // The one symbol the addon looks up. Versioned so that an addon and an engine library from
 // different builds refuse each other instead of misreading these structs.
-#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v8"
-extern "C" bertgate::EngineLibrary* bertgate_engine_library_v8();
+#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v9"
+extern "C" bertgate::EngineLibrary* bertgate_engine_library_v9();

@@ -164,9 +164,10 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
               "bertgate::linear_int8: activation must be 0 (none) or 1 (GELU), got ", activation);
   const at::Tensor x = input.reshape({-1, k}).to(at::kFloat).contiguous();
   const int64_t m = x.size(0);
-  // Where the CPU has AMX, the GEMM is the engine's own on weights packed once (amx_int8_gemm.h):
-  // its operands padded to whole tiles, with zeros that add nothing to a sum.
-  const std::shared_ptr<const AmxPackedWeight> packed = AmxInt8Allowed() ? AmxPackedWeightFor(weight) : nullptr;
+  // Where the CPU has AMX and the model packed this weight at load, the GEMM is the engine's own
+  // (amx_int8_gemm.h): its operands padded to whole tiles, with zeros that add nothing to a sum.
+  const Int8PackTable* table = ActiveInt8PackTable();
+  const AmxPackedWeight* packed = table != nullptr ? table->Find(weight) : nullptr;
   const int64_t ldq = packed ? packed->k_padded : k;
   const int64_t ldacc = packed ? packed->n_padded : n;
   const int64_t m_stored = packed ? RoundUp(m, kAmxRowPad) : m;
@@ -190,7 +191,11 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
   float* op = out.data_ptr<float>();
   // Contiguous: oneDNN's GEMM takes a leading dimension, not strides; a broadcast (stride 0)
   // weight from a hand-made graph would be read as other memory. A stored weight already is.
-  const at::Tensor weight_t = packed ? at::Tensor() : weight.contiguous().t();
+  // With one input feature, [N, 1] contiguous has strides (1, 1) and its transpose reads as a
+  // [1, N] matrix of leading dimension 1, which oneDNN takes for a column-major one: it is
+  // viewed as [1, N] row-major instead.
+  const at::Tensor weight_t =
+      packed ? at::Tensor() : (k == 1 ? weight.contiguous().view({1, n}) : weight.contiguous().t());
   const int64_t block = std::min(m, kRowBlock);
   at::Tensor acc = at::empty({packed ? RoundUp(block, kAmxRowPad) : block, ldacc}, x.options().dtype(at::kInt));
   int32_t* ap = acc.data_ptr<int32_t>();

@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -81,9 +82,10 @@ void CastFloatingState(torch::jit::Module& module, c10::ScalarType dtype) {
   for (const auto& b : module.buffers(/*recurse=*/true)) cast(b);
 }
 
-// Calls `visit` on every node of every method's graph, nested blocks and the graphs of the
-// free functions they call (prim::CallFunction) included, until it returns true; returns
-// whether one did. A call hidden in a scripted function is still a call of the model's.
+// Calls `visit` on every node of every method's graph, nested blocks, the graphs of the free
+// functions they call (prim::CallFunction) and the subgraphs of torch.jit.fork tasks included,
+// until it returns true; returns whether one did. A call hidden in a scripted function or a
+// forked task is still a call of the model's.
 template <typename Visit>
 bool AnyNode(const torch::jit::Module& module, Visit&& visit) {
   std::vector<torch::jit::Block*> blocks;
@@ -96,6 +98,11 @@ bool AnyNode(const torch::jit::Module& module, Visit&& visit) {
     blocks.pop_back();
     for (torch::jit::Node* node : block->nodes()) {
       for (torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
+      if (node->hasAttribute(c10::attr::Subgraph) &&
+          node->kindOf(c10::attr::Subgraph) == torch::jit::AttributeKind::g) {
+        const std::shared_ptr<torch::jit::Graph> graph = node->g(c10::attr::Subgraph);
+        if (seen.insert(graph.get()).second) blocks.push_back(graph->block());
+      }
       if (node->kind() == c10::prim::CallFunction) {
         const auto type = node->input(0)->type()->cast<c10::FunctionType>();
         torch::jit::Function* callee = type != nullptr ? type->function() : nullptr;
@@ -142,35 +149,46 @@ int Int8Magnitude(const at::Tensor& t) {
   return std::max(static_cast<int>(t.max().item<int8_t>()), -static_cast<int>(t.min().item<int8_t>()));
 }
 
-// The int8 tensors an attribute holds, in objects, lists, tuples and dicts too (a weight may be
-// kept in any of them); dense CPU ones only, the only kind a kernel reads (a meta or sparse
-// tensor would fail the operator's own checks, by name).
-void Int8TensorsIn(const c10::IValue& value, std::vector<at::Tensor>& out, int depth = 0) {
+// The tensors a value holds, in objects, lists, tuples and dicts too (a weight may be kept in
+// any of them).
+void TensorsIn(const c10::IValue& value, std::vector<at::Tensor>& out, int depth = 0) {
   if (depth > 32) return;  // TorchScript values nest, but not without end
   if (value.isTensor()) {
-    const at::Tensor& t = value.toTensor();
-    if (t.scalar_type() == at::kChar && t.layout() == at::kStrided && t.device().is_cpu() && t.numel() > 0) {
-      out.push_back(t);
-    }
+    out.push_back(value.toTensor());
   } else if (value.isObject()) {
     const c10::intrusive_ptr<c10::ivalue::Object> object = value.toObject();
-    for (size_t i = 0; i < object->slots().size(); ++i) Int8TensorsIn(object->getSlot(i), out, depth + 1);
+    for (size_t i = 0; i < object->slots().size(); ++i) TensorsIn(object->getSlot(i), out, depth + 1);
   } else if (value.isList()) {
-    for (const c10::IValue& item : value.toListRef()) Int8TensorsIn(item, out, depth + 1);
+    for (const c10::IValue& item : value.toListRef()) TensorsIn(item, out, depth + 1);
   } else if (value.isTuple()) {
-    for (const c10::IValue& item : value.toTupleRef().elements()) Int8TensorsIn(item, out, depth + 1);
+    for (const c10::IValue& item : value.toTupleRef().elements()) TensorsIn(item, out, depth + 1);
   } else if (value.isGenericDict()) {
-    for (const auto& entry : value.toGenericDict()) Int8TensorsIn(entry.value(), out, depth + 1);
+    for (const auto& entry : value.toGenericDict()) TensorsIn(entry.value(), out, depth + 1);
   }
+}
+
+// The tensors the module's attributes hold, its submodules' included.
+std::vector<at::Tensor> AttributeTensors(const torch::jit::Module& module) {
+  std::vector<at::Tensor> tensors;
+  for (const auto& attribute : module.named_attributes(/*recurse=*/true)) {
+    if (!attribute.value.isModule()) TensorsIn(attribute.value, tensors);
+  }
+  return tensors;
+}
+
+// Dense CPU int8 tensors, the only kind a kernel reads (a meta or sparse tensor would fail the
+// operator's own checks, by name).
+bool IsInt8Weight(const at::Tensor& t) {
+  return t.defined() && t.scalar_type() == at::kChar && t.layout() == at::kStrided && t.device().is_cpu() &&
+         t.numel() > 0;
 }
 
 }  // namespace
 
 int LargestInt8Weight(const torch::jit::Module& module) {
-  std::vector<at::Tensor> tensors;
-  for (const auto& attribute : module.named_attributes(/*recurse=*/true)) {
-    if (!attribute.value.isModule()) Int8TensorsIn(attribute.value, tensors);
-  }
+  std::vector<at::Tensor> tensors = AttributeTensors(module);
+  tensors.erase(std::remove_if(tensors.begin(), tensors.end(), [](const at::Tensor& t) { return !IsInt8Weight(t); }),
+                tensors.end());
   int largest = 0;
   for (const at::Tensor& t : tensors) largest = std::max(largest, Int8Magnitude(t));
   return largest;
@@ -227,6 +245,11 @@ std::string WeightRangeError(const std::string& path, int largest) {
 
 }  // namespace
 
+namespace {
+constexpr const char* kStoredOnly =
+    "the operator takes stored int8 weights that nothing else reads or writes, as --quantize int8 writes them";
+}  // namespace
+
 void CheckInt8Weights(const torch::jit::Module& module, const std::string& path) {
   static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
   // Attributes that feed the operator as weights, by owner type and name: read only by it.
@@ -251,12 +274,10 @@ void CheckInt8Weights(const torch::jit::Module& module, const std::string& path)
                     [](const torch::jit::Use& use) { return use.user->kind() == linear_int8 && use.offset == 1; });
     if (!only_weight) {
       const bool writes = node->kind() == c10::prim::SetAttr;
-      throw EngineError(ErrorCode::kModelLoad, "'" + path + "' " + (writes ? "writes" : "passes") +
-                                                   " the int8 weight '" + node->s(c10::attr::name) +
-                                                   "' of bertgate::linear_int8 " +
-                                                   (writes ? "in its graph" : "to another operator") +
-                                                   "; the operator takes stored int8 weights that nothing else reads " +
-                                                   "or writes, as --quantize int8 writes them");
+      throw EngineError(ErrorCode::kModelLoad,
+                        "'" + path + "' " + (writes ? "writes" : "passes") + " the int8 weight '" +
+                            node->s(c10::attr::name) + "' of bertgate::linear_int8 " +
+                            (writes ? "in its graph" : "to another operator") + "; " + kStoredOnly);
     }
     return false;
   });
@@ -271,12 +292,68 @@ void CheckInt8Weights(const torch::jit::Module& module, const std::string& path)
                                                    "graph (from " + source->kind().toQualString() + "); the " +
                                                    "operator takes stored int8 weights, as --quantize int8 writes");
     }
+    // Used by anything but an operator's weight slot (a view, an in-place op, a forked task):
+    // what the load read and packed is not what would run.
+    const auto& uses = node->input(1)->uses();
+    if (!std::all_of(uses.begin(), uses.end(),
+                     [](const torch::jit::Use& use) { return use.user->kind() == linear_int8 && use.offset == 1; })) {
+      throw EngineError(ErrorCode::kModelLoad, "'" + path + "' passes an int8 weight of bertgate::linear_int8 (a " +
+                                                   "constant of its graph) to another operator; " + kStoredOnly);
+    }
     const at::Tensor& w = value->toTensor();
     if (w.scalar_type() != at::kChar || w.numel() == 0) return false;  // the operator's own check names it
     const int largest = Int8Magnitude(w);
     if (largest > kInt8WeightLevels) throw EngineError(ErrorCode::kModelLoad, WeightRangeError(path, largest));
     return false;  // every node
   });
+  // No other tensor on an int8 tensor's storage: a view kept in another attribute or constant
+  // could be written through, unseen by the checks above, which follow values, not memory.
+  std::vector<at::Tensor> held = AttributeTensors(module);
+  AnyNode(module, [&](torch::jit::Node* node) {
+    if (node->kind() == c10::prim::Constant) {
+      const std::optional<c10::IValue> value = torch::jit::toIValue(node->output());
+      if (value) TensorsIn(*value, held);
+    }
+    return false;  // every node
+  });
+  std::unordered_map<const c10::StorageImpl*, const c10::TensorImpl*> int8_owner;
+  for (const at::Tensor& t : held) {
+    if (IsInt8Weight(t) && t.has_storage())
+      int8_owner.emplace(t.storage().unsafeGetStorageImpl(), t.unsafeGetTensorImpl());
+  }
+  for (const at::Tensor& t : held) {
+    if (!t.defined() || !t.has_storage()) continue;
+    const auto it = int8_owner.find(t.storage().unsafeGetStorageImpl());
+    if (it != int8_owner.end() && it->second != t.unsafeGetTensorImpl()) {
+      throw EngineError(ErrorCode::kModelLoad, "'" + path + "' keeps another tensor (a view or alias) on the memory " +
+                                                   "of an int8 weight of bertgate::linear_int8; " + kStoredOnly);
+    }
+  }
+}
+
+std::unique_ptr<Int8PackTable> PackInt8Weights(const torch::jit::Module& module) {
+  static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
+  auto table = std::make_unique<Int8PackTable>();
+  bool attributes = false;
+  AnyNode(module, [&](torch::jit::Node* node) {
+    if (node->kind() != linear_int8 || node->inputs().size() < 2) return false;
+    if (node->input(1)->node()->kind() == c10::prim::GetAttr) {
+      attributes = true;
+      return false;
+    }
+    const std::optional<c10::IValue> value = torch::jit::toIValue(node->input(1));
+    if (value && value->isTensor() && IsInt8Weight(value->toTensor()) && value->toTensor().dim() == 2)
+      table->Add(value->toTensor());
+    return false;  // every node
+  });
+  // An unfrozen graph reads its weights from attributes, which CheckInt8Weights vetted by name:
+  // every int8 tensor they hold is packed (in an int8 bundle, those are the weights).
+  if (attributes) {
+    for (const at::Tensor& t : AttributeTensors(module)) {
+      if (IsInt8Weight(t) && t.dim() == 2) table->Add(t);
+    }
+  }
+  return table;
 }
 
 int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device) {
@@ -305,7 +382,7 @@ std::optional<c10::Stream> OwnStream(const c10::Device& device) {
 }  // namespace
 
 TorchScriptModel::TorchScriptModel(const LoadOptions& options)
-    : device_(ResolveDevice(options)), stream_(OwnStream(device_)), int8_amx_(options.int8_amx) {
+    : device_(ResolveDevice(options)), stream_(OwnStream(device_)) {
   const CaptureTorchWarnings capture(options.torch_warnings_to_stderr);  // this load's, for info_.torch_warnings
   const DeviceScope scope(device_, stream_);
   const std::string& path = options.model_path;
@@ -358,7 +435,18 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
     CheckInt8Weights(module_, path);
     info_.int8_activation_bits = 8;  // 8 bits per row on every CPU
     info_.int8_op = "bertgate::linear_int8";
-    info_.int8_gemm = int8_amx_ && AmxInt8Available() ? "amx" : "onednn";
+    if (options.int8_gemm == Int8Gemm::kAmx && !AmxInt8Available()) {
+      throw EngineError(ErrorCode::kDeviceUnavailable, "'" + path + "' was to run its int8 layers on the AMX GEMM " +
+                                                           "(BERTGATE_INT8_GEMM=amx), but this CPU has no AMX-INT8 " +
+                                                           "or the kernel did not grant this process the tile state");
+    }
+    // Packed once, here, before the first run: the AMX GEMM reads these for the model's life.
+    if (options.int8_gemm != Int8Gemm::kOnednn && AmxInt8Available()) int8_pack_ = PackInt8Weights(module_);
+    info_.int8_gemm = int8_pack_ ? "amx" : "onednn";
+  } else if (options.int8_gemm == Int8Gemm::kAmx && torch_ao) {
+    throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds torch.ao int8 layers (quantized::), which run " +
+                                                 "on fbgemm, not on the AMX GEMM BERTGATE_INT8_GEMM=amx asks for: " +
+                                                 "re-export it with --quantize int8");
   }
   if (torch_ao) {
     if (!FullRangeInt8Here(options)) ReduceInt8Range(module_);
@@ -418,7 +506,7 @@ ModelOutput TorchScriptModel::Run(const std::string& path, int64_t rows, int64_t
   const auto ids = at::zeros({rows, seq_len}, at::TensorOptions().dtype(at::kLong).device(device_));
   try {
     c10::InferenceMode guard;
-    const Int8GemmScope gemm(int8_amx_);
+    const Int8GemmScope gemm(int8_pack_.get());
     std::vector<c10::IValue> inputs{ids, at::ones_like(ids), at::zeros_like(ids)};
     return Outputs(module_.forward(inputs), &info_.output_kind);
   } catch (const EngineError&) {
@@ -433,7 +521,7 @@ ModelOutput TorchScriptModel::Run(const std::string& path, int64_t rows, int64_t
 }
 
 ModelOutput TorchScriptModel::Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) {
-  const Int8GemmScope gemm(int8_amx_);
+  const Int8GemmScope gemm(int8_pack_.get());
   std::vector<c10::IValue> inputs{ids, mask, type_ids};
   return Outputs(module_.forward(inputs), nullptr);
 }

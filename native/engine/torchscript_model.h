@@ -3,8 +3,10 @@
 
 #include <torch/script.h>
 
+#include <memory>
 #include <string>
 
+#include "amx_int8_gemm.h"
 #include "model.h"
 
 namespace bertgate {
@@ -33,10 +35,12 @@ bool UsesLinearInt8(const torch::jit::Module& module);
 int LargestInt8Weight(const torch::jit::Module& module);
 
 // What a graph gives bertgate::linear_int8 as its weight must be a stored tensor, read before
-// the first call: a constant of the frozen graph (checked here, against [-64, 64]) or an
-// attribute (LargestInt8Weight). Throws EngineError(kModelLoad) naming `path` otherwise: a
-// weight computed in the graph could hold anything by the time it runs. A graph that writes
-// its own attributes is code the trust model already asks users to vet (docs/trust-model.md).
+// the first call and by nothing else: a constant of the frozen graph (checked here, against
+// [-64, 64]) or an attribute (LargestInt8Weight), used only as that operator's weight, whose
+// storage no other tensor of the module shares (a view kept elsewhere could write it). Graphs
+// of torch.jit.fork tasks and scripted functions are read too. Throws EngineError(kModelLoad)
+// naming `path` otherwise: a weight computed or written in the graph could hold anything by the
+// time it runs, and a weight packed for AMX at load must be what runs.
 void CheckInt8Weights(const torch::jit::Module& module, const std::string& path);
 
 // The `reduce_range` argument of quantized::linear_dynamic: true quantizes activations to 7
@@ -55,6 +59,11 @@ int Int8ActivationBitsOf(const torch::jit::Module& module);
 // fleet of mixed CPUs).
 bool FullRangeInt8Here(const LoadOptions& options);
 
+// The int8 weights of a module's bertgate::linear_int8 calls, packed for the AMX GEMM: the
+// frozen graph's constants, or, where the graph reads its weights from attributes (unfrozen),
+// every int8 tensor they hold. Call after CheckInt8Weights accepted the module.
+std::unique_ptr<Int8PackTable> PackInt8Weights(const torch::jit::Module& module);
+
 class TorchScriptModel : public Model {
  public:
   explicit TorchScriptModel(const LoadOptions& options);
@@ -71,7 +80,9 @@ class TorchScriptModel : public Model {
 
   c10::Device device_;
   std::optional<c10::Stream> stream_;
-  bool int8_amx_;  // LoadOptions::int8_amx, in force around every forward pass of this model
+  // The int8 weights packed for the AMX GEMM, where this model runs it; null elsewhere. In force
+  // (Int8GemmScope) around every forward pass of this model, freed with it.
+  std::unique_ptr<Int8PackTable> int8_pack_;
   torch::jit::Module module_;
   ModelInfo info_;
 };

@@ -1,7 +1,8 @@
-// The AMX int8 GEMM against exact int64 sums, and its cache of packed weights against the ways a
-// cached copy could go stale: a weight written in place, a weight freed and another allocated
-// where it was. On a CPU without AMX these tests skip, saying so (the operator then never calls
-// the kernel; int8_linear_test.cpp covers the path it takes instead).
+// The AMX int8 GEMM against exact int64 sums, and a model's table of packed weights against the
+// ways a packed copy could go stale: a weight written in place or through a view, a weight freed
+// and another allocated where it was. On a CPU without AMX the GEMM's tests skip, saying so (the
+// operator then never calls the kernel; int8_linear_test.cpp covers the path it takes instead);
+// the table's run everywhere.
 
 #include "../engine/amx_int8_gemm.h"
 
@@ -27,7 +28,7 @@ at::Tensor PadA(const at::Tensor& a, int64_t k_padded) {
 }
 
 at::Tensor Gemm(const at::Tensor& a, const at::Tensor& w) {
-  const auto packed = AmxPackedWeightFor(w);
+  const auto packed = PackForAmx(w);
   const at::Tensor pa = PadA(a, packed->k_padded);
   at::Tensor c = at::full({pa.size(0), packed->n_padded}, -7, at::kInt);
   AmxInt8Gemm(pa.data_ptr<int8_t>(), pa.size(0), pa.size(1), *packed, c.data_ptr<int32_t>(), c.size(1));
@@ -69,36 +70,78 @@ TEST(AmxInt8Gemm, GivesTheSameSumsOnEveryIntraOpThreadCount) {
   EXPECT_TRUE(at::equal(one, Exact(a, w)));
 }
 
-TEST(AmxInt8Gemm, PacksAWeightOnceWhileItLivesUnchanged) {
-  SKIP_WITHOUT_AMX();
-  const at::Tensor w = at::randint(-64, 65, {40, 70}, at::kChar);
-  const auto first = AmxPackedWeightFor(w);
-  EXPECT_EQ(AmxPackedWeightFor(w).get(), first.get());
-  // Another view of the same storage is another weight.
-  EXPECT_NE(AmxPackedWeightFor(w.narrow(0, 8, 16)).get(), first.get());
-}
-
-TEST(AmxInt8Gemm, RepacksAWeightWrittenInPlace) {
-  SKIP_WITHOUT_AMX();
+// The table is plain bookkeeping: these run on every CPU.
+TEST(Int8PackTable, FindsTheTensorItPackedAndNothingElse) {
   at::manual_seed(13);
-  at::Tensor w = at::randint(-64, 65, {24, 96}, at::kChar);
-  const at::Tensor a = at::randint(-127, 128, {9, 96}, at::kChar);
-  ASSERT_TRUE(at::equal(Gemm(a, w), Exact(a, w)));
-  w.neg_();
-  EXPECT_TRUE(at::equal(Gemm(a, w), Exact(a, w)));
-  w[3][4] = 60;
-  EXPECT_TRUE(at::equal(Gemm(a, w), Exact(a, w)));
+  Int8PackTable table;
+  const at::Tensor w = at::randint(-64, 65, {40, 70}, at::kChar);
+  table.Add(w);
+  table.Add(w);
+  EXPECT_EQ(table.size(), 1u);
+  const AmxPackedWeight* packed = table.Find(w);
+  ASSERT_NE(packed, nullptr);
+  EXPECT_EQ(table.Find(w), packed);
+  EXPECT_EQ(packed->n, 40);
+  EXPECT_EQ(packed->k_padded, 128);
+  // Another tensor over the same bytes is found only in the same geometry.
+  EXPECT_EQ(table.Find(w.view({40, 70})), packed);
+  EXPECT_EQ(table.Find(w.narrow(0, 0, 16)), nullptr);
+  EXPECT_EQ(table.Find(w.narrow(1, 0, 35)), nullptr);
+  EXPECT_EQ(table.Find(w.view({70, 40})), nullptr);
+  // Equal values elsewhere are another weight.
+  EXPECT_EQ(table.Find(w.clone()), nullptr);
 }
 
-TEST(AmxInt8Gemm, NeverServesAFreedWeightsPackingToTheWeightAllocatedInItsPlace) {
-  SKIP_WITHOUT_AMX();
-  at::manual_seed(14);
-  const at::Tensor a = at::randint(-127, 128, {5, 128}, at::kChar);
-  // The allocator hands the same memory back time after time; each weight differs.
-  for (int i = 0; i < 200; ++i) {
+TEST(Int8PackTable, NeverServesAWeightWrittenAfterItWasPacked) {
+  Int8PackTable table;
+  at::Tensor w = at::randint(-64, 65, {24, 96}, at::kChar);
+  table.Add(w);
+  ASSERT_NE(table.Find(w), nullptr);
+  w.neg_();
+  EXPECT_EQ(table.Find(w), nullptr);
+  // Written through a view: views share the weight's version counter.
+  at::Tensor v = at::randint(-64, 65, {8, 8}, at::kChar);
+  Int8PackTable other;
+  other.Add(v);
+  v.narrow(0, 2, 1).fill_(3);
+  EXPECT_EQ(other.Find(v), nullptr);
+}
+
+TEST(Int8PackTable, KeepsItsWeightsAliveSoNoNewTensorTakesTheirPlace) {
+  Int8PackTable table;
+  const void* address = nullptr;
+  {
     const at::Tensor w = at::randint(-64, 65, {48, 128}, at::kChar);
-    ASSERT_TRUE(at::equal(Gemm(a, w), Exact(a, w))) << "round " << i;
+    address = w.data_ptr();
+    table.Add(w);
   }
+  // The allocator would hand the same memory back; the table still holds it, so it cannot.
+  for (int i = 0; i < 50; ++i) {
+    const at::Tensor w = at::randint(-64, 65, {48, 128}, at::kChar);
+    EXPECT_NE(w.data_ptr(), address);
+    EXPECT_EQ(table.Find(w), nullptr);
+  }
+}
+
+TEST(Int8PackTable, IsActiveOnlyInsideItsScopeOnItsThreadAndOnlyWhereAmxRuns) {
+  Int8PackTable table, inner_table;
+  EXPECT_EQ(ActiveInt8PackTable(), nullptr);
+  {
+    const Int8GemmScope scope(&table);
+    EXPECT_EQ(ActiveInt8PackTable(), AmxInt8Available() ? &table : nullptr);
+    {
+      const Int8GemmScope inner(&inner_table);
+      EXPECT_EQ(ActiveInt8PackTable(), AmxInt8Available() ? &inner_table : nullptr);
+      const Int8GemmScope none(nullptr);
+      EXPECT_EQ(ActiveInt8PackTable(), nullptr);
+    }
+    EXPECT_EQ(ActiveInt8PackTable(), AmxInt8Available() ? &table : nullptr);
+    // Another thread (a torch.jit.fork task, say) is not this one's scope.
+    const Int8PackTable* elsewhere = &table;
+    std::thread([&] { elsewhere = ActiveInt8PackTable(); }).join();
+    EXPECT_EQ(elsewhere, nullptr);
+  }
+  EXPECT_EQ(ActiveInt8PackTable(), nullptr);
 }
 
 TEST(AmxInt8Gemm, LinearInt8OnItEqualsExactArithmetic) {
@@ -107,6 +150,9 @@ TEST(AmxInt8Gemm, LinearInt8OnItEqualsExactArithmetic) {
   const at::Tensor w = at::randint(-64, 65, {1536, 384}, at::kChar);
   const at::Tensor scale = at::rand({1536}) * 0.01 + 1e-3, bias = at::randn({1536});
   const at::Tensor x = at::randn({200, 384}) * 4;
+  Int8PackTable table;
+  table.Add(w);
+  const Int8GemmScope scope(&table);
   const at::Tensor got = LinearInt8(x, w, scale, bias, kActivationNone);
   const at::Tensor amax = x.abs().amax({1}, true);
   const at::Tensor s = amax / 127.0;
@@ -114,31 +160,24 @@ TEST(AmxInt8Gemm, LinearInt8OnItEqualsExactArithmetic) {
   EXPECT_TRUE(at::equal(got, Exact(q, w).to(at::kFloat) * s * scale + bias));
 }
 
-TEST(AmxInt8Gemm, LinearInt8GivesTheSameBitsOnAmxAndOnOneDnnAndAScopeChoosesPerThread) {
+TEST(AmxInt8Gemm, LinearInt8GivesTheSameBitsOnAmxAndOnOneDnnWhateverTheTableHolds) {
   SKIP_WITHOUT_AMX();
   at::manual_seed(16);
-  const at::Tensor w = at::randint(-64, 65, {1536, 384}, at::kChar);
+  at::Tensor w = at::randint(-64, 65, {1536, 384}, at::kChar);
   const at::Tensor scale = at::rand({1536}) * 0.01 + 1e-3, bias = at::randn({1536});
   const at::Tensor x = at::randn({3, 97, 384});
-  EXPECT_TRUE(AmxInt8Allowed());
-  const at::Tensor amx = LinearInt8(x, w, scale, bias, kActivationGelu);
-  at::Tensor onednn;
-  {
-    const Int8GemmScope scope(false);
-    EXPECT_FALSE(AmxInt8Allowed());
-    {
-      const Int8GemmScope inner(true);
-      EXPECT_TRUE(AmxInt8Allowed());
-    }
-    EXPECT_FALSE(AmxInt8Allowed());
-    // Another thread is not this one's scope.
-    bool elsewhere = false;
-    std::thread([&] { elsewhere = AmxInt8Allowed(); }).join();
-    EXPECT_TRUE(elsewhere);
-    onednn = LinearInt8(x, w, scale, bias, kActivationGelu);
-  }
-  EXPECT_TRUE(AmxInt8Allowed());
-  EXPECT_TRUE(at::equal(amx, onednn));
+  const at::Tensor onednn = LinearInt8(x, w, scale, bias, kActivationGelu);  // no scope: oneDNN
+  Int8PackTable table;
+  table.Add(w);
+  const Int8GemmScope scope(&table);
+  EXPECT_TRUE(at::equal(LinearInt8(x, w, scale, bias, kActivationGelu), onednn));
+  // Written after packing: the table no longer serves it, and the result follows the new weight.
+  w[7][9] = -w[7][9] + 1;
+  ASSERT_EQ(table.Find(w), nullptr);
+  const at::Tensor written = LinearInt8(x, w, scale, bias, kActivationGelu);
+  const Int8GemmScope none(nullptr);
+  EXPECT_TRUE(at::equal(written, LinearInt8(x, w, scale, bias, kActivationGelu)));
+  EXPECT_FALSE(at::equal(written, onednn));
 }
 
 }  // namespace

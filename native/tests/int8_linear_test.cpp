@@ -39,7 +39,16 @@ Layer RandomLayer(int64_t n, int64_t k) {
 TEST(LinearInt8, MatchesExactIntegerArithmeticOnOddShapes) {
   at::manual_seed(7);
   for (const auto& [m, k, n] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
-           {1, 8, 4}, {3, 13, 7}, {17, 40, 33}, {130, 64, 96}, {257, 31, 5}}) {
+           {1, 8, 4},
+           {3, 13, 7},
+           {17, 40, 33},
+           {130, 64, 96},
+           {257, 31, 5},
+           // One input feature, where [N, 1]'s transpose has ambiguous strides; one output.
+           {1, 1, 1},
+           {5, 1, 7},
+           {40, 1, 300},
+           {3, 9, 1}}) {
     const Layer l = RandomLayer(n, k);
     const at::Tensor x = at::randn({m, k}) * 3;
     const at::Tensor got = LinearInt8(x, l.weight, l.scale, l.bias, kActivationNone);

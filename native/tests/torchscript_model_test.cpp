@@ -45,7 +45,7 @@ class TorchScriptModelTest : public ::testing::Test {
     options.model_path = path;
     options.device = device;
     options.threads = 1;
-    return bertgate_engine_library_v8()->Load(options);
+    return bertgate_engine_library_v9()->Load(options);
   }
 
   fs::path dir_;
@@ -245,6 +245,32 @@ TEST_F(TorchScriptModelTest, VetsTheWeightsOfLinearInt8WhereverTheGraphKeepsThem
   EXPECT_NE(refusal(module(64, "    self.w.mul_(2)\n")).find("passes the int8 weight 'w'"), std::string::npos);
   EXPECT_NE(refusal(module(64, "    self.w = self.w * 2\n")).find("the int8 weight 'w' of bertgate::linear_int8"),
             std::string::npos);
+  // Frozen, a weight constant read by another operator too: the same rule as an attribute's.
+  EXPECT_NE(refusal(torch::jit::freeze(module(64, "    print(x + self.w)\n")))
+                .find("passes an int8 weight of bertgate::linear_int8 (a constant of its graph) to another operator"),
+            std::string::npos);
+  // Another attribute viewing the weight's memory: writable behind the value-following checks.
+  torch::jit::Module aliased = module(64, "");
+  const at::Tensor w = aliased.attr("w").toTensor();
+  aliased.register_attribute("row", c10::TensorType::get(), w.narrow(0, 1, 1));
+  EXPECT_NE(refusal(aliased).find("keeps another tensor (a view or alias) on the memory of an int8 weight"),
+            std::string::npos);
+  // Frozen, the view survives where the graph writes through it (unused, freezing drops it).
+  torch::jit::Module written("Written");
+  written.register_attribute("w", c10::TensorType::get(), w);
+  written.register_attribute("row", c10::TensorType::get(), w.narrow(0, 1, 1));
+  written.register_attribute("s", c10::TensorType::get(), at::full({4}, 0.01));
+  written.define(
+      "def forward(self, x: Tensor) -> Tensor:\n"
+      "    self.row.add_(1)\n"
+      "    return bertgate.linear_int8(x, self.w, self.s, None, 0)\n",
+      std::make_shared<QuantizedOpsResolver>());
+  EXPECT_NE(refusal(torch::jit::freeze(written)).find("keeps another tensor"), std::string::npos);
+  EXPECT_EQ(refusal(torch::jit::freeze(aliased)), "");
+  // A copy is not an alias.
+  torch::jit::Module copied = module(64, "");
+  copied.register_attribute("row", c10::TensorType::get(), w.narrow(0, 1, 1).clone());
+  EXPECT_EQ(refusal(copied), "");
   // Computed in the graph: nothing stored to vet. (1 is torch.int8, which Module::define cannot name.)
   torch::jit::Module computed("Computed");
   computed.register_attribute("s", c10::TensorType::get(), at::full({4}, 0.01));

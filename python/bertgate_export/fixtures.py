@@ -163,6 +163,38 @@ class ComputedInt8Weight(torch.nn.Module):
         return torch.ops.bertgate.linear_int8(logits, self.wide.to(torch.int8), self.scale, None, 0)
 
 
+class ForkedComputedInt8Weight(ComputedInt8Weight):
+    """ComputedInt8Weight with its int8 layer in a torch.jit.fork task: the load's checks must
+    read a forked task's graph as they read forward's."""
+
+    def tail(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.ops.bertgate.linear_int8(logits, self.wide.to(torch.int8), self.scale, None, 0)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(ids, mask, types)["logits"]
+        return torch.jit.wait(torch.jit.fork(self.tail, logits))
+
+
+class AliasedInt8Weight(torch.nn.Module):
+    """Wraps a traced model: its logits through bertgate::linear_int8 on a stored weight, and a
+    second buffer that is a view of that weight's first row, written in place before the call.
+    The graph never touches the weight's own value, so only its memory tells: a weight packed at
+    load would go stale."""
+
+    def __init__(self, inner: torch.jit.ScriptModule, unk_id: int):
+        super().__init__()
+        self.inner = inner
+        g = torch.Generator().manual_seed(9)
+        self.register_buffer("weight", torch.randint(-8, 9, (50, 50), generator=g, dtype=torch.int8))
+        self.register_buffer("row", self.weight[0:1])
+        self.register_buffer("scale", torch.full((50,), 0.01))
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(ids, mask, types)["logits"]
+        self.row.add_(1)
+        return torch.ops.bertgate.linear_int8(logits, self.weight, self.scale, None, 0)
+
+
 def build_wrapped_bundle(source: Path, out: Path, wrapper: type[torch.nn.Module]) -> None:
     """The source bundle with its model wrapped by `wrapper(model, unk_id)`."""
     shutil.copytree(source, out, dirs_exist_ok=True)
@@ -303,6 +335,8 @@ def build(out: Path) -> None:
     build_wrapped_bundle(out / "labels2", out / "nan", NanOnUnknown)
     build_wrapped_bundle(out / "labels2", out / "poison", RaiseOnUnknown)
     build_wrapped_bundle(out / "labels50", out / "labels50-int8-computed", ComputedInt8Weight)
+    build_wrapped_bundle(out / "labels50", out / "labels50-int8-forked", ForkedComputedInt8Weight)
+    build_wrapped_bundle(out / "labels50", out / "labels50-int8-aliased", AliasedInt8Weight)
     tokenizer_corpus.build(out / "tokenizers")
     build_user_model(out)
 

@@ -79,7 +79,11 @@ def linear_int8_reference(
     scale = torch.where(raw >= torch.finfo(torch.float32).tiny, raw, torch.ones_like(raw))
     q = torch.round((x * (1.0 / scale)).clamp(-127.0, 127.0)).to(torch.int8)
     scale = torch.where(bad, torch.full_like(scale, float("nan")), scale)
-    acc = torch._int_mm(q, weight.t()) if x.shape[0] else x.new_zeros(0, weight.shape[0], dtype=torch.int32)
+    # With one input feature, [N, 1].t() has strides (1, 1) (contiguous() leaves it so), which
+    # _int_mm's oneDNN path reads with leading dimension 1: wrong sums, read past the end. Viewed
+    # as [1, N], it gets strides (N, 1), as the engine does.
+    wt = weight.t() if k > 1 else weight.view(1, -1)
+    acc = torch._int_mm(q, wt) if x.shape[0] else x.new_zeros(0, weight.shape[0], dtype=torch.int32)
     b = bias.float() if bias is not None else torch.zeros(weight.shape[0])
     out = acc.float() * scale * weight_scale.float() + b
     if activation == ACTIVATION_GELU:

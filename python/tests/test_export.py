@@ -225,6 +225,14 @@ def test_int8_reference_numerics():
     got = linear_int8_reference(poisoned, w, ws, bias, 0)
     assert got[1].isnan().all() and got[3].isnan().all()
     assert torch.equal(got[[0, 2, 4]], out[0, [0, 2, 4]])
+    # One input feature: [N, 1].t() has ambiguous strides, which _int_mm once read wrongly.
+    for n in (1, 7, 300):
+        w1 = torch.randint(-64, 65, (n, 1), generator=g, dtype=torch.int8)
+        x1 = torch.randn(5, 1, generator=g)
+        s1 = x1.abs() / 127
+        q1 = torch.round(x1 / s1).to(torch.int64)
+        want = (q1 @ w1.t().to(torch.int64)).float() * s1 * torch.ones(n)
+        assert torch.allclose(linear_int8_reference(x1, w1, torch.ones(n), None, 0), want, rtol=1e-6, atol=0)
     v = torch.linspace(-12, 12, 20001)
     assert (gelu(v) - torch.nn.functional.gelu(v)).abs().max().item() < 2e-6
     assert torch.equal(linear_int8_reference(x, w, ws, bias, 1), gelu(out))
