@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
 
-from bertgate_export.legacy_int8 import FullRangeDynamicLinear
+from bertgate_export.legacy_int8 import DynamicLinear
 
 warnings.filterwarnings("ignore")  # torch.ao's deprecation notices: the subject of lever 0, not this one
 
@@ -67,7 +67,7 @@ def dynamic(model, per_channel: bool, full_range: bool, keep: tuple[str, ...] = 
     q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), names, dtype=torch.qint8)
     if full_range:
         dq = torch.ao.nn.quantized.dynamic.Linear
-        replace_linears(q, lambda c: FullRangeDynamicLinear(c) if isinstance(c, dq) else None)
+        replace_linears(q, lambda c: DynamicLinear(c, reduce_range=False) if isinstance(c, dq) else None)
     return q
 
 

@@ -17,7 +17,7 @@ import { Worker } from 'node:worker_threads';
 import { BundleError, Classifier, DeviceUnavailableError, InvalidArgumentError, ModelLoadError } from '../lib/index.js';
 import { readLabelled } from '../lib/calibration/data.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
-import { bundle, expected, maxAbsDiff } from './helpers.js';
+import { bundle, expected, type Expected, maxAbsDiff } from './helpers.js';
 
 const exec = promisify(execFile);
 const INDEX = pathToFileURL(join(PACKAGE_ROOT, 'dist', 'lib', 'index.js')).href;
@@ -126,10 +126,34 @@ describe('int8 bundles', () => {
       assert.equal(worst(here, there.rows), 0, `oneDNN ${isa ?? 'any ISA'}: max |Δ| ${worst(here, there.rows)}`);
       t.diagnostic(`oneDNN, ${isa ?? 'any ISA'}: the same logits as ${clf.info.model.int8Gemm}, bit for bit`);
     }
-    // Unfrozen, the weights are attributes, packed from there where the CPU has AMX.
+    // Unfrozen, the weights are attributes read afresh on every call: on oneDNN, the same bits.
     const unfrozen = await child({}, false);
-    assert.equal(unfrozen.gemm, expectedHere);
+    assert.equal(unfrozen.gemm, 'onednn');
     assert.equal(worst(here, unfrozen.rows), 0, `unfrozen: max |Δ| ${worst(here, unfrozen.rows)}`);
+  });
+
+  it('a weight another module holds and writes: read live, frozen or not, on oneDNN; never a stale copy', async () => {
+    // labels50-int8-aliased's last int8 layer reads a tensor that a second submodule also holds
+    // and writes through .data (no version bump) before every call. Freezing sees the overlap and
+    // keeps the weight an attribute (a frozen constant would get a copy of its own instead), so
+    // both loads read it as last written, as eager PyTorch would, and neither packs it for AMX.
+    // (Frozen, this model also once crashed the load: freezing leaves holes in the code's
+    // function list, which the load's walk over classes' methods now skips.)
+    const texts = ['one text', 'and another'];
+    for (const freeze of [true, false]) {
+      const clf = await Classifier.load(bundle('labels50-int8-aliased'), { freeze });
+      try {
+        assert.equal(clf.info.model.frozen, freeze);
+        assert.equal(clf.info.model.int8Gemm, 'onednn');
+        const before = await clf.logits(texts);
+        assert.ok(
+          worst(await clf.logits(texts), before) > 0,
+          `freeze ${freeze}: each call reads the weight as written`,
+        );
+      } finally {
+        await clf.close();
+      }
+    }
   });
 
   it('BERTGATE_INT8_GEMM=amx: the AMX GEMM where the CPU has it; elsewhere DeviceUnavailableError naming AMX', async () => {
@@ -160,6 +184,13 @@ describe('int8 bundles', () => {
         Classifier.load(bundle('labels50-int8-legacy')),
         (e: unknown) => e instanceof ModelLoadError && e.message.includes('re-export it with --quantize int8'),
       );
+      // Unfrozen, the weights are attributes read afresh on every call: nothing to pack once.
+      if (amx) {
+        await assert.rejects(
+          Classifier.load(bundle('labels50-int8'), { freeze: false }),
+          (e: unknown) => e instanceof ModelLoadError && e.message.includes('load it with freeze: true'),
+        );
+      }
       // A float model has no int8 layer to place: it loads.
       const float = await Classifier.load(bundle('labels50'));
       assert.equal(float.info.model.int8Gemm, '');
@@ -210,14 +241,22 @@ describe('int8 bundles exported before bertgate::linear_int8 (torch.ao quantized
   });
   after(() => clf.close());
 
-  it('still load as int8, and reproduce their quantized eager model within 1e-4', async () => {
+  it('still load as int8, and reproduce their quantized eager model within 1e-4 (2e-4 at 7 bits)', async () => {
     assert.equal(clf.info.quantization, 'int8');
     assert.equal(clf.info.model.quantized, true);
     assert.equal(clf.info.model.int8Op, 'quantized::linear_dynamic');
     assert.equal(clf.info.model.int8Gemm, '');
-    const ref = await expected('labels50-int8-legacy');
+    const ref = (await expected('labels50-int8-legacy')) as Expected & { logits_7bit: number[][] };
+    // The eager model at the activation width the engine chose for this CPU (8 bits needs
+    // AVX-512 VNNI: without it fbgemm's 16-bit sums saturate, so the engine asks for 7).
+    const eight = clf.info.model.int8ActivationBits === 8;
+    const eager = eight ? ref.logits : ref.logits_7bit;
+    // Float ops around the int8 ones differ in their last bits between eager and the engine's
+    // frozen graph, so an activation on a rounding edge may land one level over: 7 bits have
+    // levels twice as far apart.
+    const tolerance = eight ? 1e-4 : 2e-4;
     const alone = await Promise.all(ref.texts.map((text) => clf.logits(text)));
-    assert.ok(worst(alone, ref.logits) <= 1e-4, `max |Δ| ${worst(alone, ref.logits)}`);
+    assert.ok(worst(alone, eager) <= tolerance, `max |Δ| ${worst(alone, eager)}`);
     const batched = await clf.logits(ref.texts);
     assert.ok(worst(batched, alone) <= LEGACY_BATCH_TOLERANCE, `batched: max |Δ| ${worst(batched, alone)}`);
   });
@@ -402,7 +441,7 @@ describe('int8 bundles: refusals', () => {
     await clf.close();
   });
 
-  it('an int8 weight in a forked task, or with a view of it written elsewhere: ModelLoadError, the process fine', async () => {
+  it('an int8 weight computed in a forked task or a class method: ModelLoadError, the process fine', async () => {
     // torch.jit.fork's task is a graph of its own: read like forward's, frozen or not.
     await assert.rejects(
       Classifier.load(bundle('labels50-int8-forked')),
@@ -414,15 +453,11 @@ describe('int8 bundles: refusals', () => {
         e instanceof ModelLoadError &&
         e.message.includes('computes a weight of bertgate::linear_int8 in its graph (from aten::to)'),
     );
-    // A buffer viewing the weight's first row, written before each call: the weight changes
-    // without its value in the graph being touched, behind any check that follows values.
+    // A TorchScript class's method is code of the model's too, unfrozen (frozen, it is inlined).
     for (const freeze of [true, false]) {
       await assert.rejects(
-        Classifier.load(bundle('labels50-int8-aliased'), { freeze }),
-        (e: unknown) =>
-          e instanceof ModelLoadError &&
-          e.message.includes('keeps another tensor (a view or alias) on the memory of an int8 weight') &&
-          e.message.includes('nothing else reads or writes'),
+        Classifier.load(bundle('labels50-int8-classmethod'), { freeze }),
+        (e: unknown) => e instanceof ModelLoadError && e.message.includes('holds int8 weights up to 127 in magnitude'),
         `freeze: ${freeze}`,
       );
     }

@@ -93,8 +93,7 @@ __attribute__((target("amx-tile,amx-int8"))) void Kernel(const int8_t* a, int64_
 
 thread_local const Int8PackTable* active_table = nullptr;
 
-// Inference tensors keep no version counter. The load vets that nothing in the graph writes a
-// weight the table holds (torchscript_model.cpp); the version is a second look, where there is one.
+// Inference tensors keep no version counter.
 int64_t VersionOf(const at::Tensor& t) {
   return t.is_inference() ? -1 : static_cast<int64_t>(t._version());
 }
@@ -141,8 +140,9 @@ const AmxPackedWeight* Int8PackTable::Find(const at::Tensor& weight) const {
   const auto it = entries_.find(weight.data_ptr());
   if (it == entries_.end()) return nullptr;
   // The held source keeps its memory from being handed to another tensor, so the same address
-  // is the same bytes; they must be read in the same geometry and be unwritten since the packing
-  // (a view's write bumps the version it shares with its base).
+  // is the same bytes; they must be read in the same geometry. The version is a second look only:
+  // .data writes, and views that a save and load separated, do not bump it; what keeps a model's
+  // weights unwritten is that its graph alone holds them (IsolateInt8Weights).
   const at::Tensor& source = it->second.source;
   const bool same = source.sizes() == weight.sizes() && source.strides() == weight.strides() &&
                     VersionOf(source) == it->second.version;

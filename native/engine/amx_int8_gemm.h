@@ -39,14 +39,14 @@ struct AmxPackedWeight {
 // `weight` (int8 [N, K], any strides) in AMX's layout: a pass over the weight.
 std::unique_ptr<AmxPackedWeight> PackForAmx(const at::Tensor& weight);
 
-// The packed weights of one model: filled at load from the int8 weights its graph stores for
-// linear_int8 (torchscript_model.cpp vets that nothing else holds or writes them), owned by the
+// The packed weights of one model: filled at load from the int8 weights of its frozen graph,
+// each a copy that graph alone holds (IsolateInt8Weights, torchscript_model.h), owned by the
 // model and freed with it. Entries are found by the weight's data pointer: the table keeps each
-// source tensor alive, so no other tensor can be given that memory while it lives. A lookup also
-// compares the geometry and the source's version, so a weight written after all takes oneDNN's
-// GEMM, never stale packed bytes. A tensor the table does not hold (a direct call, another
-// model's weight) finds nothing: there is no process-wide cache to go stale or grow. Filled
-// before the model's first run; read-only after, so threads may share it.
+// source tensor alive, so no other tensor can be given that memory while it lives; a lookup also
+// compares the geometry, and the source's version as a second look. A tensor the table does not
+// hold (a direct call, another model's weight) finds nothing and runs on oneDNN's GEMM: there is
+// no process-wide cache to go stale or grow. Filled before the model's first run; read-only
+// after, so threads may share it.
 class Int8PackTable {
  public:
   // Packs `weight` unless the table holds that tensor already.

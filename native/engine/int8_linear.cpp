@@ -143,6 +143,10 @@ void IntMatmul(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
 // torch.ao graph at batch 1 / 32 with 128; 64 and 256 measured no better (docs/benchmarks.md).
 constexpr int64_t kRowBlock = 128;
 
+// The most features whose int32 sum cannot overflow: activations within +-127, weights within
+// +-64 (the load refuses wider), so each product is at most 8128 in magnitude.
+constexpr int64_t kMaxExactDepth = std::numeric_limits<int32_t>::max() / (127 * 64);
+
 }  // namespace
 
 at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& weight_scale,
@@ -155,6 +159,8 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
   const int64_t k = input.size(-1);
   const int64_t n = weight.size(0);
   TORCH_CHECK(k > 0, "bertgate::linear_int8: input has no features");
+  TORCH_CHECK(k <= kMaxExactDepth, "bertgate::linear_int8: input has ", k, " features; its int32 sums are exact up to ",
+              kMaxExactDepth, " (127 x 64 per product)");
   TORCH_CHECK(weight.size(1) == k, "bertgate::linear_int8: input has ", k, " features, weight takes ", weight.size(1));
   TORCH_CHECK(weight_scale.numel() == n && weight_scale.is_floating_point(),
               "bertgate::linear_int8: weight_scale must hold ", n, " floats");

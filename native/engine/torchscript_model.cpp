@@ -82,34 +82,43 @@ void CastFloatingState(torch::jit::Module& module, c10::ScalarType dtype) {
   for (const auto& b : module.buffers(/*recurse=*/true)) cast(b);
 }
 
-// Calls `visit` on every node of every method's graph, nested blocks, the graphs of the free
-// functions they call (prim::CallFunction) and the subgraphs of torch.jit.fork tasks included,
-// until it returns true; returns whether one did. A call hidden in a scripted function or a
-// forked task is still a call of the model's.
+// Calls `visit` on every node of every method's graph and every TorchScript class's method,
+// nested blocks, the functions they call (prim::CallFunction) and the subgraphs of torch.jit.fork
+// tasks included, until it returns true; returns whether one did. A call hidden in a scripted
+// function, a class's method or a forked task is still a call of the model's.
 template <typename Visit>
 bool AnyNode(const torch::jit::Module& module, Visit&& visit) {
   std::vector<torch::jit::Block*> blocks;
-  for (const auto& submodule : module.modules()) {
-    for (const auto& method : submodule.get_methods()) blocks.push_back(method.graph()->block());
-  }
   std::unordered_set<const torch::jit::Graph*> seen;
+  const auto add = [&](const std::shared_ptr<torch::jit::Graph>& graph) {
+    if (graph != nullptr && seen.insert(graph.get()).second) blocks.push_back(graph->block());
+  };
+  for (const auto& submodule : module.modules()) {
+    for (const auto& method : submodule.get_methods()) add(method.graph());
+  }
+  // The methods of the TorchScript classes (not modules) in the module's code, called through
+  // objects or interfaces or not at all. (Module types' methods in the code may be the ones
+  // freezing replaced: the modules' own are read above.)
+  const std::shared_ptr<torch::jit::CompilationUnit> code = module._ivalue()->compilation_unit();
+  for (torch::jit::Function* function : code->get_functions()) {
+    if (function == nullptr) continue;  // removed (freezing drops methods it inlined): a hole in the list
+    const c10::QualifiedName& name = function->qualname();
+    const c10::ClassTypePtr owner =
+        name.prefix().empty() ? nullptr : code->get_class(c10::QualifiedName(name.prefix()));
+    if (owner != nullptr && !owner->is_module() && function->isGraphFunction())
+      add(torch::jit::toGraphFunction(*function).graph());
+  }
   while (!blocks.empty()) {
     torch::jit::Block* block = blocks.back();
     blocks.pop_back();
     for (torch::jit::Node* node : block->nodes()) {
       for (torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
-      if (node->hasAttribute(c10::attr::Subgraph) &&
-          node->kindOf(c10::attr::Subgraph) == torch::jit::AttributeKind::g) {
-        const std::shared_ptr<torch::jit::Graph> graph = node->g(c10::attr::Subgraph);
-        if (seen.insert(graph.get()).second) blocks.push_back(graph->block());
-      }
+      if (node->hasAttribute(c10::attr::Subgraph) && node->kindOf(c10::attr::Subgraph) == torch::jit::AttributeKind::g)
+        add(node->g(c10::attr::Subgraph));
       if (node->kind() == c10::prim::CallFunction) {
         const auto type = node->input(0)->type()->cast<c10::FunctionType>();
         torch::jit::Function* callee = type != nullptr ? type->function() : nullptr;
-        if (callee != nullptr && callee->isGraphFunction()) {
-          const std::shared_ptr<torch::jit::Graph> graph = torch::jit::toGraphFunction(*callee).graph();
-          if (seen.insert(graph.get()).second) blocks.push_back(graph->block());
-        }
+        if (callee != nullptr && callee->isGraphFunction()) add(torch::jit::toGraphFunction(*callee).graph());
       }
       if (visit(node)) return true;
     }
@@ -247,7 +256,8 @@ std::string WeightRangeError(const std::string& path, int largest) {
 
 namespace {
 constexpr const char* kStoredOnly =
-    "the operator takes stored int8 weights that nothing else reads or writes, as --quantize int8 writes them";
+    "the operator takes stored int8 weights that nothing else in the graph reads or writes, as --quantize int8 "
+    "writes them";
 }  // namespace
 
 void CheckInt8Weights(const torch::jit::Module& module, const std::string& path) {
@@ -288,12 +298,18 @@ void CheckInt8Weights(const torch::jit::Module& module, const std::string& path)
     const std::optional<c10::IValue> value =
         source->kind() == c10::prim::Constant ? torch::jit::toIValue(node->input(1)) : std::nullopt;
     if (!value || !value->isTensor()) {
+      if (source->kind() == c10::prim::Param) {
+        throw EngineError(ErrorCode::kModelLoad, "'" + path + "' passes a weight of bertgate::linear_int8 into a " +
+                                                     "function or method as an argument, which a load cannot vet " +
+                                                     "unfrozen; the operator takes stored int8 weights, as " +
+                                                     "--quantize int8 writes (freeze: true inlines the call)");
+      }
       throw EngineError(ErrorCode::kModelLoad, "'" + path + "' computes a weight of bertgate::linear_int8 in its " +
                                                    "graph (from " + source->kind().toQualString() + "); the " +
                                                    "operator takes stored int8 weights, as --quantize int8 writes");
     }
     // Used by anything but an operator's weight slot (a view, an in-place op, a forked task):
-    // what the load read and packed is not what would run.
+    // what the load read is not what would run.
     const auto& uses = node->input(1)->uses();
     if (!std::all_of(uses.begin(), uses.end(),
                      [](const torch::jit::Use& use) { return use.user->kind() == linear_int8 && use.offset == 1; })) {
@@ -306,54 +322,51 @@ void CheckInt8Weights(const torch::jit::Module& module, const std::string& path)
     if (largest > kInt8WeightLevels) throw EngineError(ErrorCode::kModelLoad, WeightRangeError(path, largest));
     return false;  // every node
   });
-  // No other tensor on an int8 tensor's storage: a view kept in another attribute or constant
-  // could be written through, unseen by the checks above, which follow values, not memory.
-  std::vector<at::Tensor> held = AttributeTensors(module);
+}
+
+int IsolateInt8Weights(torch::jit::Module& module) {
+  static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
+  std::unordered_map<torch::jit::Value*, torch::jit::Value*> copies;
   AnyNode(module, [&](torch::jit::Node* node) {
-    if (node->kind() == c10::prim::Constant) {
-      const std::optional<c10::IValue> value = torch::jit::toIValue(node->output());
-      if (value) TensorsIn(*value, held);
+    if (node->kind() != linear_int8 || node->inputs().size() < 2) return false;
+    torch::jit::Value* stored = node->input(1);
+    if (stored->node()->kind() != c10::prim::Constant) return false;
+    auto [it, fresh] = copies.emplace(stored, nullptr);
+    if (fresh) {
+      const std::optional<c10::IValue> value = torch::jit::toIValue(stored);
+      if (!value || !value->isTensor()) return false;
+      // A contiguous copy on memory of its own, at the top of the graph that uses it.
+      torch::jit::Graph* graph = node->owningGraph();
+      const torch::jit::WithInsertPoint top(graph->block()->nodes().front());
+      it->second = graph->insertConstant(value->toTensor().clone(at::MemoryFormat::Contiguous));
     }
+    if (it->second != nullptr) node->replaceInput(1, it->second);
     return false;  // every node
   });
-  std::unordered_map<const c10::StorageImpl*, const c10::TensorImpl*> int8_owner;
-  for (const at::Tensor& t : held) {
-    if (IsInt8Weight(t) && t.has_storage())
-      int8_owner.emplace(t.storage().unsafeGetStorageImpl(), t.unsafeGetTensorImpl());
+  int isolated = 0;
+  for (const auto& [stored, copy] : copies) {
+    if (copy == nullptr) continue;
+    ++isolated;
+    // Every use was a weight slot (CheckInt8Weights), now the copy's: the old constant, and its
+    // hold on the tensor other holders share, go.
+    if (!stored->hasUses()) stored->node()->destroy();
   }
-  for (const at::Tensor& t : held) {
-    if (!t.defined() || !t.has_storage()) continue;
-    const auto it = int8_owner.find(t.storage().unsafeGetStorageImpl());
-    if (it != int8_owner.end() && it->second != t.unsafeGetTensorImpl()) {
-      throw EngineError(ErrorCode::kModelLoad, "'" + path + "' keeps another tensor (a view or alias) on the memory " +
-                                                   "of an int8 weight of bertgate::linear_int8; " + kStoredOnly);
-    }
-  }
+  return isolated;
 }
 
 std::unique_ptr<Int8PackTable> PackInt8Weights(const torch::jit::Module& module) {
   static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
   auto table = std::make_unique<Int8PackTable>();
-  bool attributes = false;
-  AnyNode(module, [&](torch::jit::Node* node) {
+  const bool unpackable = AnyNode(module, [&](torch::jit::Node* node) {
     if (node->kind() != linear_int8 || node->inputs().size() < 2) return false;
-    if (node->input(1)->node()->kind() == c10::prim::GetAttr) {
-      attributes = true;
-      return false;
-    }
-    const std::optional<c10::IValue> value = torch::jit::toIValue(node->input(1));
-    if (value && value->isTensor() && IsInt8Weight(value->toTensor()) && value->toTensor().dim() == 2)
-      table->Add(value->toTensor());
-    return false;  // every node
+    const std::optional<c10::IValue> value =
+        node->input(1)->node()->kind() == c10::prim::Constant ? torch::jit::toIValue(node->input(1)) : std::nullopt;
+    if (!value || !value->isTensor()) return true;  // an attribute, read live on every call
+    const at::Tensor& w = value->toTensor();
+    if (IsInt8Weight(w) && w.dim() == 2) table->Add(w);
+    return false;
   });
-  // An unfrozen graph reads its weights from attributes, which CheckInt8Weights vetted by name:
-  // every int8 tensor they hold is packed (in an int8 bundle, those are the weights).
-  if (attributes) {
-    for (const at::Tensor& t : AttributeTensors(module)) {
-      if (IsInt8Weight(t) && t.dim() == 2) table->Add(t);
-    }
-  }
-  return table;
+  return unpackable ? nullptr : std::move(table);
 }
 
 int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device) {
@@ -440,8 +453,17 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
                                                            "(BERTGATE_INT8_GEMM=amx), but this CPU has no AMX-INT8 " +
                                                            "or the kernel did not grant this process the tile state");
     }
+    // Frozen, each layer's weight becomes a copy only the graph holds: fixed for the model's
+    // life whatever else held the stored tensor, on either GEMM.
+    IsolateInt8Weights(module_);
     // Packed once, here, before the first run: the AMX GEMM reads these for the model's life.
     if (options.int8_gemm != Int8Gemm::kOnednn && AmxInt8Available()) int8_pack_ = PackInt8Weights(module_);
+    if (options.int8_gemm == Int8Gemm::kAmx && !int8_pack_) {
+      throw EngineError(ErrorCode::kModelLoad, "'" + path + "' runs unfrozen, its int8 weights attributes read " +
+                                                   "afresh on every call, which the AMX GEMM " +
+                                                   "(BERTGATE_INT8_GEMM=amx) cannot pack once: load it with " +
+                                                   "freeze: true");
+    }
     info_.int8_gemm = int8_pack_ ? "amx" : "onednn";
   } else if (options.int8_gemm == Int8Gemm::kAmx && torch_ao) {
     throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds torch.ao int8 layers (quantized::), which run " +

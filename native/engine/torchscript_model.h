@@ -35,12 +35,13 @@ bool UsesLinearInt8(const torch::jit::Module& module);
 int LargestInt8Weight(const torch::jit::Module& module);
 
 // What a graph gives bertgate::linear_int8 as its weight must be a stored tensor, read before
-// the first call and by nothing else: a constant of the frozen graph (checked here, against
-// [-64, 64]) or an attribute (LargestInt8Weight), used only as that operator's weight, whose
-// storage no other tensor of the module shares (a view kept elsewhere could write it). Graphs
-// of torch.jit.fork tasks and scripted functions are read too. Throws EngineError(kModelLoad)
-// naming `path` otherwise: a weight computed or written in the graph could hold anything by the
-// time it runs, and a weight packed for AMX at load must be what runs.
+// the first call: a constant of the frozen graph (checked here, against [-64, 64]) or an
+// attribute (LargestInt8Weight), used only as that operator's weight. Every function of the
+// module's code is read, forked tasks' and classes' methods included. Throws
+// EngineError(kModelLoad) naming `path` otherwise: a weight computed or written in the graph
+// could hold anything by the time it runs. (Other holders of the same tensor are
+// IsolateInt8Weights' business, for frozen graphs; unfrozen, attributes are read live, and a
+// graph that writes them is code the trust model asks users to vet, docs/trust-model.md.)
 void CheckInt8Weights(const torch::jit::Module& module, const std::string& path);
 
 // The `reduce_range` argument of quantized::linear_dynamic: true quantizes activations to 7
@@ -59,9 +60,16 @@ int Int8ActivationBitsOf(const torch::jit::Module& module);
 // fleet of mixed CPUs).
 bool FullRangeInt8Here(const LoadOptions& options);
 
-// The int8 weights of a module's bertgate::linear_int8 calls, packed for the AMX GEMM: the
-// frozen graph's constants, or, where the graph reads its weights from attributes (unfrozen),
-// every int8 tensor they hold. Call after CheckInt8Weights accepted the module.
+// Gives each weight constant of bertgate::linear_int8 in a frozen graph a copy of its own, held
+// by that graph alone: other attributes, lists, objects or views may hold (and write, with
+// .data, without a version bump) the tensor freezing inlined, but not the copy, so the weights a
+// model runs, and their AMX packing, are what the load read. Returns how many it copied. Call
+// after CheckInt8Weights (which leaves only weight slots among the constants' uses).
+int IsolateInt8Weights(torch::jit::Module& module);
+
+// The int8 weights of a frozen module's bertgate::linear_int8 calls, packed for the AMX GEMM
+// (after IsolateInt8Weights); null where any weight is an attribute (unfrozen: read afresh on
+// every call, so not packable once).
 std::unique_ptr<Int8PackTable> PackInt8Weights(const torch::jit::Module& module);
 
 class TorchScriptModel : public Model {

@@ -117,6 +117,13 @@ TEST(LinearInt8, RefusesInconsistentCallsWithAnError) {
   EXPECT_THROW(LinearInt8(at::randint(0, 5, {2, 8}, at::kLong), l.weight, l.scale, l.bias, 0), c10::Error);
   EXPECT_THROW(LinearInt8(at::scalar_tensor(1.0), l.weight, l.scale, l.bias, 0), c10::Error);
   EXPECT_THROW(LinearInt8(at::randn({2, 0}), at::empty({6, 0}, at::kChar), l.scale, l.bias, 0), c10::Error);
+  // Past 264,208 features, 127 x 64 products could overflow the int32 sums: refused, not wrapped.
+  const int64_t deepest = std::numeric_limits<int32_t>::max() / (127 * 64);
+  const at::Tensor top = at::full({1, deepest}, 64, at::kChar), one = at::ones({1}), zero = at::zeros({1});
+  const at::Tensor sum = LinearInt8(at::ones({1, deepest}), top, one, zero, 0);
+  EXPECT_NEAR(sum.item<float>(), 64.0 * deepest, 64.0 * deepest * 1e-6);
+  EXPECT_THROW(LinearInt8(at::ones({1, deepest + 1}), at::full({1, deepest + 1}, 64, at::kChar), one, zero, 0),
+               c10::Error);
 }
 
 TEST(LinearInt8, ANonFiniteRowGivesANanRowAndLeavesTheOthers) {

@@ -17,6 +17,7 @@
 
 #include "../engine/engine_api.h"
 #include "../engine/engine_error.h"
+#include "../engine/int8_linear.h"
 
 namespace bertgate {
 namespace {
@@ -204,10 +205,13 @@ TEST_F(TorchScriptModelTest, TurnsInt8ActivationsTo7BitsWhereAsked) {
   EXPECT_EQ(ReduceInt8Range(m), 0);  // already 7 bits: nothing to change
   const at::Tensor seven = m.forward({x}).toTensor();
   const at::Tensor eight = int8_linear().forward({x}).toTensor();
-  // Half the levels: the same layer, rounded more coarsely.
-  const double moved = (seven - eight).abs().max().item<double>();
-  EXPECT_GT(moved, 1e-3);
-  EXPECT_LT(moved, 0.5);
+  // Half the levels: rounded differently, and still the same layer, near its float product.
+  // (Against the float product, not the 8-bit run: without AVX-512 VNNI fbgemm's 16-bit sums
+  // saturate at 8 bits, which is why the engine asks for 7 there.)
+  EXPECT_GT((seven - eight).abs().max().item<double>(), 1e-3);
+  const at::Tensor w = at::linspace(-1.0, 1.0, 12).reshape({4, 3});
+  const at::Tensor exact = x.matmul(at::round(w / 0.01).mul(0.01).t());
+  EXPECT_LT((seven - exact).abs().max().item<double>(), 0.5);
   // A float module has no int8 layer to change.
   torch::jit::Module plain("Plain");
   plain.define("def forward(self, x: Tensor) -> Tensor:\n    return x * 2\n");
@@ -249,28 +253,6 @@ TEST_F(TorchScriptModelTest, VetsTheWeightsOfLinearInt8WhereverTheGraphKeepsThem
   EXPECT_NE(refusal(torch::jit::freeze(module(64, "    print(x + self.w)\n")))
                 .find("passes an int8 weight of bertgate::linear_int8 (a constant of its graph) to another operator"),
             std::string::npos);
-  // Another attribute viewing the weight's memory: writable behind the value-following checks.
-  torch::jit::Module aliased = module(64, "");
-  const at::Tensor w = aliased.attr("w").toTensor();
-  aliased.register_attribute("row", c10::TensorType::get(), w.narrow(0, 1, 1));
-  EXPECT_NE(refusal(aliased).find("keeps another tensor (a view or alias) on the memory of an int8 weight"),
-            std::string::npos);
-  // Frozen, the view survives where the graph writes through it (unused, freezing drops it).
-  torch::jit::Module written("Written");
-  written.register_attribute("w", c10::TensorType::get(), w);
-  written.register_attribute("row", c10::TensorType::get(), w.narrow(0, 1, 1));
-  written.register_attribute("s", c10::TensorType::get(), at::full({4}, 0.01));
-  written.define(
-      "def forward(self, x: Tensor) -> Tensor:\n"
-      "    self.row.add_(1)\n"
-      "    return bertgate.linear_int8(x, self.w, self.s, None, 0)\n",
-      std::make_shared<QuantizedOpsResolver>());
-  EXPECT_NE(refusal(torch::jit::freeze(written)).find("keeps another tensor"), std::string::npos);
-  EXPECT_EQ(refusal(torch::jit::freeze(aliased)), "");
-  // A copy is not an alias.
-  torch::jit::Module copied = module(64, "");
-  copied.register_attribute("row", c10::TensorType::get(), w.narrow(0, 1, 1).clone());
-  EXPECT_EQ(refusal(copied), "");
   // Computed in the graph: nothing stored to vet. (1 is torch.int8, which Module::define cannot name.)
   torch::jit::Module computed("Computed");
   computed.register_attribute("s", c10::TensorType::get(), at::full({4}, 0.01));
@@ -279,6 +261,45 @@ TEST_F(TorchScriptModelTest, VetsTheWeightsOfLinearInt8WhereverTheGraphKeepsThem
       "    return bertgate.linear_int8(x, torch.full([4, 3], 100, dtype=1), self.s, None, 0)\n",
       std::make_shared<QuantizedOpsResolver>());
   EXPECT_NE(refusal(computed).find("computes a weight of bertgate::linear_int8"), std::string::npos);
+}
+
+TEST_F(TorchScriptModelTest, GivesEachFrozenInt8WeightACopyNoOtherHolderCanWrite) {
+  // `row` views the weight's memory and is written before each call. torch's freezing sees the
+  // overlap and keeps the weight an attribute, read live (and so not packable once); a constant
+  // over memory something else writes is what IsolateInt8Weights guards against, made here by
+  // hand from that frozen graph: the attribute read replaced by a constant of the same tensor.
+  at::manual_seed(5);
+  const at::Tensor w = at::randint(-8, 9, {4, 3}, at::kChar);
+  torch::jit::Module m("Written");
+  m.register_attribute("w", c10::TensorType::get(), w);
+  m.register_attribute("row", c10::TensorType::get(), w.narrow(0, 1, 1));
+  m.register_attribute("s", c10::TensorType::get(), at::full({4}, 0.01));
+  m.define(
+      "def forward(self, x: Tensor) -> Tensor:\n"
+      "    self.row.add_(1)\n"
+      "    return bertgate.linear_int8(x, self.w, self.s, None, 0)\n",
+      std::make_shared<QuantizedOpsResolver>());
+  torch::jit::Module frozen = torch::jit::freeze(m);
+  EXPECT_EQ(PackInt8Weights(frozen), nullptr);  // an attribute: read afresh each call
+  const std::shared_ptr<torch::jit::Graph> graph = frozen.get_method("forward").graph();
+  for (torch::jit::Node* node : graph->nodes()) {
+    if (node->kind() != c10::prim::GetAttr || node->s(c10::attr::name) != "w") continue;
+    const torch::jit::WithInsertPoint here(node);
+    node->output()->replaceAllUsesWith(graph->insertConstant(w));
+  }
+  const at::Tensor x = at::randn({2, 3});
+  const at::Tensor stored = w.clone();
+  CheckInt8Weights(frozen, "m.pt");
+  EXPECT_EQ(IsolateInt8Weights(frozen), 1);
+  const at::Tensor first = frozen.forward({x}).toTensor();
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(at::equal(frozen.forward({x}).toTensor(), first));
+  EXPECT_FALSE(at::equal(w, stored));  // the shared memory was written, four times
+  EXPECT_TRUE(at::equal(first, LinearInt8(x, stored, at::full({4}, 0.01), c10::nullopt, 0)));
+  // Now every weight is a constant the graph alone holds: packable once.
+  const std::unique_ptr<Int8PackTable> table = PackInt8Weights(frozen);
+  ASSERT_NE(table, nullptr);
+  EXPECT_EQ(table->size(), 1u);
+  EXPECT_EQ(PackInt8Weights(m), nullptr);
 }
 
 TEST_F(TorchScriptModelTest, CastsStoredHalfWeightsButNotIntegerBuffers) {

@@ -25,16 +25,18 @@ SCHEME = (
 )
 
 
-class FullRangeDynamicLinear(torch.nn.Module):
-    """torch.ao's dynamic int8 Linear, quantizing its activations to 8 bits rather than 7: the
-    third argument of quantized::linear_dynamic is `reduce_range`, which the engine may set."""
+class DynamicLinear(torch.nn.Module):
+    """torch.ao's dynamic int8 Linear with its activations' width stated: the third argument of
+    quantized::linear_dynamic is `reduce_range` (7 bits), which the engine may set at load. The
+    bundles were traced with it False (8 bits)."""
 
-    def __init__(self, quantized: torch.nn.Module) -> None:
+    def __init__(self, quantized: torch.nn.Module, reduce_range: bool) -> None:
         super().__init__()
         self._packed_params = quantized._packed_params
+        self.reduce_range = reduce_range
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, False)
+        return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, self.reduce_range)
 
 
 def _replace(module: torch.nn.Module, kind: type, make) -> None:
@@ -45,12 +47,13 @@ def _replace(module: torch.nn.Module, kind: type, make) -> None:
             _replace(child, kind, make)
 
 
-def quantize_int8_legacy(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `model` as the torch.ao recipe made it, on the current quantized engine."""
+def quantize_int8_legacy(model: torch.nn.Module, reduce_range: bool = False) -> torch.nn.Module:
+    """A copy of `model` as the torch.ao recipe made it, on the current quantized engine; with
+    reduce_range, as the engine runs it on a CPU without AVX-512 VNNI (7-bit activations)."""
     layers, _ = int8_layers(model, KEEP_FLOAT)
     spec = dict.fromkeys(layers, torch.ao.quantization.per_channel_dynamic_qconfig)
     quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), spec, dtype=torch.qint8)
-    _replace(quantized, torch.ao.nn.quantized.dynamic.Linear, FullRangeDynamicLinear)
+    _replace(quantized, torch.ao.nn.quantized.dynamic.Linear, lambda q: DynamicLinear(q, reduce_range))
     return quantized
 
 
