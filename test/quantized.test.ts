@@ -14,7 +14,14 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 
-import { BundleError, Classifier, DeviceUnavailableError, InvalidArgumentError, ModelLoadError } from '../lib/index.js';
+import {
+  BertgateError,
+  BundleError,
+  Classifier,
+  DeviceUnavailableError,
+  InvalidArgumentError,
+  ModelLoadError,
+} from '../lib/index.js';
 import { readLabelled } from '../lib/calibration/data.js';
 import { PACKAGE_ROOT } from '../lib/runtime/package-root.js';
 import { bundle, expected, maxAbsDiff } from './helpers.js';
@@ -160,6 +167,33 @@ describe('int8 bundles', () => {
         await clf.close();
       }
     }
+  });
+
+  it('a weight written out of [-64, 64] after the load: a typed error at the call that reads it, never wrong logits', async () => {
+    // labels50-int8-aliased's writer adds 1 to the weight (stored within +-8) before every call:
+    // some 56 calls on, it leaves the range in which the integer matmul is exact on every CPU
+    // (int8_linear.h). A weight read live is checked at every call, so that call fails, typed.
+    for (const freeze of [true, false]) {
+      const clf = await Classifier.load(bundle('labels50-int8-aliased'), { freeze });
+      try {
+        let calls = 0;
+        let refusal: unknown;
+        for (; calls < 200 && refusal === undefined; calls++) {
+          await clf.logits(['a text']).catch((e: unknown) => {
+            refusal = e;
+          });
+        }
+        assert.ok(refusal instanceof BertgateError, `freeze ${freeze}: ${String(refusal)} after ${calls} calls`);
+        assert.ok(calls > 40 && calls < 70, `freeze ${freeze}: refused at call ${calls}`);
+        assert.match(
+          (refusal as Error).message,
+          /the weight holds int8 values up to 6\d in magnitude at this call; the operator takes \[-64, 64\]/,
+        );
+      } finally {
+        await clf.close();
+      }
+    }
+    assert.equal((await clf.logits(['still serving'])).length, 1);
   });
 
   it('BERTGATE_INT8_GEMM=amx: the AMX GEMM where the CPU has it; elsewhere DeviceUnavailableError naming AMX', async () => {
@@ -453,11 +487,14 @@ describe('int8 bundles: refusals', () => {
         e instanceof ModelLoadError &&
         e.message.includes('computes a weight of bertgate::linear_int8 in its graph (from aten::to)'),
     );
-    // A TorchScript class's method is code of the model's too, unfrozen (frozen, it is inlined).
+    // A TorchScript class's methods are code of the model's too: the load reads them, and finds
+    // the class's __init__ storing the weight (a write, which it refuses even there).
     for (const freeze of [true, false]) {
       await assert.rejects(
         Classifier.load(bundle('labels50-int8-classmethod'), { freeze }),
-        (e: unknown) => e instanceof ModelLoadError && e.message.includes('holds int8 weights up to 127 in magnitude'),
+        (e: unknown) =>
+          e instanceof ModelLoadError &&
+          e.message.includes("writes the int8 weight 'weight' of bertgate::linear_int8 in its graph"),
         `freeze: ${freeze}`,
       );
     }

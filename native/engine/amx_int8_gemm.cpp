@@ -91,7 +91,7 @@ __attribute__((target("amx-tile,amx-int8"))) void Kernel(const int8_t* a, int64_
 }
 #endif
 
-thread_local const Int8PackTable* active_table = nullptr;
+thread_local const Int8WeightTable* active_table = nullptr;
 
 // Inference tensors keep no version counter.
 int64_t VersionOf(const at::Tensor& t) {
@@ -131,12 +131,12 @@ std::unique_ptr<AmxPackedWeight> PackForAmx(const at::Tensor& weight) {
   return packed;
 }
 
-void Int8PackTable::Add(const at::Tensor& weight) {
-  if (entries_.count(weight.data_ptr()) != 0) return;  // the same bytes: one packing (the first geometry)
-  entries_.emplace(weight.data_ptr(), Entry{weight, VersionOf(weight), PackForAmx(weight)});
+void Int8WeightTable::Add(const at::Tensor& weight, bool pack) {
+  if (entries_.count(weight.data_ptr()) != 0) return;  // the same bytes: one entry (the first geometry)
+  entries_.emplace(weight.data_ptr(), Entry{weight, VersionOf(weight), pack ? PackForAmx(weight) : nullptr});
 }
 
-const AmxPackedWeight* Int8PackTable::Find(const at::Tensor& weight) const {
+const Int8WeightTable::Entry* Int8WeightTable::Find(const at::Tensor& weight) const {
   const auto it = entries_.find(weight.data_ptr());
   if (it == entries_.end()) return nullptr;
   // The held source keeps its memory from being handed to another tensor, so the same address
@@ -146,16 +146,14 @@ const AmxPackedWeight* Int8PackTable::Find(const at::Tensor& weight) const {
   const at::Tensor& source = it->second.source;
   const bool same = source.sizes() == weight.sizes() && source.strides() == weight.strides() &&
                     VersionOf(source) == it->second.version;
-  return same ? it->second.packed.get() : nullptr;
+  return same ? &it->second : nullptr;
 }
 
-const Int8PackTable* ActiveInt8PackTable() {
-  // AmxInt8Available() asks Linux for the tile state on first call: only where a table is in
-  // force, which a load that runs oneDNN never opens.
-  return active_table != nullptr && AmxInt8Available() ? active_table : nullptr;
+const Int8WeightTable* ActiveInt8WeightTable() {
+  return active_table;
 }
 
-Int8GemmScope::Int8GemmScope(const Int8PackTable* table) : previous_(active_table) {
+Int8GemmScope::Int8GemmScope(const Int8WeightTable* table) : previous_(active_table) {
   active_table = table;
 }
 

@@ -39,47 +39,49 @@ struct AmxPackedWeight {
 // `weight` (int8 [N, K], any strides) in AMX's layout: a pass over the weight.
 std::unique_ptr<AmxPackedWeight> PackForAmx(const at::Tensor& weight);
 
-// The packed weights of one model: filled at load from the int8 weights of its frozen graph,
-// each a copy that graph alone holds (IsolateInt8Weights, torchscript_model.h), owned by the
-// model and freed with it. Entries are found by the weight's data pointer: the table keeps each
-// source tensor alive, so no other tensor can be given that memory while it lives; a lookup also
-// compares the geometry, and the source's version as a second look. A tensor the table does not
-// hold (a direct call, another model's weight) finds nothing and runs on oneDNN's GEMM: there is
-// no process-wide cache to go stale or grow. Filled before the model's first run; read-only
-// after, so threads may share it.
-class Int8PackTable {
+// The int8 weights of one model that its load vetted: the weight constants of its frozen graph,
+// each a copy that graph alone holds (IsolateInt8Weights, torchscript_model.h) and within
+// [-64, 64] (CheckInt8Weights), so that nothing can write them; each packed for AMX where the
+// model runs that GEMM. Owned by the model and freed with it. Entries are found by the weight's
+// data pointer: the table keeps each source tensor alive, so no other tensor can be given that
+// memory while it lives; a lookup also compares the geometry, and the source's version as a
+// second look. A tensor the table does not hold (an attribute read live, a direct call, another
+// model's weight) finds nothing: linear_int8 checks its range on that call and runs it on
+// oneDNN's GEMM. There is no process-wide cache to go stale or grow. Filled before the model's
+// first run; read-only after, so threads may share it.
+class Int8WeightTable {
  public:
-  // Packs `weight` unless the table holds that tensor already.
-  void Add(const at::Tensor& weight);
-  // The packed form of `weight` if this table packed that tensor and it is unchanged, else null.
-  const AmxPackedWeight* Find(const at::Tensor& weight) const;
-  size_t size() const { return entries_.size(); }
-
- private:
   struct Entry {
     at::Tensor source;
     int64_t version;
-    std::unique_ptr<AmxPackedWeight> packed;
+    std::unique_ptr<AmxPackedWeight> packed;  // null unless added with pack
   };
+  // Holds `weight` unless the table holds that tensor already; packs it for AMX where `pack`.
+  void Add(const at::Tensor& weight, bool pack);
+  // This table's entry for `weight` if it holds that tensor, unchanged, else null.
+  const Entry* Find(const at::Tensor& weight) const;
+  size_t size() const { return entries_.size(); }
+
+ private:
   std::unordered_map<const void*, Entry> entries_;
 };
 
-// The table whose weights linear_int8 on this thread runs on AMX: the innermost Int8GemmScope's,
-// or null (oneDNN's GEMM) outside any scope and wherever AMX is unavailable. The engine opens a
-// scope around each forward pass of a model that runs on AMX (LoadOptions::int8_gemm), so two
-// models in one process can differ and the operator reads no environment. A torch.jit.fork task
-// runs on another thread, outside the scope: on oneDNN, the same bits.
-const Int8PackTable* ActiveInt8PackTable();
+// The table of the model whose forward pass runs on this thread: the innermost
+// Int8GemmScope's, or null outside any scope. The engine opens a scope around each forward pass
+// of a model, so two models in one process can differ and the operator reads no environment. A
+// torch.jit.fork task runs on another thread, outside the scope: its weights are checked per
+// call and run on oneDNN, the same bits.
+const Int8WeightTable* ActiveInt8WeightTable();
 
 class Int8GemmScope {
  public:
-  explicit Int8GemmScope(const Int8PackTable* table);
+  explicit Int8GemmScope(const Int8WeightTable* table);
   ~Int8GemmScope();
   Int8GemmScope(const Int8GemmScope&) = delete;
   Int8GemmScope& operator=(const Int8GemmScope&) = delete;
 
  private:
-  const Int8PackTable* previous_;
+  const Int8WeightTable* previous_;
 };
 
 // c[i, j] = sum over k of a[i, k] * w[j, k], exactly, for i < rows_padded and j < n_padded.

@@ -144,8 +144,19 @@ void IntMatmul(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
 constexpr int64_t kRowBlock = 128;
 
 // The most features whose int32 sum cannot overflow: activations within +-127, weights within
-// +-64 (the load refuses wider), so each product is at most 8128 in magnitude.
-constexpr int64_t kMaxExactDepth = std::numeric_limits<int32_t>::max() / (127 * 64);
+// +-kInt8WeightLevels, so each product is at most 8128 in magnitude.
+constexpr int64_t kMaxExactDepth = std::numeric_limits<int32_t>::max() / (127 * kInt8WeightLevels);
+
+// The largest |value| of a contiguous int8 buffer (an int8 -128 counts as 128).
+BERTGATE_CLONES int Int8Magnitude(const int8_t* w, int64_t count) {
+  int largest = 0;
+#pragma omp simd reduction(max : largest)
+  for (int64_t i = 0; i < count; ++i) {
+    const int v = w[i] < 0 ? -static_cast<int>(w[i]) : static_cast<int>(w[i]);
+    largest = v > largest ? v : largest;
+  }
+  return largest;
+}
 
 }  // namespace
 
@@ -170,10 +181,23 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
               "bertgate::linear_int8: activation must be 0 (none) or 1 (GELU), got ", activation);
   const at::Tensor x = input.reshape({-1, k}).to(at::kFloat).contiguous();
   const int64_t m = x.size(0);
+  // A weight the running model's load vetted (a frozen constant only its graph holds) is within
+  // range for its life; any other (an attribute read live, which anything may have written since
+  // the load, or a direct call's) is checked now: out of range, the GEMM below would be silently
+  // wrong on CPUs without VNNI (int8_linear.h), so it is a model error instead.
+  const Int8WeightTable* table = ActiveInt8WeightTable();
+  const Int8WeightTable::Entry* vetted = table != nullptr ? table->Find(weight) : nullptr;
+  const at::Tensor weight_c = weight.contiguous();
+  if (vetted == nullptr) {
+    const int largest = Int8Magnitude(weight_c.data_ptr<int8_t>(), weight_c.numel());
+    TORCH_CHECK(largest <= kInt8WeightLevels, "bertgate::linear_int8: the weight holds int8 values up to ", largest,
+                " in magnitude at this call; the operator takes [-", kInt8WeightLevels, ", ", kInt8WeightLevels,
+                "], the range its integer matmul sums exactly on every CPU (a weight read from an attribute is ",
+                "checked at every call: something in the model wrote it since the load)");
+  }
   // Where the CPU has AMX and the model packed this weight at load, the GEMM is the engine's own
   // (amx_int8_gemm.h): its operands padded to whole tiles, with zeros that add nothing to a sum.
-  const Int8PackTable* table = ActiveInt8PackTable();
-  const AmxPackedWeight* packed = table != nullptr ? table->Find(weight) : nullptr;
+  const AmxPackedWeight* packed = vetted != nullptr ? vetted->packed.get() : nullptr;
   const int64_t ldq = packed ? packed->k_padded : k;
   const int64_t ldacc = packed ? packed->n_padded : n;
   const int64_t m_stored = packed ? RoundUp(m, kAmxRowPad) : m;
@@ -200,8 +224,7 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
   // With one input feature, [N, 1] contiguous has strides (1, 1) and its transpose reads as a
   // [1, N] matrix of leading dimension 1, which oneDNN takes for a column-major one: it is
   // viewed as [1, N] row-major instead.
-  const at::Tensor weight_t =
-      packed ? at::Tensor() : (k == 1 ? weight.contiguous().view({1, n}) : weight.contiguous().t());
+  const at::Tensor weight_t = packed ? at::Tensor() : (k == 1 ? weight_c.view({1, n}) : weight_c.t());
   const int64_t block = std::min(m, kRowBlock);
   at::Tensor acc = at::empty({packed ? RoundUp(block, kAmxRowPad) : block, ldacc}, x.options().dtype(at::kInt));
   int32_t* ap = acc.data_ptr<int32_t>();

@@ -19,11 +19,16 @@ namespace bertgate {
 constexpr int64_t kActivationNone = 0;
 constexpr int64_t kActivationGelu = 1;
 
+// The weights' range, [-kInt8WeightLevels, kInt8WeightLevels]: see LinearInt8.
+constexpr int kInt8WeightLevels = 64;
+
 // input [..., K] floating; weight [N, K] int8 in [-64, 64]; weight_scale [N] float; bias [N]
 // float or none. The weights' range is the exporter's (64 levels): oneDNN's int8 kernels on
 // CPUs without VNNI sum pairs of u8 x s8 products in int16, which 255 * 64 * 2 never overflows
-// and 8-bit weights do (results off by up to 2.6e5 under ONEDNN_MAX_CPU_ISA=AVX2). The engine
-// refuses a bundle whose int8 weights leave that range (torchscript_model.cpp).
+// and 8-bit weights do (results off by up to 2.6e5 under ONEDNN_MAX_CPU_ISA=AVX2). The load
+// refuses stored weights that leave that range (torchscript_model.cpp); a weight the active
+// Int8WeightTable does not hold (read live from an attribute, which anything may have written
+// since) is checked here on every call.
 at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& weight_scale,
                       const c10::optional<at::Tensor>& bias, int64_t activation);
 

@@ -24,6 +24,7 @@
 #include "amx_int8_gemm.h"
 #include "device_scope.h"
 #include "engine_error.h"
+#include "int8_linear.h"
 #include "logits.h"
 #include "torch_warnings.h"
 
@@ -158,33 +159,6 @@ int Int8Magnitude(const at::Tensor& t) {
   return std::max(static_cast<int>(t.max().item<int8_t>()), -static_cast<int>(t.min().item<int8_t>()));
 }
 
-// The tensors a value holds, in objects, lists, tuples and dicts too (a weight may be kept in
-// any of them).
-void TensorsIn(const c10::IValue& value, std::vector<at::Tensor>& out, int depth = 0) {
-  if (depth > 32) return;  // TorchScript values nest, but not without end
-  if (value.isTensor()) {
-    out.push_back(value.toTensor());
-  } else if (value.isObject()) {
-    const c10::intrusive_ptr<c10::ivalue::Object> object = value.toObject();
-    for (size_t i = 0; i < object->slots().size(); ++i) TensorsIn(object->getSlot(i), out, depth + 1);
-  } else if (value.isList()) {
-    for (const c10::IValue& item : value.toListRef()) TensorsIn(item, out, depth + 1);
-  } else if (value.isTuple()) {
-    for (const c10::IValue& item : value.toTupleRef().elements()) TensorsIn(item, out, depth + 1);
-  } else if (value.isGenericDict()) {
-    for (const auto& entry : value.toGenericDict()) TensorsIn(entry.value(), out, depth + 1);
-  }
-}
-
-// The tensors the module's attributes hold, its submodules' included.
-std::vector<at::Tensor> AttributeTensors(const torch::jit::Module& module) {
-  std::vector<at::Tensor> tensors;
-  for (const auto& attribute : module.named_attributes(/*recurse=*/true)) {
-    if (!attribute.value.isModule()) TensorsIn(attribute.value, tensors);
-  }
-  return tensors;
-}
-
 // Dense CPU int8 tensors, the only kind a kernel reads (a meta or sparse tensor would fail the
 // operator's own checks, by name).
 bool IsInt8Weight(const at::Tensor& t) {
@@ -193,15 +167,6 @@ bool IsInt8Weight(const at::Tensor& t) {
 }
 
 }  // namespace
-
-int LargestInt8Weight(const torch::jit::Module& module) {
-  std::vector<at::Tensor> tensors = AttributeTensors(module);
-  tensors.erase(std::remove_if(tensors.begin(), tensors.end(), [](const at::Tensor& t) { return !IsInt8Weight(t); }),
-                tensors.end());
-  int largest = 0;
-  for (const at::Tensor& t : tensors) largest = std::max(largest, Int8Magnitude(t));
-  return largest;
-}
 
 namespace {
 
@@ -243,8 +208,6 @@ bool FullRangeInt8Here(const LoadOptions& options) {
 }
 
 namespace {
-
-constexpr int kInt8WeightLevels = 64;
 
 std::string WeightRangeError(const std::string& path, int largest) {
   return "'" + path + "' holds int8 weights up to " + std::to_string(largest) +
@@ -294,15 +257,17 @@ void CheckInt8Weights(const torch::jit::Module& module, const std::string& path)
   AnyNode(module, [&](torch::jit::Node* node) {
     if (node->kind() != linear_int8 || node->inputs().size() < 2) return false;
     torch::jit::Node* source = node->input(1)->node();
-    if (source->kind() == c10::prim::GetAttr) return false;  // an attribute: LargestInt8Weight read it
+    // An attribute is read live: the operator checks its range at every call (int8_linear.h).
+    if (source->kind() == c10::prim::GetAttr) return false;
     const std::optional<c10::IValue> value =
         source->kind() == c10::prim::Constant ? torch::jit::toIValue(node->input(1)) : std::nullopt;
     if (!value || !value->isTensor()) {
       if (source->kind() == c10::prim::Param) {
         throw EngineError(ErrorCode::kModelLoad, "'" + path + "' passes a weight of bertgate::linear_int8 into a " +
-                                                     "function or method as an argument, which a load cannot vet " +
-                                                     "unfrozen; the operator takes stored int8 weights, as " +
-                                                     "--quantize int8 writes (freeze: true inlines the call)");
+                                                     "function, method or forked task as an argument, which the " +
+                                                     "load cannot follow to a stored tensor; the operator takes " +
+                                                     "stored int8 weights, as --quantize int8 writes (freezing " +
+                                                     "inlines calls of functions and methods, not forked tasks)");
       }
       throw EngineError(ErrorCode::kModelLoad, "'" + path + "' computes a weight of bertgate::linear_int8 in its " +
                                                    "graph (from " + source->kind().toQualString() + "); the " +
@@ -354,19 +319,27 @@ int IsolateInt8Weights(torch::jit::Module& module) {
   return isolated;
 }
 
-std::unique_ptr<Int8PackTable> PackInt8Weights(const torch::jit::Module& module) {
+std::unique_ptr<Int8WeightTable> Int8WeightsOf(const torch::jit::Module& module, bool pack) {
   static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
-  auto table = std::make_unique<Int8PackTable>();
-  const bool unpackable = AnyNode(module, [&](torch::jit::Node* node) {
-    if (node->kind() != linear_int8 || node->inputs().size() < 2) return false;
-    const std::optional<c10::IValue> value =
-        node->input(1)->node()->kind() == c10::prim::Constant ? torch::jit::toIValue(node->input(1)) : std::nullopt;
-    if (!value || !value->isTensor()) return true;  // an attribute, read live on every call
-    const at::Tensor& w = value->toTensor();
-    if (IsInt8Weight(w) && w.dim() == 2) table->Add(w);
-    return false;
+  auto table = std::make_unique<Int8WeightTable>();
+  AnyNode(module, [&](torch::jit::Node* node) {
+    if (node->kind() != linear_int8 || node->inputs().size() < 2 ||
+        node->input(1)->node()->kind() != c10::prim::Constant)
+      return false;
+    const std::optional<c10::IValue> value = torch::jit::toIValue(node->input(1));
+    if (value && value->isTensor() && IsInt8Weight(value->toTensor()) && value->toTensor().dim() == 2)
+      table->Add(value->toTensor(), pack);
+    return false;  // every node
   });
-  return unpackable ? nullptr : std::move(table);
+  return table;
+}
+
+bool ReadsInt8WeightsLive(const torch::jit::Module& module) {
+  static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
+  return AnyNode(module, [&](torch::jit::Node* node) {
+    return node->kind() == linear_int8 && node->inputs().size() >= 2 &&
+           node->input(1)->node()->kind() != c10::prim::Constant;
+  });
 }
 
 int RetargetDeviceConstants(torch::jit::Module& module, const c10::Device& device) {
@@ -405,8 +378,6 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
     throw EngineError(ErrorCode::kModelLoad, "'" + path + "' is not a loadable TorchScript module: " + Brief(e));
   }
   module_.eval();
-  // Before freezing, while the weights are still attributes to read.
-  const int largest_int8 = LargestInt8Weight(module_);
   info_.loader = "torchscript";
   info_.device = device_.str();
   ReadEmbeddingSizes(module_, info_);
@@ -443,8 +414,6 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
                                                  "model without --quantize for " + device_.str());
   }
   if (linear_int8) {
-    if (largest_int8 > kInt8WeightLevels)
-      throw EngineError(ErrorCode::kModelLoad, WeightRangeError(path, largest_int8));
     CheckInt8Weights(module_, path);
     info_.int8_activation_bits = 8;  // 8 bits per row on every CPU
     info_.int8_op = "bertgate::linear_int8";
@@ -456,15 +425,22 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
     // Frozen, each layer's weight becomes a copy only the graph holds: fixed for the model's
     // life whatever else held the stored tensor, on either GEMM.
     IsolateInt8Weights(module_);
-    // Packed once, here, before the first run: the AMX GEMM reads these for the model's life.
-    if (options.int8_gemm != Int8Gemm::kOnednn && AmxInt8Available()) int8_pack_ = PackInt8Weights(module_);
-    if (options.int8_gemm == Int8Gemm::kAmx && !int8_pack_) {
-      throw EngineError(ErrorCode::kModelLoad, "'" + path + "' runs unfrozen, its int8 weights attributes read " +
-                                                   "afresh on every call, which the AMX GEMM " +
-                                                   "(BERTGATE_INT8_GEMM=amx) cannot pack once: load it with " +
-                                                   "freeze: true");
+    // A weight read from an attribute (unfrozen, or one freezing kept because something else
+    // holds or writes it) is read afresh on every call: it cannot be packed once.
+    const bool live = ReadsInt8WeightsLive(module_);
+    if (options.int8_gemm == Int8Gemm::kAmx && live) {
+      throw EngineError(ErrorCode::kModelLoad,
+                        "'" + path + "' reads int8 weights from attributes afresh on every call (" +
+                            (info_.frozen ? "attributes freezing kept, as something else in the model holds or "
+                                            "writes them"
+                                          : "the model runs unfrozen: load it with freeze: true") +
+                            "), which the AMX GEMM (BERTGATE_INT8_GEMM=amx) cannot pack once");
     }
-    info_.int8_gemm = int8_pack_ ? "amx" : "onednn";
+    // The vetted weights, packed once, here, before the first run where AMX runs: the operator
+    // reads them for the model's life, and checks the range of any other weight per call.
+    const bool amx = !live && options.int8_gemm != Int8Gemm::kOnednn && AmxInt8Available();
+    int8_weights_ = Int8WeightsOf(module_, amx);
+    info_.int8_gemm = amx ? "amx" : "onednn";
   } else if (options.int8_gemm == Int8Gemm::kAmx && torch_ao) {
     throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds torch.ao int8 layers (quantized::), which run " +
                                                  "on fbgemm, not on the AMX GEMM BERTGATE_INT8_GEMM=amx asks for: " +
@@ -528,7 +504,7 @@ ModelOutput TorchScriptModel::Run(const std::string& path, int64_t rows, int64_t
   const auto ids = at::zeros({rows, seq_len}, at::TensorOptions().dtype(at::kLong).device(device_));
   try {
     c10::InferenceMode guard;
-    const Int8GemmScope gemm(int8_pack_.get());
+    const Int8GemmScope gemm(int8_weights_.get());
     std::vector<c10::IValue> inputs{ids, at::ones_like(ids), at::zeros_like(ids)};
     return Outputs(module_.forward(inputs), &info_.output_kind);
   } catch (const EngineError&) {
@@ -543,7 +519,7 @@ ModelOutput TorchScriptModel::Run(const std::string& path, int64_t rows, int64_t
 }
 
 ModelOutput TorchScriptModel::Forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& type_ids) {
-  const Int8GemmScope gemm(int8_pack_.get());
+  const Int8GemmScope gemm(int8_weights_.get());
   std::vector<c10::IValue> inputs{ids, mask, type_ids};
   return Outputs(module_.forward(inputs), nullptr);
 }

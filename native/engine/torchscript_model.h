@@ -30,18 +30,13 @@ bool UsesTorchAoOps(const torch::jit::Module& module);
 // Whether any method runs bertgate::linear_int8 (the int8 bundles of today's exporter).
 bool UsesLinearInt8(const torch::jit::Module& module);
 
-// The largest |value| among the module's int8 tensors (its attributes, submodules' included):
-// bertgate::linear_int8 needs weights in [-64, 64] to be exact on every CPU (int8_linear.h).
-int LargestInt8Weight(const torch::jit::Module& module);
-
 // What a graph gives bertgate::linear_int8 as its weight must be a stored tensor, read before
 // the first call: a constant of the frozen graph (checked here, against [-64, 64]) or an
-// attribute (LargestInt8Weight), used only as that operator's weight. Every function of the
-// module's code is read, forked tasks' and classes' methods included. Throws
-// EngineError(kModelLoad) naming `path` otherwise: a weight computed or written in the graph
-// could hold anything by the time it runs. (Other holders of the same tensor are
-// IsolateInt8Weights' business, for frozen graphs; unfrozen, attributes are read live, and a
-// graph that writes them is code the trust model asks users to vet, docs/trust-model.md.)
+// attribute (read live: the operator checks its range at every call), used only as that
+// operator's weight. Every function of the module's code is read, forked tasks' and classes'
+// methods included. Throws EngineError(kModelLoad) naming `path` otherwise: a weight computed or
+// written in the graph could hold anything by the time it runs. (Other holders of the same
+// tensor are IsolateInt8Weights' business, for frozen graphs.)
 void CheckInt8Weights(const torch::jit::Module& module, const std::string& path);
 
 // The `reduce_range` argument of quantized::linear_dynamic: true quantizes activations to 7
@@ -67,10 +62,14 @@ bool FullRangeInt8Here(const LoadOptions& options);
 // after CheckInt8Weights (which leaves only weight slots among the constants' uses).
 int IsolateInt8Weights(torch::jit::Module& module);
 
-// The int8 weights of a frozen module's bertgate::linear_int8 calls, packed for the AMX GEMM
-// (after IsolateInt8Weights); null where any weight is an attribute (unfrozen: read afresh on
-// every call, so not packable once).
-std::unique_ptr<Int8PackTable> PackInt8Weights(const torch::jit::Module& module);
+// The weight constants of a frozen module's bertgate::linear_int8 calls (after
+// CheckInt8Weights and IsolateInt8Weights), the weights the operator may trust for the model's
+// life, each packed for the AMX GEMM where `pack`.
+std::unique_ptr<Int8WeightTable> Int8WeightsOf(const torch::jit::Module& module, bool pack);
+
+// Whether any bertgate::linear_int8 call reads its weight from something other than a constant
+// (an attribute: unfrozen, or kept by freezing): read afresh on every call, not packable once.
+bool ReadsInt8WeightsLive(const torch::jit::Module& module);
 
 class TorchScriptModel : public Model {
  public:
@@ -88,9 +87,10 @@ class TorchScriptModel : public Model {
 
   c10::Device device_;
   std::optional<c10::Stream> stream_;
-  // The int8 weights packed for the AMX GEMM, where this model runs it; null elsewhere. In force
-  // (Int8GemmScope) around every forward pass of this model, freed with it.
-  std::unique_ptr<Int8PackTable> int8_pack_;
+  // The int8 weights this model's load vetted, packed where it runs the AMX GEMM; null for a
+  // model without bertgate::linear_int8. In force (Int8GemmScope) around every forward pass of
+  // this model, freed with it.
+  std::unique_ptr<Int8WeightTable> int8_weights_;
   torch::jit::Module module_;
   ModelInfo info_;
 };

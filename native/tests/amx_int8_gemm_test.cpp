@@ -71,20 +71,21 @@ TEST(AmxInt8Gemm, GivesTheSameSumsOnEveryIntraOpThreadCount) {
 }
 
 // The table is plain bookkeeping: these run on every CPU.
-TEST(Int8PackTable, FindsTheTensorItPackedAndNothingElse) {
+TEST(Int8WeightTable, FindsTheTensorItPackedAndNothingElse) {
   at::manual_seed(13);
-  Int8PackTable table;
+  Int8WeightTable table;
   const at::Tensor w = at::randint(-64, 65, {40, 70}, at::kChar);
-  table.Add(w);
-  table.Add(w);
+  table.Add(w, /*pack=*/true);
+  table.Add(w, /*pack=*/true);
   EXPECT_EQ(table.size(), 1u);
-  const AmxPackedWeight* packed = table.Find(w);
-  ASSERT_NE(packed, nullptr);
-  EXPECT_EQ(table.Find(w), packed);
-  EXPECT_EQ(packed->n, 40);
-  EXPECT_EQ(packed->k_padded, 128);
+  const Int8WeightTable::Entry* entry = table.Find(w);
+  ASSERT_NE(entry, nullptr);
+  EXPECT_EQ(table.Find(w), entry);
+  ASSERT_NE(entry->packed, nullptr);
+  EXPECT_EQ(entry->packed->n, 40);
+  EXPECT_EQ(entry->packed->k_padded, 128);
   // Another tensor over the same bytes is found only in the same geometry.
-  EXPECT_EQ(table.Find(w.view({40, 70})), packed);
+  EXPECT_EQ(table.Find(w.view({40, 70})), entry);
   EXPECT_EQ(table.Find(w.narrow(0, 0, 16)), nullptr);
   EXPECT_EQ(table.Find(w.narrow(1, 0, 35)), nullptr);
   EXPECT_EQ(table.Find(w.view({70, 40})), nullptr);
@@ -92,28 +93,36 @@ TEST(Int8PackTable, FindsTheTensorItPackedAndNothingElse) {
   EXPECT_EQ(table.Find(w.clone()), nullptr);
 }
 
-TEST(Int8PackTable, NeverServesAWeightWrittenAfterItWasPacked) {
-  Int8PackTable table;
+TEST(Int8WeightTable, PacksOnlyWhereAsked) {
+  Int8WeightTable table;
+  const at::Tensor w = at::randint(-64, 65, {8, 16}, at::kChar);
+  table.Add(w, /*pack=*/false);
+  ASSERT_NE(table.Find(w), nullptr);
+  EXPECT_EQ(table.Find(w)->packed, nullptr);  // held (vetted), run on oneDNN
+}
+
+TEST(Int8WeightTable, NeverServesAWeightWrittenAfterItWasPacked) {
+  Int8WeightTable table;
   at::Tensor w = at::randint(-64, 65, {24, 96}, at::kChar);
-  table.Add(w);
+  table.Add(w, /*pack=*/true);
   ASSERT_NE(table.Find(w), nullptr);
   w.neg_();
   EXPECT_EQ(table.Find(w), nullptr);
   // Written through a view: views share the weight's version counter.
   at::Tensor v = at::randint(-64, 65, {8, 8}, at::kChar);
-  Int8PackTable other;
-  other.Add(v);
+  Int8WeightTable other;
+  other.Add(v, /*pack=*/true);
   v.narrow(0, 2, 1).fill_(3);
   EXPECT_EQ(other.Find(v), nullptr);
 }
 
-TEST(Int8PackTable, KeepsItsWeightsAliveSoNoNewTensorTakesTheirPlace) {
-  Int8PackTable table;
+TEST(Int8WeightTable, KeepsItsWeightsAliveSoNoNewTensorTakesTheirPlace) {
+  Int8WeightTable table;
   const void* address = nullptr;
   {
     const at::Tensor w = at::randint(-64, 65, {48, 128}, at::kChar);
     address = w.data_ptr();
-    table.Add(w);
+    table.Add(w, /*pack=*/true);
   }
   // The allocator would hand the same memory back; the table still holds it, so it cannot.
   for (int i = 0; i < 50; ++i) {
@@ -123,25 +132,25 @@ TEST(Int8PackTable, KeepsItsWeightsAliveSoNoNewTensorTakesTheirPlace) {
   }
 }
 
-TEST(Int8PackTable, IsActiveOnlyInsideItsScopeOnItsThreadAndOnlyWhereAmxRuns) {
-  Int8PackTable table, inner_table;
-  EXPECT_EQ(ActiveInt8PackTable(), nullptr);
+TEST(Int8WeightTable, IsActiveOnlyInsideItsScopeAndOnItsThread) {
+  Int8WeightTable table, inner_table;
+  EXPECT_EQ(ActiveInt8WeightTable(), nullptr);
   {
     const Int8GemmScope scope(&table);
-    EXPECT_EQ(ActiveInt8PackTable(), AmxInt8Available() ? &table : nullptr);
+    EXPECT_EQ(ActiveInt8WeightTable(), &table);
     {
       const Int8GemmScope inner(&inner_table);
-      EXPECT_EQ(ActiveInt8PackTable(), AmxInt8Available() ? &inner_table : nullptr);
+      EXPECT_EQ(ActiveInt8WeightTable(), &inner_table);
       const Int8GemmScope none(nullptr);
-      EXPECT_EQ(ActiveInt8PackTable(), nullptr);
+      EXPECT_EQ(ActiveInt8WeightTable(), nullptr);
     }
-    EXPECT_EQ(ActiveInt8PackTable(), AmxInt8Available() ? &table : nullptr);
+    EXPECT_EQ(ActiveInt8WeightTable(), &table);
     // Another thread (a torch.jit.fork task, say) is not this one's scope.
-    const Int8PackTable* elsewhere = &table;
-    std::thread([&] { elsewhere = ActiveInt8PackTable(); }).join();
+    const Int8WeightTable* elsewhere = &table;
+    std::thread([&] { elsewhere = ActiveInt8WeightTable(); }).join();
     EXPECT_EQ(elsewhere, nullptr);
   }
-  EXPECT_EQ(ActiveInt8PackTable(), nullptr);
+  EXPECT_EQ(ActiveInt8WeightTable(), nullptr);
 }
 
 TEST(AmxInt8Gemm, LinearInt8OnItEqualsExactArithmetic) {
@@ -150,8 +159,8 @@ TEST(AmxInt8Gemm, LinearInt8OnItEqualsExactArithmetic) {
   const at::Tensor w = at::randint(-64, 65, {1536, 384}, at::kChar);
   const at::Tensor scale = at::rand({1536}) * 0.01 + 1e-3, bias = at::randn({1536});
   const at::Tensor x = at::randn({200, 384}) * 4;
-  Int8PackTable table;
-  table.Add(w);
+  Int8WeightTable table;
+  table.Add(w, /*pack=*/true);
   const Int8GemmScope scope(&table);
   const at::Tensor got = LinearInt8(x, w, scale, bias, kActivationNone);
   const at::Tensor amax = x.abs().amax({1}, true);
@@ -167,8 +176,8 @@ TEST(AmxInt8Gemm, LinearInt8GivesTheSameBitsOnAmxAndOnOneDnnWhateverTheTableHold
   const at::Tensor scale = at::rand({1536}) * 0.01 + 1e-3, bias = at::randn({1536});
   const at::Tensor x = at::randn({3, 97, 384});
   const at::Tensor onednn = LinearInt8(x, w, scale, bias, kActivationGelu);  // no scope: oneDNN
-  Int8PackTable table;
-  table.Add(w);
+  Int8WeightTable table;
+  table.Add(w, /*pack=*/true);
   const Int8GemmScope scope(&table);
   EXPECT_TRUE(at::equal(LinearInt8(x, w, scale, bias, kActivationGelu), onednn));
   // Written after packing: the table no longer serves it, and the result follows the new weight.

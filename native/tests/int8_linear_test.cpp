@@ -9,7 +9,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <string>
+
+#include "../engine/amx_int8_gemm.h"
 
 namespace bertgate {
 namespace {
@@ -124,6 +128,37 @@ TEST(LinearInt8, RefusesInconsistentCallsWithAnError) {
   EXPECT_NEAR(sum.item<float>(), 64.0 * deepest, 64.0 * deepest * 1e-6);
   EXPECT_THROW(LinearInt8(at::ones({1, deepest + 1}), at::full({1, deepest + 1}, 64, at::kChar), one, zero, 0),
                c10::Error);
+}
+
+TEST(LinearInt8, ChecksTheRangeOfEveryWeightNoVettedTableHolds) {
+  // Out of [-64, 64], oneDNN's sums on CPUs without VNNI would be silently wrong: a weight the
+  // running model's load did not vet (an attribute read live, a direct call's) is checked.
+  const Layer l = RandomLayer(6, 8);
+  const at::Tensor x = at::randn({2, 8});
+  at::Tensor w = l.weight.clone();
+  w[0][0] = 64;
+  w[1][1] = -64;
+  EXPECT_TRUE(at::equal(LinearInt8(x, w, l.scale, l.bias, 0), Exact(x, w, l.scale, l.bias)));
+  for (const int value : {65, -65, 127, -128}) {
+    w[3][5] = value;
+    try {
+      LinearInt8(x, w, l.scale, l.bias, 0);
+      ADD_FAILURE() << value << " was not refused";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("holds int8 values up to " + std::to_string(std::abs(value)) +
+                                           " in magnitude at this call; the operator takes [-64, 64]"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  // Also through a strided view (the check reads the values, not the memory's first bytes).
+  EXPECT_THROW(LinearInt8(x, w.t().contiguous().t(), l.scale, l.bias, 0), c10::Error);
+  // A weight the active table holds was checked at load: trusted, not read again.
+  Int8WeightTable table;
+  table.Add(w, /*pack=*/false);
+  const Int8GemmScope scope(&table);
+  EXPECT_NO_THROW(LinearInt8(x, w, l.scale, l.bias, 0));
+  EXPECT_THROW(LinearInt8(x, w.clone(), l.scale, l.bias, 0), c10::Error);  // another tensor: checked
 }
 
 TEST(LinearInt8, ANonFiniteRowGivesANanRowAndLeavesTheOthers) {

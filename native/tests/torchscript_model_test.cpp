@@ -240,9 +240,17 @@ TEST_F(TorchScriptModelTest, VetsTheWeightsOfLinearInt8WhereverTheGraphKeepsThem
     return std::string();
   };
   EXPECT_TRUE(UsesLinearInt8(module(64, "")));
-  EXPECT_EQ(LargestInt8Weight(module(64, "")), 64);
-  EXPECT_EQ(LargestInt8Weight(module(100, "")), 100);
   EXPECT_EQ(refusal(module(64, "")), "");
+  // Unfrozen, the weight is an attribute read live: the operator checks its range at every call
+  // (whatever wrote it since), and the load leaves it to that.
+  EXPECT_EQ(refusal(module(100, "")), "");
+  try {
+    module(100, "").forward({at::randn({2, 3})});
+    ADD_FAILURE() << "a weight of 100 ran";
+  } catch (const std::exception& e) {  // the interpreter rethrows the operator's c10::Error
+    EXPECT_NE(std::string(e.what()).find("holds int8 values up to 100 in magnitude at this call"), std::string::npos);
+  }
+  EXPECT_NO_THROW(module(64, "").forward({at::randn({2, 3})}));
   // Frozen, the stored weight is a constant whose range is checked where it is used.
   EXPECT_NE(refusal(torch::jit::freeze(module(100, ""))).find("holds int8 weights up to 100"), std::string::npos);
   // Changed in the graph before the call: what the load read is not what would run.
@@ -280,7 +288,8 @@ TEST_F(TorchScriptModelTest, GivesEachFrozenInt8WeightACopyNoOtherHolderCanWrite
       "    return bertgate.linear_int8(x, self.w, self.s, None, 0)\n",
       std::make_shared<QuantizedOpsResolver>());
   torch::jit::Module frozen = torch::jit::freeze(m);
-  EXPECT_EQ(PackInt8Weights(frozen), nullptr);  // an attribute: read afresh each call
+  EXPECT_TRUE(ReadsInt8WeightsLive(frozen));  // an attribute: read afresh each call
+  EXPECT_EQ(Int8WeightsOf(frozen, /*pack=*/false)->size(), 0u);
   const std::shared_ptr<torch::jit::Graph> graph = frozen.get_method("forward").graph();
   for (torch::jit::Node* node : graph->nodes()) {
     if (node->kind() != c10::prim::GetAttr || node->s(c10::attr::name) != "w") continue;
@@ -295,11 +304,11 @@ TEST_F(TorchScriptModelTest, GivesEachFrozenInt8WeightACopyNoOtherHolderCanWrite
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(at::equal(frozen.forward({x}).toTensor(), first));
   EXPECT_FALSE(at::equal(w, stored));  // the shared memory was written, four times
   EXPECT_TRUE(at::equal(first, LinearInt8(x, stored, at::full({4}, 0.01), c10::nullopt, 0)));
-  // Now every weight is a constant the graph alone holds: packable once.
-  const std::unique_ptr<Int8PackTable> table = PackInt8Weights(frozen);
-  ASSERT_NE(table, nullptr);
+  // Now every weight is a constant the graph alone holds: vetted for the model's life, packable once.
+  EXPECT_FALSE(ReadsInt8WeightsLive(frozen));
+  const std::unique_ptr<Int8WeightTable> table = Int8WeightsOf(frozen, /*pack=*/true);
   EXPECT_EQ(table->size(), 1u);
-  EXPECT_EQ(PackInt8Weights(m), nullptr);
+  EXPECT_TRUE(ReadsInt8WeightsLive(m));
 }
 
 TEST_F(TorchScriptModelTest, CastsStoredHalfWeightsButNotIntegerBuffers) {
