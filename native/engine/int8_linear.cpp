@@ -184,10 +184,12 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
   // A weight the running model's load vetted (a frozen constant only its graph holds) is within
   // range for its life; any other (an attribute read live, which anything may have written since
   // the load, or a direct call's) is checked now: out of range, the GEMM below would be silently
-  // wrong on CPUs without VNNI (int8_linear.h), so it is a model error instead.
+  // wrong on CPUs without VNNI (int8_linear.h), so it is a model error instead. Checked and
+  // multiplied as a private copy: a torch.jit.fork task on another thread may write the live
+  // tensor between the check and the GEMM's reads (N x K bytes, against the GEMM's M x N x K).
   const Int8WeightTable* table = ActiveInt8WeightTable();
   const Int8WeightTable::Entry* vetted = table != nullptr ? table->Find(weight) : nullptr;
-  const at::Tensor weight_c = weight.contiguous();
+  const at::Tensor weight_c = vetted != nullptr ? weight.contiguous() : weight.clone(at::MemoryFormat::Contiguous);
   if (vetted == nullptr) {
     const int largest = Int8Magnitude(weight_c.data_ptr<int8_t>(), weight_c.numel());
     TORCH_CHECK(largest <= kInt8WeightLevels, "bertgate::linear_int8: the weight holds int8 values up to ", largest,

@@ -8,10 +8,13 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <thread>
 
 #include "../engine/amx_int8_gemm.h"
 
@@ -159,6 +162,41 @@ TEST(LinearInt8, ChecksTheRangeOfEveryWeightNoVettedTableHolds) {
   const Int8GemmScope scope(&table);
   EXPECT_NO_THROW(LinearInt8(x, w, l.scale, l.bias, 0));
   EXPECT_THROW(LinearInt8(x, w.clone(), l.scale, l.bias, 0), c10::Error);  // another tensor: checked
+}
+
+TEST(LinearInt8, MultipliesTheBytesItCheckedWhileAnotherThreadWritesTheWeight) {
+  // A torch.jit.fork task may write a live weight while the operator runs (an outside attack
+  // did, 127 then back to 1 around each call): what the GEMM multiplies must be what was
+  // checked, so every call gives the exact result for the 1s or fails, never oneDNN's saturated
+  // sums of 127s that the check did not see.
+  at::Tensor w = at::ones({64, 256}, at::kChar);
+  const at::Tensor scale = at::full({64}, 1e-3), bias = at::zeros({64});
+  const at::Tensor x = at::ones({4096, 256});
+  const at::Tensor ones = Exact(x, w, scale, bias);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    volatile int8_t* p = w.data_ptr<int8_t>();
+    while (!stop.load(std::memory_order_relaxed)) {
+      for (const int8_t value : {int8_t{127}, int8_t{1}}) {
+        for (int64_t i = 0; i < 64 * 256; ++i) p[i] = value;
+      }
+      // Mostly 1s, so a check usually passes; 127s often enough that a GEMM meets some.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    }
+  });
+  int exact = 0, refused = 0, wrong = 0;
+  for (int i = 0; i < 200; ++i) {
+    try {
+      (at::equal(LinearInt8(x, w, scale, bias, 0), ones) ? exact : wrong)++;
+    } catch (const c10::Error&) {
+      ++refused;
+    }
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(wrong, 0) << exact << " exact, " << refused << " refused";
 }
 
 TEST(LinearInt8, ANonFiniteRowGivesANanRowAndLeavesTheOthers) {
