@@ -160,6 +160,11 @@ BERTGATE_CLONES int Int8Magnitude(const int8_t* w, int64_t count) {
 
 }  // namespace
 
+int Int8WeightMagnitude(const at::Tensor& weight) {
+  const at::Tensor w = weight.contiguous();
+  return Int8Magnitude(w.data_ptr<int8_t>(), w.numel());
+}
+
 at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& weight_scale,
                       const c10::optional<at::Tensor>& bias, int64_t activation) {
   // The exporter writes consistent calls; a hand-edited graph must fail as a model error (a

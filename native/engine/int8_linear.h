@@ -29,6 +29,10 @@ constexpr int kInt8WeightLevels = 64;
 // refuses stored weights that leave that range (torchscript_model.cpp); a weight the active
 // Int8WeightTable does not hold (read live from an attribute, which anything may have written
 // since) is checked here on every call.
+// The largest |value| of an int8 tensor (an int8 -128 counts as 128): what LinearInt8 holds to
+// kInt8WeightLevels, and what the load checks its stored weights with.
+int Int8WeightMagnitude(const at::Tensor& weight);
+
 at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& weight_scale,
                       const c10::optional<at::Tensor>& bias, int64_t activation);
 

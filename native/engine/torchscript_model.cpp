@@ -154,16 +154,16 @@ bool UsesLinearInt8(const torch::jit::Module& module) {
 
 namespace {
 
-// The largest |value| of an int8 tensor. Not abs(): an int8 -128 has no int8 magnitude.
-int Int8Magnitude(const at::Tensor& t) {
-  return std::max(static_cast<int>(t.max().item<int8_t>()), -static_cast<int>(t.min().item<int8_t>()));
-}
-
 // Dense CPU int8 tensors, the only kind a kernel reads (a meta or sparse tensor would fail the
 // operator's own checks, by name).
 bool IsInt8Weight(const at::Tensor& t) {
   return t.defined() && t.scalar_type() == at::kChar && t.layout() == at::kStrided && t.device().is_cpu() &&
          t.numel() > 0;
+}
+
+const c10::Symbol& LinearInt8Op() {
+  static const c10::Symbol symbol = c10::Symbol::fromQualString("bertgate::linear_int8");
+  return symbol;
 }
 
 }  // namespace
@@ -224,7 +224,7 @@ constexpr const char* kStoredOnly =
 }  // namespace
 
 void CheckInt8Weights(const torch::jit::Module& module, const std::string& path) {
-  static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
+  const c10::Symbol& linear_int8 = LinearInt8Op();
   // Attributes that feed the operator as weights, by owner type and name: read only by it.
   std::set<std::pair<const c10::Type*, std::string>> weights;
   AnyNode(module, [&](torch::jit::Node* node) {
@@ -244,7 +244,7 @@ void CheckInt8Weights(const torch::jit::Module& module, const std::string& path)
     const bool only_weight =
         node->kind() == c10::prim::GetAttr &&
         std::all_of(node->output()->uses().begin(), node->output()->uses().end(),
-                    [](const torch::jit::Use& use) { return use.user->kind() == linear_int8 && use.offset == 1; });
+                    [](const torch::jit::Use& use) { return use.user->kind() == LinearInt8Op() && use.offset == 1; });
     if (!only_weight) {
       const bool writes = node->kind() == c10::prim::SetAttr;
       throw EngineError(ErrorCode::kModelLoad,
@@ -276,21 +276,22 @@ void CheckInt8Weights(const torch::jit::Module& module, const std::string& path)
     // Used by anything but an operator's weight slot (a view, an in-place op, a forked task):
     // what the load read is not what would run.
     const auto& uses = node->input(1)->uses();
-    if (!std::all_of(uses.begin(), uses.end(),
-                     [](const torch::jit::Use& use) { return use.user->kind() == linear_int8 && use.offset == 1; })) {
+    if (!std::all_of(uses.begin(), uses.end(), [](const torch::jit::Use& use) {
+          return use.user->kind() == LinearInt8Op() && use.offset == 1;
+        })) {
       throw EngineError(ErrorCode::kModelLoad, "'" + path + "' passes an int8 weight of bertgate::linear_int8 (a " +
                                                    "constant of its graph) to another operator; " + kStoredOnly);
     }
     const at::Tensor& w = value->toTensor();
-    if (w.scalar_type() != at::kChar || w.numel() == 0) return false;  // the operator's own check names it
-    const int largest = Int8Magnitude(w);
+    if (!IsInt8Weight(w)) return false;  // the operator's own check names it
+    const int largest = Int8WeightMagnitude(w);
     if (largest > kInt8WeightLevels) throw EngineError(ErrorCode::kModelLoad, WeightRangeError(path, largest));
     return false;  // every node
   });
 }
 
 int IsolateInt8Weights(torch::jit::Module& module) {
-  static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
+  const c10::Symbol& linear_int8 = LinearInt8Op();
   std::unordered_map<torch::jit::Value*, torch::jit::Value*> copies;
   AnyNode(module, [&](torch::jit::Node* node) {
     if (node->kind() != linear_int8 || node->inputs().size() < 2) return false;
@@ -320,7 +321,7 @@ int IsolateInt8Weights(torch::jit::Module& module) {
 }
 
 std::unique_ptr<Int8WeightTable> Int8WeightsOf(const torch::jit::Module& module, bool pack) {
-  static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
+  const c10::Symbol& linear_int8 = LinearInt8Op();
   auto table = std::make_unique<Int8WeightTable>();
   AnyNode(module, [&](torch::jit::Node* node) {
     if (node->kind() != linear_int8 || node->inputs().size() < 2 ||
@@ -335,7 +336,7 @@ std::unique_ptr<Int8WeightTable> Int8WeightsOf(const torch::jit::Module& module,
 }
 
 bool ReadsInt8WeightsLive(const torch::jit::Module& module) {
-  static const c10::Symbol linear_int8 = c10::Symbol::fromQualString("bertgate::linear_int8");
+  const c10::Symbol& linear_int8 = LinearInt8Op();
   return AnyNode(module, [&](torch::jit::Node* node) {
     return node->kind() == linear_int8 && node->inputs().size() >= 2 &&
            node->input(1)->node()->kind() != c10::prim::Constant;
