@@ -3,8 +3,10 @@
 // every 10,000. Growth after warm-up (the first 10%) must stay within 5%: the median of the last
 // ten samples against the median of the first ten after warm-up (single samples swing with the
 // allocator by 10-15% either way; a leak moves the median). The largest sample and the slope of
-// a straight-line fit are reported beside it. Not a speed test: throughput is printed only to
-// say how long the run took.
+// a straight-line fit are reported beside it. The model must also answer the same at the end as
+// at the start: 16 probe texts, each alone (so no batch-mate moves it), give the same logits bit
+// for bit before and after the run (a long-lived int8 bundle's weights must not drift). Not a
+// speed test: throughput is printed only to say how long the run took.
 //
 //   node scripts/bench.mjs soak [--texts N] [--concurrency N]
 
@@ -48,6 +50,13 @@ const sample = (done: number): void => {
 };
 
 const clf = await Classifier.load(values.bundle, { threads: 1 });
+const probes = pool.slice(0, 16);
+const probeLogits = async (): Promise<Float32Array[]> => {
+  const out: Float32Array[] = [];
+  for (const text of probes) out.push(Float32Array.from(await clf.logits(text)));
+  return out;
+};
+const before = await probeLogits();
 const started = performance.now();
 let next = 0;
 let done = 0;
@@ -66,6 +75,8 @@ async function caller(): Promise<void> {
 }
 await Promise.all(Array.from({ length: concurrency }, caller));
 const seconds = (performance.now() - started) / 1000;
+const after = await probeLogits();
+const probesChanged = before.filter((row, i) => !row.every((v, j) => Object.is(v, after[i]?.[j]))).length;
 const stats = clf.stats();
 await clf.close();
 
@@ -74,20 +85,21 @@ const median = (xs: number[]): number => {
   const m = sorted.length >> 1;
   return sorted.length % 2 ? (sorted[m] as number) : ((sorted[m - 1] as number) + (sorted[m] as number)) / 2;
 };
-const after = samples.filter((s) => s.done >= warmup);
+const warmed = samples.filter((s) => s.done >= warmup);
 const round = (x: number, places = 2): number => Math.round(x * 10 ** places) / 10 ** places;
-const first = round(median(after.slice(0, 10).map((s) => s.rssMiB)), 1);
-const last = round(median(after.slice(-10).map((s) => s.rssMiB)), 1);
-const maxRss = Math.max(...after.map((s) => s.rssMiB));
+const first = round(median(warmed.slice(0, 10).map((s) => s.rssMiB)), 1);
+const last = round(median(warmed.slice(-10).map((s) => s.rssMiB)), 1);
+const maxRss = Math.max(...warmed.map((s) => s.rssMiB));
 const growth = (last - first) / first;
 // Least-squares slope of RSS against classifications done, after warm-up: MiB per 100,000.
-const mx = after.reduce((a, s) => a + s.done, 0) / after.length;
-const my = after.reduce((a, s) => a + s.rssMiB, 0) / after.length;
+const mx = warmed.reduce((a, s) => a + s.done, 0) / warmed.length;
+const my = warmed.reduce((a, s) => a + s.rssMiB, 0) / warmed.length;
 const slope =
-  after.reduce((a, s) => a + (s.done - mx) * (s.rssMiB - my), 0) / after.reduce((a, s) => a + (s.done - mx) ** 2, 0);
+  warmed.reduce((a, s) => a + (s.done - mx) * (s.rssMiB - my), 0) / warmed.reduce((a, s) => a + (s.done - mx) ** 2, 0);
 const result = {
   texts: total,
   failures,
+  probesChanged,
   seconds: Math.round(seconds),
   textsPerSecond: Math.round(total / seconds),
   batches: stats.batches,
@@ -102,8 +114,9 @@ console.log(JSON.stringify(result));
 console.log(
   `| ${total.toLocaleString('en')} classifications | RSS median after warm-up ${first} MiB -> last ${last} MiB ` +
     `(${result.growthAfterWarmupPercent}%; largest sample +${result.maxAboveFirstPercent}%; slope ` +
-    `${result.slopeMiBPer100k} MiB per 100k) | failures ${failures} | ${result.seconds} s |`,
+    `${result.slopeMiBPer100k} MiB per 100k) | failures ${failures} | probes changed ${probesChanged} of ` +
+    `${probes.length} | ${result.seconds} s |`,
 );
-const ok = failures === 0 && growth <= 0.05;
-console.log(ok ? 'soak: PASS (growth after warm-up <= 5%)' : 'soak: FAIL');
+const ok = failures === 0 && growth <= 0.05 && probesChanged === 0;
+console.log(ok ? 'soak: PASS (growth after warm-up <= 5%, probes unchanged)' : 'soak: FAIL');
 process.exitCode = ok ? 0 : 1;
