@@ -294,6 +294,11 @@ describe('bertgate export: arguments', () => {
       () => [model, at('new'), '--quantize', 'int8-fast'],
       'Expected --quantize to be int8, got "int8-fast" (int8-fast is gone: int8 now quantizes every encoder layer',
     ],
+    [
+      '--feature-kind cls',
+      () => [model, at('new'), '--features', '--feature-kind', 'cls'],
+      'Expected --feature-kind to be pooler or pooler+mean, got "cls"',
+    ],
   ] as const) {
     it(`refuses ${name} before any Python runs`, async () => {
       const r = await bertgate(['export', ...args()], { env: { BERTGATE_PYTHON: '/nonexistent/python' } });

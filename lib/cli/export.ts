@@ -33,6 +33,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
       quantize: { type: 'string' },
       weights: { type: 'string' },
       features: { type: 'boolean' },
+      'feature-kind': { type: 'string' },
     },
     allowPositionals: true,
     strict: true,
@@ -63,6 +64,11 @@ export async function exportCommand(argv: string[]): Promise<number> {
     );
   if (weights !== undefined && weights !== 'float32' && weights !== 'float16')
     throw new InvalidArgumentError(`Expected --weights to be float32 or float16, got ${JSON.stringify(weights)}`);
+  const featureKind = values['feature-kind'];
+  if (featureKind !== undefined && featureKind !== 'pooler' && featureKind !== 'pooler+mean')
+    throw new InvalidArgumentError(
+      `Expected --feature-kind to be pooler or pooler+mean, got ${JSON.stringify(featureKind)}`,
+    );
   const { python, why } = await exportPython();
   const env = {
     ...process.env,
@@ -85,6 +91,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
   if (quantize !== undefined) args.push('--quantize', quantize);
   if (weights !== undefined) args.push('--weights', weights);
   if (values.features) args.push('--features');
+  if (featureKind !== undefined) args.push('--feature-kind', featureKind);
   // The tool's stderr is shown as it comes and kept: its own refusals are one line, which
   // becomes the error's message.
   let stderr = '';

@@ -1,5 +1,5 @@
 """python -m bertgate_export MODEL_DIR OUT_DIR [--max-length N] [--tolerance T] [--quantize int8]
-[--weights float16] [--features]"""
+[--weights float16] [--features] [--feature-kind pooler|pooler+mean]"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .export import ExportError, export_bundle
+from .export import FEATURE_KINDS, ExportError, export_bundle
 from .quantize import RECIPES
 
 
@@ -29,7 +29,14 @@ def main(argv: list[str] | None = None) -> int:
         "--weights", choices=["float32", "float16"], default="float32", help="how the other weights are stored"
     )
     parser.add_argument(
-        "--features", action="store_true", help="return the pooled features too (for the out-of-distribution gate)"
+        "--features", action="store_true", help="return the gate's features too (for the out-of-distribution gate)"
+    )
+    parser.add_argument(
+        "--feature-kind",
+        choices=list(FEATURE_KINDS),
+        default=None,
+        help="which features (implies --features): the pooled vector (pooler, the default), or it beside the last "
+        "layer's mean over the tokens (pooler+mean)",
     )
     args = parser.parse_args(argv)
     try:
@@ -40,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             tolerance=args.tolerance,
             quantize=args.quantize,
             weights=args.weights,
-            features=args.features,
+            features=args.feature_kind or args.features,
         )
     except ExportError as error:
         print(f"bertgate_export: {error}", file=sys.stderr)

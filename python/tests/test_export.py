@@ -131,6 +131,32 @@ def test_features_come_out_beside_the_logits_as_the_pooler_gives_them(model_dir,
         assert (out["features"] - pooled).abs().max() <= 1e-5
 
 
+def test_pooler_and_mean_features_are_the_pooled_vector_beside_the_mean_of_the_real_tokens(model_dir, tmp_path):
+    manifest = export_bundle(model_dir, tmp_path / "bundle", features="pooler+mean")
+    assert manifest["format"] == 2
+    assert manifest["outputs"] == {"logits": 3, "features": 64}
+    assert manifest["features"] == "pooler+mean"
+    traced = torch.jit.load(str(tmp_path / "bundle" / "model.pt"))
+    eager = BertForSequenceClassification.from_pretrained(model_dir).eval()
+    ids, mask, types = random_batch(torch.Generator().manual_seed(6), 4, 19, eager.config.vocab_size, 2)
+    mask[0, 5:] = 0  # padding: a padded token must not move the mean
+    mask[1, 1:] = 0  # [CLS] alone
+    with torch.no_grad():
+        out = traced(ids, mask, types)
+        hidden, pooled = eager.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)[:2]
+        for row in range(4):
+            real = mask[row].bool()
+            want = torch.cat([pooled[row], hidden[row][real].mean(0)])
+            assert (out["features"][row] - want).abs().max() <= 1e-5
+        # The padding's hidden states themselves are not zero: only the mask keeps them out.
+        assert hidden[0, 5:].abs().max() > 0
+
+
+def test_refuses_a_feature_kind_it_does_not_know(model_dir, tmp_path):
+    with pytest.raises(ExportError, match="features must be one of pooler, pooler\\+mean, got cls"):
+        export_bundle(model_dir, tmp_path / "bundle", features="cls")
+
+
 def test_unbundle_recovers_the_model_a_bundle_holds(model_dir, tmp_path):
     from bertgate_export.unbundle import unbundle
 
