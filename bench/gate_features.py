@@ -7,14 +7,16 @@ pooling of the last hidden states. This runs the default model once over a slice
 feature choice with each score, fitted on the train slice only:
 
 - features: pooler output (shipped), [CLS] of the last layer, mean-pooled last layer, mean-pooled
-  embeddings and each layer;
+  embeddings and each layer, and the pooler output beside the mean-pooled last layer (or every
+  layer's mean), one vector: what the gate would read from a bundle returning them concatenated;
 - scores: Mahalanobis to the nearest class centre under one shared covariance (Lee et al. 2018),
   the same averaged over every layer's mean-pooled features, and normalised cosine k-nearest-neighbour
   distance (Sun et al. 2022, k = 10, against the fit slice).
 
-- logit scores: negative energy and max softmax probability (of the classifier on the pooler
-  output, as the bundle serves it), ViM (Wang et al. 2022: the norm of the pooler output outside
-  its 64 principal directions on the fit slice, scaled to the logits, minus the energy), and
+- logit scores: the energy and the max softmax probability (of the classifier on the pooler
+  output, as the bundle serves it), ViM (Wang et al. 2022: the norm of the pooler output, from
+  the point where the logits vanish, outside its 64 principal directions on the fit slice, scaled
+  to the logits, plus the energy), and
   Mahalanobis on the mean-pooled last layer plus energy (each standardised on held train texts).
 
 Two columns decide and inform: a train-only proxy, and the real sets. The proxy (the only one a
@@ -26,6 +28,7 @@ sections, so the proxy flatters features that separate trained sections (docs/ev
 it is still the only fair judge. AUROC of test against each OOD set is reported beside it.
 
     python bench/gate_features.py [--bundle models/default] [--fit 8000] [--test 4000] [--threads 2]
+        [--cache FILE.npz]
 """
 
 from __future__ import annotations
@@ -44,9 +47,32 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 
 ROOT = Path(__file__).resolve().parent.parent
 HELD = 1000  # train texts outside the fit slice: the per-layer distances are standardised on them
+DATA_FILES = ("debian/train.jsonl.gz", "debian/test.jsonl.gz", "debian/ood.jsonl.gz", "fortunes/far-ood.jsonl.gz")
 sys.path.insert(0, str(ROOT / "python"))
 
 from bertgate_export.unbundle import unbundle  # noqa: E402
+
+# The second proxy: another kind of text than package descriptions, from files every Debian
+# machine has and no evaluation set comes from (the licences' paragraphs: legal prose).
+LICENSES = sorted(Path("/usr/share/common-licenses").glob("*")) if Path("/usr/share/common-licenses").is_dir() else []
+
+
+def other_kind_of_text(limit: int = 600, seed: int = 4) -> list[str]:
+    """Paragraphs of 10 to 80 words from the licence files, at most `limit`, drawn by a seed."""
+    paragraphs: list[str] = []
+    for path in LICENSES:
+        if path.is_file():
+            for block in path.read_text(encoding="utf-8", errors="replace").split("\n\n"):
+                words = block.split()
+                if 10 <= len(words) <= 80:
+                    paragraphs.append(" ".join(words))
+    paragraphs = sorted(set(paragraphs))
+    if len(paragraphs) > limit:
+        keep = np.random.default_rng(seed).choice(len(paragraphs), limit, replace=False)
+        paragraphs = [paragraphs[i] for i in sorted(keep)]
+    if not paragraphs:
+        raise SystemExit("no licence texts under /usr/share/common-licenses: the second proxy needs them")
+    return paragraphs
 
 
 def read(path: Path, limit: int | None = None, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -91,37 +117,45 @@ def max_probability(logits: np.ndarray) -> np.ndarray:
 
 
 class ViM:
-    """Virtual-logit matching (Wang et al. 2022) on the pooler output: the residual outside the
-    fit slice's principal directions, scaled so its mean matches the mean max logit, minus the
-    logsumexp of the logits (higher further out)."""
+    """Virtual-logit matching (Wang et al. 2022) on the pooler output: from the origin where the
+    XX, the residual outside the fit slice's principal
+        directions, scaled so its mean matches the mean max logit, minus the logsumexp of the logits
+        (higher further out)."""
 
-    def __init__(self, x: np.ndarray, logits: np.ndarray, dim: int = 64):
-        self.centre = x.mean(0)
-        _, _, vt = np.linalg.svd(x - self.centre, full_matrices=False)
+    def __init__(self, x: np.ndarray, logits: np.ndarray, weight: np.ndarray, bias: np.ndarray, dim: int = 64):
+        x = x.astype(np.float64)
+        self.origin = -np.linalg.pinv(weight.astype(np.float64)) @ bias.astype(np.float64)  # W o + b = 0
+        _, _, vt = np.linalg.svd(x - self.origin, full_matrices=False)
         self.null = vt[dim:].T
         self.alpha = logits.max(1).mean() / self.residual(x).mean()
 
     def residual(self, x: np.ndarray) -> np.ndarray:
-        return np.linalg.norm((x - self.centre) @ self.null, axis=1)
+        return np.linalg.norm((x.astype(np.float64) - self.origin) @ self.null, axis=1)
 
     def score(self, x: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return self.alpha * self.residual(x) + energy(logits)
 
 
 class Mahalanobis:
-    """Nearest class centre under one shared covariance, fitted on the fit slice."""
+    """Nearest class centre under one shared covariance, fitted on the fit slice; computed in the
+    whitened space (x W, W = V diag(1 / sqrt(lambda)) of the covariance's eigendecomposition), so
+    scoring costs n x d x d, not n x classes x d x d."""
 
     def __init__(self, x: np.ndarray, labels: list[str]):
+        x = x.astype(np.float64)  # the expanded distance below cancels: fp32 features lose digits
         names = sorted(set(labels))
         y = np.array([names.index(label) for label in labels])
-        self.centres = np.stack([x[y == c].mean(0) for c in range(len(names))])
-        centred = x - self.centres[y]
+        centres = np.stack([x[y == c].mean(0) for c in range(len(names))])
+        centred = x - centres[y]
         cov = centred.T @ centred / len(x)
-        self.precision = np.linalg.pinv(cov + 1e-6 * np.eye(cov.shape[0]) * np.trace(cov) / cov.shape[0])
+        values, vectors = np.linalg.eigh(cov + 1e-6 * np.eye(cov.shape[0]) * np.trace(cov) / cov.shape[0])
+        self.whiten = vectors / np.sqrt(values)
+        self.centres = centres @ self.whiten
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        d = x[:, None, :] - self.centres[None, :, :]
-        return np.einsum("ncd,de,nce->nc", d, self.precision, d).min(1)
+        z = x.astype(np.float64) @ self.whiten
+        d = (z * z).sum(1, keepdims=True) - 2 * z @ self.centres.T + (self.centres * self.centres).sum(1)
+        return d.min(1)
 
 
 def knn(fit: np.ndarray, x: np.ndarray, k: int = 10) -> np.ndarray:
@@ -147,12 +181,20 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     return float((r_out - n_out * (n_out + 1) / 2) / (n_out * n_in))
 
 
-def scores(fit: dict, fit_labels: list[str], held: dict, sets: dict[str, dict]) -> dict[str, dict[str, np.ndarray]]:
-    """Every score, fitted on `fit` (standardised on `held` where two are summed), of each set."""
+def scores(
+    fit: dict, fit_labels: list[str], held: dict, sets: dict[str, dict], head: tuple[np.ndarray, np.ndarray]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every score, fitted on `fit` (standardised on `held` where two are summed), of each set;
+    `head` is the classifier's weight and bias (ViM's origin)."""
     out: dict[str, dict[str, np.ndarray]] = {}
     layers = sorted((k for k in fit if k.startswith("mean_")), key=lambda k: int(k.split("_")[1]))
     last = layers[-1]
-    for name in ["pooler", "cls_last", *layers]:
+    # One gate over two features side by side: what the engine's gate would read if the bundle
+    # returned them concatenated (its one Mahalanobis over the wider vector; no engine change).
+    for part in (fit, held, *sets.values()):
+        part["pooler+mean_last"] = np.concatenate([part["pooler"], part[last]], 1)
+        part["pooler+mean_all"] = np.concatenate([part["pooler"], *(part[n] for n in layers)], 1)
+    for name in ["pooler", "cls_last", *layers, "pooler+mean_last", "pooler+mean_all"]:
         maha = Mahalanobis(fit[name], fit_labels)
         out[f"Mahalanobis, {name}"] = {k: maha.score(v[name]) for k, v in sets.items()}
         out[f"kNN cosine k=10, {name}"] = {k: knn(fit[name], v[name]) for k, v in sets.items()}
@@ -165,9 +207,9 @@ def scores(fit: dict, fit_labels: list[str], held: dict, sets: dict[str, dict]) 
         for k, v in sets.items():
             total[k] = total[k] + (maha.score(v[name]) - ref.mean()) / (ref.std() + 1e-9)
     out["Mahalanobis averaged over every layer (mean-pooled)"] = total
-    out["negative energy"] = {k: energy(v["logits"]) for k, v in sets.items()}
+    out["energy"] = {k: energy(v["logits"]) for k, v in sets.items()}
     out["max probability"] = {k: max_probability(v["logits"]) for k, v in sets.items()}
-    vim = ViM(fit["pooler"], fit["logits"])
+    vim = ViM(fit["pooler"], fit["logits"], *head)
     out["ViM, pooler (64 principal directions)"] = {k: vim.score(v["pooler"], v["logits"]) for k, v in sets.items()}
     maha = Mahalanobis(fit[last], fit_labels)
     parts = [(lambda v: maha.score(v[last])), (lambda v: energy(v["logits"]))]
@@ -192,6 +234,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--proxy-sections", type=int, default=5)
     parser.add_argument("--proxy-seed", type=int, default=3)
+    parser.add_argument("--cache", default=None, help="keep the features here (.npz) for the next run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -200,6 +243,7 @@ def main() -> None:
         unbundle(bundle, hf)
         model = BertForSequenceClassification.from_pretrained(hf).float().eval()
         tokenizer = AutoTokenizer.from_pretrained(hf)
+    head = (model.classifier.weight.detach().numpy(), model.classifier.bias.detach().numpy())
     max_length = json.loads((bundle / "bundle.json").read_text())["max_length"]
 
     data = ROOT / "data"
@@ -209,17 +253,29 @@ def main() -> None:
     test_texts, _ = read(data / "debian" / "test.jsonl.gz", args.test, seed=2)
     near_texts, _ = read(data / "debian" / "ood.jsonl.gz")
     far_texts, _ = read(data / "fortunes" / "far-ood.jsonl.gz")
+    other_texts = other_kind_of_text()
     t0 = time.time()
-    f = {
-        name: features(model, tokenizer, texts, max_length)
-        for name, texts in [
-            ("fit", fit_texts),
-            ("held", held_texts),
-            ("test", test_texts),
-            ("near", near_texts),
-            ("far", far_texts),
-        ]
-    }
+    sets = [("fit", fit_texts), ("held", held_texts), ("test", test_texts), ("near", near_texts), ("far", far_texts)]
+    sets.append(("other", other_texts))
+    # The forward passes are most of the time: --cache keeps their features for the next run of
+    # the same bundle and slices (the file names them, so another bundle's cache is not read).
+    # The key names what the features depend on: the bundle's files and the data's, by size and
+    # time, and the slices.
+    inputs = [bundle / "model.pt", bundle / "bundle.json", *(data / d for d in DATA_FILES), *LICENSES]
+    key = "|".join([*(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in inputs), str(args.fit)])
+    key += f"|{args.test}"
+    cache = Path(args.cache) if args.cache else None
+    if cache and cache.suffix != ".npz":
+        raise SystemExit(f"--cache {cache}: the file must end in .npz (numpy adds it otherwise)")
+    f = None
+    if cache and cache.exists():
+        with np.load(cache, allow_pickle=False) as stored:
+            if "key" in stored.files and str(stored["key"]) == key:
+                f = {n: {k.split("/", 1)[1]: stored[k] for k in stored.files if k.startswith(n + "/")} for n, _ in sets}
+    if f is None:
+        f = {name: features(model, tokenizer, texts, max_length) for name, texts in sets}
+        if cache:
+            np.savez(cache, key=key, **{f"{name}/{k}": v for name, part in f.items() for k, v in part.items()})
     print(
         f"features of {sum(len(v['pooler']) for v in f.values())} texts in {time.time() - t0:.0f} s "
         f"(fit {len(fit_texts)}, test {len(test_texts)}, near {len(near_texts)}, far {len(far_texts)})",
@@ -242,19 +298,30 @@ def main() -> None:
         proxy_fit,
         proxy_fit_labels,
         subset(f["held"], proxy_ref),
-        {"inside": subset(f["held"], proxy_inside), "outside": outside},
+        {"inside": subset(f["held"], proxy_inside), "outside": outside, "other": f["other"]},
+        head,
     )
-    real = scores(f["fit"], fit_labels, f["held"], {k: f[k] for k in ("test", "near", "far")})
+    real = scores(f["fit"], fit_labels, f["held"], {k: f[k] for k in ("test", "near", "far")}, head)
     print(
         f"proxy: held-out sections {sorted(out_sections)} ({len(outside['pooler'])} texts) against "
         f"{len(proxy_inside)} held train texts of the others"
     )
-    print("| feature score | proxy AUROC (train only) | near AUROC | far AUROC |\n| --- | --- | --- | --- |")
+    print(f"other kind of text: {len(other_texts)} paragraphs of {len(LICENSES)} licence files")
+    print(
+        "| feature score | proxy: held-out sections | proxy: licences | proxies' mean | near AUROC | far AUROC |\n"
+        "| --- | --- | --- | --- | --- | --- |"
+    )
+    rows = []
     for label in real:
-        p = auroc(proxy[label]["inside"], proxy[label]["outside"])
+        sections_proxy = auroc(proxy[label]["inside"], proxy[label]["outside"])
+        other_proxy = auroc(proxy[label]["inside"], proxy[label]["other"])
         near = auroc(real[label]["test"], real[label]["near"])
         far = auroc(real[label]["test"], real[label]["far"])
-        print(f"| {label} | {p:.4f} | {near:.4f} | {far:.4f} |")
+        rows.append((label, sections_proxy, other_proxy, (sections_proxy + other_proxy) / 2, near, far))
+    for label, a, b, mean, near, far in rows:
+        print(f"| {label} | {a:.4f} | {b:.4f} | {mean:.4f} | {near:.4f} | {far:.4f} |")
+    chosen = max(rows, key=lambda r: r[3])
+    print(f"chosen by the proxies' mean (train and licences only): {chosen[0]}")
 
 
 if __name__ == "__main__":
