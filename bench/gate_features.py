@@ -141,7 +141,9 @@ class Mahalanobis:
     whitened space (x W, W = V diag(1 / sqrt(lambda)) of the covariance's eigendecomposition), so
     scoring costs n x d x d, not n x classes x d x d."""
 
-    def __init__(self, x: np.ndarray, labels: list[str]):
+    def __init__(self, x: np.ndarray, labels: list[str], dim: int | None = None):
+        """dim: keep only the covariance's `dim` least-variance directions, as the engine's gate
+        does (lib/calibration/gate.ts); None keeps every direction."""
         x = x.astype(np.float64)  # the expanded distance below cancels: fp32 features lose digits
         names = sorted(set(labels))
         y = np.array([names.index(label) for label in labels])
@@ -149,6 +151,8 @@ class Mahalanobis:
         centred = x - centres[y]
         cov = centred.T @ centred / len(x)
         values, vectors = np.linalg.eigh(cov + 1e-6 * np.eye(cov.shape[0]) * np.trace(cov) / cov.shape[0])
+        if dim is not None:  # eigh sorts the values ascending
+            values, vectors = values[:dim], vectors[:, :dim]
         self.whiten = vectors / np.sqrt(values)
         self.centres = centres @ self.whiten
 
@@ -198,6 +202,13 @@ def scores(
         maha = Mahalanobis(fit[name], fit_labels)
         out[f"Mahalanobis, {name}"] = {k: maha.score(v[name]) for k, v in sets.items()}
         out[f"kNN cosine k=10, {name}"] = {k: knn(fit[name], v[name]) for k, v in sets.items()}
+    # As the engine serves it: the 128 (calibrate's default) or 256 least-variance directions only.
+    for name in ("pooler", "pooler+mean_last", "pooler+mean_all"):
+        for dim in (128, 256):
+            maha = Mahalanobis(fit[name], fit_labels, dim)
+            out[f"Mahalanobis, {name}, {dim} least-variance directions"] = {
+                k: maha.score(v[name]) for k, v in sets.items()
+            }
     # Mahalanobis averaged over layers: each layer's distance standardised on train texts it was
     # not fitted on (in-sample distances are smaller), then summed.
     total = {k: 0.0 for k in sets}
