@@ -53,8 +53,6 @@ class WithFeatures(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, kind: str = "pooler"):
         super().__init__()
-        if kind not in FEATURE_KINDS:
-            raise ExportError(f"features must be one of {', '.join(FEATURE_KINDS)}, got {kind}")
         self.model = model
         self.config = model.config
         self.kind = kind
@@ -70,10 +68,6 @@ class WithFeatures(torch.nn.Module):
         # hand-made all-padding row from 0 / 0.
         mean = (out[0] * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return {"logits": logits, "features": torch.cat([pooled, mean], 1)}
-
-
-def feature_width(config, kind: str) -> int:
-    return config.hidden_size * (2 if kind == "pooler+mean" else 1)
 
 
 class ExportError(Exception):
@@ -338,6 +332,7 @@ def export_bundle(
         reference = quantize_int8(model, RECIPES[quantize])
 
     traced = trace(WithFeatures(reference, kind) if kind else reference, length)
+    width = config.hidden_size * (2 if kind == "pooler+mean" else 1)  # WithFeatures' output
     with staged(out_dir) as staging:
         model_path = staging / "model.pt"
         save_torchscript(traced.half() if weights == "float16" else traced, model_path)
@@ -358,7 +353,7 @@ def export_bundle(
         tokenizer.save_pretrained(staging)
         manifest = {
             "format": BUNDLE_FORMAT_WITH_FEATURES if kind else BUNDLE_FORMAT,
-            "outputs": {"logits": config.num_labels, **({"features": feature_width(config, kind)} if kind else {})},
+            "outputs": {"logits": config.num_labels, **({"features": width} if kind else {})},
             **({"features": kind} if kind else {}),
             "exporter": f"bertgate_export {__version__}",
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
