@@ -29,6 +29,7 @@
         'native/engine/cpu_allocator.cpp',
         'native/engine/cpu_scores.cpp',
         'native/engine/engine_library.cpp',
+        'native/engine/fbgemm_int8_gemm.cpp',
         'native/engine/fused_log_softmax.cpp',
         'native/engine/int8_linear.cpp',
         'native/engine/logits.cpp',

@@ -34,9 +34,10 @@ export interface NativeLoadOptions {
   int8SevenBits: boolean;
   /**
    * The GEMM of bertgate::linear_int8 layers (BERTGATE_INT8_GEMM): '' the fastest here (AMX where the CPU has
-   * it), 'amx' (or the load fails with DeviceUnavailableError), 'onednn'. The same logits whichever runs.
+   * it, else fbgemm's), 'amx' or 'fbgemm' (or the load fails with DeviceUnavailableError), 'onednn'. The
+   * same logits whichever runs.
    */
-  int8GemmRequested: '' | 'amx' | 'onednn';
+  int8GemmRequested: '' | 'amx' | 'fbgemm' | 'onednn';
   /**
    * libtorch's CPU allocator is bertgate's caching one (false: libtorch's own,
    * BERTGATE_CPU_ALLOCATOR=system). Process-wide: the first load chooses; a later load asking
@@ -76,8 +77,9 @@ export interface NativeModelInfo {
   int8Op: string;
   /**
    * int8 with 'bertgate::linear_int8': the integer GEMM its layers run on this CPU, 'amx' (the
-   * engine's own, on CPUs with AMX, unless BERTGATE_INT8_GEMM=onednn) or 'onednn'. The same logits either
-   * way, to the bit; only the speed differs. '' for other models.
+   * engine's own, on CPUs with AMX), 'fbgemm' (weights packed once at load, on other x86-64 CPUs) or
+   * 'onednn' (BERTGATE_INT8_GEMM=onednn, or weights read afresh on every call). The same logits whichever,
+   * to the bit; only the speed differs. '' for other models.
    */
   int8Gemm: string;
   /** Width of the pooled features the model returns beside its logits; 0 when it returns none. */

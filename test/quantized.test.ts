@@ -108,10 +108,10 @@ describe('int8 bundles', () => {
     }
   });
 
-  it('give the same logits on every int8 GEMM: AMX, oneDNN, oneDNN without VNNI (AVX2, SSE41)', async (t) => {
+  it('give the same logits on every int8 GEMM: AMX, fbgemm, oneDNN, oneDNN without VNNI (AVX2, SSE41)', async (t) => {
     // One process per setting: oneDNN reads its ISA cap once. This process takes the engine's AMX
-    // kernel where the CPU has it; BERTGATE_INT8_GEMM=onednn sends a child to
-    // oneDNN's GEMM, whose kernels without VNNI sum pairs of products in int16, which 8-bit
+    // kernel where the CPU has it, else fbgemm's; BERTGATE_INT8_GEMM=fbgemm and =onednn send a child
+    // to each of those, oneDNN's kernels without VNNI summing pairs of products in int16, which 8-bit
     // weights overflow (off by up to 2.6e5, measured) and the exporter's 64 levels never do.
     const ref = await expected('labels50-int8');
     const texts = ref.texts.slice(0, 24);
@@ -130,9 +130,14 @@ describe('int8 bundles', () => {
     const here = await clf.logits(texts);
     // The engine takes its own kernel wherever the CPU has AMX (Linux grants the tiles from 5.16).
     const amx = /\bamx_int8\b/.test(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''));
-    const expectedHere = amx && process.env['BERTGATE_INT8_GEMM'] !== 'onednn' ? 'amx' : 'onednn';
+    // fbgemm runs on every x86-64 CPU with AVX2 (the machines this suite runs on).
+    const requested = process.env['BERTGATE_INT8_GEMM'] ?? '';
+    const expectedHere = requested !== '' ? requested : amx ? 'amx' : 'fbgemm';
     assert.equal(clf.info.model.int8Gemm, expectedHere);
     t.diagnostic(`this process: ${clf.info.model.int8Gemm}`);
+    const fbgemm = await child({ BERTGATE_INT8_GEMM: 'fbgemm' });
+    assert.equal(fbgemm.gemm, 'fbgemm');
+    assert.equal(worst(here, fbgemm.rows), 0, `fbgemm: max |Δ| ${worst(here, fbgemm.rows)}`);
     for (const isa of [undefined, 'AVX2', 'SSE41']) {
       const there = await child({ BERTGATE_INT8_GEMM: 'onednn', ...(isa ? { ONEDNN_MAX_CPU_ISA: isa } : {}) });
       assert.equal(there.gemm, 'onednn');
@@ -239,6 +244,34 @@ describe('int8 bundles', () => {
       delete process.env['BERTGATE_INT8_GEMM'];
     }
     assert.equal((await clf.logits(['still serving'])).length, 1);
+  });
+
+  it('BERTGATE_INT8_GEMM=fbgemm: fbgemm on weights packed once, the same logits; unfrozen, refused by name', async () => {
+    process.env['BERTGATE_INT8_GEMM'] = 'fbgemm';
+    try {
+      const insisted = await Classifier.load(bundle('labels50-int8'));
+      try {
+        assert.equal(insisted.info.model.int8Gemm, 'fbgemm');
+        const texts = (await expected('labels50-int8')).texts;
+        assert.equal(worst(await insisted.logits(texts), await clf.logits(texts)), 0);
+      } finally {
+        await insisted.close();
+      }
+      // Weights read afresh on every call cannot be packed once: the message says how to load.
+      await assert.rejects(
+        Classifier.load(bundle('labels50-int8'), { freeze: false }),
+        (e: unknown) =>
+          e instanceof ModelLoadError &&
+          e.message.includes("which fbgemm's GEMM (BERTGATE_INT8_GEMM=fbgemm) cannot pack once") &&
+          e.message.includes('load it with freeze: true'),
+      );
+      // torch.ao bundles run on fbgemm already (quantized::linear_dynamic): they load as ever.
+      const legacy = await Classifier.load(bundle('labels50-int8-legacy'));
+      assert.equal(legacy.info.model.int8Op, 'quantized::linear_dynamic');
+      await legacy.close();
+    } finally {
+      delete process.env['BERTGATE_INT8_GEMM'];
+    }
   });
 
   it('take BERTGATE_INT8_GEMM per load: two classifiers in one process, each on its own GEMM, the same logits', async () => {

@@ -18,13 +18,14 @@ const SWITCHES = {
     allowed: ['7', '8'],
     meaning: '"7" (int8 activations in 7 bits on every CPU) or "8" (8 where the CPU has AVX-512 VNNI, the default)',
   },
-  // amx_int8_gemm.h: int8 layers on the engine's AMX GEMM where the CPU has AMX; "onednn" keeps
-  // oneDNN's, "amx" fails a load where AMX is missing. Per load. The same logits either way.
+  // amx_int8_gemm.h, fbgemm_int8_gemm.h: int8 layers on the engine's AMX GEMM where the CPU has
+  // AMX, else on fbgemm's with weights packed once; "onednn" keeps oneDNN's, "amx" or "fbgemm"
+  // fails a load where that GEMM is missing. Per load. The same logits whichever.
   BERTGATE_INT8_GEMM: {
-    allowed: ['onednn', 'amx'],
+    allowed: ['onednn', 'amx', 'fbgemm'],
     meaning:
-      '"onednn" (int8 layers on oneDNN\'s GEMM even where the CPU has AMX; the same logits, slower) or "amx" ' +
-      '(on the AMX GEMM, or the load fails)',
+      '"onednn" (int8 layers on oneDNN\'s GEMM, which packs nothing ahead; the same logits, slower), "amx" ' +
+      '(on the AMX GEMM, or the load fails) or "fbgemm" (on fbgemm\'s, or the load fails)',
   },
   // cpu_allocator.h: large CPU buffers from a bounded cache; "system" keeps libtorch's allocator.
   // Process-wide: the first load chooses.
@@ -40,7 +41,7 @@ export interface EngineSwitches {
   /** int8 bundles quantize activations to 7 bits even where the CPU could take 8. */
   int8SevenBits: boolean;
   /** The GEMM asked for int8 layers (BERTGATE_INT8_GEMM): '' for the fastest here. */
-  int8GemmRequested: '' | 'amx' | 'onednn';
+  int8GemmRequested: '' | 'amx' | 'fbgemm' | 'onednn';
   /** Answer MKL's vendor check with "Intel" (process-wide; only the first runtime open reads it). */
   mklAnyCpu: boolean;
   /** Large CPU buffers from bertgate's bounded cache (false: libtorch's own allocator; process-wide). */

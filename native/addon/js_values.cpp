@@ -140,7 +140,10 @@ LoadOptions LoadOptionsFromJs(const Napi::Object& o) {
   options.torch_warnings_to_stderr = o.Get("torchWarningsToStderr").As<Napi::Boolean>().Value();
   options.int8_seven_bits = o.Get("int8SevenBits").As<Napi::Boolean>().Value();
   const std::string gemm = o.Get("int8GemmRequested").As<Napi::String>().Utf8Value();  // checked in TypeScript
-  options.int8_gemm = gemm == "amx" ? Int8Gemm::kAmx : gemm == "onednn" ? Int8Gemm::kOnednn : Int8Gemm::kFastest;
+  options.int8_gemm = gemm == "amx"      ? Int8Gemm::kAmx
+                      : gemm == "fbgemm" ? Int8Gemm::kFbgemm
+                      : gemm == "onednn" ? Int8Gemm::kOnednn
+                                         : Int8Gemm::kFastest;
   options.cpu_cache = o.Get("cpuCache").As<Napi::Boolean>().Value();
   options.warmup_rows = o.Get("warmupRows").As<Napi::Number>().Int64Value();
   options.warmup_seq_len = o.Get("warmupSeqLen").As<Napi::Number>().Int64Value();

@@ -131,9 +131,11 @@ std::unique_ptr<AmxPackedWeight> PackForAmx(const at::Tensor& weight) {
   return packed;
 }
 
-void Int8WeightTable::Add(const at::Tensor& weight, bool pack) {
+void Int8WeightTable::Add(const at::Tensor& weight, Packing packing) {
   if (entries_.count(weight.data_ptr()) != 0) return;  // the same bytes: one entry (the first geometry)
-  entries_.emplace(weight.data_ptr(), Entry{weight, VersionOf(weight), pack ? PackForAmx(weight) : nullptr});
+  entries_.emplace(weight.data_ptr(),
+                   Entry{weight, VersionOf(weight), packing == Packing::kAmx ? PackForAmx(weight) : nullptr,
+                         packing == Packing::kFbgemm ? PackForFbgemm(weight) : FbgemmPacked()});
 }
 
 const Int8WeightTable::Entry* Int8WeightTable::Find(const at::Tensor& weight) const {

@@ -13,6 +13,8 @@
 #include <memory>
 #include <unordered_map>
 
+#include "fbgemm_int8_gemm.h"
+
 namespace bertgate {
 
 // Multiples the packed operands are padded to: a tile holds 16 rows of 64 int8 (K) and the
@@ -42,22 +44,24 @@ std::unique_ptr<AmxPackedWeight> PackForAmx(const at::Tensor& weight);
 // The int8 weights of one model that its load vetted: the weight constants of its frozen graph,
 // each a copy that graph alone holds (IsolateInt8Weights, torchscript_model.h) and within
 // [-64, 64] (CheckInt8Weights), so that nothing can write them; each packed for AMX where the
-// model runs that GEMM. Owned by the model and freed with it. Entries are found by the weight's
-// data pointer: the table keeps each source tensor alive, so no other tensor can be given that
-// memory while it lives; a lookup also compares the geometry, and the source's version as a
-// second look. A tensor the table does not hold (an attribute read live, a direct call, another
-// model's weight) finds nothing: linear_int8 checks its range on that call and runs it on
-// oneDNN's GEMM. There is no process-wide cache to go stale or grow. Filled before the model's
-// first run; read-only after, so threads may share it.
+// model runs that GEMM, or for fbgemm where it runs that one. Owned by the model and freed with it. Entries are found
+// by the weight's data pointer: the table keeps each source tensor alive, so no other tensor can be given that memory
+// while it lives; a lookup also compares the geometry, and the source's version as a second look. A tensor the table
+// does not hold (an attribute read live, a direct call, another model's weight) finds nothing: linear_int8 checks its
+// range on that call and runs it on oneDNN's GEMM. There is no process-wide cache to go stale or grow. Filled before
+// the model's first run; read-only after, so threads may share it.
 class Int8WeightTable {
  public:
+  // Which GEMM a model's vetted weights are packed for, once, at its load.
+  enum class Packing { kNone, kAmx, kFbgemm };
   struct Entry {
     at::Tensor source;
     int64_t version;
-    std::unique_ptr<AmxPackedWeight> packed;  // null unless added with pack
+    std::unique_ptr<AmxPackedWeight> packed;  // null unless added for AMX
+    FbgemmPacked fbgemm;                      // null unless added for fbgemm
   };
-  // Holds `weight` unless the table holds that tensor already; packs it for AMX where `pack`.
-  void Add(const at::Tensor& weight, bool pack);
+  // Holds `weight` unless the table holds that tensor already; packs it as `packing` says.
+  void Add(const at::Tensor& weight, Packing packing);
   // This table's entry for `weight` if it holds that tensor, unchanged, else null.
   const Entry* Find(const at::Tensor& weight) const;
   size_t size() const { return entries_.size(); }

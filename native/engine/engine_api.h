@@ -31,7 +31,8 @@ enum class ErrorCode : int {
 // Which integer GEMM a load's bertgate::linear_int8 layers run: the fastest here (the engine's
 // AMX kernel where the CPU has AMX, else oneDNN's), AMX or a failed load (kDeviceUnavailable),
 // or oneDNN's everywhere.
-enum class Int8Gemm : int { kFastest, kAmx, kOnednn };
+// Appended to, never renumbered: an addon and an engine of neighbouring builds read the same values.
+enum class Int8Gemm : int { kFastest, kAmx, kOnednn, kFbgemm };
 
 // The codes cross into JavaScript as these strings; lib/errors.ts maps each to a class.
 inline const char* ErrorCodeName(ErrorCode code) {
@@ -93,7 +94,8 @@ struct LoadOptions {
   // int8 bundles quantize activations to 7 bits even where the CPU has AVX-512 VNNI (the same
   // rounding on every host of a fleet of mixed CPUs); else 8 where the CPU allows.
   bool int8_seven_bits = false;
-  // The GEMM of bertgate::linear_int8 layers (amx_int8_gemm.h), the same bits whichever runs.
+  // The GEMM of bertgate::linear_int8 layers (amx_int8_gemm.h, fbgemm_int8_gemm.h), the same
+  // bits whichever runs.
   Int8Gemm int8_gemm = Int8Gemm::kFastest;
   // libtorch's CPU allocator for the process is bertgate's caching one (cpu_allocator.h); false:
   // libtorch's own. Process-wide: the first load chooses, a later load asking otherwise fails.
@@ -124,7 +126,8 @@ struct ModelInfo {
   // before it) "quantized::linear_dynamic"; the bundle's record must name the same family.
   std::string int8_op;
   // quantized with bertgate::linear_int8: the GEMM its layers run here, "amx" (the engine's own,
-  // on CPUs with AMX) or "onednn"; the same bits either way, only the speed differs. "" otherwise.
+  // on CPUs with AMX), "fbgemm" (weights packed once, x86-64 CPUs with AVX2) or "onednn"; the
+  // same bits whichever, only the speed differs. "" otherwise.
   std::string int8_gemm;
   int64_t feature_width = 0;  // width of the pooled features the model returns beside its logits; 0: none
   // Embedding table sizes read from the module's parameters (-1 when not found), so the

@@ -42,8 +42,11 @@ namespace {
 // One row of activations to int8, symmetric around 0 with the row's own scale: the row's
 // largest magnitude maps to 127. A row's result then depends on that row alone, never on the
 // other rows of its batch (torch.ao's dynamic Linear shares one scale across the batch). Rows of
-// q are ldq >= k apart, zero past k (the AMX GEMM reads whole tiles of 64 columns).
-BERTGATE_CLONES void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_t* q, int64_t ldq, float* scale) {
+// q are ldq >= k apart, zero past k (the AMX GEMM reads whole tiles of 64 columns). Each byte is
+// written XOR `flip`: kFbgemmActivationFlip gives fbgemm's u8 (s8 + 128), 0 the s8 itself.
+BERTGATE_CLONES void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_t* q, int64_t ldq, float* scale,
+                                  uint8_t flip) {
+  const int8_t zero = static_cast<int8_t>(flip);
   for (int64_t i = 0; i < rows; ++i) {
     const float* row = x + i * k;
     float amax = 0.0f;
@@ -55,11 +58,11 @@ BERTGATE_CLONES void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_
       nonfinite += row[j] * 0.0f;
     }
     int8_t* out = q + i * ldq;
-    std::fill(out + k, out + ldq, int8_t{0});
+    std::fill(out + k, out + ldq, zero);
     if (nonfinite != 0.0f) {
       // A row holding NaN or +-inf: its output row is NaN (zeros times a NaN scale), as the
       // reference's, where a float-to-int8 cast of NaN would be undefined.
-      std::fill(out, out + k, int8_t{0});
+      std::fill(out, out + k, zero);
       scale[i] = std::numeric_limits<float>::quiet_NaN();
       continue;
     }
@@ -77,7 +80,7 @@ BERTGATE_CLONES void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_
       // Rounds half to even, as torch.round does, in arithmetic the vectoriser handles
       // (nearbyintf is a libm call below SSE4.1): adding and taking away 1.5 * 2^23 leaves
       // an fp32 with no fraction bits, exact for |v| <= 2^22. Only -ffast-math would fold it.
-      out[j] = static_cast<int8_t>(static_cast<int32_t>((v + 12582912.0f) - 12582912.0f));
+      out[j] = static_cast<int8_t>(static_cast<int32_t>((v + 12582912.0f) - 12582912.0f) ^ flip);
     }
   }
 }
@@ -204,7 +207,10 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
   }
   // Where the CPU has AMX and the model packed this weight at load, the GEMM is the engine's own
   // (amx_int8_gemm.h): its operands padded to whole tiles, with zeros that add nothing to a sum.
+  // Where the model packed it for fbgemm, fbgemm's (fbgemm_int8_gemm.h), on u8 activations.
   const AmxPackedWeight* packed = vetted != nullptr ? vetted->packed.get() : nullptr;
+  const FbgemmPackedWeight* fbgemm = vetted != nullptr ? vetted->fbgemm.get() : nullptr;
+  const uint8_t flip = fbgemm != nullptr ? kFbgemmActivationFlip : 0;
   const int64_t ldq = packed ? packed->k_padded : k;
   const int64_t ldacc = packed ? packed->n_padded : n;
   const int64_t m_stored = packed ? RoundUp(m, kAmxRowPad) : m;
@@ -214,7 +220,7 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
   int8_t* qp = q.data_ptr<int8_t>();
   float* sp = row_scale.data_ptr<float>();
   at::parallel_for(0, m, 64, [&](int64_t begin, int64_t end) {
-    QuantizeRows(xp + begin * k, end - begin, k, qp + begin * ldq, ldq, sp + begin);
+    QuantizeRows(xp + begin * k, end - begin, k, qp + begin * ldq, ldq, sp + begin, flip);
   });
   std::fill(qp + m * ldq, qp + m_stored * ldq, int8_t{0});
 
@@ -231,7 +237,7 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
   // With one input feature, [N, 1] contiguous has strides (1, 1) and its transpose reads as a
   // [1, N] matrix of leading dimension 1, which oneDNN takes for a column-major one: it is
   // viewed as [1, N] row-major instead.
-  const at::Tensor weight_t = packed ? at::Tensor() : (k == 1 ? weight_c.view({1, n}) : weight_c.t());
+  const at::Tensor weight_t = packed || fbgemm ? at::Tensor() : (k == 1 ? weight_c.view({1, n}) : weight_c.t());
   const int64_t block = std::min(m, kRowBlock);
   at::Tensor acc = at::empty({packed ? RoundUp(block, kAmxRowPad) : block, ldacc}, x.options().dtype(at::kInt));
   int32_t* ap = acc.data_ptr<int32_t>();
@@ -243,6 +249,8 @@ at::Tensor LinearInt8(const at::Tensor& input, const at::Tensor& weight, const a
     const int64_t rows = std::min(block, m - r0);
     if (packed) {
       AmxInt8Gemm(qp + r0 * ldq, RoundUp(rows, kAmxRowPad), ldq, *packed, ap, ldacc);
+    } else if (fbgemm) {
+      FbgemmInt8Gemm(reinterpret_cast<const uint8_t*>(qp + r0 * ldq), rows, ldq, *fbgemm, ap, ldacc);
     } else {
       at::Tensor acc_rows = acc.narrow(0, 0, rows);
       IntMatmul(q.narrow(0, r0, rows), weight_t, acc_rows);

@@ -320,7 +320,7 @@ int IsolateInt8Weights(torch::jit::Module& module) {
   return isolated;
 }
 
-std::unique_ptr<Int8WeightTable> Int8WeightsOf(const torch::jit::Module& module, bool pack) {
+std::unique_ptr<Int8WeightTable> Int8WeightsOf(const torch::jit::Module& module, Int8WeightTable::Packing packing) {
   const c10::Symbol& linear_int8 = LinearInt8Op();
   auto table = std::make_unique<Int8WeightTable>();
   AnyNode(module, [&](torch::jit::Node* node) {
@@ -329,7 +329,7 @@ std::unique_ptr<Int8WeightTable> Int8WeightsOf(const torch::jit::Module& module,
       return false;
     const std::optional<c10::IValue> value = torch::jit::toIValue(node->input(1));
     if (value && value->isTensor() && IsInt8Weight(value->toTensor()) && value->toTensor().dim() == 2)
-      table->Add(value->toTensor(), pack);
+      table->Add(value->toTensor(), packing);
     return false;  // every node
   });
   return table;
@@ -423,25 +423,44 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
                                                            "(BERTGATE_INT8_GEMM=amx), but this CPU has no AMX-INT8 " +
                                                            "or the kernel did not grant this process the tile state");
     }
+    if (options.int8_gemm == Int8Gemm::kFbgemm && !FbgemmInt8Available()) {
+      throw EngineError(ErrorCode::kDeviceUnavailable,
+                        "'" + path + "' was to run its int8 layers on fbgemm's GEMM (BERTGATE_INT8_GEMM=fbgemm), " +
+                            "but fbgemm does not run on this CPU (it needs x86-64 with AVX2) or this engine's " +
+                            "libtorch has no fbgemm");
+    }
     // Frozen, each layer's weight becomes a copy only the graph holds: fixed for the model's
     // life whatever else held the stored tensor, on either GEMM.
     IsolateInt8Weights(module_);
     // A weight read from an attribute (unfrozen, or one freezing kept because something else
     // holds or writes it) is read afresh on every call: it cannot be packed once.
     const bool live = ReadsInt8WeightsLive(module_);
-    if (options.int8_gemm == Int8Gemm::kAmx && live) {
+    const bool packs = options.int8_gemm == Int8Gemm::kAmx || options.int8_gemm == Int8Gemm::kFbgemm;
+    if (packs && live) {
+      const char* which = options.int8_gemm == Int8Gemm::kAmx ? "the AMX GEMM (BERTGATE_INT8_GEMM=amx)"
+                                                              : "fbgemm's GEMM (BERTGATE_INT8_GEMM=fbgemm)";
       throw EngineError(ErrorCode::kModelLoad,
                         "'" + path + "' reads int8 weights from attributes afresh on every call (" +
                             (info_.frozen ? "attributes freezing kept, as something else in the model holds or "
                                             "writes them"
                                           : "the model runs unfrozen: load it with freeze: true") +
-                            "), which the AMX GEMM (BERTGATE_INT8_GEMM=amx) cannot pack once");
+                            "), which " + which + " cannot pack once");
     }
-    // The vetted weights, packed once, here, before the first run where AMX runs: the operator
-    // reads them for the model's life, and checks the range of any other weight per call.
-    const bool amx = !live && options.int8_gemm != Int8Gemm::kOnednn && AmxInt8Available();
-    int8_weights_ = Int8WeightsOf(module_, amx);
-    info_.int8_gemm = amx ? "amx" : "onednn";
+    // The vetted weights, packed once, here, before the first run: the operator reads them for
+    // the model's life, and checks the range of any other weight per call. The fastest GEMM the
+    // CPU has unless one was asked for: AMX, then fbgemm (any x86-64 with AVX2), then oneDNN's,
+    // which packs nothing ahead (weights read live run there too).
+    using Packing = Int8WeightTable::Packing;
+    Packing packing = Packing::kNone;
+    if (!live && options.int8_gemm == Int8Gemm::kAmx) {
+      packing = Packing::kAmx;
+    } else if (!live && options.int8_gemm == Int8Gemm::kFbgemm) {
+      packing = Packing::kFbgemm;
+    } else if (!live && options.int8_gemm == Int8Gemm::kFastest) {
+      packing = AmxInt8Available() ? Packing::kAmx : FbgemmInt8Available() ? Packing::kFbgemm : Packing::kNone;
+    }
+    int8_weights_ = Int8WeightsOf(module_, packing);
+    info_.int8_gemm = packing == Packing::kAmx ? "amx" : packing == Packing::kFbgemm ? "fbgemm" : "onednn";
   } else if (options.int8_gemm == Int8Gemm::kAmx && torch_ao) {
     throw EngineError(ErrorCode::kModelLoad, "'" + path + "' holds torch.ao int8 layers (quantized::), which run " +
                                                  "on fbgemm, not on the AMX GEMM BERTGATE_INT8_GEMM=amx asks for: " +

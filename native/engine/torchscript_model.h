@@ -64,8 +64,8 @@ int IsolateInt8Weights(torch::jit::Module& module);
 
 // The weight constants of a frozen module's bertgate::linear_int8 calls (after
 // CheckInt8Weights and IsolateInt8Weights), the weights the operator may trust for the model's
-// life, each packed for the AMX GEMM where `pack`.
-std::unique_ptr<Int8WeightTable> Int8WeightsOf(const torch::jit::Module& module, bool pack);
+// life, each packed for the GEMM `packing` names.
+std::unique_ptr<Int8WeightTable> Int8WeightsOf(const torch::jit::Module& module, Int8WeightTable::Packing packing);
 
 // Whether any bertgate::linear_int8 call reads its weight from something other than a constant
 // (an attribute: unfrozen, or kept by freezing): read afresh on every call, not packable once.

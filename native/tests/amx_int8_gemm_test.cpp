@@ -75,8 +75,8 @@ TEST(Int8WeightTable, FindsTheTensorItPackedAndNothingElse) {
   at::manual_seed(13);
   Int8WeightTable table;
   const at::Tensor w = at::randint(-64, 65, {40, 70}, at::kChar);
-  table.Add(w, /*pack=*/true);
-  table.Add(w, /*pack=*/true);
+  table.Add(w, Int8WeightTable::Packing::kAmx);
+  table.Add(w, Int8WeightTable::Packing::kAmx);
   EXPECT_EQ(table.size(), 1u);
   const Int8WeightTable::Entry* entry = table.Find(w);
   ASSERT_NE(entry, nullptr);
@@ -96,7 +96,7 @@ TEST(Int8WeightTable, FindsTheTensorItPackedAndNothingElse) {
 TEST(Int8WeightTable, PacksOnlyWhereAsked) {
   Int8WeightTable table;
   const at::Tensor w = at::randint(-64, 65, {8, 16}, at::kChar);
-  table.Add(w, /*pack=*/false);
+  table.Add(w, Int8WeightTable::Packing::kNone);
   ASSERT_NE(table.Find(w), nullptr);
   EXPECT_EQ(table.Find(w)->packed, nullptr);  // held (vetted), run on oneDNN
 }
@@ -104,14 +104,14 @@ TEST(Int8WeightTable, PacksOnlyWhereAsked) {
 TEST(Int8WeightTable, NeverServesAWeightWrittenAfterItWasPacked) {
   Int8WeightTable table;
   at::Tensor w = at::randint(-64, 65, {24, 96}, at::kChar);
-  table.Add(w, /*pack=*/true);
+  table.Add(w, Int8WeightTable::Packing::kAmx);
   ASSERT_NE(table.Find(w), nullptr);
   w.neg_();
   EXPECT_EQ(table.Find(w), nullptr);
   // Written through a view: views share the weight's version counter.
   at::Tensor v = at::randint(-64, 65, {8, 8}, at::kChar);
   Int8WeightTable other;
-  other.Add(v, /*pack=*/true);
+  other.Add(v, Int8WeightTable::Packing::kAmx);
   v.narrow(0, 2, 1).fill_(3);
   EXPECT_EQ(other.Find(v), nullptr);
 }
@@ -122,7 +122,7 @@ TEST(Int8WeightTable, KeepsItsWeightsAliveSoNoNewTensorTakesTheirPlace) {
   {
     const at::Tensor w = at::randint(-64, 65, {48, 128}, at::kChar);
     address = w.data_ptr();
-    table.Add(w, /*pack=*/true);
+    table.Add(w, Int8WeightTable::Packing::kAmx);
   }
   // The allocator would hand the same memory back; the table still holds it, so it cannot.
   for (int i = 0; i < 50; ++i) {
@@ -160,7 +160,7 @@ TEST(AmxInt8Gemm, LinearInt8OnItEqualsExactArithmetic) {
   const at::Tensor scale = at::rand({1536}) * 0.01 + 1e-3, bias = at::randn({1536});
   const at::Tensor x = at::randn({200, 384}) * 4;
   Int8WeightTable table;
-  table.Add(w, /*pack=*/true);
+  table.Add(w, Int8WeightTable::Packing::kAmx);
   const Int8GemmScope scope(&table);
   const at::Tensor got = LinearInt8(x, w, scale, bias, kActivationNone);
   const at::Tensor amax = x.abs().amax({1}, true);
@@ -177,7 +177,7 @@ TEST(AmxInt8Gemm, LinearInt8GivesTheSameBitsOnAmxAndOnOneDnnWhateverTheTableHold
   const at::Tensor x = at::randn({3, 97, 384});
   const at::Tensor onednn = LinearInt8(x, w, scale, bias, kActivationGelu);  // no scope: oneDNN
   Int8WeightTable table;
-  table.Add(w, /*pack=*/true);
+  table.Add(w, Int8WeightTable::Packing::kAmx);
   const Int8GemmScope scope(&table);
   EXPECT_TRUE(at::equal(LinearInt8(x, w, scale, bias, kActivationGelu), onednn));
   // Written after packing: the table no longer serves it, and the result follows the new weight.

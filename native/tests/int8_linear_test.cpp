@@ -158,7 +158,7 @@ TEST(LinearInt8, ChecksTheRangeOfEveryWeightNoVettedTableHolds) {
   EXPECT_THROW(LinearInt8(x, w.t().contiguous().t(), l.scale, l.bias, 0), c10::Error);
   // A weight the active table holds was checked at load: trusted, not read again.
   Int8WeightTable table;
-  table.Add(w, /*pack=*/false);
+  table.Add(w, Int8WeightTable::Packing::kNone);
   const Int8GemmScope scope(&table);
   EXPECT_NO_THROW(LinearInt8(x, w, l.scale, l.bias, 0));
   EXPECT_THROW(LinearInt8(x, w.clone(), l.scale, l.bias, 0), c10::Error);  // another tensor: checked

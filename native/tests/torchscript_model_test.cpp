@@ -289,7 +289,7 @@ TEST_F(TorchScriptModelTest, GivesEachFrozenInt8WeightACopyNoOtherHolderCanWrite
       std::make_shared<QuantizedOpsResolver>());
   torch::jit::Module frozen = torch::jit::freeze(m);
   EXPECT_TRUE(ReadsInt8WeightsLive(frozen));  // an attribute: read afresh each call
-  EXPECT_EQ(Int8WeightsOf(frozen, /*pack=*/false)->size(), 0u);
+  EXPECT_EQ(Int8WeightsOf(frozen, Int8WeightTable::Packing::kNone)->size(), 0u);
   const std::shared_ptr<torch::jit::Graph> graph = frozen.get_method("forward").graph();
   for (torch::jit::Node* node : graph->nodes()) {
     if (node->kind() != c10::prim::GetAttr || node->s(c10::attr::name) != "w") continue;
@@ -306,7 +306,7 @@ TEST_F(TorchScriptModelTest, GivesEachFrozenInt8WeightACopyNoOtherHolderCanWrite
   EXPECT_TRUE(at::equal(first, LinearInt8(x, stored, at::full({4}, 0.01), c10::nullopt, 0)));
   // Now every weight is a constant the graph alone holds: vetted for the model's life, packable once.
   EXPECT_FALSE(ReadsInt8WeightsLive(frozen));
-  const std::unique_ptr<Int8WeightTable> table = Int8WeightsOf(frozen, /*pack=*/true);
+  const std::unique_ptr<Int8WeightTable> table = Int8WeightsOf(frozen, Int8WeightTable::Packing::kAmx);
   EXPECT_EQ(table->size(), 1u);
   EXPECT_TRUE(ReadsInt8WeightsLive(m));
 }
