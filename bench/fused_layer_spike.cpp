@@ -391,7 +391,16 @@ class Fused {
       const float* bias = w.bias.data();
 #pragma omp simd
       for (int64_t j = 0; j < w.n; ++j) row[j] += static_cast<float>(a[j]) * s * cs[j] + bias[j];
-      LayerNormRow(row, w.n, g, b, m_.eps);
+      if (!aten_norm_) LayerNormRow(row, w.n, g, b, m_.eps);
+    }
+    if (aten_norm_) {
+      // ATen's layer norm on the whole block, as the graph calls it: the same bits as a reference
+      // in Python would give, at one op per norm.
+      const int64_t n = w.n;
+      at::Tensor xs = at::from_blob(x, {L, n}, at::kFloat);
+      at::Tensor gs = at::from_blob(const_cast<float*>(g), {n}, at::kFloat);
+      at::Tensor bs = at::from_blob(const_cast<float*>(b), {n}, at::kFloat);
+      xs.copy_(at::layer_norm(xs, {n}, gs, bs, m_.eps));
     }
   }
 
@@ -480,6 +489,7 @@ class Fused {
 
   const Model& m_;
   bool fbgemm_, aten_attention_;
+  bool aten_norm_ = std::getenv("SPIKE_ATEN_NORM") != nullptr;
   int64_t rows_ = 0;
   std::vector<float> x_, qkv_, ctx_, ffn_, kt_, vh_, scores_, row_scale_, pooled_;
   at::Tensor q8_, acc_;
@@ -489,7 +499,7 @@ class Fused {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: fused_spike ENGINE.so BUNDLE_DIR IDS.bin [ROUNDS]\n");
+    std::fprintf(stderr, "usage: fused_spike ENGINE.so BUNDLE_DIR IDS.bin [ROUNDS [ENGINE_BUNDLE_DIR]]\n");
     return 2;
   }
   const int rounds = argc > 4 ? std::atoi(argv[4]) : 5;
@@ -501,7 +511,8 @@ int main(int argc, char** argv) {
   }
   auto entry = reinterpret_cast<bertgate::EngineLibrary* (*)()>(dlsym(lib, BERTGATE_ENGINE_ENTRY));
   bertgate::LoadOptions options;
-  options.model_path = std::string(argv[2]) + "/model.pt";
+  // The engine may run another bundle of the same weights (argv[5]: another export's graph).
+  options.model_path = std::string(argc > 5 ? argv[5] : argv[2]) + "/model.pt";
   options.threads = 1;
   auto loaded = entry()->Load(options);
   if (!loaded.ok()) {
@@ -523,9 +534,10 @@ int main(int argc, char** argv) {
     f.read(reinterpret_cast<char*>(t.data()), 4 * n);
   }
 
-  spike::Model model = spike::Load(options.model_path, 12);
+  spike::Model model = spike::Load(std::string(argv[2]) + "/model.pt", 12);
   const bool aten_attention = std::getenv("SPIKE_OWN_ATTENTION") == nullptr;
-  std::printf("attention: %s\n", aten_attention ? "ATen's SDPA" : "the spike's own");
+  std::printf("attention: %s; layer norm: %s\n", aten_attention ? "ATen's SDPA" : "the spike's own",
+              std::getenv("SPIKE_ATEN_NORM") ? "ATen's" : "the spike's own");
   spike::Fused fused(model, false, aten_attention), packed(model, true, aten_attention);
   const int64_t labels = model.labels;
 
