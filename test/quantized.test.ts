@@ -54,6 +54,10 @@ async function loadSevenBits(name: string): Promise<Classifier> {
   }
 }
 
+// fbgemm's int8 GEMM runs on x86-64 CPUs with AVX2 (fbgemm_int8_gemm.h); elsewhere oneDNN's does.
+const hasAvx2 = async (): Promise<boolean> =>
+  process.arch === 'x64' && /\bavx2\b/.test(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''));
+
 const worst = (x: Float32Array[], y: ArrayLike<number>[]): number =>
   Math.max(...x.map((row, i) => maxAbsDiff(row, y[i] as ArrayLike<number>)));
 
@@ -130,14 +134,24 @@ describe('int8 bundles', () => {
     const here = await clf.logits(texts);
     // The engine takes its own kernel wherever the CPU has AMX (Linux grants the tiles from 5.16).
     const amx = /\bamx_int8\b/.test(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''));
-    // fbgemm runs on every x86-64 CPU with AVX2 (the machines this suite runs on).
+    // fbgemm runs on every x86-64 CPU with AVX2, else oneDNN's GEMM.
     const requested = process.env['BERTGATE_INT8_GEMM'] ?? '';
-    const expectedHere = requested !== '' ? requested : amx ? 'amx' : 'fbgemm';
+    const expectedHere = requested !== '' ? requested : amx ? 'amx' : (await hasAvx2()) ? 'fbgemm' : 'onednn';
     assert.equal(clf.info.model.int8Gemm, expectedHere);
     t.diagnostic(`this process: ${clf.info.model.int8Gemm}`);
-    const fbgemm = await child({ BERTGATE_INT8_GEMM: 'fbgemm' });
-    assert.equal(fbgemm.gemm, 'fbgemm');
-    assert.equal(worst(here, fbgemm.rows), 0, `fbgemm: max |Δ| ${worst(here, fbgemm.rows)}`);
+    if (await hasAvx2()) {
+      // fbgemm's kernels with VNNI, and without (AVX2: pairs of products in int16, exact for
+      // 64-level weights), forced by fbgemm's own switch.
+      for (const isa of [undefined, 'AVX2']) {
+        const fbgemm = await child({
+          BERTGATE_INT8_GEMM: 'fbgemm',
+          ...(isa ? { FBGEMM_ENABLE_INSTRUCTIONS: isa } : {}),
+        });
+        assert.equal(fbgemm.gemm, 'fbgemm');
+        assert.equal(worst(here, fbgemm.rows), 0, `fbgemm ${isa ?? 'any ISA'}: max |Δ| ${worst(here, fbgemm.rows)}`);
+        t.diagnostic(`fbgemm, ${isa ?? 'any ISA'}: the same logits as ${clf.info.model.int8Gemm}, bit for bit`);
+      }
+    }
     for (const isa of [undefined, 'AVX2', 'SSE41']) {
       const there = await child({ BERTGATE_INT8_GEMM: 'onednn', ...(isa ? { ONEDNN_MAX_CPU_ISA: isa } : {}) });
       assert.equal(there.gemm, 'onednn');
@@ -246,14 +260,26 @@ describe('int8 bundles', () => {
     assert.equal((await clf.logits(['still serving'])).length, 1);
   });
 
-  it('BERTGATE_INT8_GEMM=fbgemm: fbgemm on weights packed once, the same logits; unfrozen, refused by name', async () => {
+  it('BERTGATE_INT8_GEMM=fbgemm: fbgemm on weights packed once, the same logits as oneDNN; unfrozen, refused by name', async () => {
+    process.env['BERTGATE_INT8_GEMM'] = 'onednn';
+    const onednn = await Classifier.load(bundle('labels50-int8')).finally(() => {
+      delete process.env['BERTGATE_INT8_GEMM'];
+    });
     process.env['BERTGATE_INT8_GEMM'] = 'fbgemm';
     try {
+      if (!(await hasAvx2())) {
+        await assert.rejects(
+          Classifier.load(bundle('labels50-int8')),
+          (e: unknown) => e instanceof DeviceUnavailableError && e.message.includes('fbgemm does not run on this CPU'),
+        );
+        return;
+      }
       const insisted = await Classifier.load(bundle('labels50-int8'));
       try {
         assert.equal(insisted.info.model.int8Gemm, 'fbgemm');
+        assert.equal(onednn.info.model.int8Gemm, 'onednn');
         const texts = (await expected('labels50-int8')).texts;
-        assert.equal(worst(await insisted.logits(texts), await clf.logits(texts)), 0);
+        assert.equal(worst(await insisted.logits(texts), await onednn.logits(texts)), 0);
       } finally {
         await insisted.close();
       }
@@ -271,6 +297,7 @@ describe('int8 bundles', () => {
       await legacy.close();
     } finally {
       delete process.env['BERTGATE_INT8_GEMM'];
+      await onednn.close();
     }
   });
 

@@ -133,9 +133,10 @@ std::unique_ptr<AmxPackedWeight> PackForAmx(const at::Tensor& weight) {
 
 void Int8WeightTable::Add(const at::Tensor& weight, Packing packing) {
   if (entries_.count(weight.data_ptr()) != 0) return;  // the same bytes: one entry (the first geometry)
-  entries_.emplace(weight.data_ptr(),
-                   Entry{weight, VersionOf(weight), packing == Packing::kAmx ? PackForAmx(weight) : nullptr,
-                         packing == Packing::kFbgemm ? PackForFbgemm(weight) : FbgemmPacked()});
+  entries_.emplace(
+      weight.data_ptr(),
+      Entry{weight, VersionOf(weight), packing == Packing::kAmx ? PackForAmx(weight) : nullptr,
+            packing == Packing::kFbgemm && FbgemmCanPack(weight) ? PackForFbgemm(weight) : FbgemmPacked()});
 }
 
 const Int8WeightTable::Entry* Int8WeightTable::Find(const at::Tensor& weight) const {

@@ -58,7 +58,7 @@ class Int8WeightTable {
     at::Tensor source;
     int64_t version;
     std::unique_ptr<AmxPackedWeight> packed;  // null unless added for AMX
-    FbgemmPacked fbgemm;                      // null unless added for fbgemm
+    FbgemmPacked fbgemm;                      // null unless added for fbgemm (and FbgemmCanPack)
   };
   // Holds `weight` unless the table holds that tensor already; packs it as `packing` says.
   void Add(const at::Tensor& weight, Packing packing);

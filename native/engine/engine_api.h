@@ -29,9 +29,9 @@ enum class ErrorCode : int {
 };
 
 // Which integer GEMM a load's bertgate::linear_int8 layers run: the fastest here (the engine's
-// AMX kernel where the CPU has AMX, else oneDNN's), AMX or a failed load (kDeviceUnavailable),
-// or oneDNN's everywhere.
-// Appended to, never renumbered: an addon and an engine of neighbouring builds read the same values.
+// AMX kernel where the CPU has AMX, else fbgemm's, else oneDNN's), AMX or fbgemm or a failed load
+// (kDeviceUnavailable), or oneDNN's everywhere. A model that reads a weight afresh on every call
+// runs on oneDNN whatever is asked, or fails the load where AMX or fbgemm was insisted on.
 enum class Int8Gemm : int { kFastest, kAmx, kOnednn, kFbgemm };
 
 // The codes cross into JavaScript as these strings; lib/errors.ts maps each to a class.
@@ -255,5 +255,5 @@ class EngineLibrary {
 
 // The one symbol the addon looks up. Versioned so that an addon and an engine library from
 // different builds refuse each other instead of misreading these structs.
-#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v9"
-extern "C" bertgate::EngineLibrary* bertgate_engine_library_v9();
+#define BERTGATE_ENGINE_ENTRY "bertgate_engine_library_v10"
+extern "C" bertgate::EngineLibrary* bertgate_engine_library_v10();

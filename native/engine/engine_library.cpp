@@ -144,7 +144,7 @@ class TorchLibrary : public EngineLibrary {
 }  // namespace
 }  // namespace bertgate
 
-extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v9() {
+extern "C" __attribute__((visibility("default"))) bertgate::EngineLibrary* bertgate_engine_library_v10() {
   static bertgate::TorchLibrary library;
   return &library;
 }

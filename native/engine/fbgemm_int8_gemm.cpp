@@ -40,10 +40,19 @@ bool FbgemmInt8Available() {
 #endif
 }
 
+bool FbgemmCanPack(const at::Tensor& weight) {
+  if (weight.dim() != 2 || weight.scalar_type() != at::kChar) return false;
+  // Rounded up further than any of fbgemm's blockings, with a factor of 2 to spare.
+  const auto padded = [](int64_t v) { return (v + 1023) / 1024 * 1024; };
+  return padded(weight.size(0)) * padded(weight.size(1)) <= (int64_t{1} << 30);
+}
+
 FbgemmPacked PackForFbgemm(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kChar, "bertgate: fbgemm packs 2-D int8 weights");
 #if BERTGATE_FBGEMM
   TORCH_CHECK(FbgemmInt8Available(), "bertgate: fbgemm does not run on this CPU");
+  TORCH_CHECK(FbgemmCanPack(weight), "bertgate: a weight of ", weight.size(0), " x ", weight.size(1),
+              " is past what fbgemm packs");
   const at::Tensor w = weight.contiguous();
   FbgemmPacked packed(new FbgemmPackedWeight);
   packed->n = w.size(0);

@@ -3,8 +3,8 @@
 // The int8 GEMM of bertgate::linear_int8 on x86 CPUs without AMX: fbgemm's (the library torch.ao's
 // int8 layers run on, shipped inside libtorch_cpu with its headers), against weights packed once
 // at load. oneDNN's BLAS-style GEMM, which the operator calls otherwise, packs the weights and
-// sums their columns again on every call: on the default model's shapes fbgemm's ran 1.32-1.37x
-// oneDNN's at 30 rows and 1.04-1.12x at 80-128 (AMD EPYC with VNNI, docs/benchmarks.md).
+// sums their columns again on every call: on the default model's shapes fbgemm's ran 1.32-1.35x
+// oneDNN's at 30 rows and 1.02-1.10x at 80-128 (AMD EPYC with VNNI, docs/benchmarks.md).
 //
 // fbgemm multiplies u8 activations by s8 weights. The operator's activations are s8 within
 // [-127, 127]; written as u8 = s8 + 128 (the sign bit flipped), each sum gains 128 x the weight
@@ -30,8 +30,13 @@ struct FbgemmPackedWeightDeleter {
 };
 using FbgemmPacked = std::unique_ptr<FbgemmPackedWeight, FbgemmPackedWeightDeleter>;
 
+// Whether fbgemm can pack `weight` (int8 [N, K]): fbgemm sizes its packed buffer in a 32-bit int
+// from K and N rounded up to its blocks, so a layer near 2 GiB would overflow inside it. Such a
+// weight stays on oneDNN's GEMM (vetted, not packed); a BERT layer is a few MB.
+bool FbgemmCanPack(const at::Tensor& weight);
+
 // `weight` (int8 [N, K], any strides) packed for fbgemm: a pass over the weight. Call only where
-// FbgemmInt8Available().
+// FbgemmInt8Available() and FbgemmCanPack(weight).
 FbgemmPacked PackForFbgemm(const at::Tensor& weight);
 
 // The bit that turns an s8 activation into fbgemm's u8 one (s8 + 128): the operator writes its

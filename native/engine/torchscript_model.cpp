@@ -444,7 +444,8 @@ TorchScriptModel::TorchScriptModel(const LoadOptions& options)
                             (info_.frozen ? "attributes freezing kept, as something else in the model holds or "
                                             "writes them"
                                           : "the model runs unfrozen: load it with freeze: true") +
-                            "), which " + which + " cannot pack once");
+                            "), which " + which + " cannot pack once; BERTGATE_INT8_GEMM=onednn, or unset, runs it " +
+                            "on oneDNN's GEMM");
     }
     // The vetted weights, packed once, here, before the first run: the operator reads them for
     // the model's life, and checks the range of any other weight per call. The fastest GEMM the

@@ -100,5 +100,19 @@ TEST(FbgemmInt8Gemm, LinearInt8OnItGivesOneDnnsBitsAndDropsAWeightWrittenSince) 
   EXPECT_FALSE(at::equal(at::nan_to_num(after), at::nan_to_num(fbgemm)));
 }
 
+// Bookkeeping: runs on every CPU.
+TEST(FbgemmInt8Gemm, LeavesAWeightPastWhatItsPackerSizesOnOneDnn) {
+  // fbgemm sizes its packed buffer in a 32-bit int; a layer near 2 GiB would overflow inside it.
+  // An expanded tensor has the sizes without the memory.
+  const at::Tensor huge = at::zeros({1, 1}, at::kChar).expand({70000, 70000});
+  EXPECT_FALSE(FbgemmCanPack(huge));
+  EXPECT_TRUE(FbgemmCanPack(at::zeros({1536, 384}, at::kChar)));
+  EXPECT_FALSE(FbgemmCanPack(at::zeros({4, 4}, at::kFloat)));
+  Int8WeightTable table;
+  table.Add(huge, Int8WeightTable::Packing::kFbgemm);
+  ASSERT_NE(table.Find(huge), nullptr);  // held (vetted) all the same
+  EXPECT_EQ(table.Find(huge)->fbgemm, nullptr);
+}
+
 }  // namespace
 }  // namespace bertgate

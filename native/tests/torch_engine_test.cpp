@@ -105,7 +105,7 @@ class TorchEngineLoadTest : public ::testing::Test {
     options.threads = 1;
     options.warmup_rows = warmup_rows;
     options.warmup_seq_len = warmup_seq_len;
-    return bertgate_engine_library_v9()->Load(options);
+    return bertgate_engine_library_v10()->Load(options);
   }
 
   fs::path dir_;
@@ -168,7 +168,7 @@ LoadOptions WithGate(const std::string& model_path) {
 
 TEST_F(TorchEngineLoadTest, ScoresEachRowWithTheGateInTheSamePass) {
   LoadOptions options = WithGate(Save("features", kWithFeatures, "Dict[str, Tensor]"));
-  auto engine = bertgate_engine_library_v9()->Load(options);
+  auto engine = bertgate_engine_library_v10()->Load(options);
   ASSERT_TRUE(engine.ok()) << engine.failure().message;
   EXPECT_EQ(engine.value()->info().feature_width, 3);
   InferInput in = Batch(2, 4);  // row sums 0+1+2+3 = 6 and 4+5+6+0 = 15; masks 4
@@ -185,7 +185,7 @@ TEST_F(TorchEngineLoadTest, ScoresEachRowWithTheGateInTheSamePass) {
 // after the source is gone.
 TEST_F(TorchEngineLoadTest, ReplicasShareTheModelRunConcurrentlyAndOutliveTheirSource) {
   LoadOptions options = WithGate(Save("features", kWithFeatures, "Dict[str, Tensor]"));
-  auto loaded = bertgate_engine_library_v9()->Load(options);
+  auto loaded = bertgate_engine_library_v10()->Load(options);
   ASSERT_TRUE(loaded.ok()) << loaded.failure().message;
   std::unique_ptr<Engine> source = std::move(loaded.value());
   InferInput in = Batch(2, 4);
@@ -236,14 +236,14 @@ TEST_F(TorchEngineLoadTest, RefusesAGateForAModelWithoutFeaturesOrOfAnotherWidth
   options.gate_dim = 1;
   options.gate_projection = {1, 0, 0};
   options.gate_centres = {0};
-  auto none = bertgate_engine_library_v9()->Load(options);
+  auto none = bertgate_engine_library_v10()->Load(options);
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.failure().code, ErrorCode::kModelOutput);
   EXPECT_NE(none.failure().message.find("fitted on features 3 wide, but"), std::string::npos) << none.failure().message;
   EXPECT_NE(none.failure().message.find("returns no features"), std::string::npos) << none.failure().message;
   options.model_path = Save("features", kWithFeatures, "Dict[str, Tensor]");
   options.gate_projection = {1, 0, 0, 0};  // 4 wide
-  auto other = bertgate_engine_library_v9()->Load(options);
+  auto other = bertgate_engine_library_v10()->Load(options);
   ASSERT_FALSE(other.ok());
   EXPECT_NE(other.failure().message.find("returns 3-wide features"), std::string::npos) << other.failure().message;
 }

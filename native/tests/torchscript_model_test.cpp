@@ -46,7 +46,7 @@ class TorchScriptModelTest : public ::testing::Test {
     options.model_path = path;
     options.device = device;
     options.threads = 1;
-    return bertgate_engine_library_v9()->Load(options);
+    return bertgate_engine_library_v10()->Load(options);
   }
 
   fs::path dir_;
