@@ -9,7 +9,8 @@
 //   - Q, K and V as one GEMM of 3 x 384 columns: one quantize of the input row, not three
 //     (per-channel weight scales make the concatenation exact);
 //   - attention: ATen's SDPA (its flash kernel for CPU, as the graph calls) on views of the QKV
-//     rows, or, with SPIKE_OWN_ATTENTION=1, a loop of the spike's own (no faster: below);
+//     rows (a loop of the spike's own, K transposed and 4 x 16 scores in registers, ran no
+//     faster and was dropped: docs/benchmarks.md);
 //   - dequantize + bias + residual + layer norm in one pass over a row; GELU fused as today;
 //   - workspace reused across calls, no tensor made per op;
 //   - the GEMM: oneDNN's, as the engine calls it, or fbgemm's on weights packed once at load
@@ -50,6 +51,7 @@
 #include <vector>
 
 #include "engine_api.h"
+#include "gelu_erf.h"
 
 namespace at::native {
 TORCH_API void mkldnn_matmul_i8i8i32(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result);
@@ -57,6 +59,7 @@ TORCH_API void mkldnn_matmul_i8i8i32(const at::Tensor& mat1, const at::Tensor& m
 
 namespace spike {
 
+using bertgate::GeluErf;
 using Clock = std::chrono::steady_clock;
 
 double Ms(Clock::time_point a, Clock::time_point b) {
@@ -186,46 +189,6 @@ void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_t* q, float* sca
   }
 }
 
-inline float Gelu(float v) {
-  float x = v * 0.70710678118654752f;
-  x = x > 4.0f ? 4.0f : x;
-  x = x < -4.0f ? -4.0f : x;
-  const float x2 = x * x;
-  float p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
-  p = x2 * p + -2.10102402082508e-06f;
-  p = x2 * p + -5.69250639462346e-05f;
-  p = x2 * p + -7.34990630326855e-04f;
-  p = x2 * p + -2.95459980854025e-03f;
-  p = x2 * p + -1.60960333262415e-02f;
-  p = x * p;
-  float d = x2 * -1.45660718464996e-05f + -2.13374055278905e-04f;
-  d = x2 * d + -1.68282697438203e-03f;
-  d = x2 * d + -7.37332916720468e-03f;
-  d = x2 * d + -1.42647390514189e-02f;
-  return 0.5f * v * (1.0f + p / d);
-}
-
-// exp for x <= 0 (scores less their max) in arithmetic the vectoriser takes, where libm's expf
-// is a call per element: Cephes' expf (2^n by the exponent bits, a degree-6 polynomial on
-// [-ln2/2, ln2/2]; within 2 ulp); below -87 it gives 0.
-inline float ExpNonPositive(float x) {
-  const float clamped = x < -87.0f ? -87.0f : x;
-  const float n = (clamped * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = clamped - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float e = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float two_n;
-  std::memcpy(&two_n, &bits, 4);
-  return x < -87.0f ? 0.0f : e * two_n;
-}
-
 void LayerNormRow(float* row, int64_t n, const float* g, const float* b, float eps) {
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
@@ -246,7 +209,7 @@ struct Stages {
 
 class Fused {
  public:
-  Fused(const Model& m, bool fbgemm, bool aten_attention) : m_(m), fbgemm_(fbgemm), aten_attention_(aten_attention) {}
+  Fused(const Model& m, bool fbgemm) : m_(m), fbgemm_(fbgemm) {}
 
   // One text (batch 1, no padding): logits into out[labels].
   void Forward(const std::vector<int32_t>& ids, float* logits, Stages* st) {
@@ -268,13 +231,9 @@ class Fused {
       // Q, K, V: one quantize, one GEMM, dequantize with bias.
       Gemm(layer.qkv, x, L, st);
       auto t1 = Clock::now();
-      Dequantize(layer.qkv, L, qkv_.data(), nullptr);
+      Dequantize(layer.qkv, L, qkv_.data(), Epilogue::kPlain);
       auto t2 = Clock::now();
-      if (aten_attention_) {
-        AtenAttention(L);
-      } else {
-        Attention(L);
-      }
+      AtenAttention(L);
       auto t3 = Clock::now();
       if (st) st->epilogue += Ms(t1, t2), st->attention += Ms(t2, t3);
       // Output projection + residual + layer norm, in place into x.
@@ -284,7 +243,7 @@ class Fused {
       if (st) st->epilogue += Ms(t1, Clock::now());
       Gemm(layer.up, x, L, st);
       t1 = Clock::now();
-      Dequantize(layer.up, L, ffn_.data(), &Gelu);
+      Dequantize(layer.up, L, ffn_.data(), Epilogue::kGelu);
       if (st) st->epilogue += Ms(t1, Clock::now());
       Gemm(layer.down, ffn_.data(), L, st);
       t1 = Clock::now();
@@ -321,10 +280,6 @@ class Fused {
     qkv_.assign(L * 3 * H, 0.0f);
     ctx_.assign(L * H, 0.0f);
     ffn_.assign(L * 4 * H, 0.0f);
-    const int64_t Lp = (L + kKeys - 1) / kKeys * kKeys;
-    kt_.assign(kD * Lp, 0.0f);
-    scores_.assign(kQueries * Lp, 0.0f);
-    vh_.assign(Lp * kD, 0.0f);
     row_scale_.assign(L, 0.0f);
     q8_ = at::empty({L, 4 * H}, at::kChar);
     acc_ = at::empty({L, 4 * H}, at::kInt);
@@ -362,17 +317,23 @@ class Fused {
     if (st) st->quantize += Ms(t0, t1), st->gemm += Ms(t1, Clock::now());
   }
 
-  void Dequantize(const Int8Weight& w, int64_t L, float* out, float (*act)(float)) {
+  // What the GEMM's rows are, as floats: acc x row scale x column scale + bias, then the GELU
+  // (kGelu), or added to what `out` holds (kResidual), or stored (kPlain).
+  enum class Epilogue { kPlain, kGelu, kResidual };
+  void Dequantize(const Int8Weight& w, int64_t L, float* out, Epilogue how) {
     const int32_t* acc = acc_.data_ptr<int32_t>();
+    const float* cs = w.scale.data();
+    const float* b = w.bias.data();
     for (int64_t i = 0; i < L; ++i) {
       const int32_t* a = acc + i * w.n;
       float* o = out + i * w.n;
       const float s = row_scale_[i];
-      const float* cs = w.scale.data();
-      const float* b = w.bias.data();
-      if (act) {
+      if (how == Epilogue::kGelu) {
 #pragma omp simd
-        for (int64_t j = 0; j < w.n; ++j) o[j] = Gelu(static_cast<float>(a[j]) * s * cs[j] + b[j]);
+        for (int64_t j = 0; j < w.n; ++j) o[j] = GeluErf(static_cast<float>(a[j]) * s * cs[j] + b[j]);
+      } else if (how == Epilogue::kResidual) {
+#pragma omp simd
+        for (int64_t j = 0; j < w.n; ++j) o[j] += static_cast<float>(a[j]) * s * cs[j] + b[j];
       } else {
 #pragma omp simd
         for (int64_t j = 0; j < w.n; ++j) o[j] = static_cast<float>(a[j]) * s * cs[j] + b[j];
@@ -380,18 +341,11 @@ class Fused {
     }
   }
 
-  // x = LayerNorm(x + acc * scales + bias), a row at a time.
+  // x = LayerNorm(x + acc * scales + bias).
   void ResidualNorm(const Int8Weight& w, int64_t L, float* x, const float* g, const float* b) {
-    const int32_t* acc = acc_.data_ptr<int32_t>();
-    for (int64_t i = 0; i < L; ++i) {
-      const int32_t* a = acc + i * w.n;
-      float* row = x + i * w.n;
-      const float s = row_scale_[i];
-      const float* cs = w.scale.data();
-      const float* bias = w.bias.data();
-#pragma omp simd
-      for (int64_t j = 0; j < w.n; ++j) row[j] += static_cast<float>(a[j]) * s * cs[j] + bias[j];
-      if (!aten_norm_) LayerNormRow(row, w.n, g, b, m_.eps);
+    Dequantize(w, L, x, Epilogue::kResidual);
+    if (!aten_norm_) {
+      for (int64_t i = 0; i < L; ++i) LayerNormRow(x + i * w.n, w.n, g, b, m_.eps);
     }
     if (aten_norm_) {
       // ATen's layer norm on the whole block, as the graph calls it: the same bits as a reference
@@ -405,12 +359,6 @@ class Fused {
   }
 
   // Softmax(q k^T / sqrt(d)) v for each head; qkv_ rows are [q | k | v], ctx_ rows merged heads.
-  // The spike's own: head width 32 (the default model's) a constant so the sums stay in
-  // registers: scores for 4 queries x 16 keys at a time over K transposed (padded to whole
-  // blocks of keys), then the softmax, then the weighted sum of V the same way. Summing into
-  // memory instead (a load, add and store per step) ran 3x slower, bound by store-to-load
-  // forwarding. At its best it ran level with ATen's SDPA, so ATen's is the default.
-  static constexpr int64_t kD = 32, kKeys = 16, kQueries = 4;
   // ATen's SDPA (its flash kernel for CPU) on views of the QKV rows, written into ctx_.
   void AtenAttention(int64_t L) {
     const int64_t H = m_.hidden, heads = m_.heads, d = H / heads, ld = 3 * H;
@@ -421,77 +369,12 @@ class Fused {
     at::Tensor ctx = at::from_blob(ctx_.data(), {1, L, heads, d}, at::kFloat);
     ctx.copy_(out.transpose(1, 2));
   }
-  void Attention(int64_t L) {
-    const int64_t H = m_.hidden, heads = m_.heads, ld = 3 * H;
-    if (H / heads != kD) throw std::runtime_error("spike: head width must be 32");
-    const int64_t Lp = (L + kKeys - 1) / kKeys * kKeys;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(kD));
-    const float* qkv = qkv_.data();
-    float* kt = kt_.data();
-    static const float zeros[kD] = {};
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t c = 0; c < kD; ++c) std::fill(kt + c * Lp + L, kt + (c + 1) * Lp, 0.0f);
-      float* vh = vh_.data();
-      for (int64_t j = 0; j < L; ++j) {
-        const float* k = qkv + j * ld + H + h * kD;
-        for (int64_t c = 0; c < kD; ++c) kt[c * Lp + j] = k[c];
-        std::copy(qkv + j * ld + 2 * H + h * kD, qkv + j * ld + 2 * H + (h + 1) * kD, vh + j * kD);
-      }
-      for (int64_t i0 = 0; i0 < L; i0 += kQueries) {
-        const float* q[kQueries];
-        for (int64_t r = 0; r < kQueries; ++r) q[r] = i0 + r < L ? qkv + (i0 + r) * ld + h * kD : zeros;
-        for (int64_t j0 = 0; j0 < Lp; j0 += kKeys) {
-          float acc[kQueries][kKeys] = {};
-          for (int64_t c = 0; c < kD; ++c) {
-            const float* kr = kt + c * Lp + j0;
-            for (int64_t r = 0; r < kQueries; ++r) {
-              const float qc = q[r][c];
-#pragma omp simd
-              for (int64_t jj = 0; jj < kKeys; ++jj) acc[r][jj] += qc * kr[jj];
-            }
-          }
-          for (int64_t r = 0; r < kQueries; ++r)
-            for (int64_t jj = 0; jj < kKeys; ++jj) scores_[r * Lp + j0 + jj] = acc[r][jj] * scale;
-        }
-        float inv[kQueries] = {};
-        for (int64_t r = 0; r < kQueries; ++r) {
-          float* sc = scores_.data() + r * Lp;
-          float mx = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : mx)
-          for (int64_t j = 0; j < L; ++j) mx = sc[j] > mx ? sc[j] : mx;
-          float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-          for (int64_t j = 0; j < L; ++j) {
-            sc[j] = ExpNonPositive(sc[j] - mx);
-            sum += sc[j];
-          }
-          inv[r] = 1.0f / sum;
-        }
-        // The weighted sum of V, 4 queries x 16 of the head's columns at a time, as the scores.
-        for (int64_t c0 = 0; c0 < kD; c0 += kKeys) {
-          float acc[kQueries][kKeys] = {};
-          for (int64_t j = 0; j < L; ++j) {
-            const float* v = vh + j * kD + c0;
-            for (int64_t r = 0; r < kQueries; ++r) {
-              const float p = scores_[r * Lp + j];
-#pragma omp simd
-              for (int64_t cc = 0; cc < kKeys; ++cc) acc[r][cc] += p * v[cc];
-            }
-          }
-          for (int64_t r = 0; r < kQueries && i0 + r < L; ++r) {
-            float* out = ctx_.data() + (i0 + r) * H + h * kD + c0;
-            for (int64_t cc = 0; cc < kKeys; ++cc) out[cc] = acc[r][cc] * inv[r];
-          }
-        }
-      }
-    }
-  }
 
   const Model& m_;
-  bool fbgemm_, aten_attention_;
+  bool fbgemm_;
   bool aten_norm_ = std::getenv("SPIKE_ATEN_NORM") != nullptr;
   int64_t rows_ = 0;
-  std::vector<float> x_, qkv_, ctx_, ffn_, kt_, vh_, scores_, row_scale_, pooled_;
+  std::vector<float> x_, qkv_, ctx_, ffn_, row_scale_, pooled_;
   at::Tensor q8_, acc_;
 };
 
@@ -535,10 +418,8 @@ int main(int argc, char** argv) {
   }
 
   spike::Model model = spike::Load(std::string(argv[2]) + "/model.pt", 12);
-  const bool aten_attention = std::getenv("SPIKE_OWN_ATTENTION") == nullptr;
-  std::printf("attention: %s; layer norm: %s\n", aten_attention ? "ATen's SDPA" : "the spike's own",
-              std::getenv("SPIKE_ATEN_NORM") ? "ATen's" : "the spike's own");
-  spike::Fused fused(model, false, aten_attention), packed(model, true, aten_attention);
+  std::printf("layer norm: %s\n", std::getenv("SPIKE_ATEN_NORM") ? "ATen's" : "the spike's own");
+  spike::Fused fused(model, false), packed(model, true);
   const int64_t labels = model.labels;
 
   auto engine_call = [&](const std::vector<int32_t>& ids, std::vector<float>* logits) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "amx_int8_gemm.h"
+#include "gelu_erf.h"
 
 namespace at::native {
 // ATen's oneDNN int8 GEMM (s8 x s8 -> s32 through dnnl_gemm_s8s8s32: packed on the fly, no
@@ -85,29 +86,6 @@ BERTGATE_CLONES void QuantizeRows(const float* x, int64_t rows, int64_t k, int8_
   }
 }
 
-// GELU with erf, erf by the rational approximation XLA and Eigen use for fp32 (odd degree-13
-// numerator over even degree-8 denominator on [-4, 4], +-1 beyond; within a few ulp): libm's
-// erff is an opaque call the vectoriser cannot take, and ATen's GELU is a separate pass.
-// python/bertgate_export/int8_linear.py evaluates the same expression in the same order.
-inline float Gelu(float v) {
-  float x = v * 0.70710678118654752f;
-  x = x > 4.0f ? 4.0f : x;
-  x = x < -4.0f ? -4.0f : x;
-  const float x2 = x * x;
-  float p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
-  p = x2 * p + -2.10102402082508e-06f;
-  p = x2 * p + -5.69250639462346e-05f;
-  p = x2 * p + -7.34990630326855e-04f;
-  p = x2 * p + -2.95459980854025e-03f;
-  p = x2 * p + -1.60960333262415e-02f;
-  p = x * p;
-  float d = x2 * -1.45660718464996e-05f + -2.13374055278905e-04f;
-  d = x2 * d + -1.68282697438203e-03f;
-  d = x2 * d + -7.37332916720468e-03f;
-  d = x2 * d + -1.42647390514189e-02f;
-  return 0.5f * v * (1.0f + p / d);
-}
-
 // int32 accumulators (rows lda >= n apart) back to fp32: row scale times column scale, plus the
 // bias, then the activation, in one pass over the output.
 BERTGATE_CLONES void Dequantize(const int32_t* acc, int64_t rows, int64_t n, int64_t lda, const float* row_scale,
@@ -118,7 +96,7 @@ BERTGATE_CLONES void Dequantize(const int32_t* acc, int64_t rows, int64_t n, int
     const float s = row_scale[i];
     if (gelu) {
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) o[j] = Gelu(static_cast<float>(a[j]) * s * col_scale[j] + bias[j]);
+      for (int64_t j = 0; j < n; ++j) o[j] = GeluErf(static_cast<float>(a[j]) * s * col_scale[j] + bias[j]);
     } else {
 #pragma omp simd
       for (int64_t j = 0; j < n; ++j) o[j] = static_cast<float>(a[j]) * s * col_scale[j] + bias[j];
