@@ -143,6 +143,18 @@ describe('bertgate evaluate: data files', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal((JSON.parse(r.stdout) as { n: number }).n, 2);
   });
+
+  it('says no text was accepted, not NaN, when the threshold accepts none', async () => {
+    const data = join(dir, 'none.jsonl');
+    await writeFile(data, '{"text": "good", "label": "positive"}\n{"text": "bad", "label": "negative"}\n');
+    const r = await bertgate(['evaluate', '--model', bundle('labels2'), '--data', data, '--threshold', '1']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /\| coverage \(not "Other"\) \| 0\.0000 \|\n\| selective accuracy \| n\/a \(no text accepted\) \|/,
+    );
+    assert.ok(!r.stdout.includes('NaN'), r.stdout);
+  });
 });
 
 describe('bertgate doctor', () => {

@@ -16,6 +16,7 @@ import { bertgate, bundle, calibrateCli, copyBundle, labelledLines, modelLabels,
 describe('the out-of-distribution gate', () => {
   let copy: { dir: string; cleanup: () => Promise<void> };
   let data: string;
+  let calibrateOut: string;
   const ALPHA = 0.1;
 
   before(async () => {
@@ -34,6 +35,7 @@ describe('the out-of-distribution gate', () => {
       'gate-dim': '16',
     });
     assert.equal(r.code, 0, r.stderr);
+    calibrateOut = r.stdout;
   });
   after(() => copy.cleanup());
 
@@ -44,6 +46,14 @@ describe('the out-of-distribution gate', () => {
     assert.equal(calibration.gate.width, 48);
     assert.equal(calibration.gate.thresholded_on, 800); // the odd lines; the even ones fitted it
     assert.match(calibration.guarantee.method, /the guarantee is the combined rule's/);
+    // calibrate says what it fitted: directions kept, where, the threshold and what it flags.
+    const said =
+      /gate: 16 of 48 directions of the features, fitted on .*labelled\.jsonl, its even-numbered examples \(800 texts\); threshold (\S+) flags [\d.]+% \((\d+) of 800\)/.exec(
+        calibrateOut,
+      );
+    assert.ok(said, calibrateOut);
+    assert.equal(said[1], (calibration.gate.threshold as number).toPrecision(6));
+    assert.ok(Number(said[2]) <= ALPHA * 800, `${said[2]} of 800 flagged at alpha ${ALPHA}`);
     const clf = await Classifier.load(copy.dir);
     try {
       assert.deepEqual(clf.info.gate, { alpha: ALPHA, threshold: calibration.gate.threshold, dim: 16 });
@@ -277,7 +287,7 @@ describe('the out-of-distribution gate', () => {
     }
   });
 
-  it('a gate threshold that is negative or infinite is refused; a gate fitted on fewer texts than directions is a named data error', async () => {
+  it('a gate threshold that is negative or infinite is refused; a gate fitted on too few texts for a full-rank covariance is a named data error, however few directions it keeps', async () => {
     const bad = await copyBundle('labels7-features');
     try {
       const calibration = JSON.parse(await readFile(join(copy.dir, 'calibration.json'), 'utf8'));
@@ -300,6 +310,17 @@ describe('the out-of-distribution gate', () => {
     } finally {
       await bad.cleanup();
     }
+    // --gate-dim is a whole number written as one: Number() would read these as 100, 16 and 8.
+    for (const dim of ['1e2', '0x10', ' 8']) {
+      const r = await calibrateCli(copy.dir, data, {
+        coverage: '0.8',
+        'gate-alpha': '0.1',
+        'gate-dim': dim,
+        out: join(copy.dir, 'dim-out'),
+      });
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(r.stderr, new RegExp(`Expected --gate-dim to be a whole number in \\[1, 4096\\], got "${dim}"`));
+    }
     const one = join(copy.dir, 'one.jsonl');
     await writeFile(one, (await readFile(data, 'utf8')).split('\n')[0] + '\n');
     const r = await calibrateCli(copy.dir, data, {
@@ -309,9 +330,27 @@ describe('the out-of-distribution gate', () => {
       out: join(copy.dir, 'one-out'),
     });
     assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, /ERR_DATA: .*one\.jsonl: 1 texts in 1 labels cannot fit a gate on features 48 wide/);
+    // More texts than the directions kept (16), fewer than the width (48) plus the labels: the
+    // least-variance directions would be ones these texts never vary along (the gate scores noise).
+    const lines = (await readFile(data, 'utf8')).trim().split('\n').slice(0, 45);
+    const labels = new Set(lines.map((l) => (JSON.parse(l) as { label: string }).label)).size;
+    const few = join(copy.dir, 'few.jsonl');
+    await writeFile(few, lines.join('\n') + '\n');
+    const rank = await calibrateCli(copy.dir, data, {
+      coverage: '0.8',
+      'gate-alpha': '0.1',
+      'gate-dim': '16',
+      'gate-data': few,
+      out: join(copy.dir, 'few-out'),
+    });
+    assert.equal(rank.code, 1, rank.stdout);
     assert.match(
-      r.stderr,
-      /ERR_DATA: .*one\.jsonl: 1 texts cannot fit a gate of 48 directions \(it needs more texts than directions/,
+      rank.stderr,
+      new RegExp(
+        `ERR_DATA: .*few\\.jsonl: 45 texts in ${labels} labels cannot fit a gate on features 48 wide: .*` +
+          `spans at most ${45 - labels} directions.*give at least ${48 + labels} texts`,
+      ),
     );
   });
 

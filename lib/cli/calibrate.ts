@@ -14,6 +14,7 @@ import {
   fitGateDirections,
   gateRecord,
   thresholdGate,
+  type FittedGate,
   type GateDirections,
 } from '../calibration/fit-gate.js';
 import { logitsOf, servedScores } from '../calibration/logits.js';
@@ -23,7 +24,7 @@ import { reliabilitySvg, riskCoverageSvg } from '../calibration/plots.js';
 import { InsufficientDataError } from '../calibration/thresholds.js';
 import { loadForCalibration } from '../classifier.js';
 import { DataError, InvalidArgumentError } from '../errors.js';
-import { RUNTIME_FLAGS, classifierOptions } from './options.js';
+import { RUNTIME_FLAGS, classifierOptions, integer } from './options.js';
 import { progressBar } from './progress.js';
 
 function share(flag: string, value: string | undefined, { allowOne = false } = {}): number | undefined {
@@ -70,12 +71,7 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   if (coverage !== undefined) request.coverage = coverage;
   if (values['per-label']) request.perLabel = true;
   const gateAlpha = share('gate-alpha', values['gate-alpha']);
-  const gateDim = values['gate-dim'] === undefined ? DEFAULT_GATE_DIM : Number(values['gate-dim']);
-  if (!(Number.isInteger(gateDim) && gateDim >= 1 && gateDim <= 4096)) {
-    throw new InvalidArgumentError(
-      `Expected --gate-dim to be an integer in [1, 4096], got ${JSON.stringify(values['gate-dim'])}`,
-    );
-  }
+  const gateDim = integer('gate-dim', values['gate-dim'], DEFAULT_GATE_DIM, 1, 4096);
   if (gateAlpha === undefined && (values['gate-dim'] !== undefined || values['gate-data'] !== undefined)) {
     throw new InvalidArgumentError('--gate-dim and --gate-data go with --gate-alpha (the gate they fit)');
   }
@@ -191,10 +187,24 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
             `of ${Object.keys(outcome.file.thresholds).length} labels; the others are never accepted (their texts go to "Other")`,
         ]
       : []),
+    ...(gate ? [gateLine(gate)] : []),
     `wrote ${join(out, 'calibration.json')}, reliability.svg, risk-coverage.svg`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
+}
+
+/** What the fitted gate keeps and flags: a --gate-dim past the width keeps every direction, said here. */
+function gateLine(gate: FittedGate): string {
+  const { dim, width } = gate.fit;
+  const counted = gate.flagged.filter((_, i) => gate.rows[i]);
+  const flagged = counted.filter(Boolean).length;
+  return (
+    `gate: ${dim === width ? `every direction (${width})` : `${dim} of ${width} directions`} of the features, ` +
+    `fitted on ${gate.fittedOn}; threshold ${gate.threshold.toPrecision(6)} flags ` +
+    `${((100 * flagged) / counted.length).toFixed(1)}% (${flagged} of ${counted.length}) of the texts it was ` +
+    `chosen on (alpha ${gate.alpha})`
+  );
 }
 
 /** --out: a directory (made if missing) that holds no other bundle's model.pt. */

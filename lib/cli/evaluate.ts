@@ -85,7 +85,8 @@ export async function evaluateCommand(argv: string[]): Promise<number> {
       `| ECE of the max probability (15 bins) | ${f(result.eceProbability)} |`,
       `| AURC | ${f(result.aurc)} |`,
       `| coverage (not "${info.otherLabel}") | ${f(result.coverage)} |`,
-      `| selective accuracy | ${f(result.selectiveAccuracy)} |`,
+      // Nothing accepted leaves no accuracy to measure (NaN in the result, null in --json).
+      `| selective accuracy | ${result.coverage === 0 ? 'n/a (no text accepted)' : f(result.selectiveAccuracy)} |`,
       ...(result.gate
         ? [
             `| flagged by the gate (promised <= ${result.gate.alpha}; one binomial standard error ` +
