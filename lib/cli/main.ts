@@ -42,7 +42,8 @@ Commands:
       lines (.jsonl or .jsonl.gz); writes calibration.json (with a drift reference),
       reliability.svg and risk-coverage.svg. --gate-alpha also fits an out-of-distribution gate
       (a model exported with --features) flagging at most A of in-distribution texts, on
-      --gate-data or half of --data. Takes classify's --device, --dtype, --threads and batching flags.
+      --gate-data or half of --data (at least the features' width plus the labels in texts; many
+      more are better). Takes classify's --device, --dtype, --threads and batching flags.
   evaluate --model DIR --data FILE.jsonl [--ood FILE.jsonl]... [--json]
       Accuracy, macro-F1, NLL, ECE, AURC, coverage and selective accuracy at the model's
       thresholds, the gate's flagged share; with --ood ({"text"} lines, repeatable), AUROC/FPR95
