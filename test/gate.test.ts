@@ -310,43 +310,38 @@ describe('the out-of-distribution gate', () => {
     } finally {
       await bad.cleanup();
     }
-    // --gate-dim is a whole number written as one: Number() would read these as 100, 16 and 8.
-    for (const dim of ['1e2', '0x10', ' 8']) {
+    // A gate calibrate must refuse before writing anything: exit 1, the reason on stderr.
+    const refused = async (flags: Record<string, string>, reason: RegExp): Promise<void> => {
       const r = await calibrateCli(copy.dir, data, {
         coverage: '0.8',
         'gate-alpha': '0.1',
-        'gate-dim': dim,
-        out: join(copy.dir, 'dim-out'),
+        out: join(copy.dir, 'refused-out'),
+        ...flags,
       });
       assert.equal(r.code, 1, r.stdout);
-      assert.match(r.stderr, new RegExp(`Expected --gate-dim to be a whole number in \\[1, 4096\\], got "${dim}"`));
+      assert.match(r.stderr, reason);
+    };
+    // --gate-dim is a whole number written as one: Number() would read these as 100, 16 and 8.
+    for (const dim of ['1e2', '0x10', ' 8']) {
+      await refused(
+        { 'gate-dim': dim },
+        new RegExp(`Expected --gate-dim to be a whole number in \\[1, 4096\\], got "${dim}"`),
+      );
     }
     const one = join(copy.dir, 'one.jsonl');
     await writeFile(one, (await readFile(data, 'utf8')).split('\n')[0] + '\n');
-    const r = await calibrateCli(copy.dir, data, {
-      coverage: '0.8',
-      'gate-alpha': '0.1',
-      'gate-data': one,
-      out: join(copy.dir, 'one-out'),
-    });
-    assert.equal(r.code, 1, r.stdout);
-    assert.match(r.stderr, /ERR_DATA: .*one\.jsonl: 1 texts in 1 labels cannot fit a gate on features 48 wide/);
+    await refused(
+      { 'gate-data': one },
+      /ERR_DATA: .*one\.jsonl: 1 texts in 1 labels cannot fit a gate on features 48 wide/,
+    );
     // More texts than the directions kept (16), fewer than the width (48) plus the labels: the
     // least-variance directions would be ones these texts never vary along (the gate scores noise).
     const lines = (await readFile(data, 'utf8')).trim().split('\n').slice(0, 45);
     const labels = new Set(lines.map((l) => (JSON.parse(l) as { label: string }).label)).size;
     const few = join(copy.dir, 'few.jsonl');
     await writeFile(few, lines.join('\n') + '\n');
-    const rank = await calibrateCli(copy.dir, data, {
-      coverage: '0.8',
-      'gate-alpha': '0.1',
-      'gate-dim': '16',
-      'gate-data': few,
-      out: join(copy.dir, 'few-out'),
-    });
-    assert.equal(rank.code, 1, rank.stdout);
-    assert.match(
-      rank.stderr,
+    await refused(
+      { 'gate-dim': '16', 'gate-data': few },
       new RegExp(
         `ERR_DATA: .*few\\.jsonl: 45 texts in ${labels} labels cannot fit a gate on features 48 wide: .*` +
           `spans at most ${45 - labels} directions.*give at least ${48 + labels} texts`,
