@@ -169,6 +169,18 @@ export async function readBundle(
           gate: options.gate !== false,
           featureWidth: manifest === null ? undefined : typeof features === 'number' ? features : null,
         });
+  if (calibration?.modelSha256 !== undefined) {
+    const actual = await modelSha256(dir, manifest as Manifest | null);
+    if (actual.sha256 !== calibration.modelSha256) {
+      throw new BundleError(
+        CALIBRATION_FILE,
+        'model',
+        `${join(dir, CALIBRATION_FILE)} was fitted on a model.pt with SHA-256 ${calibration.modelSha256}, but this ` +
+          `bundle's model.pt has ${actual.sha256} (${actual.from}): its temperature, thresholds and gate belong to ` +
+          'another model; calibrate this one (bertgate calibrate), or restore its own calibration.json and gate.bin',
+      );
+    }
+  }
   const int8Op = readQuantization(manifest);
   return {
     quantization: int8Op === null ? null : 'int8',
@@ -338,6 +350,24 @@ export async function verifyFiles(bundle: Bundle): Promise<void> {
       }
     }),
   );
+}
+
+/**
+ * model.pt's SHA-256, which calibration.json records to bind itself to one model: bundle.json's
+ * seal where it has one (checked against the file at load unless `verify` is off), else the
+ * file's own digest (a bundle without a seal: hashed here, about 0.3 s per 100 MB).
+ */
+export async function modelSha256(
+  dir: string,
+  manifest: Manifest | null,
+): Promise<{ sha256: string; from: 'sealed in bundle.json' | 'hashed' }> {
+  const files = manifest?.['files'];
+  const sealed =
+    isPlainObject(files) && isPlainObject(files[BUNDLE_FILES.model]) ? files[BUNDLE_FILES.model] : undefined;
+  const digest = (sealed as { sha256?: unknown } | undefined)?.sha256;
+  if (typeof digest === 'string' && /^[0-9a-f]{64}$/.test(digest))
+    return { sha256: digest, from: 'sealed in bundle.json' };
+  return { sha256: await sha256Of(join(dir, BUNDLE_FILES.model)), from: 'hashed' };
 }
 
 async function sha256Of(path: string): Promise<string> {

@@ -46,6 +46,8 @@ describe('the out-of-distribution gate', () => {
     assert.equal(calibration.gate.width, 48);
     assert.equal(calibration.gate.thresholded_on, 800); // the odd lines; the even ones fitted it
     assert.match(calibration.guarantee.method, /the guarantee is the combined rule's/);
+    const manifest = JSON.parse(await readFile(join(copy.dir, 'bundle.json'), 'utf8'));
+    assert.deepEqual(calibration.model, { file: 'model.pt', sha256: manifest.files['model.pt'].sha256 });
     // calibrate says what it fitted: directions kept, where, the threshold and what it flags.
     const said =
       /gate: 16 of 48 directions of the features, fitted on .*labelled\.jsonl, its even-numbered examples \(800 texts\); threshold (\S+) flags [\d.]+% \((\d+) of 800\)/.exec(
@@ -347,6 +349,35 @@ describe('the out-of-distribution gate', () => {
           `spans at most ${45 - labels} directions.*give at least ${48 + labels} texts`,
       ),
     );
+  });
+
+  it("is another model's once model.pt changes: refused by name, through bundle.json's seal or the file's digest", async () => {
+    // The same labels and width, another model.pt: only the digest calibrate recorded tells them apart.
+    const other = await copyBundle('labels7');
+    try {
+      for (const file of ['calibration.json', 'gate.bin']) await copyFile(join(copy.dir, file), join(other.dir, file));
+      const refused = (e: unknown): boolean =>
+        e instanceof BundleError &&
+        e.file === 'calibration.json' &&
+        e.field === 'model' &&
+        /was fitted on a model\.pt with SHA-256 [0-9a-f]{64}, but this bundle's model\.pt has [0-9a-f]{64} \(sealed in bundle\.json\)/.test(
+          e.message,
+        );
+      // gate: false reads neither gate.bin nor the model's features: the binding alone refuses it.
+      await assert.rejects(Classifier.load(other.dir, { gate: false }), refused);
+      // Without bundle.json there is no seal: model.pt itself is hashed.
+      await rm(join(other.dir, 'bundle.json'));
+      await assert.rejects(
+        Classifier.load(other.dir, { gate: false }),
+        (e: unknown) => e instanceof BundleError && e.field === 'model' && /\(hashed\)/.test(e.message),
+      );
+      // Its own model.pt, unsealed, is hashed and matches: the calibration loads.
+      await copyFile(join(copy.dir, 'model.pt'), join(other.dir, 'model.pt'));
+      const clf = await Classifier.load(other.dir);
+      await clf.close();
+    } finally {
+      await other.cleanup();
+    }
   });
 
   it('fitted on data where a label has no text, scores every text as the float64 reference does (no NaN)', async () => {

@@ -79,6 +79,12 @@ export interface CalibrationFile {
     bins: number;
   };
   data: { file: string; sha256: string; n: number };
+  /**
+   * The model.pt this calibration was fitted on, by SHA-256: its temperature, thresholds and gate
+   * are that model's, and a bundle whose model.pt is another refuses them. Absent from files
+   * written before it existed, which load unchecked.
+   */
+  model?: { file: 'model.pt'; sha256: string };
   created: string;
   /** The out-of-distribution gate, when calibrate fitted one (its numbers in gate.bin). */
   gate?: GateRecord;
@@ -131,6 +137,8 @@ export interface Calibration {
   gate?: Gate;
   /** gate.bin's SHA-256 as calibration.json records it. */
   gateSha256?: string;
+  /** The SHA-256 of the model.pt it was fitted on, where calibration.json records it. */
+  modelSha256?: string;
 }
 
 const SHA256 = /^[0-9a-f]{64}$/;
@@ -283,6 +291,18 @@ export function parseCalibration(value: unknown, labels: readonly string[]): Cal
     calibration.gateSha256 = sha256;
   }
   if (value['drift'] !== undefined) calibration.drift = parseDrift(value, calibration.guarantee?.['coverage']);
+  const model = value['model'];
+  if (model !== undefined) {
+    if (
+      !isPlainObject(model) ||
+      model['file'] !== 'model.pt' ||
+      typeof model['sha256'] !== 'string' ||
+      !SHA256.test(model['sha256'])
+    ) {
+      fail('model', `"model" must be { "file": "model.pt", "sha256": its SHA-256 in hex }, as calibrate writes it`);
+    }
+    calibration.modelSha256 = model['sha256'] as string;
+  }
   return calibration;
 }
 

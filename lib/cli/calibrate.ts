@@ -22,6 +22,7 @@ import type { Predictions } from '../calibration/metrics.js';
 import { fitTemperature } from '../calibration/temperature.js';
 import { reliabilitySvg, riskCoverageSvg } from '../calibration/plots.js';
 import { InsufficientDataError } from '../calibration/thresholds.js';
+import { modelSha256, readBundle } from '../bundle.js';
 import { loadForCalibration } from '../classifier.js';
 import { DataError, InvalidArgumentError } from '../errors.js';
 import { RUNTIME_FLAGS, classifierOptions, integer } from './options.js';
@@ -143,7 +144,10 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
 
   const out = values.out ?? bundle;
   await mkdir(out, { recursive: true });
-  await writeCalibration(out, outcome.file, gate ? { record: gateRecord(gate), fit: gate.fit } : undefined);
+  // Bound to the model.pt it was fitted on: another model's bundle refuses it at load.
+  const model = await modelSha256(bundle, (await readBundle(bundle, { calibration: false })).manifest);
+  const file = { ...outcome.file, model: { file: 'model.pt' as const, sha256: model.sha256 } };
+  await writeCalibration(out, file, gate ? { record: gateRecord(gate), fit: gate.fit } : undefined);
   await writeFile(
     join(out, 'reliability.svg'),
     reliabilitySvg(outcome.binsBefore, outcome.binsAfter, outcome.file.temperature),
