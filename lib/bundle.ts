@@ -3,12 +3,10 @@
  * and later against what the loaded model reports. Every error names the file and field.
  */
 
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 
 import type { NativeModelInfo } from './binding.js';
-import { readBundleJson, regularFileSize } from './bundle-io.js';
+import { bundleFileSha256, readBundleJson, regularFileSize } from './bundle-io.js';
 import { CALIBRATION_FILE, GATE_FILE, readCalibration, type Calibration } from './calibration/file.js';
 import { PACKAGE_ROOT } from './runtime/package-root.js';
 import { BundleError } from './errors.js';
@@ -137,7 +135,7 @@ function tokenLimit(tokenizerConfig: unknown, maxPositions: number): number {
  */
 export async function readBundle(
   dir: string,
-  options: { gate?: boolean; calibration?: boolean } = {},
+  options: { gate?: boolean; calibration?: boolean; verify?: boolean } = {},
 ): Promise<Bundle> {
   // Every file a regular one, before anything opens one (libtorch would block on a FIFO too).
   for (const file of Object.values(BUNDLE_FILES)) {
@@ -159,6 +157,9 @@ export async function readBundle(
     // Counted as absent, its seal would be skipped.
     throw new BundleError(BUNDLE_FILES.manifest, undefined, `${BUNDLE_FILES.manifest} must hold a JSON object`);
   }
+  // The seals first: a file that is not what bundle.json says is named as such, before any
+  // check that trusts the seal (calibration.json's binding to model.pt) could blame another file.
+  if (options.verify) await verifySeals(dir, manifest as Manifest | null);
   const outputs = manifest?.['outputs'];
   const features = isPlainObject(outputs) ? outputs['features'] : undefined;
   const calibration =
@@ -168,19 +169,8 @@ export async function readBundle(
           // With the gate off its description stays (the guarantee was the combined rule's), its numbers unread.
           gate: options.gate !== false,
           featureWidth: manifest === null ? undefined : typeof features === 'number' ? features : null,
+          modelSha256: () => modelSha256(dir, manifest as Manifest | null, options.verify === true),
         });
-  if (calibration?.modelSha256 !== undefined) {
-    const actual = await modelSha256(dir, manifest as Manifest | null);
-    if (actual.sha256 !== calibration.modelSha256) {
-      throw new BundleError(
-        CALIBRATION_FILE,
-        'model',
-        `${join(dir, CALIBRATION_FILE)} was fitted on a model.pt with SHA-256 ${calibration.modelSha256}, but this ` +
-          `bundle's model.pt has ${actual.sha256} (${actual.from}): its temperature, thresholds and gate belong to ` +
-          'another model; calibrate this one (bertgate calibrate), or restore its own calibration.json and gate.bin',
-      );
-    }
-  }
   const int8Op = readQuantization(manifest);
   return {
     quantization: int8Op === null ? null : 'int8',
@@ -310,8 +300,8 @@ export function checkAgainstModel(bundle: Bundle, model: NativeModelInfo, tokeni
  * steps, so the event loop keeps turning (about 0.3 s per 100 MB here). Bundles without
  * "files" (older exports, hand-made ones) are not checked.
  */
-export async function verifyFiles(bundle: Bundle): Promise<void> {
-  const files = bundle.manifest?.['files'];
+async function verifySeals(dir: string, bundleManifest: Manifest | null): Promise<void> {
+  const files = bundleManifest?.['files'];
   if (files === undefined) return;
   const { manifest } = BUNDLE_FILES;
   if (!isPlainObject(files)) {
@@ -333,14 +323,14 @@ export async function verifyFiles(bundle: Bundle): Promise<void> {
       if (typeof bytes !== 'number' || typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256)) {
         throw new BundleError(manifest, 'files', `${manifest} "files"."${name}" must be { bytes, sha256 }`);
       }
-      const path = join(bundle.dir, name);
-      const size = await regularFileSize(bundle.dir, name);
+      const path = join(dir, name);
+      const size = await regularFileSize(dir, name);
       const hint = 'the file is corrupt or was replaced; re-export the bundle, or restore the file';
       if (size === null) throw new BundleError(name, undefined, `${path} is sealed in ${manifest} but missing`);
       if (size !== bytes) {
         throw new BundleError(name, undefined, `${path} has ${size} bytes, but ${manifest} says ${bytes}: ${hint}`);
       }
-      const actual = await sha256Of(path);
+      const actual = await bundleFileSha256(dir, name);
       if (actual !== sha256) {
         throw new BundleError(
           name,
@@ -354,24 +344,20 @@ export async function verifyFiles(bundle: Bundle): Promise<void> {
 
 /**
  * model.pt's SHA-256, which calibration.json records to bind itself to one model: bundle.json's
- * seal where it has one (checked against the file at load unless `verify` is off), else the
- * file's own digest (a bundle without a seal: hashed here, about 0.3 s per 100 MB).
+ * seal where it has one (checked against the file first when `hashUnsealed`, i.e. `verify`, is
+ * on), else the file's own digest, hashed only when `hashUnsealed` (`verify: false` skips
+ * hashing, as it skips the seals: null then, and the binding goes unchecked).
  */
 export async function modelSha256(
   dir: string,
   manifest: Manifest | null,
-): Promise<{ sha256: string; from: 'sealed in bundle.json' | 'hashed' }> {
+  hashUnsealed: boolean,
+): Promise<{ sha256: string; from: 'sealed in bundle.json' | 'hashed' } | null> {
   const files = manifest?.['files'];
   const sealed =
     isPlainObject(files) && isPlainObject(files[BUNDLE_FILES.model]) ? files[BUNDLE_FILES.model] : undefined;
   const digest = (sealed as { sha256?: unknown } | undefined)?.sha256;
   if (typeof digest === 'string' && /^[0-9a-f]{64}$/.test(digest))
     return { sha256: digest, from: 'sealed in bundle.json' };
-  return { sha256: await sha256Of(join(dir, BUNDLE_FILES.model)), from: 'hashed' };
-}
-
-async function sha256Of(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+  return hashUnsealed ? { sha256: await bundleFileSha256(dir, BUNDLE_FILES.model), from: 'hashed' } : null;
 }

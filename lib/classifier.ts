@@ -15,7 +15,7 @@ import type {
   NativeInferResult,
   NativeModelInfo,
 } from './binding.js';
-import { DEFAULT_MODEL, checkAgainstModel, readBundle, verifyFiles, type Bundle } from './bundle.js';
+import { DEFAULT_MODEL, checkAgainstModel, readBundle, type Bundle } from './bundle.js';
 import type { Gate } from './calibration/file.js';
 import { DecisionPolicy, type Decision } from './decision.js';
 import { DriftMonitor, type DriftState, type DriftStats } from './drift.js';
@@ -306,9 +306,10 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
     const runtime = await openRuntime();
     const bundle = await readBundle(
       bundleDir,
-      forCalibration ? { calibration: false } : { gate: settings.gate !== false },
+      forCalibration
+        ? { calibration: false, verify: settings.verify }
+        : { gate: settings.gate !== false, verify: settings.verify },
     );
-    if (settings.verify) await verifyFiles(bundle);
     const resolved = resolveAgainstBundle(settings, bundle);
     const gate = forCalibration ? forCalibration.gate : gateOf(settings, bundle, bundleDir);
     const rule = resolveRule(settings, bundle, gate);

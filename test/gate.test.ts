@@ -193,10 +193,14 @@ describe('the out-of-distribution gate', () => {
   });
 
   it('is refused with a model that does not return features, or of another width, or a damaged gate.bin', async () => {
-    // The gate's files copied onto the same weights exported without features.
+    // The gate's files copied onto the same weights exported without features. (Its calibration
+    // as written before calibrate bound it to its model.pt: with the binding, the digest refuses
+    // it first, as the next test shows.)
     const plain = await copyBundle('labels7');
     try {
-      await copyFile(join(copy.dir, 'calibration.json'), join(plain.dir, 'calibration.json'));
+      const unbound = JSON.parse(await readFile(join(copy.dir, 'calibration.json'), 'utf8'));
+      delete unbound.model;
+      await writeFile(join(plain.dir, 'calibration.json'), JSON.stringify(unbound));
       await copyFile(join(copy.dir, 'gate.bin'), join(plain.dir, 'gate.bin'));
       await assert.rejects(
         Classifier.load(plain.dir),
@@ -334,7 +338,7 @@ describe('the out-of-distribution gate', () => {
     await writeFile(one, (await readFile(data, 'utf8')).split('\n')[0] + '\n');
     await refused(
       { 'gate-data': one },
-      /ERR_DATA: .*one\.jsonl: 1 texts in 1 labels cannot fit a gate on features 48 wide/,
+      /ERR_DATA: .*one\.jsonl: 1 texts in 1 label cannot fit a gate on features 48 wide/,
     );
     // More texts than the directions kept (16), fewer than the width (48) plus the labels: the
     // least-variance directions would be ones these texts never vary along (the gate scores noise).
@@ -346,37 +350,62 @@ describe('the out-of-distribution gate', () => {
       { 'gate-dim': '16', 'gate-data': few },
       new RegExp(
         `ERR_DATA: .*few\\.jsonl: 45 texts in ${labels} labels cannot fit a gate on features 48 wide: .*` +
-          `spans at most ${45 - labels} directions.*give at least ${48 + labels} texts`,
+          `spans at most ${45 - labels} directions.*give at least ${48 + labels} distinct texts \\(--gate-data`,
       ),
+    );
+    // A repeated text adds no direction: 90 lines of those 45 texts, twice each, are still too few.
+    await writeFile(few, [...lines, ...lines].join('\n') + '\n');
+    await refused(
+      { 'gate-dim': '16', 'gate-data': few },
+      new RegExp(`few\\.jsonl: 90 texts \\(45 distinct\\) in ${labels} labels cannot fit a gate on features 48 wide`),
     );
   });
 
-  it("is another model's once model.pt changes: refused by name, through bundle.json's seal or the file's digest", async () => {
-    // The same labels and width, another model.pt: only the digest calibrate recorded tells them apart.
+  it("is another model's once model.pt changes: refused by name before the gate is read, through the seal or the file's digest", async () => {
+    // The same labels, another model.pt: the digest calibrate recorded tells them apart, and says
+    // so before the gate's checks (whose advice, re-export with --features, would be wrong here).
     const other = await copyBundle('labels7');
     try {
       for (const file of ['calibration.json', 'gate.bin']) await copyFile(join(copy.dir, file), join(other.dir, file));
-      const refused = (e: unknown): boolean =>
-        e instanceof BundleError &&
-        e.file === 'calibration.json' &&
-        e.field === 'model' &&
-        /was fitted on a model\.pt with SHA-256 [0-9a-f]{64}, but this bundle's model\.pt has [0-9a-f]{64} \(sealed in bundle\.json\)/.test(
-          e.message,
-        );
-      // gate: false reads neither gate.bin nor the model's features: the binding alone refuses it.
-      await assert.rejects(Classifier.load(other.dir, { gate: false }), refused);
-      // Without bundle.json there is no seal: model.pt itself is hashed.
+      const refused =
+        (from: string) =>
+        (e: unknown): boolean =>
+          e instanceof BundleError &&
+          e.file === 'calibration.json' &&
+          e.field === 'model' &&
+          e.message.includes(`was fitted on a model.pt with SHA-256 `) &&
+          e.message.includes(`(${from}): its temperature, thresholds and gate belong to another model`);
+      await assert.rejects(Classifier.load(other.dir), refused('sealed in bundle.json'));
+      await assert.rejects(Classifier.load(other.dir, { gate: false }), refused('sealed in bundle.json'));
+      // Without bundle.json there is no seal: model.pt itself is hashed, unless verify is off
+      // (which skips hashing, as it skips the seals: the binding then goes unchecked).
       await rm(join(other.dir, 'bundle.json'));
-      await assert.rejects(
-        Classifier.load(other.dir, { gate: false }),
-        (e: unknown) => e instanceof BundleError && e.field === 'model' && /\(hashed\)/.test(e.message),
-      );
-      // Its own model.pt, unsealed, is hashed and matches: the calibration loads.
+      await assert.rejects(Classifier.load(other.dir, { gate: false }), refused('hashed'));
+      const unchecked = await Classifier.load(other.dir, { gate: false, verify: false });
+      await unchecked.close();
+      // Its own model.pt, unsealed, is hashed and matches: the calibration loads, gate and all.
       await copyFile(join(copy.dir, 'model.pt'), join(other.dir, 'model.pt'));
       const clf = await Classifier.load(other.dir);
       await clf.close();
     } finally {
       await other.cleanup();
+    }
+    // Its own model.pt under another bundle's bundle.json: the seal is what is wrong, and named.
+    const resealed = await copyBundle('labels7-features');
+    try {
+      for (const file of ['calibration.json', 'gate.bin']) {
+        await copyFile(join(copy.dir, file), join(resealed.dir, file));
+      }
+      await copyFile(join(bundle('labels7'), 'bundle.json'), join(resealed.dir, 'bundle.json'));
+      await assert.rejects(
+        Classifier.load(resealed.dir),
+        (e: unknown) =>
+          e instanceof BundleError &&
+          e.file === 'model.pt' &&
+          /model\.pt has \d+ bytes, but bundle\.json says \d+/.test(e.message),
+      );
+    } finally {
+      await resealed.cleanup();
     }
   });
 

@@ -299,7 +299,10 @@ export function parseCalibration(value: unknown, labels: readonly string[]): Cal
       typeof model['sha256'] !== 'string' ||
       !SHA256.test(model['sha256'])
     ) {
-      fail('model', `"model" must be { "file": "model.pt", "sha256": its SHA-256 in hex }, as calibrate writes it`);
+      fail(
+        'model',
+        `"model" must be { "file": "model.pt", "sha256": its SHA-256 in lowercase hex }, as calibrate writes it`,
+      );
     }
     calibration.modelSha256 = model['sha256'] as string;
   }
@@ -310,15 +313,34 @@ export function parseCalibration(value: unknown, labels: readonly string[]): Cal
  * A bundle's calibration.json, or null without one. `gate: false`: gate.bin is not read (the
  * gate's projection and centres stay empty), so a caller that turned the gate off does not
  * depend on that file. `featureWidth`: the width bundle.json says model.pt returns, if it says.
+ * `modelSha256`: the bundle's model.pt digest (null: not known without hashing, which the
+ * caller skips), compared with the one calibrate recorded before anything of the gate is
+ * checked, since another model's gate would fail those checks with the wrong advice.
  */
 export async function readCalibration(
   dir: string,
   labels: readonly string[],
-  options: { gate: boolean; featureWidth: number | null | undefined },
+  options: {
+    gate: boolean;
+    featureWidth: number | null | undefined;
+    modelSha256: () => Promise<{ sha256: string; from: string } | null>;
+  },
 ): Promise<Calibration | null> {
   const value = await readBundleJson(dir, CALIBRATION_FILE, false);
   if (value === null) return null;
   const calibration = parseCalibration(value, labels);
+  if (calibration.modelSha256 !== undefined) {
+    const actual = await options.modelSha256();
+    if (actual !== null && actual.sha256 !== calibration.modelSha256) {
+      throw new BundleError(
+        CALIBRATION_FILE,
+        'model',
+        `${join(dir, CALIBRATION_FILE)} was fitted on a model.pt with SHA-256 ${calibration.modelSha256}, but this ` +
+          `bundle's model.pt has ${actual.sha256} (${actual.from}): its temperature, thresholds and gate belong to ` +
+          'another model; calibrate this one (bertgate calibrate), or restore its own calibration.json and gate.bin',
+      );
+    }
+  }
   if (calibration.gate && options.gate) {
     await readGate(dir, calibration.gate, calibration.gateSha256 as string, labels.length, options.featureWidth);
   }

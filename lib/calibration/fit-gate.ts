@@ -34,24 +34,35 @@ export interface FittedGate extends GateDirections {
 }
 
 /**
- * The gate keeps the least-variance directions of a within-class covariance, and N texts in K
- * labels give that covariance a rank of at most N - K. Below the features' width its
- * least-variance directions are ones the fitted texts never vary along, whatever --gate-dim
- * keeps: only the ridge gives them a scale, so every new in-distribution text lands far out on
- * them and the gate scores noise (500 texts, 768 wide: a threshold of 4e7 against 1.6e3, far
- * AUROC 0.89 against 0.95). So the fit needs a full-rank covariance, however few directions it keeps.
+ * The gate keeps the least-variance directions of a within-class covariance, and N distinct
+ * texts in K labels give that covariance a rank of at most N - K (a repeated text adds no
+ * direction). Below the features' width its least-variance directions are ones the fitted texts
+ * never vary along, whatever --gate-dim keeps: only the ridge gives them a scale, so every new
+ * in-distribution text lands far out on them and the gate scores noise (500 texts, 768 wide: a
+ * threshold of 4e7 against 1.6e3, far AUROC 0.89 against 0.95). So the fit needs a full-rank
+ * covariance, however few directions it keeps. `half`: the texts are --data's even-numbered ones.
  */
-function enoughToFit(source: string, texts: number, labels: number, width: number): void {
-  if (texts - labels < width) {
-    throw new DataError(
-      source,
-      undefined,
-      `${source}: ${texts} texts in ${labels} labels cannot fit a gate on features ${width} wide: their ` +
-        `within-class spread spans at most ${Math.max(0, texts - labels)} directions, so its least-variance ` +
-        `directions would be ones the texts never vary along; give at least ${width + labels} texts ` +
-        '(--gate-data: many more are better; the default model fits on the train split)',
-    );
-  }
+function enoughToFit(
+  source: string,
+  texts: number,
+  distinct: number,
+  labels: number,
+  width: number,
+  half: boolean,
+): void {
+  if (distinct - labels >= width) return;
+  const needed = width + labels;
+  throw new DataError(
+    source,
+    undefined,
+    `${source}: ${texts} texts${distinct < texts ? ` (${distinct} distinct)` : ''} in ${labels} ` +
+      `label${labels === 1 ? '' : 's'} cannot fit a gate on features ${width} wide: their within-class spread ` +
+      `spans at most ${Math.max(0, distinct - labels)} directions, so its least-variance directions would be ones ` +
+      `the texts never vary along; give at least ${needed} distinct texts ` +
+      (half
+        ? `(the gate fits on --data's even-numbered examples: --data of at least ${2 * needed} texts, or --gate-data)`
+        : '(--gate-data: many more are better; the default model fits on the train split)'),
+  );
 }
 
 /**
@@ -89,7 +100,8 @@ export async function fitGateDirections(
       ? labels.filter((_, i) => !rows[i])
       : source.examples.map((e) => labelIndex.get(e.label) as number);
   const name = gateData ?? `${data.file} (its even-numbered examples)`;
-  enoughToFit(name, fitting.length, new Set(fitLabels).size, width);
+  const distinct = new Set(fitting.map((e, i) => `${fitLabels[i]}\u0000${e.text}`)).size;
+  enoughToFit(name, fitting.length, distinct, new Set(fitLabels).size, width, gateData === undefined);
   const features = await featuresOf(
     classifier,
     fitting.map((e) => e.text),

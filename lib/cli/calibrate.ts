@@ -24,7 +24,7 @@ import { reliabilitySvg, riskCoverageSvg } from '../calibration/plots.js';
 import { InsufficientDataError } from '../calibration/thresholds.js';
 import { modelSha256, readBundle } from '../bundle.js';
 import { loadForCalibration } from '../classifier.js';
-import { DataError, InvalidArgumentError } from '../errors.js';
+import { BundleError, DataError, InvalidArgumentError } from '../errors.js';
 import { RUNTIME_FLAGS, classifierOptions, integer } from './options.js';
 import { progressBar } from './progress.js';
 
@@ -82,6 +82,15 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
   // end in a raw EEXIST, nor write a calibration into another model's bundle.
   if (values.out !== undefined) await checkOut(values.out, bundle);
   await assertWritable(values.out ?? bundle);
+  // The model.pt the passes run on, bound into calibration.json; taken again after them, so a
+  // model swapped in meanwhile is refused rather than recorded as the one fitted.
+  const modelDigest = async (): Promise<string> =>
+    (
+      (await modelSha256(bundle, (await readBundle(bundle, { calibration: false })).manifest, true)) as {
+        sha256: string;
+      }
+    ).sha256;
+  const fittedOn = await modelDigest();
   const classifier = await loadForCalibration(bundle, options);
   let predictions: Predictions;
   let data: LabelledData;
@@ -142,11 +151,18 @@ export async function calibrateCommand(argv: string[]): Promise<number> {
     throw error;
   }
 
+  if ((await modelDigest()) !== fittedOn) {
+    throw new BundleError(
+      'model.pt',
+      undefined,
+      `${join(bundle, 'model.pt')} changed while calibrate ran (SHA-256 ${fittedOn} before its passes): ` +
+        'nothing was written; calibrate again once the bundle is settled',
+    );
+  }
   const out = values.out ?? bundle;
   await mkdir(out, { recursive: true });
   // Bound to the model.pt it was fitted on: another model's bundle refuses it at load.
-  const model = await modelSha256(bundle, (await readBundle(bundle, { calibration: false })).manifest);
-  const file = { ...outcome.file, model: { file: 'model.pt' as const, sha256: model.sha256 } };
+  const file = { ...outcome.file, model: { file: 'model.pt' as const, sha256: fittedOn } };
   await writeCalibration(out, file, gate ? { record: gateRecord(gate), fit: gate.fit } : undefined);
   await writeFile(
     join(out, 'reliability.svg'),
