@@ -132,6 +132,8 @@ function tokenLimit(tokenizerConfig: unknown, maxPositions: number): number {
  * Reads and checks a bundle. `{ gate: false }`: gate.bin is not read (the gate's projection and
  * centres stay empty), so a caller that turned the gate off does not depend on that file.
  * `{ calibration: false }`: neither is calibration.json (calibrate, fitting a new one).
+ * `{ verify: true }`: the files bundle.json seals are hashed against it first (the classifier's
+ * `verify` option), and an unsealed model.pt is hashed to check calibration.json's binding.
  */
 export async function readBundle(
   dir: string,
