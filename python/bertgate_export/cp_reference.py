@@ -1,5 +1,5 @@
 """Reference values for the TypeScript Clopper-Pearson bound and incomplete beta, from scipy
-(kept as test/fixtures/clopper-pearson.json; regenerate with scipy from requirements-train.txt).
+(kept as test/fixtures/clopper-pearson.json; regenerate with scipy from python/requirements-train.txt).
 
     python -m bertgate_export.cp_reference OUT.json
 """
