@@ -471,7 +471,8 @@ export class Classifier<L extends string = string, O extends string = 'Other'> {
    * The features the model returns beside its logits (fp32, `info.model.featureWidth` per
    * text, from the same pass): what the out-of-distribution gate reads, for fitting one or
    * inspecting it. Only bundles exported with --features (format 2) return them: the pooled
-   * vector, or with --feature-kind pooler+mean that vector beside the last layer's mean.
+   * vector, with --feature-kind pooler+mean that vector beside the last layer's mean, with
+   * mean:K the mean of hidden state K.
    * @throws {InvalidArgumentError} the model returns no features
    */
   features(text: TextInput, options?: CallOptions): Promise<Float32Array>;

@@ -309,7 +309,12 @@ describe('bertgate export: arguments', () => {
     [
       '--feature-kind cls',
       () => [model, at('new'), '--features', '--feature-kind', 'cls'],
-      'Expected --feature-kind to be pooler or pooler+mean, got "cls"',
+      'Expected --feature-kind to be pooler, pooler+mean or mean:K (K a layer, 0 the embeddings), got "cls"',
+    ],
+    [
+      '--feature-kind mean:-1',
+      () => [model, at('new'), '--feature-kind', 'mean:-1'],
+      'Expected --feature-kind to be pooler, pooler+mean or mean:K (K a layer, 0 the embeddings), got "mean:-1"',
     ],
   ] as const) {
     it(`refuses ${name} before any Python runs`, async () => {

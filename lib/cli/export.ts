@@ -65,9 +65,16 @@ export async function exportCommand(argv: string[]): Promise<number> {
   if (weights !== undefined && weights !== 'float32' && weights !== 'float16')
     throw new InvalidArgumentError(`Expected --weights to be float32 or float16, got ${JSON.stringify(weights)}`);
   const featureKind = values['feature-kind'];
-  if (featureKind !== undefined && featureKind !== 'pooler' && featureKind !== 'pooler+mean')
+  // mean:K names a hidden state (0 the embeddings); whether the model has layer K is the
+  // exporter's to say, since only it reads the model's config.
+  if (
+    featureKind !== undefined &&
+    featureKind !== 'pooler' &&
+    featureKind !== 'pooler+mean' &&
+    !/^mean:(0|[1-9][0-9]{0,2})$/.test(featureKind)
+  )
     throw new InvalidArgumentError(
-      `Expected --feature-kind to be pooler or pooler+mean, got ${JSON.stringify(featureKind)}`,
+      `Expected --feature-kind to be pooler, pooler+mean or mean:K (K a layer, 0 the embeddings), got ${JSON.stringify(featureKind)}`,
     );
   const { python, why } = await exportPython();
   const env = {

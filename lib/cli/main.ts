@@ -50,12 +50,13 @@ Commands:
       of each score, the gate's included, and the share sent to "Other".
       Takes every flag classify takes (--threshold, --temperature... evaluate those settings).
   export HF_MODEL_DIR BUNDLE_DIR [--max-length N] [--tolerance T] [--quantize int8] [--weights float16] [--features]
-      [--feature-kind pooler|pooler+mean]
+      [--feature-kind pooler|pooler+mean|mean:K]
       Make a bundle from a Hugging Face BertForSequenceClassification directory (save_pretrained
       output with a fast tokenizer), with the Python whose torch bertgate found (it needs
       transformers); checks the traced model against eager before writing it. --features adds
-      the gate's features to the model's outputs: the pooled vector, or with --feature-kind
-      pooler+mean that vector beside the last layer's mean over the text's tokens.
+      the gate's features to the model's outputs: the pooled vector, with --feature-kind
+      pooler+mean that vector beside the last layer's mean over the text's tokens, with mean:K
+      the mean of hidden state K alone (0 the embeddings).
   build [--cuda auto|on|off]
       Compile the addon and an engine for the libtorch found (cmake, g++; nvcc for the CUDA
       kernels) into this package's build/Release, for a torch no shipped engine fits.

@@ -1,5 +1,5 @@
 """python -m bertgate_export MODEL_DIR OUT_DIR [--max-length N] [--tolerance T] [--quantize int8]
-[--weights float16] [--features] [--feature-kind pooler|pooler+mean]"""
+[--weights float16] [--features] [--feature-kind pooler|pooler+mean|mean:K]"""
 
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--feature-kind",
-        choices=list(FEATURE_KINDS),
         default=None,
-        help="which features (implies --features): the pooled vector (pooler, the default), or it beside the last "
-        "layer's mean over the tokens (pooler+mean)",
+        metavar="|".join(FEATURE_KINDS),
+        help="which features (implies --features): the pooled vector (pooler, the default), it beside the last "
+        "layer's mean over the tokens (pooler+mean), or the mean of hidden state K alone (mean:K; 0 the embeddings)",
     )
     args = parser.parse_args(argv)
     try:

@@ -152,9 +152,36 @@ def test_pooler_and_mean_features_are_the_pooled_vector_beside_the_mean_of_the_r
         assert hidden[0, 5:].abs().max() > 0
 
 
+def test_a_layers_mean_features_are_the_mean_of_that_hidden_state_over_the_real_tokens(model_dir, tmp_path):
+    eager = BertForSequenceClassification.from_pretrained(model_dir).eval()
+    layer = eager.config.num_hidden_layers - 1  # not the last: hidden_states[-1] would hide an off-by-one
+    manifest = export_bundle(model_dir, tmp_path / "bundle", features=f"mean:{layer}")
+    assert manifest["outputs"] == {"logits": 3, "features": 32}
+    assert manifest["features"] == f"mean:{layer}"
+    traced = torch.jit.load(str(tmp_path / "bundle" / "model.pt"))
+    ids, mask, types = random_batch(torch.Generator().manual_seed(7), 3, 13, eager.config.vocab_size, 2)
+    mask[0, 4:] = 0
+    with torch.no_grad():
+        out = traced(ids, mask, types)
+        states = eager.bert(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
+        assert (out["logits"] - eager.classifier(states.pooler_output)).abs().max() <= 1e-5
+        for row in range(3):
+            want = states.hidden_states[layer][row][mask[row].bool()].mean(0)
+            assert (out["features"][row] - want).abs().max() <= 1e-5
+            # Another layer's mean is another vector: the test would see the wrong K.
+            assert (
+                out["features"][row] - states.hidden_states[layer + 1][row][mask[row].bool()].mean(0)
+            ).abs().max() > 1e-3
+
+
 def test_refuses_a_feature_kind_it_does_not_know(model_dir, tmp_path):
-    with pytest.raises(ExportError, match="features must be one of pooler, pooler\\+mean, got cls"):
-        export_bundle(model_dir, tmp_path / "bundle", features="cls")
+    for kind in ("cls", "mean", "mean:-1", "mean:01", "mean:1.5"):
+        with pytest.raises(ExportError, match="features must be pooler, pooler\\+mean or mean:K"):
+            export_bundle(model_dir, tmp_path / "bundle", features=kind)
+    # A layer the model does not have is named with the count it has.
+    with pytest.raises(ExportError, match=r"features mean:9: .* has 2 layers \(mean:0 is the embeddings, mean:2"):
+        export_bundle(model_dir, tmp_path / "bundle", features="mean:9")
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_unbundle_recovers_the_model_a_bundle_holds(model_dir, tmp_path):
