@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Trains the CPU candidate for the default model across sessions: 4 layers, 8,000 pieces, 12 epochs
 # (the GPU run's l4-e12, docs/evaluation.md), about 23 minutes an epoch on 2 CPUs. Its checkpoint
-# is committed under training/l4-e12/checkpoint/ (fp16 weights of the last finished epoch, in
-# files under 15 MB, and state.json with the command and every resume), so a session on a new
-# machine continues where the last one stopped: this script starts the run, or resumes it when a
-# checkpoint is there. The teacher is cross-fitted again on a new machine (3 minutes; the same
-# seed gives the same probabilities), kept in /tmp meanwhile.
+# goes under training/l4-e12/checkpoint/ (fp16 weights of the last finished epoch, in files under
+# 15 MB, and state.json with the command and every resume): committed after each session, a
+# session on a new machine continues where the last one stopped: this script starts the run, or
+# resumes it when a checkpoint is there. The teacher is cross-fitted again on a new machine
+# (3 minutes; the same seed gives the same probabilities), kept in /tmp meanwhile.
+#
+# The run finished on 2026-12-07 and training/ left the tree (docs/evaluation.md has its figures;
+# docs/candidates/l4-e12.training.json its commands). `git checkout d710bd1 -- training/` brings
+# back epoch 11's checkpoint, from which this script remakes the candidate in one epoch; without
+# it, the script trains from the start (12 epochs, about 5 hours).
 #
 #     bash scripts/train-cpu.sh [EPOCHS_NOW]     (setup first: node scripts/setup.mjs; the training
 #                                                  extras are installed here when missing)
@@ -13,7 +18,7 @@
 # EPOCHS_NOW stops after that many epochs in this call (the checkpoint kept); without it the run
 # goes to its end, writes the Hugging Face model to /tmp/bertgate-l4-e12/hf and the bundle to
 # /tmp/bertgate-l4-e12/bundle. Commit the checkpoint after each call; remove training/ from the
-# tree once the run is done (the issue that asked for it says so).
+# tree once the run is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CHECKPOINT=training/l4-e12/checkpoint
