@@ -342,10 +342,11 @@ def main() -> None:
     if served:
         best = max(served, key=lambda r: r[3])
         kind, dim = served_as(best[0])
-        print(
-            f"chosen among what the engine serves: {best[0]} (--feature-kind {kind}"
-            + (f", --gate-dim {dim})" if dim else ", --gate-dim the width)")
-        )
+        # Every direction is the features' width, printed as the number calibrate needs (its
+        # --gate-dim defaults to 128, not to the width).
+        feature = {"pooler": "pooler", "pooler+mean": "pooler+mean_last"}.get(kind, f"mean_{kind[5:]}")
+        dim = dim or f["fit"][feature].shape[1]
+        print(f"chosen among what the engine serves: {best[0]} (--feature-kind {kind} --gate-dim {dim})")
 
 
 def served_as(label: str) -> tuple[str, int | None] | None:

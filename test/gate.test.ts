@@ -359,6 +359,20 @@ describe('the out-of-distribution gate', () => {
       { 'gate-dim': '16', 'gate-data': few },
       new RegExp(`few\\.jsonl: 90 texts \\(45 distinct\\) in ${labels} labels cannot fit a gate on features 48 wide`),
     );
+    // Distinct strings the tokenizer reads alike are one text to the model: 45 texts, each also
+    // with spaces around it, pass the count of strings and are refused on the features' count.
+    const spaced = lines.map((l) => {
+      const e = JSON.parse(l) as { text: string; label: string };
+      return JSON.stringify({ ...e, text: `  ${e.text}   ` });
+    });
+    await writeFile(few, [...lines, ...spaced].join('\n') + '\n');
+    await refused(
+      { 'gate-dim': '16', 'gate-data': few },
+      new RegExp(
+        `few\\.jsonl: 90 texts \\(45 distinct to the model: texts its tokenizer reads alike, as in case or spacing, ` +
+          `give one feature vector\\) in ${labels} labels cannot fit a gate on features 48 wide: .*spans at most ${45 - labels} directions`,
+      ),
+    );
   });
 
   it("is another model's once model.pt changes: refused by name before the gate is read, through the seal or the file's digest", async () => {

@@ -49,13 +49,14 @@ function enoughToFit(
   labels: number,
   width: number,
   half: boolean,
+  alike = 'distinct',
 ): void {
   if (distinct - labels >= width) return;
   const needed = width + labels;
   throw new DataError(
     source,
     undefined,
-    `${source}: ${texts} texts${distinct < texts ? ` (${distinct} distinct)` : ''} in ${labels} ` +
+    `${source}: ${texts} texts${distinct < texts ? ` (${distinct} ${alike})` : ''} in ${labels} ` +
       `label${labels === 1 ? '' : 's'} cannot fit a gate on features ${width} wide: their within-class spread ` +
       `spans at most ${Math.max(0, distinct - labels)} directions, so its least-variance directions would be ones ` +
       `the texts never vary along; give at least ${needed} distinct texts ` +
@@ -116,6 +117,25 @@ export async function fitGateDirections(
       );
     }
   });
+  // Counted again on what the model saw: texts its tokenizer reads alike (case, spacing, a
+  // character it drops) are one feature vector, and add no direction however many strings they are.
+  // Compared to 4 significant digits of the vector's largest value: the same tokens in batches of
+  // other lengths differ in the 7th (batched equals single within fp32 rounding, not bit for bit).
+  const seen = new Set(
+    features.map((f, i) => {
+      const scale = f.reduce((m, x) => Math.max(m, Math.abs(x)), 0) || 1;
+      return `${fitLabels[i]}:${Array.from(f, (x) => Math.round((x / scale) * 1e4)).join(',')}`;
+    }),
+  ).size;
+  enoughToFit(
+    name,
+    fitting.length,
+    seen,
+    new Set(fitLabels).size,
+    width,
+    gateData === undefined,
+    'distinct to the model: texts its tokenizer reads alike, as in case or spacing, give one feature vector',
+  );
   const fit = fitGate(features, fitLabels, classifier.labels.length, dim);
   const fittedOn =
     gateData === undefined

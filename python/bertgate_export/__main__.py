@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             tolerance=args.tolerance,
             quantize=args.quantize,
             weights=args.weights,
-            features=args.feature_kind or args.features,
+            # is not None: an empty --feature-kind is refused by the exporter, not read as no features
+            features=args.feature_kind if args.feature_kind is not None else args.features,
         )
     except ExportError as error:
         print(f"bertgate_export: {error}", file=sys.stderr)

@@ -309,7 +309,8 @@ def export_bundle(
     "pooler+mean": the features are that vector and the mean of the last layer side by side
     (twice the width); "mean:K": the mean of hidden state K alone (0 the embeddings); bundle.json's
     "features" says which."""
-    kind = "pooler" if features is True else (features or None)
+    # Only False and None mean no features: an empty string is a kind, and refused as one.
+    kind = "pooler" if features is True else (None if features is False or features is None else features)
     layer = feature_layer(kind) if kind is not None else None
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     check_out_dir(out_dir)

@@ -175,7 +175,7 @@ def test_a_layers_mean_features_are_the_mean_of_that_hidden_state_over_the_real_
 
 
 def test_refuses_a_feature_kind_it_does_not_know(model_dir, tmp_path):
-    for kind in ("cls", "mean", "mean:-1", "mean:01", "mean:1.5"):
+    for kind in ("cls", "", "mean", "mean:-1", "mean:01", "mean:1.5"):
         with pytest.raises(ExportError, match="features must be pooler, pooler\\+mean or mean:K"):
             export_bundle(model_dir, tmp_path / "bundle", features=kind)
     # A layer the model does not have is named with the count it has.
