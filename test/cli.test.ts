@@ -90,6 +90,17 @@ describe('bertgate classify', () => {
     assert.equal(jsonLines(r.stdout).length, 256, 'the first chunk was answered');
   });
 
+  it('prints the usage for --help after a command, and classifies "--help" after --', async () => {
+    for (const command of ['calibrate', 'classify', 'export']) {
+      const r = await bertgate([command, '--model', 'nowhere', '--help']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /calibrate --model DIR --data FILE/);
+    }
+    const text = await bertgate(['classify', '--model', bundle('labels2'), '--', '--help']);
+    assert.equal(text.code, 0, text.stderr);
+    assert.equal((JSON.parse(text.stdout) as { label: string }).label.length > 0, true);
+  });
+
   it('fails with a typed message for a bad flag value', async () => {
     const r = await bertgate(['classify', '--model', bundle('labels2'), '--threshold', 'abc', 'x']);
     assert.equal(r.code, 1);

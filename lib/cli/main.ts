@@ -81,8 +81,18 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+const COMMANDS = new Set(['classify', 'doctor', 'serve', 'worker', 'calibrate', 'evaluate', 'demo', 'export', 'build']);
+
 async function dispatch(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // `bertgate calibrate --help` is what a user types first; parseArgs would refuse the flag.
+  // Only before a `--`: after it, "--help" is a text to classify.
+  const dashes = rest.indexOf('--');
+  const flags = dashes === -1 ? rest : rest.slice(0, dashes);
+  if (command !== undefined && COMMANDS.has(command) && (flags.includes('--help') || flags.includes('-h'))) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   switch (command) {
     case 'classify':
       return classifyCommand(rest);
