@@ -341,22 +341,22 @@ def main() -> None:
     served = [r for r in rows if served_as(r[0]) is not None]
     if served:
         best = max(served, key=lambda r: r[3])
-        kind, dim = served_as(best[0])
+        kind, dim, feature = served_as(best[0])
         # Every direction is the features' width, printed as the number calibrate needs (its
         # --gate-dim defaults to 128, not to the width).
-        feature = {"pooler": "pooler", "pooler+mean": "pooler+mean_last"}.get(kind, f"mean_{kind[5:]}")
         dim = dim or f["fit"][feature].shape[1]
         print(f"chosen among what the engine serves: {best[0]} (--feature-kind {kind} --gate-dim {dim})")
 
 
-def served_as(label: str) -> tuple[str, int | None] | None:
-    """The exporter's --feature-kind and calibrate's --gate-dim that serve a Mahalanobis row, or
-    None for a score the engine does not compute (kNN, energy, sums of scores, every layer's mean)."""
+def served_as(label: str) -> tuple[str, int | None, str] | None:
+    """The exporter's --feature-kind and calibrate's --gate-dim that serve a Mahalanobis row, with
+    the row's feature name, or None for a score the engine does not compute (kNN, energy, sums of
+    scores, every layer's mean)."""
     m = re.fullmatch(r"Mahalanobis, (pooler|pooler\+mean_last|mean_(\d+))(?:, (\d+) least-variance directions)?", label)
     if m is None:
         return None
     kind = {"pooler": "pooler", "pooler+mean_last": "pooler+mean"}.get(m[1], f"mean:{m[2]}")
-    return kind, int(m[3]) if m[3] else None
+    return kind, int(m[3]) if m[3] else None, m[1]
 
 
 if __name__ == "__main__":

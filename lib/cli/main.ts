@@ -81,48 +81,40 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-const COMMANDS = new Set(['classify', 'doctor', 'serve', 'worker', 'calibrate', 'evaluate', 'demo', 'export', 'build']);
+// Each command by name: the one list dispatch runs from and `COMMAND --help` is checked against.
+const COMMANDS: Record<string, (rest: string[]) => number | Promise<number>> = {
+  classify: classifyCommand,
+  doctor: doctorCommand,
+  serve: serveCommand,
+  // Loaded on demand: bullmq and ioredis take longer to import than the rest of the CLI.
+  worker: async (rest) => (await import('./worker.js')).workerCommand(rest),
+  calibrate: calibrateCommand,
+  evaluate: evaluateCommand,
+  demo: demoCommand,
+  export: exportCommand,
+  build: buildCommand,
+};
 
 async function dispatch(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command === undefined ? 2 : 0;
+  }
+  const run = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+  if (run === undefined) {
+    process.stderr.write(`bertgate: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+    return 2;
+  }
   // `bertgate calibrate --help` is what a user types first; parseArgs would refuse the flag.
   // Only before a `--`: after it, "--help" is a text to classify.
   const dashes = rest.indexOf('--');
   const flags = dashes === -1 ? rest : rest.slice(0, dashes);
-  if (command !== undefined && COMMANDS.has(command) && (flags.includes('--help') || flags.includes('-h'))) {
+  if (flags.includes('--help') || flags.includes('-h')) {
     process.stdout.write(USAGE);
     return 0;
   }
-  switch (command) {
-    case 'classify':
-      return classifyCommand(rest);
-    case 'doctor':
-      return doctorCommand(rest);
-    case 'serve':
-      return serveCommand(rest);
-    case 'worker':
-      // Loaded on demand: bullmq and ioredis take longer to import than the rest of the CLI.
-      return (await import('./worker.js')).workerCommand(rest);
-    case 'calibrate':
-      return calibrateCommand(rest);
-    case 'evaluate':
-      return evaluateCommand(rest);
-    case 'demo':
-      return demoCommand(rest);
-    case 'export':
-      return exportCommand(rest);
-    case 'build':
-      return buildCommand(rest);
-    case undefined:
-    case '-h':
-    case '--help':
-    case 'help':
-      process.stdout.write(USAGE);
-      return command === undefined ? 2 : 0;
-    default:
-      process.stderr.write(`bertgate: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
-      return 2;
-  }
+  return run(rest);
 }
 
 main(process.argv.slice(2)).then(
